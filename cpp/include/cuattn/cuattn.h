@@ -1,0 +1,191 @@
+// cuattn/cuattn.h — the public C++ API. No Python here: the bindings and the standalone programs
+// both call these functions.
+//
+// Every function validates its arguments (dtype, shape, strides, device; CPU inputs always, and
+// GPU index/length contents only where `check` asks for it), then runs on the device its tensors
+// live on: CPU tensors on the CPU backend (threads over batch x head), CUDA tensors on the GPU on
+// `stream` (no host sync, no allocation unless the doc comment says so). Errors are thrown as
+// cuattn::ValueError / TypeError / CudaError with the bad value in the message.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuattn/params.h"
+#include "cuattn/tensor.h"
+
+struct CUstream_st;
+
+namespace cuattn {
+
+using Stream = CUstream_st*;  // == cudaStream_t; nullptr is the legacy default stream
+
+enum class Layout { bshd, bhsd };
+enum class KVLayout { NHD, HND };
+
+Layout parse_layout(const std::string& s);      // "bshd" | "bhsd", else ValueError
+KVLayout parse_kv_layout(const std::string& s);  // "NHD" | "HND", else ValueError
+
+// ---------------------------------------------------------------------------------------------
+// Dense / varlen / block-sparse attention.
+struct BlockMaskArgs {
+  TensorView kv_num_blocks;       // int32 [mb, mh, n_qb]   (mb in {1, B}, mh in {1, Hq})
+  TensorView kv_indices;          // int32 [mb, mh, n_qb, n_kb]
+  TensorView partial_ids;         // int32 [mb, mh, n_qb, n_kb]
+  TensorView full_kv_num_blocks;  // int32 [mb, mh, n_qb]
+  TensorView full_kv_indices;     // int32 [mb, mh, n_qb, n_kb]
+  TensorView partial_bits;        // uint32 [n_partial, block_q, ceil(block_kv / 32)]
+  int block_q = 0, block_kv = 0;
+  int64_t q_len = 0, kv_len = 0;  // the lengths the mask was built for
+  bool present() const { return kv_num_blocks.present(); }
+};
+
+struct AttentionArgs {
+  TensorView q, k, v;  // bshd: [B, S, H, D]; bhsd: [B, H, S, D]; varlen: [T, H, D]
+  TensorView out;      // like q, last dim Dv
+  TensorView lse;      // optional float32 [B, Hq, Sq]; varlen [Hq, total_q]
+  TensorView cu_seqlens_q, cu_seqlens_k;  // optional int32 [n + 1] (varlen)
+  TensorView sinks;                       // optional float32 [Hq]
+  BlockMaskArgs block_mask;               // optional
+  int64_t max_seqlen_q = -1, max_seqlen_k = -1;  // required when cu_seqlens live on the GPU
+  bool causal = false;
+  int64_t window_left = -1, window_right = -1;  // -1: unbounded
+  double scale = -1;                            // <= 0: 1/sqrt(D)
+  double softcap = 0;
+  Layout layout = Layout::bshd;
+  bool check = false;  // GPU: validate cu_seqlens contents (one sync)
+};
+void attention(const AttentionArgs& a, Stream stream = nullptr);
+
+// Materialises the [Sq, Sk] score matrix (O(S^2) memory): the chapter's baseline.
+// On the GPU it allocates B*H*Sq*Sk floats of workspace with cudaMallocAsync on `stream`.
+struct NaiveArgs {
+  TensorView q, k, v, out;  // as AttentionArgs (dense only)
+  bool causal = false;
+  double scale = -1;
+  Layout layout = Layout::bshd;
+};
+void naive_attention(const NaiveArgs& a, Stream stream = nullptr);
+
+// out = merge of two partial results over disjoint key sets. o: [B, S, H, D] (bshd) or
+// [B, H, S, D] (bhsd); lse [B, H, S]. Both lse -inf -> out 0, lse -inf.
+struct MergeArgs {
+  TensorView o_a, lse_a, o_b, lse_b, out, lse_out;  // lse_out optional
+  Layout layout = Layout::bshd;
+};
+void merge_states(const MergeArgs& a, Stream stream = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// Paged KV cache.
+struct DecodePlan;
+
+struct PagedArgs {
+  TensorView q;                 // [B, Hq, D] or [B, Sq, Hq, D]
+  TensorView k_cache, v_cache;  // NHD [N, bs, Hkv, D] or HND [N, Hkv, bs, D]; fp8 allowed
+  TensorView block_table;       // int32 [B, max_blocks]
+  TensorView seq_lens;          // int32 [B]
+  TensorView out;               // like q, last dim Dv
+  TensorView lse;               // optional float32 [B, Hq] or [B, Hq, Sq]
+  TensorView sinks;             // optional float32 [Hq]
+  TensorView k_scale_t, v_scale_t;  // optional float32 device scalars (override k/v_scale)
+  double k_scale = 1, v_scale = 1;
+  double scale = -1, softcap = 0;
+  int64_t window_left = -1, window_right = -1;
+  KVLayout kv_layout = KVLayout::NHD;
+  bool causal = true;
+  bool check = false;                 // GPU: validate block ids and lengths (one sync)
+  const DecodePlan* plan = nullptr;   // optional; splits from shapes when null
+};
+void paged_attention(const PagedArgs& a, Stream stream = nullptr);
+
+struct AppendArgs {
+  TensorView k_new, v_new;      // [T, Hkv, D]
+  TensorView k_cache, v_cache;  // as PagedArgs
+  TensorView slot_mapping;      // int64 [T]; negative = skip
+  TensorView k_scale_t, v_scale_t;
+  double k_scale = 1, v_scale = 1;
+  KVLayout kv_layout = KVLayout::NHD;
+  bool check = false;
+};
+void append_paged_kv(const AppendArgs& a, Stream stream = nullptr);
+
+// DeepSeek-V3 MLA decode over a paged latent cache: kv_cache [N, bs, 576] or [N, bs, 1, 576],
+// V = the first head_dim_v (512) columns of each entry. q [B, Sq, Hq, 576], out [B, Sq, Hq, 512],
+// lse [B, Hq, Sq].
+struct MlaDecodeArgs {
+  TensorView q, kv_cache, block_table, seq_lens, out, lse;
+  double scale = 0;  // required (> 0)
+  int head_dim_v = 512;
+  bool causal = true;
+  bool check = false;
+  const DecodePlan* plan = nullptr;
+};
+void mla_decode(const MlaDecodeArgs& a, Stream stream = nullptr);
+
+// The chapter's MLA: out[b,h] = softmax(q[b,h] (Kl Kp[h])^T * scale) (Vl Vp[h]), computed exactly
+// without per-(query, key) re-projection.
+struct MlaArgs {
+  TensorView q;                   // [B, H, S, D]
+  TensorView k_latent, v_latent;  // [B, S, L]
+  TensorView k_proj, v_proj;      // [H, L, D], [H, L, Dv]
+  TensorView out;                 // [B, H, S, Dv]
+  bool causal = true;
+  double scale = -1;
+};
+void mla_attention(const MlaArgs& a, Stream stream = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// Decode scheduling. A plan is made on the host from the sequence lengths (it reads them once),
+// fixes the split of every sequence's KV range and owns the device workspace for partial results,
+// so that paged_attention / mla_decode with the plan do no host work, allocation or sync and can
+// be captured in a CUDA graph.
+struct PlanOptions {
+  int num_heads_q = 0, num_heads_kv = 0, head_dim = 0, head_dim_v = -1;
+  int page_size = 0, seqlen_q = 1;
+  DeviceType device = DeviceType::cpu;
+  int device_id = 0;
+  int num_sms = 0;  // 0: the device's
+};
+struct DecodePlan {
+  PlanOptions opt;
+  int batch = 0;
+  std::vector<int32_t> seq_lens;    // as planned
+  std::vector<int32_t> num_splits;  // per sequence
+  int max_splits = 1;
+  int chunk_tokens = 0;  // KV tokens per split (a multiple of page_size)
+  // Device workspace (CUDA plans): partial outputs and lse of every split.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int32_t* d_num_splits = nullptr;  // [batch] on the device
+  ~DecodePlan();
+};
+std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
+                                        const PlanOptions& opt);
+
+// ---------------------------------------------------------------------------------------------
+// Build and device information.
+struct BuildInfo {
+  bool cuda = false;
+  std::string cuda_version;  // of the toolkit the library was built with
+  std::string archs;         // e.g. "80;90a"
+  std::vector<int> head_dims;
+  std::string version;
+};
+BuildInfo build_info();
+
+struct DeviceInfo {
+  bool available = false;
+  std::string reason;  // why not, when unavailable
+  std::string name;
+  int device = 0, sm_count = 0, cc_major = 0, cc_minor = 0;
+  size_t total_memory = 0, free_memory = 0;
+  int driver_version = 0, runtime_version = 0;
+  size_t l2_bytes = 0, smem_per_block_optin = 0;
+  int clock_khz = 0, mem_clock_khz = 0, mem_bus_width = 0;
+};
+bool cuda_available();
+int device_count();
+DeviceInfo device_info(int device = 0);
+
+}  // namespace cuattn

@@ -1,0 +1,46 @@
+// backend.h — what the host API dispatches to, once the arguments are validated and the params
+// structs filled. The CPU backend is the oracle of the programs and of ctest; the CUDA backend
+// runs the kernels in cuda/ on the caller's stream.
+#pragma once
+
+#include <functional>
+
+#include "cuattn/cuattn.h"
+#include "cuattn/params.h"
+
+namespace cuattn {
+namespace cpu {
+// Threads over (batch, head); fp32 accumulation (fp64 for the softmax sums).
+void attention(const AttnParams& p);
+// Same function, but materialises the full score row block first (the chapter's naive version).
+void naive_attention(const AttnParams& p);
+void paged_attention(const PagedParams& p);
+void append_paged_kv(const AppendParams& p);
+void merge_states(const MergeParams& p);
+
+// Element conversions used by the backend and by host code that builds temporaries.
+float load(const void* base, DType t, int64_t idx);
+void store(void* base, DType t, int64_t idx, float x);
+float fp8_e4m3_to_float(uint8_t v);
+uint8_t float_to_fp8_e4m3(float x);  // round to nearest even, saturating to +-448
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+float bf16_to_float(uint16_t h);
+uint16_t float_to_bf16(float f);
+
+// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads.
+void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+}  // namespace cpu
+
+namespace cuda {
+// Defined in cuda/*.cu when built with CUDA; see cuda/README.md for the kernels behind each.
+void attention(const AttnParams& p, Stream stream);
+void naive_attention(const AttnParams& p, void* workspace, Stream stream);
+void paged_attention(const PagedParams& p, const DecodePlan* plan, Stream stream);
+void append_paged_kv(const AppendParams& p, Stream stream);
+void merge_states(const MergeParams& p, Stream stream);
+// True where the CUDA build has a kernel for this (dtype, head dim, head dim v) combination.
+bool attention_supported(DType t, int d, int dv);
+bool paged_supported(DType q, DType kv, int d, int dv);
+}  // namespace cuda
+}  // namespace cuattn
