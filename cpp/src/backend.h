@@ -42,5 +42,7 @@ void merge_states(const MergeParams& p, Stream stream);
 // True where the CUDA build has a kernel for this (dtype, head dim, head dim v) combination.
 bool attention_supported(DType t, int d, int dv);
 bool paged_supported(DType q, DType kv, int d, int dv);
+// Allocates a plan's device workspace (partial outputs and lse of every split).
+void plan_workspace(DecodePlan& plan);
 }  // namespace cuda
 }  // namespace cuattn

@@ -51,7 +51,7 @@ struct AttentionArgs {
   int64_t max_seqlen_q = -1, max_seqlen_k = -1;  // required when cu_seqlens live on the GPU
   bool causal = false;
   int64_t window_left = -1, window_right = -1;  // -1: unbounded
-  double scale = -1;                            // <= 0: 1/sqrt(D)
+  double scale = -1;                            // < 0: 1/sqrt(D)
   double softcap = 0;
   Layout layout = Layout::bshd;
   bool check = false;  // GPU: validate cu_seqlens contents (one sync)
@@ -162,6 +162,14 @@ struct DecodePlan {
 };
 std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
                                         const PlanOptions& opt);
+
+// ---------------------------------------------------------------------------------------------
+// Small runtime helpers (device memory for cuattn.Array and the programs). All throw CudaError.
+void* device_malloc(size_t bytes, int device, Stream stream);  // cudaMallocAsync on stream
+void device_free(void* ptr, int device, Stream stream);        // cudaFreeAsync on stream
+void memcpy_any(void* dst, const void* src, size_t bytes, Stream stream, bool sync);
+void stream_synchronize(Stream stream);
+bool stream_is_capturing(Stream stream);  // inside cudaStreamBeginCapture .. EndCapture?
 
 // ---------------------------------------------------------------------------------------------
 // Build and device information.

@@ -1,0 +1,431 @@
+// attention.cpp — host entry points for dense / varlen / block-sparse attention, the naive
+// baseline and merge_states: validate, resolve layouts into [b, s, h, d] strides, dispatch.
+#include <algorithm>
+#include <cmath>
+
+#include "backend.h"
+#include "validate.h"
+
+namespace cuattn {
+using namespace detail;
+
+Layout parse_layout(const std::string& s) {
+  if (s == "bshd") return Layout::bshd;
+  if (s == "bhsd") return Layout::bhsd;
+  value_error("layout must be 'bshd' or 'bhsd', got '", s, "'");
+}
+
+KVLayout parse_kv_layout(const std::string& s) {
+  if (s == "NHD") return KVLayout::NHD;
+  if (s == "HND") return KVLayout::HND;
+  value_error("kv_layout must be 'NHD' or 'HND', got '", s, "'");
+}
+
+namespace {
+
+// A 4-D (or varlen 3-D) q/k/v/out tensor seen as [b, s, h, d].
+struct Bshd {
+  int64_t b = 0, s = 0, h = 0, d = 0;
+  int64_t sb = 0, ss = 0, sh = 0;
+};
+
+Bshd as_bshd(const TensorView& t, const char* name, Layout layout, bool varlen) {
+  require_last_contiguous(t, name);
+  Bshd r;
+  if (varlen) {
+    require_ndim(t, name, 3, "[total_tokens, heads, head_dim] (varlen)");
+    r.b = 1;
+    r.s = t.shape[0], r.h = t.shape[1], r.d = t.shape[2];
+    r.sb = 0, r.ss = t.stride[0], r.sh = t.stride[1];
+  } else if (layout == Layout::bshd) {
+    require_ndim(t, name, 4, "[batch, seqlen, heads, head_dim] (layout='bshd')");
+    r.b = t.shape[0], r.s = t.shape[1], r.h = t.shape[2], r.d = t.shape[3];
+    r.sb = t.stride[0], r.ss = t.stride[1], r.sh = t.stride[2];
+  } else {
+    require_ndim(t, name, 4, "[batch, heads, seqlen, head_dim] (layout='bhsd')");
+    r.b = t.shape[0], r.h = t.shape[1], r.s = t.shape[2], r.d = t.shape[3];
+    r.sb = t.stride[0], r.sh = t.stride[1], r.ss = t.stride[2];
+  }
+  return r;
+}
+
+const char* layout_desc(Layout l, bool varlen) {
+  if (varlen) return "(varlen [total, heads, head_dim])";
+  return l == Layout::bshd ? "(layout='bshd' [batch, seqlen, heads, head_dim])"
+                           : "(layout='bhsd' [batch, heads, seqlen, head_dim])";
+}
+
+void check_head_dims(const TensorView& q, int d, int dv) {
+  if (d < 1 || dv < 1) value_error("head_dim must be >= 1, got q head_dim ", d, ", v head_dim ", dv);
+  if (!q.is_cuda()) return;
+  if (d > 256 || d % 8 != 0 || dv > 256 || dv % 8 != 0)
+    value_error("head_dim ", d, " (v head_dim ", dv,
+                ") is not supported on the GPU: it must be a multiple of 8 and at most 256");
+#ifdef CUATTN_WITH_CUDA
+  if (!cuda::attention_supported(q.dtype, d, dv)) {
+    std::string dims;
+    for (int x : build_info().head_dims) dims += cat(dims.empty() ? "" : ", ", x);
+    value_error("head_dim ", d, " with v head_dim ", dv, " has no GPU kernel in this build "
+                "(CUATTN_HEAD_DIMS: ", dims, "; also D=192/Dv=128)");
+  }
+#endif
+}
+
+void check_window(int64_t left, int64_t right) {
+  if (left < -1 || right < -1)
+    value_error("window must be (left, right) with each >= 0 or -1 (unbounded), got (", left,
+                ", ", right, ")");
+}
+
+void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq) {
+  if (!sinks.present()) return;
+  require_dtype(sinks, "sinks", {DType::f32});
+  require_shape(sinks, "sinks", {hq}, "[num_heads_q]");
+  require_same_device(sinks, "sinks", q, "q");
+  require_last_contiguous(sinks, "sinks");
+}
+
+// cu_seqlens contents: start at 0, non-decreasing, last <= total. Returns the max length.
+int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64_t total) {
+  if (cu.empty()) value_error(name, " must have at least one element");
+  if (cu[0] != 0) value_error(name, "[0] must be 0, got ", cu[0]);
+  int64_t mx = 0;
+  for (size_t i = 1; i < cu.size(); ++i) {
+    if (cu[i] < cu[i - 1])
+      value_error(name, " must be non-decreasing, but ", name, "[", i, "] = ", cu[i], " < ",
+                  name, "[", i - 1, "] = ", cu[i - 1]);
+    mx = std::max(mx, cu[i] - cu[i - 1]);
+  }
+  if (cu.back() > total)
+    value_error(name, "[-1] = ", cu.back(), " exceeds the ", total, " tokens given");
+  return mx;
+}
+
+void fill_block_mask(const BlockMaskArgs& m, const TensorView& q, int64_t B, int64_t Hq,
+                     int64_t Sq, int64_t Sk, BlockMaskParams& bp) {
+  const char* names[5] = {"block_mask.kv_num_blocks", "block_mask.kv_indices",
+                          "block_mask.partial_ids", "block_mask.full_kv_num_blocks",
+                          "block_mask.full_kv_indices"};
+  const TensorView* ts[5] = {&m.kv_num_blocks, &m.kv_indices, &m.partial_ids,
+                             &m.full_kv_num_blocks, &m.full_kv_indices};
+  if (m.block_q < 1 || m.block_kv < 1)
+    value_error("block_mask block sizes must be >= 1, got (", m.block_q, ", ", m.block_kv, ")");
+  if (m.q_len != Sq || m.kv_len != Sk)
+    value_error("block_mask was built for Q_LEN=", m.q_len, ", KV_LEN=", m.kv_len,
+                " but the inputs have Sq=", Sq, ", Sk=", Sk);
+  const int64_t nqb = (Sq + m.block_q - 1) / m.block_q, nkb = (Sk + m.block_kv - 1) / m.block_kv;
+  const int64_t mb = m.kv_num_blocks.present() && m.kv_num_blocks.ndim == 3 ? m.kv_num_blocks.shape[0] : -2;
+  const int64_t mh = mb != -2 ? m.kv_num_blocks.shape[1] : -2;
+  if (mb != 1 && mb != B) value_error("block_mask batch dim must be 1 or ", B, ", got ", mb);
+  if (mh != 1 && mh != Hq) value_error("block_mask head dim must be 1 or ", Hq, ", got ", mh);
+  for (int i = 0; i < 5; ++i) {
+    require(*ts[i], names[i]);
+    require_dtype(*ts[i], names[i], {DType::i32});
+    require_same_device(*ts[i], names[i], q, "q");
+    const bool idx = i == 1 || i == 2 || i == 4;
+    if (idx) require_shape(*ts[i], names[i], {mb, mh, nqb, nkb}, "[B|1, H|1, n_q_blocks, n_kv_blocks]");
+    else require_shape(*ts[i], names[i], {mb, mh, nqb}, "[B|1, H|1, n_q_blocks]");
+    // Contiguous rows: the kernels index [b, h, qb(, n)] with the strides of the first two dims.
+    if (ts[i]->shape[ts[i]->ndim - 1] > 1 && ts[i]->stride[ts[i]->ndim - 1] != 1)
+      value_error(names[i], " must be contiguous in its last dim");
+    if (idx && nqb > 1 && ts[i]->stride[2] != nkb) value_error(names[i], " must be C-contiguous");
+  }
+  if (m.kv_indices.stride[0] != m.partial_ids.stride[0] || m.kv_indices.stride[1] != m.partial_ids.stride[1] ||
+      m.kv_indices.stride[0] != m.full_kv_indices.stride[0] || m.kv_indices.stride[1] != m.full_kv_indices.stride[1] ||
+      m.kv_num_blocks.stride[0] != m.full_kv_num_blocks.stride[0] ||
+      m.kv_num_blocks.stride[1] != m.full_kv_num_blocks.stride[1])
+    value_error("block_mask index arrays must share one layout (C-contiguous)");
+  const int64_t wpr = (m.block_kv + 31) / 32;
+  require(m.partial_bits, "block_mask.partial_bits");
+  require_dtype(m.partial_bits, "block_mask.partial_bits", {DType::u32, DType::i32});
+  require_shape(m.partial_bits, "block_mask.partial_bits", {-1, m.block_q, wpr},
+                "[n_partial, block_q, ceil(block_kv / 32)]");
+  require_same_device(m.partial_bits, "block_mask.partial_bits", q, "q");
+  if (m.partial_bits.numel() > 0 &&
+      (m.partial_bits.stride[2] != 1 || m.partial_bits.stride[1] != wpr ||
+       m.partial_bits.stride[0] != wpr * m.block_q))
+    value_error("block_mask.partial_bits must be C-contiguous");
+  const int64_t np = m.partial_bits.shape[0];
+
+  if (!q.is_cuda()) {  // CPU: validate the contents
+    const auto* num = static_cast<const int32_t*>(m.kv_num_blocks.data);
+    const auto* fnum = static_cast<const int32_t*>(m.full_kv_num_blocks.data);
+    const auto* ind = static_cast<const int32_t*>(m.kv_indices.data);
+    const auto* pid = static_cast<const int32_t*>(m.partial_ids.data);
+    const auto* find = static_cast<const int32_t*>(m.full_kv_indices.data);
+    for (int64_t b = 0; b < mb; ++b)
+      for (int64_t h = 0; h < mh; ++h)
+        for (int64_t qb = 0; qb < nqb; ++qb) {
+          const int64_t r = b * m.kv_num_blocks.stride[0] + h * m.kv_num_blocks.stride[1] + qb;
+          const int64_t ri = b * m.kv_indices.stride[0] + h * m.kv_indices.stride[1] + qb * nkb;
+          if (num[r] < 0 || num[r] > nkb || fnum[r] < 0 || fnum[r] > nkb)
+            value_error("block_mask block counts out of range [0, ", nkb, "] at (", b, ", ", h,
+                        ", ", qb, "): ", num[r], " partial, ", fnum[r], " full");
+          for (int64_t n = 0; n < num[r]; ++n)
+            if (ind[ri + n] < 0 || ind[ri + n] >= nkb || pid[ri + n] < 0 || pid[ri + n] >= np)
+              value_error("block_mask.kv_indices/partial_ids out of range at (", b, ", ", h, ", ",
+                          qb, ", ", n, "): block ", ind[ri + n], " of ", nkb, ", partial id ",
+                          pid[ri + n], " of ", np);
+          for (int64_t n = 0; n < fnum[r]; ++n)
+            if (find[ri + n] < 0 || find[ri + n] >= nkb)
+              value_error("block_mask.full_kv_indices out of range at (", b, ", ", h, ", ", qb,
+                          ", ", n, "): block ", find[ri + n], " of ", nkb);
+        }
+  }
+  bp.kv_num_blocks = static_cast<const int32_t*>(m.kv_num_blocks.data);
+  bp.kv_indices = static_cast<const int32_t*>(m.kv_indices.data);
+  bp.partial_ids = static_cast<const int32_t*>(m.partial_ids.data);
+  bp.full_kv_num_blocks = static_cast<const int32_t*>(m.full_kv_num_blocks.data);
+  bp.full_kv_indices = static_cast<const int32_t*>(m.full_kv_indices.data);
+  bp.partial_bits = static_cast<const uint32_t*>(m.partial_bits.data);
+  bp.num_stride_b = mb == 1 ? 0 : m.kv_num_blocks.stride[0];
+  bp.num_stride_h = mh == 1 ? 0 : m.kv_num_blocks.stride[1];
+  bp.idx_stride_b = mb == 1 ? 0 : m.kv_indices.stride[0];
+  bp.idx_stride_h = mh == 1 ? 0 : m.kv_indices.stride[1];
+  bp.block_q = m.block_q;
+  bp.block_kv = m.block_kv;
+  bp.words_per_row = int(wpr);
+  bp.n_qb = int(nqb);
+  bp.n_kb = int(nkb);
+  bp.n_partial = int(np);
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, Stream stream) {
+  require(a.q, "q");
+  require(a.k, "k");
+  require(a.v, "v");
+  require(a.out, "out");
+  require_cuda_usable(a.q, "q");
+  require_compute_dtype(a.q, "q");
+  require_same_dtype(a.k, "k", a.q, "q");
+  require_same_dtype(a.v, "v", a.q, "q");
+  require_same_dtype(a.out, "out", a.q, "q");
+  for (auto [t, n] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}})
+    require_same_device(*t, n, a.q, "q");
+
+  const bool varlen = a.cu_seqlens_q.present() || a.cu_seqlens_k.present();
+  if (varlen && !(a.cu_seqlens_q.present() && a.cu_seqlens_k.present()))
+    value_error("varlen attention needs both cu_seqlens_q and cu_seqlens_k");
+  if (varlen && a.layout != Layout::bshd)
+    value_error("varlen attention takes packed [total, heads, head_dim] arrays; layout must be "
+                "'bshd'");
+  if (varlen && a.block_mask.present())
+    value_error("block_mask cannot be combined with cu_seqlens (use a document mask instead)");
+
+  const Bshd q = as_bshd(a.q, "q", a.layout, varlen);
+  const Bshd k = as_bshd(a.k, "k", a.layout, varlen);
+  const Bshd v = as_bshd(a.v, "v", a.layout, varlen);
+  const Bshd o = as_bshd(a.out, "out", a.layout, varlen);
+  const char* ld = layout_desc(a.layout, varlen);
+  if (k.b != q.b) value_error("k batch ", k.b, " != q batch ", q.b, " ", ld);
+  if (v.b != q.b) value_error("v batch ", v.b, " != q batch ", q.b, " ", ld);
+  if (v.s != k.s) value_error("v seqlen ", v.s, " != k seqlen ", k.s, " ", ld);
+  if (v.h != k.h) value_error("v heads ", v.h, " != k heads ", k.h, " ", ld);
+  if (k.d != q.d) value_error("k head_dim ", k.d, " != q head_dim ", q.d, " ", ld);
+  if (k.h < 1 || q.h % k.h != 0)
+    value_error("num_heads_q (", q.h, ") must be a multiple of num_heads_kv (", k.h, ")");
+  if (o.b != q.b || o.s != q.s || o.h != q.h || o.d != v.d)
+    value_error("out has shape ", shape_str(a.out), "; expected q's shape with head_dim ", v.d,
+                " ", ld);
+  check_head_dims(a.q, int(q.d), int(v.d));
+  check_window(a.window_left, a.window_right);
+  check_sinks(a.sinks, a.q, q.h);
+  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}})
+    require_gpu_aligned(*t, n);
+
+  AttnParams p;
+  p.batch = int(q.b);
+  p.seqlen_q = int(q.s);
+  p.seqlen_k = int(k.s);
+  if (varlen) {
+    for (auto [t, n] : {std::pair{&a.cu_seqlens_q, "cu_seqlens_q"}, {&a.cu_seqlens_k, "cu_seqlens_k"}}) {
+      require_dtype(*t, n, {DType::i32});
+      require_ndim(*t, n, 1, "[num_sequences + 1]");
+      require_same_device(*t, n, a.q, "q");
+      require_last_contiguous(*t, n);
+    }
+    if (a.cu_seqlens_q.shape[0] != a.cu_seqlens_k.shape[0])
+      value_error("cu_seqlens_q has ", a.cu_seqlens_q.shape[0], " entries but cu_seqlens_k has ",
+                  a.cu_seqlens_k.shape[0]);
+    if (a.cu_seqlens_q.shape[0] < 1) value_error("cu_seqlens_q must have at least one entry");
+    p.batch = int(a.cu_seqlens_q.shape[0] - 1);
+    const bool gpu = a.q.is_cuda();
+    if (gpu && (a.max_seqlen_q < 0 || a.max_seqlen_k < 0))
+      value_error("max_seqlen_q and max_seqlen_k are required when cu_seqlens live on the GPU "
+                  "(they size the grid without a device sync)");
+    if (!gpu || a.check || env_check()) {
+      const int64_t mq = check_cu_seqlens(read_ints(a.cu_seqlens_q, stream), "cu_seqlens_q", q.s);
+      const int64_t mk = check_cu_seqlens(read_ints(a.cu_seqlens_k, stream), "cu_seqlens_k", k.s);
+      if (a.max_seqlen_q >= 0 && a.max_seqlen_q < mq)
+        value_error("max_seqlen_q = ", a.max_seqlen_q, " is less than the longest q sequence (", mq, ")");
+      if (a.max_seqlen_k >= 0 && a.max_seqlen_k < mk)
+        value_error("max_seqlen_k = ", a.max_seqlen_k, " is less than the longest k sequence (", mk, ")");
+      p.seqlen_q = int(a.max_seqlen_q >= 0 ? a.max_seqlen_q : mq);
+      p.seqlen_k = int(a.max_seqlen_k >= 0 ? a.max_seqlen_k : mk);
+    } else {
+      p.seqlen_q = int(a.max_seqlen_q);
+      p.seqlen_k = int(a.max_seqlen_k);
+    }
+    p.cu_seqlens_q = static_cast<const int32_t*>(a.cu_seqlens_q.data);
+    p.cu_seqlens_k = static_cast<const int32_t*>(a.cu_seqlens_k.data);
+  }
+
+  if (a.lse.present()) {
+    require_dtype(a.lse, "lse", {DType::f32});
+    require_same_device(a.lse, "lse", a.q, "q");
+    require_last_contiguous(a.lse, "lse");
+    if (varlen) {
+      require_shape(a.lse, "lse", {q.h, q.s}, "[num_heads_q, total_q] (varlen)");
+      p.lse_batch_stride = 0;
+      p.lse_head_stride = a.lse.stride[0];
+    } else {
+      require_shape(a.lse, "lse", {q.b, q.h, q.s}, "[batch, num_heads_q, seqlen_q]");
+      p.lse_batch_stride = a.lse.stride[0];
+      p.lse_head_stride = a.lse.stride[1];
+    }
+    p.lse = static_cast<float*>(a.lse.data);
+  }
+
+  if (a.block_mask.present()) fill_block_mask(a.block_mask, a.q, q.b, q.h, q.s, k.s, p.block_mask);
+
+  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.o = a.out.data;
+  p.q_batch_stride = q.sb, p.q_row_stride = q.ss, p.q_head_stride = q.sh;
+  p.k_batch_stride = k.sb, p.k_row_stride = k.ss, p.k_head_stride = k.sh;
+  p.v_batch_stride = v.sb, p.v_row_stride = v.ss, p.v_head_stride = v.sh;
+  p.o_batch_stride = o.sb, p.o_row_stride = o.ss, p.o_head_stride = o.sh;
+  p.sinks = a.sinks.present() ? static_cast<const float*>(a.sinks.data) : nullptr;
+  p.num_heads_q = int(q.h);
+  p.num_heads_kv = int(k.h);
+  p.head_dim = int(q.d);
+  p.head_dim_v = int(v.d);
+  p.causal = a.causal;
+  p.window_left = int(std::min<int64_t>(a.window_left, INT32_MAX));
+  p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));
+  p.scale = resolve_scale(a.scale, p.head_dim);
+  p.scale_log2 = p.scale * kLog2e;
+  p.softcap = float(a.softcap);
+  if (!(a.softcap >= 0)) value_error("softcap must be >= 0, got ", a.softcap);
+  p.dtype = a.q.dtype;
+
+  // Zero-size problems: nothing to compute (rows of an empty kv are still written below).
+  if (p.batch == 0 || q.s == 0 || q.h == 0) return;
+
+  if (a.q.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    cuda::attention(p, stream);
+#endif
+  } else {
+    cpu::attention(p);
+  }
+}
+
+void naive_attention(const NaiveArgs& a, Stream stream) {
+  require(a.q, "q");
+  require(a.k, "k");
+  require(a.v, "v");
+  require(a.out, "out");
+  require_cuda_usable(a.q, "q");
+  require_compute_dtype(a.q, "q");
+  for (auto [t, n] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}}) {
+    require_same_dtype(*t, n, a.q, "q");
+    require_same_device(*t, n, a.q, "q");
+    require_gpu_aligned(*t, n);
+  }
+  require_gpu_aligned(a.q, "q");
+  const Bshd q = as_bshd(a.q, "q", a.layout, false);
+  const Bshd k = as_bshd(a.k, "k", a.layout, false);
+  const Bshd v = as_bshd(a.v, "v", a.layout, false);
+  const Bshd o = as_bshd(a.out, "out", a.layout, false);
+  const char* ld = layout_desc(a.layout, false);
+  if (k.b != q.b || v.b != q.b) value_error("k/v batch must equal q batch ", q.b, " ", ld);
+  if (v.s != k.s || v.h != k.h) value_error("v shape ", shape_str(a.v), " does not match k ", shape_str(a.k));
+  if (k.d != q.d) value_error("k head_dim ", k.d, " != q head_dim ", q.d);
+  if (k.h < 1 || q.h % k.h != 0)
+    value_error("num_heads_q (", q.h, ") must be a multiple of num_heads_kv (", k.h, ")");
+  if (o.b != q.b || o.s != q.s || o.h != q.h || o.d != v.d)
+    value_error("out has shape ", shape_str(a.out), "; expected q's shape with head_dim ", v.d);
+  if (q.d < 1) value_error("head_dim must be >= 1");
+  AttnParams p;
+  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.o = a.out.data;
+  p.q_batch_stride = q.sb, p.q_row_stride = q.ss, p.q_head_stride = q.sh;
+  p.k_batch_stride = k.sb, p.k_row_stride = k.ss, p.k_head_stride = k.sh;
+  p.v_batch_stride = v.sb, p.v_row_stride = v.ss, p.v_head_stride = v.sh;
+  p.o_batch_stride = o.sb, p.o_row_stride = o.ss, p.o_head_stride = o.sh;
+  p.batch = int(q.b), p.seqlen_q = int(q.s), p.seqlen_k = int(k.s);
+  p.num_heads_q = int(q.h), p.num_heads_kv = int(k.h);
+  p.head_dim = int(q.d), p.head_dim_v = int(v.d);
+  p.causal = a.causal;
+  p.scale = resolve_scale(a.scale, p.head_dim);
+  p.scale_log2 = p.scale * kLog2e;
+  p.dtype = a.q.dtype;
+  if (p.batch == 0 || q.s == 0 || q.h == 0) return;
+  if (a.q.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    const size_t bytes = size_t(q.b) * q.h * q.s * std::max<int64_t>(k.s, 1) * sizeof(float);
+    void* ws = device_malloc(bytes, a.q.device_id, stream);
+    try {
+      cuda::naive_attention(p, ws, stream);
+    } catch (...) {
+      device_free(ws, a.q.device_id, stream);
+      throw;
+    }
+    device_free(ws, a.q.device_id, stream);
+#endif
+  } else {
+    cpu::naive_attention(p);
+  }
+}
+
+void merge_states(const MergeArgs& a, Stream stream) {
+  require(a.o_a, "o_a");
+  require(a.o_b, "o_b");
+  require(a.lse_a, "lse_a");
+  require(a.lse_b, "lse_b");
+  require(a.out, "out");
+  require_cuda_usable(a.o_a, "o_a");
+  require_compute_dtype(a.o_a, "o_a");
+  for (auto [t, n] : {std::pair{&a.o_b, "o_b"}, {&a.out, "out"}}) require_same_dtype(*t, n, a.o_a, "o_a");
+  for (auto [t, n] : {std::pair{&a.o_b, "o_b"}, {&a.out, "out"}, {&a.lse_a, "lse_a"}, {&a.lse_b, "lse_b"}})
+    require_same_device(*t, n, a.o_a, "o_a");
+  const Bshd oa = as_bshd(a.o_a, "o_a", a.layout, false);
+  const Bshd ob = as_bshd(a.o_b, "o_b", a.layout, false);
+  const Bshd o = as_bshd(a.out, "out", a.layout, false);
+  if (ob.b != oa.b || ob.s != oa.s || ob.h != oa.h || ob.d != oa.d)
+    value_error("o_b has shape ", shape_str(a.o_b), " but o_a has ", shape_str(a.o_a));
+  if (o.b != oa.b || o.s != oa.s || o.h != oa.h || o.d != oa.d)
+    value_error("out has shape ", shape_str(a.out), " but o_a has ", shape_str(a.o_a));
+  MergeParams p;
+  auto lse3 = [&](const TensorView& t, const char* n, int64_t* st) {
+    require_dtype(t, n, {DType::f32});
+    require_shape(t, n, {oa.b, oa.h, oa.s}, "[batch, heads, seqlen]");
+    for (int i = 0; i < 3; ++i) st[i] = t.stride[i];
+  };
+  lse3(a.lse_a, "lse_a", p.la_stride);
+  lse3(a.lse_b, "lse_b", p.lb_stride);
+  if (a.lse_out.present()) {
+    require_same_device(a.lse_out, "lse_out", a.o_a, "o_a");
+    lse3(a.lse_out, "lse_out", p.l_stride);
+    p.lse = static_cast<float*>(a.lse_out.data);
+  }
+  for (auto [t, n] : {std::pair{&a.o_a, "o_a"}, {&a.o_b, "o_b"}, {&a.out, "out"}}) require_gpu_aligned(*t, n);
+  p.o_a = a.o_a.data, p.o_b = a.o_b.data, p.o = a.out.data;
+  p.lse_a = static_cast<const float*>(a.lse_a.data);
+  p.lse_b = static_cast<const float*>(a.lse_b.data);
+  const Bshd* src[3] = {&oa, &ob, &o};
+  int64_t* dst[3] = {p.oa_stride, p.ob_stride, p.o_stride};
+  for (int i = 0; i < 3; ++i) dst[i][0] = src[i]->sb, dst[i][1] = src[i]->ss, dst[i][2] = src[i]->sh;
+  p.batch = int(oa.b), p.seqlen = int(oa.s), p.num_heads = int(oa.h), p.head_dim = int(oa.d);
+  p.dtype = a.o_a.dtype;
+  if (p.batch == 0 || p.seqlen == 0 || p.num_heads == 0) return;
+  if (a.o_a.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    cuda::merge_states(p, stream);
+#endif
+  } else {
+    cpu::merge_states(p);
+  }
+}
+
+}  // namespace cuattn

@@ -1,0 +1,344 @@
+// paged.cpp — host entry points for the paged KV cache: paged_attention, append_paged_kv,
+// mla_decode (a paged attention whose V is the first 512 columns of the latent K) and the
+// decode plan.
+#include <algorithm>
+#include <cmath>
+
+#include "backend.h"
+#include "scheduler.h"
+#include "validate.h"
+
+namespace cuattn {
+using namespace detail;
+
+namespace {
+
+// A cache tensor seen as [pages, slots, heads, d] through strides.
+struct CacheView {
+  int64_t n = 0, bs = 0, h = 0, d = 0;
+  int64_t sp = 0, ss = 0, sh = 0;
+};
+
+CacheView as_cache(const TensorView& t, const char* name, KVLayout layout) {
+  require_last_contiguous(t, name);
+  CacheView c;
+  if (layout == KVLayout::NHD) {
+    require_ndim(t, name, 4, "[num_blocks, block_size, num_heads_kv, head_dim] (kv_layout='NHD')");
+    c.n = t.shape[0], c.bs = t.shape[1], c.h = t.shape[2], c.d = t.shape[3];
+    c.sp = t.stride[0], c.ss = t.stride[1], c.sh = t.stride[2];
+  } else {
+    require_ndim(t, name, 4, "[num_blocks, num_heads_kv, block_size, head_dim] (kv_layout='HND')");
+    c.n = t.shape[0], c.h = t.shape[1], c.bs = t.shape[2], c.d = t.shape[3];
+    c.sp = t.stride[0], c.sh = t.stride[1], c.ss = t.stride[2];
+  }
+  return c;
+}
+
+void check_kv_dtype(const TensorView& cache, const char* name, const TensorView& q) {
+  if (cache.dtype == DType::fp8_e4m3) return;
+  if (cache.dtype != q.dtype)
+    value_error(name, " has dtype ", dtype_name(cache.dtype), "; expected q's dtype ",
+                dtype_name(q.dtype), " or fp8_e4m3 (float8_e4m3fn, or uint8 with "
+                "kv_cache_dtype='fp8_e4m3')");
+}
+
+// Validates seq_lens and the block-table entries a sequence reads. CPU data always; GPU data
+// only when asked (one sync).
+void check_paged_contents(const TensorView& block_table, const TensorView& seq_lens,
+                          int64_t page_size, int64_t num_pages, Stream stream) {
+  const std::vector<int64_t> lens = read_ints(seq_lens, stream);
+  const std::vector<int64_t> table = read_ints(block_table, stream);
+  const int64_t max_blocks = block_table.shape[1];
+  for (size_t b = 0; b < lens.size(); ++b) {
+    const int64_t L = lens[b];
+    if (L < 0 || L > max_blocks * page_size)
+      value_error("seq_lens[", b, "] = ", L, " is out of range [0, ", max_blocks * page_size,
+                  "] (block_table has ", max_blocks, " blocks of ", page_size, " per sequence)");
+    for (int64_t i = 0; i < (L + page_size - 1) / page_size; ++i) {
+      const int64_t id = table[b * size_t(max_blocks) + size_t(i)];
+      if (id < 0 || id >= num_pages)
+        value_error("block_table[", b, ", ", i, "] = ", id, " is out of range [0, ", num_pages,
+                    ") (num_blocks of the cache)");
+    }
+  }
+}
+
+}  // namespace
+
+void paged_attention(const PagedArgs& a, Stream stream) {
+  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
+                      {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"}, {&a.out, "out"}})
+    require(*t, n);
+  require_cuda_usable(a.q, "q");
+  require_compute_dtype(a.q, "q");
+  require_same_dtype(a.out, "out", a.q, "q");
+  for (auto [t, n] : {std::pair{&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
+                      {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"}, {&a.out, "out"}})
+    require_same_device(*t, n, a.q, "q");
+  check_kv_dtype(a.k_cache, "k_cache", a.q);
+  require_same_dtype(a.v_cache, "v_cache", a.k_cache, "k_cache");
+
+  // q: [B, Hq, D] (one token) or [B, Sq, Hq, D].
+  require_last_contiguous(a.q, "q");
+  if (a.q.ndim != 3 && a.q.ndim != 4)
+    value_error("q must be [batch, num_heads_q, head_dim] or [batch, seqlen_q, num_heads_q, "
+                "head_dim], got shape ", shape_str(a.q));
+  const bool multi = a.q.ndim == 4;
+  const int64_t B = a.q.shape[0], Sq = multi ? a.q.shape[1] : 1;
+  const int64_t Hq = a.q.shape[multi ? 2 : 1], D = a.q.shape[multi ? 3 : 2];
+  const CacheView k = as_cache(a.k_cache, "k_cache", a.kv_layout);
+  const CacheView v = as_cache(a.v_cache, "v_cache", a.kv_layout);
+  if (v.n != k.n || v.bs != k.bs || v.h != k.h)
+    value_error("v_cache shape ", shape_str(a.v_cache), " does not match k_cache ", shape_str(a.k_cache));
+  if (k.d != D) value_error("k_cache head_dim ", k.d, " != q head_dim ", D);
+  if (k.h < 1 || Hq % k.h != 0)
+    value_error("num_heads_q (", Hq, ") must be a multiple of num_heads_kv (", k.h, ")");
+  if (k.bs < 1) value_error("block_size must be >= 1, got ", k.bs);
+  if (D < 1 || v.d < 1) value_error("head_dim must be >= 1");
+  if (multi) require_shape(a.out, "out", {B, Sq, Hq, v.d}, "[batch, seqlen_q, num_heads_q, head_dim_v]");
+  else require_shape(a.out, "out", {B, Hq, v.d}, "[batch, num_heads_q, head_dim_v]");
+  require_last_contiguous(a.out, "out");
+  require_dtype(a.block_table, "block_table", {DType::i32});
+  require_ndim(a.block_table, "block_table", 2, "[batch, max_blocks_per_seq]");
+  if (a.block_table.shape[0] != B)
+    value_error("block_table has ", a.block_table.shape[0], " rows but q has batch ", B);
+  require_last_contiguous(a.block_table, "block_table");
+  require_dtype(a.seq_lens, "seq_lens", {DType::i32});
+  require_shape(a.seq_lens, "seq_lens", {B}, "[batch]");
+  require_scalar(a.k_scale_t, "k_scale", a.q);
+  require_scalar(a.v_scale_t, "v_scale", a.q);
+  if (a.window_left < -1 || a.window_right < -1)
+    value_error("window must be (left, right) with each >= 0 or -1 (unbounded), got (",
+                a.window_left, ", ", a.window_right, ")");
+  if (!(a.softcap >= 0)) value_error("softcap must be >= 0, got ", a.softcap);
+  if (a.sinks.present()) {
+    require_dtype(a.sinks, "sinks", {DType::f32});
+    require_shape(a.sinks, "sinks", {Hq}, "[num_heads_q]");
+    require_same_device(a.sinks, "sinks", a.q, "q");
+  }
+  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.out, "out"}})
+    require_gpu_aligned(*t, n);
+
+  PagedParams p;
+  if (a.lse.present()) {
+    require_dtype(a.lse, "lse", {DType::f32});
+    require_same_device(a.lse, "lse", a.q, "q");
+    if (multi) require_shape(a.lse, "lse", {B, Hq, Sq}, "[batch, num_heads_q, seqlen_q]");
+    else require_shape(a.lse, "lse", {B, Hq}, "[batch, num_heads_q]");
+    require_last_contiguous(a.lse, "lse");
+    p.lse = static_cast<float*>(a.lse.data);
+    p.lse_batch_stride = a.lse.stride[0];
+    p.lse_head_stride = a.lse.stride[1];
+  }
+  if (a.q.is_cuda()) {
+    if (D > 256 && !(D == 576 && v.d == 512))
+      value_error("head_dim ", D, " is not supported by the GPU paged kernel (64, 128, 256, or "
+                  "576/512 for MLA)");
+#ifdef CUATTN_WITH_CUDA
+    if (!cuda::paged_supported(a.q.dtype, a.k_cache.dtype, int(D), int(v.d)))
+      value_error("no GPU paged kernel for q ", dtype_name(a.q.dtype), ", cache ",
+                  dtype_name(a.k_cache.dtype), ", head_dim ", D, "/", v.d,
+                  " in this build (head dims 64, 128, 256)");
+#endif
+  }
+  if (a.plan) {
+    const PlanOptions& o = a.plan->opt;
+    if (a.plan->batch != B || o.num_heads_q != Hq || o.num_heads_kv != k.h || o.head_dim != D ||
+        o.page_size != k.bs || o.seqlen_q != Sq || o.device != a.q.device)
+      value_error("plan was made for batch ", a.plan->batch, ", heads ", o.num_heads_q, "/",
+                  o.num_heads_kv, ", head_dim ", o.head_dim, ", page_size ", o.page_size,
+                  ", seqlen_q ", o.seqlen_q, " on ", o.device == DeviceType::cuda ? "cuda" : "cpu",
+                  " but is used with batch ", B, ", heads ", Hq, "/", k.h, ", head_dim ", D,
+                  ", page_size ", k.bs, ", seqlen_q ", Sq);
+  }
+  if (!a.q.is_cuda() || a.check || env_check())
+    check_paged_contents(a.block_table, a.seq_lens, k.bs, k.n, stream);
+
+  p.q = a.q.data;
+  p.k_cache = a.k_cache.data;
+  p.v_cache = a.v_cache.data;
+  p.block_table = static_cast<const int32_t*>(a.block_table.data);
+  p.seq_lens = static_cast<const int32_t*>(a.seq_lens.data);
+  p.o = a.out.data;
+  p.sinks = a.sinks.present() ? static_cast<const float*>(a.sinks.data) : nullptr;
+  p.k_scale_ptr = a.k_scale_t.present() ? static_cast<const float*>(a.k_scale_t.data) : nullptr;
+  p.v_scale_ptr = a.v_scale_t.present() ? static_cast<const float*>(a.v_scale_t.data) : nullptr;
+  p.q_batch_stride = a.q.stride[0];
+  p.q_row_stride = multi ? a.q.stride[1] : 0;
+  p.q_head_stride = a.q.stride[multi ? 2 : 1];
+  p.k_page_stride = k.sp, p.k_slot_stride = k.ss, p.k_head_stride = k.sh;
+  p.v_page_stride = v.sp, p.v_slot_stride = v.ss, p.v_head_stride = v.sh;
+  p.bt_batch_stride = a.block_table.stride[0];
+  p.o_batch_stride = a.out.stride[0];
+  p.o_row_stride = multi ? a.out.stride[1] : 0;
+  p.o_head_stride = a.out.stride[multi ? 2 : 1];
+  p.batch = int(B), p.seqlen_q = int(Sq), p.num_heads_q = int(Hq), p.num_heads_kv = int(k.h);
+  p.head_dim = int(D), p.head_dim_v = int(v.d);
+  p.page_size = int(k.bs), p.num_pages = int(k.n), p.max_blocks = int(a.block_table.shape[1]);
+  p.causal = a.causal;
+  p.window_left = int(std::min<int64_t>(a.window_left, INT32_MAX));
+  p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));
+  p.scale = resolve_scale(a.scale, p.head_dim);
+  p.scale_log2 = p.scale * kLog2e;
+  p.softcap = float(a.softcap);
+  p.k_scale = float(a.k_scale);
+  p.v_scale = float(a.v_scale);
+  p.q_dtype = a.q.dtype;
+  p.kv_dtype = a.k_cache.dtype;
+  if (B == 0 || Sq == 0 || Hq == 0) return;
+  if (a.q.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    cuda::paged_attention(p, a.plan, stream);
+#endif
+  } else {
+    cpu::paged_attention(p);
+  }
+}
+
+void append_paged_kv(const AppendArgs& a, Stream stream) {
+  for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"},
+                      {&a.v_cache, "v_cache"}, {&a.slot_mapping, "slot_mapping"}})
+    require(*t, n);
+  require_cuda_usable(a.k_new, "k_new");
+  require_compute_dtype(a.k_new, "k_new");
+  require_same_dtype(a.v_new, "v_new", a.k_new, "k_new");
+  for (auto [t, n] : {std::pair{&a.v_new, "v_new"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
+                      {&a.slot_mapping, "slot_mapping"}})
+    require_same_device(*t, n, a.k_new, "k_new");
+  check_kv_dtype(a.k_cache, "k_cache", a.k_new);
+  require_same_dtype(a.v_cache, "v_cache", a.k_cache, "k_cache");
+  require_ndim(a.k_new, "k_new", 3, "[num_tokens, num_heads_kv, head_dim]");
+  require_ndim(a.v_new, "v_new", 3, "[num_tokens, num_heads_kv, head_dim]");
+  require_last_contiguous(a.k_new, "k_new");
+  require_last_contiguous(a.v_new, "v_new");
+  const CacheView k = as_cache(a.k_cache, "k_cache", a.kv_layout);
+  const CacheView v = as_cache(a.v_cache, "v_cache", a.kv_layout);
+  const int64_t T = a.k_new.shape[0];
+  if (a.k_new.shape[1] != k.h || a.k_new.shape[2] != k.d)
+    value_error("k_new has shape ", shape_str(a.k_new), " but the cache holds ", k.h,
+                " heads of head_dim ", k.d);
+  if (a.v_new.shape[0] != T || a.v_new.shape[1] != v.h || a.v_new.shape[2] != v.d)
+    value_error("v_new has shape ", shape_str(a.v_new), "; expected (", T, ", ", v.h, ", ", v.d, ")");
+  if (v.n != k.n || v.bs != k.bs || v.h != k.h)
+    value_error("v_cache shape ", shape_str(a.v_cache), " does not match k_cache ", shape_str(a.k_cache));
+  require_dtype(a.slot_mapping, "slot_mapping", {DType::i64});
+  require_shape(a.slot_mapping, "slot_mapping", {T}, "[num_tokens]");
+  require_last_contiguous(a.slot_mapping, "slot_mapping");
+  require_scalar(a.k_scale_t, "k_scale", a.k_new);
+  require_scalar(a.v_scale_t, "v_scale", a.k_new);
+  for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}})
+    require_gpu_aligned(*t, n);
+  if (!a.k_new.is_cuda() || a.check || env_check()) {
+    const std::vector<int64_t> slots = read_ints(a.slot_mapping, stream);
+    for (size_t i = 0; i < slots.size(); ++i)
+      if (slots[i] >= k.n * k.bs)
+        value_error("slot_mapping[", i, "] = ", slots[i], " is out of range (the cache has ",
+                    k.n * k.bs, " slots)");
+  }
+  AppendParams p;
+  p.k_new = a.k_new.data, p.v_new = a.v_new.data;
+  p.k_cache = a.k_cache.data, p.v_cache = a.v_cache.data;
+  p.slot_mapping = static_cast<const int64_t*>(a.slot_mapping.data);
+  p.k_scale_ptr = a.k_scale_t.present() ? static_cast<const float*>(a.k_scale_t.data) : nullptr;
+  p.v_scale_ptr = a.v_scale_t.present() ? static_cast<const float*>(a.v_scale_t.data) : nullptr;
+  p.kn_row_stride = a.k_new.stride[0], p.kn_head_stride = a.k_new.stride[1];
+  p.vn_row_stride = a.v_new.stride[0], p.vn_head_stride = a.v_new.stride[1];
+  p.k_page_stride = k.sp, p.k_slot_stride = k.ss, p.k_head_stride = k.sh;
+  p.v_page_stride = v.sp, p.v_slot_stride = v.ss, p.v_head_stride = v.sh;
+  p.num_tokens = int(T), p.num_heads_kv = int(k.h), p.head_dim = int(k.d), p.head_dim_v = int(v.d);
+  p.page_size = int(k.bs), p.num_pages = int(k.n);
+  p.k_scale = float(a.k_scale), p.v_scale = float(a.v_scale);
+  if (!(p.k_scale > 0) || !(p.v_scale > 0))
+    value_error("k_scale and v_scale must be > 0, got ", a.k_scale, ", ", a.v_scale);
+  p.new_dtype = a.k_new.dtype;
+  p.kv_dtype = a.k_cache.dtype;
+  if (T == 0 || k.h == 0) return;
+  if (a.k_new.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    cuda::append_paged_kv(p, stream);
+#endif
+  } else {
+    cpu::append_paged_kv(p);
+  }
+}
+
+void mla_decode(const MlaDecodeArgs& a, Stream stream) {
+  require(a.kv_cache, "kv_cache");
+  require(a.q, "q");
+  if (!(a.scale > 0))
+    value_error("mla_decode needs an explicit scale > 0 (DeepSeek-V3 uses mscale^2/sqrt(192)), got ",
+                a.scale);
+  require_ndim(a.q, "q", 4, "[batch, seqlen_q, num_heads_q, 576]");
+  const int64_t dk = a.q.shape[3];
+  // The latent cache as a one-head NHD cache; V is a narrower view of the same memory.
+  TensorView kc = a.kv_cache;
+  if (kc.ndim == 3) {
+    kc.ndim = 4;
+    kc.shape[3] = kc.shape[2], kc.stride[3] = kc.stride[2];
+    kc.shape[2] = 1, kc.stride[2] = kc.shape[3];
+  } else if (!(kc.ndim == 4 && kc.shape[2] == 1)) {
+    value_error("kv_cache must be [num_blocks, block_size, ", dk, "] or [num_blocks, block_size, 1, ",
+                dk, "], got shape ", shape_str(a.kv_cache));
+  }
+  if (a.head_dim_v < 1 || a.head_dim_v > kc.shape[3])
+    value_error("head_dim_v ", a.head_dim_v, " must be in [1, ", kc.shape[3], "]");
+  TensorView vc = kc;
+  vc.shape[3] = a.head_dim_v;
+  PagedArgs p;
+  p.q = a.q;
+  p.k_cache = kc;
+  p.v_cache = vc;
+  p.block_table = a.block_table;
+  p.seq_lens = a.seq_lens;
+  p.out = a.out;
+  p.lse = a.lse;
+  p.scale = a.scale;
+  p.causal = a.causal;
+  p.check = a.check;
+  p.plan = a.plan;
+  paged_attention(p, stream);
+}
+
+DecodePlan::~DecodePlan() {
+  if (workspace) {
+    try {
+      device_free(workspace, opt.device_id, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
+                                        const PlanOptions& opt) {
+  if (batch < 0) value_error("batch must be >= 0, got ", batch);
+  if (opt.num_heads_q < 1 || opt.num_heads_kv < 1 || opt.num_heads_q % opt.num_heads_kv != 0)
+    value_error("plan_decode: num_q_heads (", opt.num_heads_q, ") must be a positive multiple of "
+                "num_kv_heads (", opt.num_heads_kv, ")");
+  if (opt.head_dim < 1) value_error("plan_decode: head_dim must be >= 1, got ", opt.head_dim);
+  if (opt.page_size < 1) value_error("plan_decode: page_size must be >= 1, got ", opt.page_size);
+  if (opt.seqlen_q < 1) value_error("plan_decode: q_len must be >= 1, got ", opt.seqlen_q);
+  auto plan = std::make_shared<DecodePlan>();
+  plan->opt = opt;
+  if (plan->opt.head_dim_v < 1) plan->opt.head_dim_v = opt.head_dim;
+  plan->batch = batch;
+  plan->seq_lens.assign(seq_lens_host, seq_lens_host + batch);
+  for (int b = 0; b < batch; ++b)
+    if (plan->seq_lens[size_t(b)] < 0)
+      value_error("plan_decode: seq_lens[", b, "] = ", plan->seq_lens[size_t(b)], " is negative");
+  int sms = opt.num_sms;
+  if (opt.device == DeviceType::cuda) {
+    const DeviceInfo d = device_info(opt.device_id);
+    if (!d.available) throw CudaError(cat("plan_decode on cuda: ", d.reason));
+    if (sms <= 0) sms = d.sm_count;
+  }
+  const SplitPlan s = plan_splits(plan->seq_lens.data(), batch, plan->opt, std::max(sms, 1));
+  plan->num_splits = s.num_splits;
+  plan->max_splits = s.max_splits;
+  plan->chunk_tokens = s.chunk_tokens;
+#ifdef CUATTN_WITH_CUDA
+  if (opt.device == DeviceType::cuda) cuda::plan_workspace(*plan);
+#endif
+  return plan;
+}
+
+}  // namespace cuattn

@@ -1,0 +1,168 @@
+// runtime.cpp — build/device information and the few CUDA runtime calls the host layer makes
+// (device memory for cuattn.Array and the programs). Without CUDA every GPU request throws.
+#include <cstring>
+#include <sstream>
+
+#include "cuattn/cuattn.h"
+#include "backend.h"
+#include "validate.h"
+
+#ifdef CUATTN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace cuattn {
+
+#ifdef CUATTN_WITH_CUDA
+static void cuda_check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear non-sticky errors so the next call can proceed
+    throw CudaError(detail::cat(what, " failed: ", cudaGetErrorName(e), " (",
+                                cudaGetErrorString(e), ")"));
+  }
+}
+#else
+[[noreturn]] static void no_cuda(const char* what) {
+  throw CudaError(detail::cat(what, ": this cuattn build has no CUDA support (built without nvcc)"));
+}
+#endif
+
+BuildInfo build_info() {
+  BuildInfo b;
+  b.version = CUATTN_VERSION;
+#ifdef CUATTN_WITH_CUDA
+  b.cuda = true;
+  b.cuda_version = CUATTN_CUDA_VERSION_STR;
+  b.archs = CUATTN_CUDA_ARCHS_STR;
+  for (int d : {64, 96, 128, 192, 256})
+    if (cuda::attention_supported(DType::f16, d, d)) b.head_dims.push_back(d);
+#endif
+  return b;
+}
+
+int device_count() {
+#ifdef CUATTN_WITH_CUDA
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+#else
+  return 0;
+#endif
+}
+
+bool cuda_available() { return device_count() > 0; }
+
+DeviceInfo device_info(int device) {
+  DeviceInfo d;
+  d.device = device;
+#ifdef CUATTN_WITH_CUDA
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  cudaDriverGetVersion(&d.driver_version);
+  cudaRuntimeGetVersion(&d.runtime_version);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    d.reason = detail::cat("cudaGetDeviceCount: ", cudaGetErrorString(e));
+    return d;
+  }
+  if (device < 0 || device >= n) {
+    d.reason = n == 0 ? std::string("no CUDA device found")
+                      : detail::cat("device ", device, " out of range (", n, " devices)");
+    return d;
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) {
+    cudaGetLastError();
+    d.reason = "cudaGetDeviceProperties failed";
+    return d;
+  }
+  d.available = true;
+  d.name = p.name;
+  d.sm_count = p.multiProcessorCount;
+  d.cc_major = p.major;
+  d.cc_minor = p.minor;
+  d.total_memory = p.totalGlobalMem;
+  d.l2_bytes = size_t(p.l2CacheSize);
+  d.smem_per_block_optin = p.sharedMemPerBlockOptin;
+  d.mem_bus_width = p.memoryBusWidth;
+  cudaDeviceGetAttribute(&d.clock_khz, cudaDevAttrClockRate, device);
+  cudaDeviceGetAttribute(&d.mem_clock_khz, cudaDevAttrMemoryClockRate, device);
+  int cur = 0;
+  cudaGetDevice(&cur);
+  if (cur == device) {
+    size_t f = 0, t = 0;
+    if (cudaMemGetInfo(&f, &t) == cudaSuccess) d.free_memory = f;
+    else cudaGetLastError();
+  }
+#else
+  d.reason = "cuattn was built without CUDA (no nvcc at build time)";
+#endif
+  return d;
+}
+
+void* device_malloc(size_t bytes, int device, Stream stream) {
+#ifdef CUATTN_WITH_CUDA
+  int cur = 0;
+  cuda_check(cudaGetDevice(&cur), "cudaGetDevice");
+  if (cur != device) cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  void* p = nullptr;
+  cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 1, stream);
+  if (cur != device) cudaSetDevice(cur);
+  cuda_check(e, detail::cat("cudaMallocAsync(", bytes, " bytes)").c_str());
+  return p;
+#else
+  no_cuda("device_malloc");
+#endif
+}
+
+void device_free(void* ptr, int device, Stream stream) {
+#ifdef CUATTN_WITH_CUDA
+  if (!ptr) return;
+  int cur = 0;
+  cudaGetDevice(&cur);
+  if (cur != device) cudaSetDevice(device);
+  cudaError_t e = cudaFreeAsync(ptr, stream);
+  if (cur != device) cudaSetDevice(cur);
+  cuda_check(e, "cudaFreeAsync");
+#else
+  (void)ptr;
+  (void)device;
+  (void)stream;
+#endif
+}
+
+void memcpy_any(void* dst, const void* src, size_t bytes, Stream stream, bool sync) {
+#ifdef CUATTN_WITH_CUDA
+  if (bytes == 0) return;
+  cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream), "cudaMemcpyAsync");
+  if (sync) cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+#else
+  std::memcpy(dst, src, bytes);
+  (void)stream;
+  (void)sync;
+#endif
+}
+
+void stream_synchronize(Stream stream) {
+#ifdef CUATTN_WITH_CUDA
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+#else
+  (void)stream;
+#endif
+}
+
+bool stream_is_capturing(Stream stream) {
+#ifdef CUATTN_WITH_CUDA
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  cuda_check(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
+  return st != cudaStreamCaptureStatusNone;
+#else
+  (void)stream;
+  return false;
+#endif
+}
+
+}  // namespace cuattn

@@ -1,0 +1,19 @@
+// arch.cuh — architecture guards. Every PTX wrapper in cuda/common/ is compiled only for the
+// targets that have the instruction; on any other target it traps loudly instead of silently
+// computing garbage.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define CUATTN_SM80 1
+#endif
+
+#define CUATTN_DEVICE __device__ __forceinline__
+
+// Called from a wrapper on a target that lacks its instruction.
+CUATTN_DEVICE void arch_unsupported() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("trap;");
+#endif
+}

@@ -1,0 +1,74 @@
+// mma.cuh — warp-level tensor-core primitives (sm80+): ldmatrix and mma.sync m16n8k16.
+//
+// Fragment layouts (g = lane / 4, t = lane % 4), for a 16x16 A tile, a 16x8 B tile (k x n) and a
+// 16x8 f32 accumulator C:
+//   A: a0 = (row g,   cols 2t, 2t+1)   a1 = (row g+8, cols 2t, 2t+1)
+//      a2 = (row g,   cols 2t+8, +9)   a3 = (row g+8, cols 2t+8, +9)
+//   B: b0 = (k 2t, 2t+1; n g)          b1 = (k 2t+8, 2t+9; n g)
+//   C: c0, c1 = (row g, cols 2t, 2t+1) c2, c3 = (row g+8, cols 2t, 2t+1)
+// So the accumulators of two adjacent n8 tiles, packed to 16 bits, are exactly an A fragment:
+// flash attention feeds P = softmax(S) back into the tensor cores without touching shared memory.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common/arch.cuh"
+
+namespace cuattn {
+
+// Four 8x8 b16 matrices; lane l supplies the address of row (l % 8) of matrix (l / 8).
+CUATTN_DEVICE void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) {
+#ifdef CUATTN_SM80
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem));
+#else
+  arch_unsupported();
+#endif
+}
+
+// As ldmatrix_x4, each 8x8 matrix transposed on the way (for B operands stored k-major).
+CUATTN_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t smem) {
+#ifdef CUATTN_SM80
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem));
+#else
+  arch_unsupported();
+#endif
+}
+
+// D = A * B + D, 16x8x16, f32 accumulation.
+template <typename T>
+CUATTN_DEVICE void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+template <>
+CUATTN_DEVICE void mma_m16n8k16<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1) {
+#ifdef CUATTN_SM80
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  arch_unsupported();
+#endif
+}
+
+template <>
+CUATTN_DEVICE void mma_m16n8k16<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+#ifdef CUATTN_SM80
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  arch_unsupported();
+#endif
+}
+
+}  // namespace cuattn

@@ -1,0 +1,117 @@
+// softmax.cuh — the one online-softmax state, shared by every kernel.
+//
+// Logits arrive in the mma accumulator layout (see mma.cuh): a thread holds, for each of its kM
+// m16 tiles, two rows (g and g + 8) and 2 columns of every n8 tile. The four threads of a quad
+// share a row, so the row max is reduced over the quad at each step; the row sums stay
+// per-thread partials until finalize() (one reduction at the end, as in FlashAttention-2).
+// Everything is in log2 units (the softmax scale times log2(e) is folded in by the caller), so
+// the exponentials are single exp2 instructions.
+#pragma once
+
+#include <math_constants.h>
+
+#include "common/arch.cuh"
+
+namespace cuattn {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+CUATTN_DEVICE float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+CUATTN_DEVICE float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+template <int kM>
+struct OnlineSoftmax {
+  static constexpr int kRows = 2 * kM;
+  float row_max[kRows];  // running max (log2 units); -inf while no key was visible
+  float row_sum[kRows];  // this thread's share of sum(exp2(s - row_max))
+
+  CUATTN_DEVICE void init() {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) row_max[r] = -CUDART_INF_F, row_sum[r] = 0.f;
+  }
+
+  // s: [kM][kN][4] logits (log2 units, -inf = masked). Turns s into p = exp2(s - max) in place,
+  // updates the running state and returns, per row, the factor the output accumulator must be
+  // multiplied by (exp2(old max - new max)).
+  template <int kN>
+  CUATTN_DEVICE void update(float (&s)[kM][kN][4], float (&alpha)[kRows]) {
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = 2 * mt + half;
+        float mx = row_max[r];
+#pragma unroll
+        for (int nt = 0; nt < kN; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        mx = quad_max(mx);
+        // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
+        const float base = mx == -CUDART_INF_F ? 0.f : mx;
+        alpha[r] = exp2f(row_max[r] - base);
+        row_max[r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kN; ++nt) {
+          s[mt][nt][2 * half] = exp2f(s[mt][nt][2 * half] - base);
+          s[mt][nt][2 * half + 1] = exp2f(s[mt][nt][2 * half + 1] - base);
+          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
+        }
+        row_sum[r] = row_sum[r] * alpha[r] + sum;
+      }
+    }
+  }
+
+  // Final normalisation: per row, the factor for the output accumulator and the natural-log
+  // LSE. `sink` (log2 units) adds exp2(sink) to the denominator when has_sink. Rows that saw no
+  // visible key give factor 0 and lse -inf (with or without a sink).
+  CUATTN_DEVICE void finalize(bool has_sink, float sink, float (&factor)[kRows],
+                              float (&lse)[kRows]) const {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float l = quad_sum(row_sum[r]);
+      const float m = row_max[r];
+      if (m == -CUDART_INF_F) {
+        factor[r] = 0.f;
+        lse[r] = -CUDART_INF_F;
+        continue;
+      }
+      float top = m, keep = 1.f;
+      if (has_sink) {
+        top = fmaxf(m, sink);
+        keep = exp2f(m - top);
+        l = l * keep + exp2f(sink - top);
+      }
+      factor[r] = keep / l;
+      lse[r] = (top + __log2f(l)) * kLn2;
+    }
+  }
+};
+
+// Merges partial results of disjoint key sets, one (lse, value) pair per split: the split-KV
+// combine. lse in natural log, -inf for an empty split; returns the weight of each split
+// (summing to 1, or all 0 when every split is empty) and the merged lse.
+template <int kMaxSplits>
+CUATTN_DEVICE float lse_weights(const float* lse, int n, float (&w)[kMaxSplits]) {
+  float mx = -CUDART_INF_F;
+  for (int i = 0; i < n; ++i) mx = fmaxf(mx, lse[i]);
+  if (mx == -CUDART_INF_F) {
+    for (int i = 0; i < n; ++i) w[i] = 0.f;
+    return -CUDART_INF_F;
+  }
+  float sum = 0.f;
+  for (int i = 0; i < n; ++i) {
+    w[i] = exp2f((lse[i] - mx) * kLog2e);
+    sum += w[i];
+  }
+  const float inv = 1.f / sum;
+  for (int i = 0; i < n; ++i) w[i] *= inv;
+  return mx + logf(sum);
+}
+
+}  // namespace cuattn

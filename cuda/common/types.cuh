@@ -1,0 +1,62 @@
+// types.cuh — the element types the kernels take and the few conversions they need.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "common/arch.cuh"
+
+namespace cuattn {
+
+// Packs two floats into one 32-bit register of two 16-bit values (low = a), round to nearest.
+template <typename T>
+CUATTN_DEVICE uint32_t pack2(float a, float b);
+template <>
+CUATTN_DEVICE uint32_t pack2<__half>(float a, float b) {
+  __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+template <>
+CUATTN_DEVICE uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Unpacks a 32-bit register of two 16-bit values into floats.
+template <typename T>
+CUATTN_DEVICE float2 unpack2(uint32_t v);
+template <>
+CUATTN_DEVICE float2 unpack2<__half>(uint32_t v) {
+  return __half22float2(*reinterpret_cast<__half2*>(&v));
+}
+template <>
+CUATTN_DEVICE float2 unpack2<__nv_bfloat16>(uint32_t v) {
+  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
+}
+
+template <typename T>
+CUATTN_DEVICE float to_float(T x) {
+  return static_cast<float>(x);
+}
+template <typename T>
+CUATTN_DEVICE T from_float(float x);
+template <>
+CUATTN_DEVICE __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+CUATTN_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// Two fp8 e4m3 values (low byte first) -> a packed pair of T.
+template <typename T>
+CUATTN_DEVICE uint32_t fp8x2_to(uint16_t v, float scale) {
+  __nv_fp8x2_e4m3 f;
+  f.__x = v;
+  const float2 x = static_cast<float2>(f);
+  return pack2<T>(x.x * scale, x.y * scale);
+}
+
+}  // namespace cuattn

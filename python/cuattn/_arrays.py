@@ -1,0 +1,366 @@
+"""Array plumbing: frameworks, streams, DLPack export, output allocation, and cuattn.Array.
+
+Every public function goes through one `_Call`: it finds q's framework and device, resolves the
+stream S (explicit `stream=`, else the current stream of q's framework, found through
+sys.modules without importing anything, else the legacy default stream), exports each input with
+`x.__dlpack__(stream=S)` so the producer orders its pending work before ours, and allocates
+outputs in q's framework.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _cuattn
+
+try:  # ml_dtypes gives NumPy bfloat16 / float8_e4m3fn
+    import ml_dtypes as _mld
+
+    _BF16 = np.dtype(_mld.bfloat16)
+    _FP8 = np.dtype(_mld.float8_e4m3fn)
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+    _mld = None
+    _BF16 = _FP8 = None
+
+CudaError = _cuattn.CudaError
+
+# NumPy cannot export these through DLPack: we pass a same-width unsigned view and the real dtype.
+_RAW_VIEW = {}
+if _BF16 is not None:
+    _RAW_VIEW[_BF16] = (np.uint16, "bfloat16")
+    _RAW_VIEW[_FP8] = (np.uint8, "float8_e4m3fn")
+
+# DLPack (code, bits) of the dtypes cuattn.Array can hold.
+_DL_CODES = {
+    np.dtype(np.float32): (2, 32),
+    np.dtype(np.float16): (2, 16),
+    np.dtype(np.float64): (2, 64),
+    np.dtype(np.int32): (0, 32),
+    np.dtype(np.int64): (0, 64),
+    np.dtype(np.uint8): (1, 8),
+    np.dtype(np.uint16): (1, 16),
+    np.dtype(np.uint32): (1, 32),
+}
+if _BF16 is not None:
+    _DL_CODES[_BF16] = (4, 16)
+    _DL_CODES[_FP8] = (10, 8)
+_FROM_DL = {v: k for k, v in _DL_CODES.items()}
+
+_DL_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
+
+
+def as_dtype(dtype) -> np.dtype:
+    """Normalises a dtype given as a string, NumPy/ml_dtypes dtype or torch/cupy dtype."""
+    if isinstance(dtype, str):
+        names = {"bfloat16": _BF16, "bf16": _BF16, "float8_e4m3fn": _FP8, "fp8_e4m3": _FP8,
+                 "f16": np.dtype(np.float16), "f32": np.dtype(np.float32)}
+        if dtype in names and names[dtype] is not None:
+            return names[dtype]
+        return np.dtype(dtype)
+    mod = type(dtype).__module__
+    if mod.startswith("torch"):  # torch.bfloat16 -> "bfloat16"
+        return as_dtype(str(dtype).replace("torch.", ""))
+    return np.dtype(dtype)
+
+
+def framework(x) -> str:
+    """'numpy', 'torch', 'cupy', 'jax', 'cuattn' or 'other' (anything else with __dlpack__)."""
+    t = type(x)
+    if t is np.ndarray:
+        return "numpy"
+    if t is Array:
+        return "cuattn"
+    mod = t.__module__
+    if mod.startswith("torch"):
+        return "torch"
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("jax"):
+        return "jax"
+    return "other"
+
+
+def _stream_handle(stream) -> int:
+    if isinstance(stream, (int, np.integer)):
+        return int(stream)
+    cs = getattr(stream, "__cuda_stream__", None)
+    if cs is not None:
+        v = cs() if callable(cs) else cs
+        if isinstance(v, tuple):  # CUDA stream protocol: (version, handle)
+            v = v[1]
+        return int(v)
+    for attr in ("cuda_stream", "ptr", "handle"):
+        v = getattr(stream, attr, None)
+        if v is not None:
+            return int(v)
+    raise TypeError(
+        f"stream must be an int handle or an object with __cuda_stream__, .cuda_stream or .ptr; "
+        f"got {type(stream).__name__}"
+    )
+
+
+def _current_stream(x, fw: str) -> int:
+    if fw == "torch":
+        torch = sys.modules["torch"]
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        idx = x.device.index
+        return int(raw(idx)) if raw is not None else int(torch.cuda.current_stream(x.device).cuda_stream)
+    if fw == "cupy":
+        return int(sys.modules["cupy"].cuda.get_current_stream().ptr)
+    return 0  # legacy default stream
+
+
+class _Call:
+    """Per-call context: q's framework, device and stream; exports inputs, allocates outputs."""
+
+    __slots__ = ("fw", "cuda", "device_id", "stream", "dl_stream", "real", "q")
+
+    def __init__(self, q, stream, name="q"):
+        check_array(q, name)
+        self.q = q
+        self.fw = framework(q)
+        dev_type, dev_id = q.__dlpack_device__()
+        self.cuda = int(dev_type) in _DL_CUDA
+        self.device_id = int(dev_id) if self.cuda else 0
+        if self.cuda:
+            self.stream = _stream_handle(stream) if stream is not None else _current_stream(q, self.fw)
+            # DLPack: 1 is the legacy default stream (0 is not allowed as a stream argument).
+            self.dl_stream = self.stream if self.stream != 0 else 1
+        else:
+            self.stream = 0
+            self.dl_stream = None
+        dt = getattr(q, "dtype", None)
+        self.real = _RAW_VIEW[dt][1] if self.fw == "numpy" and dt in _RAW_VIEW else ""
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def inp(self, x, name):
+        """DLPack capsule of x (None stays None), ordered on our stream."""
+        if x is None:
+            return None
+        check_array(x, name)
+        if type(x) is np.ndarray:
+            raw = _RAW_VIEW.get(x.dtype)
+            if raw is not None:
+                x = x.view(raw[0])
+            if not x.flags.writeable:
+                return x.__dlpack__(max_version=(1, 0))
+            return x.__dlpack__()
+        if getattr(x, "requires_grad", False):  # torch: forward only
+            x = x.detach()
+        dev_type = x.__dlpack_device__()[0]
+        if int(dev_type) in _DL_CUDA:
+            return x.__dlpack__(stream=self.dl_stream)
+        return x.__dlpack__()
+
+    def out(self, x, name):
+        """Capsule of a caller-provided output (must be writable, in place)."""
+        if x is None:
+            return None
+        if self.fw == "jax" or framework(x) == "jax":
+            raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
+        return self.inp(x, name)
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def empty(self, shape, dtype=None):
+        """An uninitialised array in q's framework on q's device (dtype None: q's dtype)."""
+        q, fw = self.q, self.fw
+        shape = tuple(int(s) for s in shape)
+        if fw == "torch":
+            torch = sys.modules["torch"]
+            return torch.empty(shape, dtype=q.dtype if dtype is None else torch.float32, device=q.device)
+        if fw == "cupy":
+            cp = sys.modules["cupy"]
+            with cp.cuda.Device(self.device_id):
+                return cp.empty(shape, dtype=q.dtype if dtype is None else np.float32)
+        dt = np.dtype(np.float32) if dtype is not None else as_dtype(q.dtype)
+        if self.cuda:  # JAX, cuattn.Array and other producers on the GPU: cudaMallocAsync on S
+            return empty(shape, dt, device=f"cuda:{self.device_id}", stream=self.stream)
+        return np.empty(shape, dtype=dt)
+
+    def result(self, x):
+        """Converts an output we allocated back to q's framework where that differs (JAX)."""
+        if self.fw != "jax":
+            return x
+        jax = sys.modules["jax"]
+        if isinstance(x, Array):
+            return jax.dlpack.from_dlpack(x)
+        return jax.numpy.asarray(x)
+
+    def capturing(self) -> bool:
+        return self.cuda and _cuattn.stream_is_capturing(self.stream)
+
+
+def check_array(x, name):
+    if not hasattr(x, "__dlpack__") or not hasattr(x, "__dlpack_device__"):
+        raise TypeError(
+            f"{name} must be an array with __dlpack__ (NumPy, CuPy, PyTorch, JAX or cuattn.Array), "
+            f"got {type(x).__name__}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# cuattn.Array: a minimal GPU (or host) array so that NumPy-only users can use the GPU.
+
+
+def _parse_device(device):
+    if device is None:
+        return True, 0
+    if isinstance(device, int):
+        return True, device
+    s = str(device)
+    if s == "cpu":
+        return False, 0
+    if s == "cuda":
+        return True, 0
+    if s.startswith("cuda:"):
+        return True, int(s[5:])
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def _contiguous_strides(shape):
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= max(int(s), 1)
+    return tuple(reversed(strides))
+
+
+class Array:
+    """A strided array in GPU (or host) memory owned by cuattn, exported through DLPack.
+
+    Made by `cuattn.empty`, `cuattn.asarray` or returned by cuattn functions called with
+    `cuattn.Array` / JAX inputs. Any DLPack consumer (NumPy for host arrays, CuPy, PyTorch, JAX)
+    can take it; `.numpy()` copies it to the host. GPU memory is allocated with cudaMallocAsync on
+    a stream and freed with cudaFreeAsync on the same stream when the Array is dropped: work on
+    other streams that uses it must be ordered before it is dropped.
+    """
+
+    __slots__ = ("_owner", "_nd", "_ptr", "shape", "dtype", "strides", "is_cuda", "device_id")
+
+    def __init__(self, owner, ptr, shape, dtype, strides=None, is_cuda=True, device_id=0):
+        self._owner = owner
+        self._ptr = int(ptr)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = as_dtype(dtype)
+        self.strides = tuple(strides) if strides is not None else _contiguous_strides(self.shape)
+        self.is_cuda = bool(is_cuda)
+        self.device_id = int(device_id)
+        if self.dtype not in _DL_CODES:
+            raise ValueError(f"cuattn.Array cannot hold dtype {self.dtype}")
+        code, bits = _DL_CODES[self.dtype]
+        self._nd = _cuattn.buffer_ndarray(owner, self._ptr, list(self.shape), list(self.strides),
+                                          code, bits, self.is_cuda, self.device_id)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.device_id}" if self.is_cuda else "cpu"
+
+    @property
+    def data_ptr(self) -> int:
+        return self._ptr
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        kw = {} if max_version is None else {"max_version": max_version}
+        return self._nd.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return (2, self.device_id) if self.is_cuda else (1, 0)
+
+    def _is_contiguous(self):
+        return self.strides == _contiguous_strides(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        """A host copy (synchronises with the Array's stream for GPU arrays)."""
+        if not self._is_contiguous():
+            raise ValueError("numpy(): only contiguous cuattn.Arrays can be copied to the host")
+        if not self.is_cuda:  # host Arrays are backed by a NumPy array
+            return np.array(self._owner, copy=True)
+        out = np.empty(self.shape, dtype=self.dtype)
+        if self.size:
+            stream = getattr(self._owner, "stream", 0) if self.is_cuda else 0
+            _cuattn.memcpy(out.ctypes.data, self._ptr, self.nbytes, stream, True)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        return f"cuattn.Array(shape={self.shape}, dtype={self.dtype}, device='{self.device}')"
+
+
+def empty(shape, dtype, device="cuda", stream=None) -> Array:
+    """An uninitialised `cuattn.Array` (GPU memory from cudaMallocAsync on `stream`)."""
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must be non-negative, got {shape}")
+    dt = as_dtype(dtype)
+    is_cuda, dev = _parse_device(device)
+    if not is_cuda:
+        host = np.empty(shape, dtype=dt)
+        return Array(host, host.ctypes.data, shape, dt, is_cuda=False)
+    s = _stream_handle(stream) if stream is not None else 0
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = _cuattn.DeviceBuffer(nbytes, dev, s)
+    return Array(_BufOwner(buf, s), buf.ptr, shape, dt, is_cuda=True, device_id=dev)
+
+
+class _BufOwner:
+    __slots__ = ("buf", "stream")
+
+    def __init__(self, buf, stream):
+        self.buf, self.stream = buf, stream
+
+
+def asarray(x, device="cuda", dtype=None, stream=None) -> Array:
+    """Copies x (NumPy or anything np.asarray accepts, a GPU array or a cuattn.Array) to `device`."""
+    is_cuda, dev = _parse_device(device)
+    s = _stream_handle(stream) if stream is not None else 0
+    if isinstance(x, Array) and x.is_cuda == is_cuda and (not is_cuda or x.device_id == dev) and (
+        dtype is None or as_dtype(dtype) == x.dtype
+    ):
+        return x
+    if hasattr(x, "__dlpack_device__") and int(x.__dlpack_device__()[0]) in _DL_CUDA and not isinstance(x, Array):
+        # A foreign GPU array: copy its bytes (contiguous only).
+        ptr, shape, strides, code, bits, _, src_dev = _cuattn.array_info(x.__dlpack__())
+        if tuple(strides) != _contiguous_strides(shape):
+            raise ValueError("asarray: GPU source arrays must be contiguous")
+        dt = _FROM_DL.get((code, bits))
+        if dt is None:
+            raise ValueError(f"asarray: unsupported dtype (DLPack code {code}, {bits} bits)")
+        out = empty(shape, dt, device=device, stream=s)
+        _cuattn.memcpy(out.data_ptr, ptr, out.nbytes, s, True)
+        return out if dtype is None else asarray(out.numpy().astype(as_dtype(dtype)), device, stream=s)
+    if isinstance(x, Array):
+        host = x.numpy()
+    else:
+        host = np.asarray(x)
+    if dtype is not None:
+        host = host.astype(as_dtype(dtype))
+    host = np.ascontiguousarray(host)
+    out = empty(host.shape, host.dtype, device=device, stream=s)
+    if not is_cuda:
+        np.copyto(out._owner, host)
+    elif host.nbytes:
+        _cuattn.memcpy(out.data_ptr, host.ctypes.data, host.nbytes, s, True)
+    return out

@@ -1,0 +1,373 @@
+"""cuattn.paged_attention / append_paged_kv / plan_decode against the oracle: random block
+tables, page sizes, NHD/HND layouts, strided cache views, prefix sharing, fp8 caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import cuattn
+import oracle
+from conftest import (DTYPES, FP8, RTOL, assert_close, assert_empty_rows_zero, assert_lse, device_dtype_params,
+                      f64, gpu_framework, poisoned, randn, to_device, to_host)
+
+
+@dataclass(frozen=True)
+class PagedCase:
+    lens: tuple            # seq_lens (cached tokens, new ones included)
+    page: int              # block_size
+    hq: int = 8
+    hkv: int = 2
+    d: int = 128
+    dv: int | None = None
+    sq: int | None = None  # None: q [B, Hq, D]; else q [B, Sq, Hq, D]
+    kv_layout: str = "NHD"
+    window: object = None
+    softcap: float = 0.0
+    sinks: bool = False
+    share_prefix: bool = False  # sequence 1 reuses sequence 0's first pages
+    buffer: bool = False        # K and V are views of one [N, 2, ...] buffer
+    cpu_only: bool = False
+
+    def __str__(self):
+        s = f"L{'_'.join(map(str, self.lens))}-p{self.page}-h{self.hq}x{self.hkv}-d{self.d}"
+        if self.dv:
+            s += f"v{self.dv}"
+        s += f"-{'decode' if self.sq is None else f'sq{self.sq}'}-{self.kv_layout}"
+        for flag in ("softcap", "sinks", "share_prefix", "buffer"):
+            if getattr(self, flag):
+                s += f"-{flag}"
+        if self.window is not None:
+            s += f"-win{self.window}".replace(" ", "")
+        return s
+
+    @property
+    def head_dim_v(self):
+        return self.d if self.dv is None else self.dv
+
+
+CASES = [
+    PagedCase((1, 17, 64, 100), 16),
+    PagedCase((5, 1, 3, 2), 1, hq=4, hkv=4, d=64),
+    PagedCase((200, 64, 65), 64, hq=16, hkv=1, kv_layout="HND"),
+    PagedCase((0, 1, 33), 16, hq=4, hkv=1, d=64),             # seq_len 0 -> 0 / -inf
+    PagedCase((4, 20, 100), 16, sq=4),
+    PagedCase((7, 129), 64, sq=7, kv_layout="HND", hq=4, hkv=4, d=64),
+    PagedCase((1, 16, 90), 16, sq=1, hq=8, hkv=8, d=256),
+    PagedCase((300, 47), 16, window=(31, 0), sinks=True),
+    PagedCase((100, 50, 3), 16, sq=5, window=8, hq=4, hkv=2, d=64),
+    PagedCase((60, 80), 16, softcap=4.0, d=96, kv_layout="HND"),
+    PagedCase((77, 70, 95), 16, share_prefix=True, hq=4, hkv=2, d=64),
+    PagedCase((33, 64, 7), 16, buffer=True, d=64),
+    PagedCase((33, 64, 7), 64, buffer=True, kv_layout="HND", sq=3, d=64),
+    PagedCase((40, 23), 16, d=192, dv=128, hq=4, hkv=1),
+    PagedCase((13, 29), 5, hq=6, hkv=3, d=40, cpu_only=True),
+    PagedCase((31, 8), 3, sq=2, hq=2, hkv=1, d=33, kv_layout="HND", cpu_only=True),
+    PagedCase((100,), 7, sinks=True, softcap=2.0, cpu_only=True),
+]
+
+
+def build_paged(rng, case: PagedCase, q_dtype, kv_dtype, device, *, scales=(None, None)):
+    """Random q, caches, block_table (a random permutation of pages, junk past each row's
+    ⌈len/page⌉ entries) and seq_lens. Returns (device dict, host dict)."""
+    lens = list(case.lens)
+    bsz = len(lens)
+    npages = [-(-n // case.page) for n in lens]
+    max_blocks = max(npages + [1]) + 1
+    num_blocks = sum(npages) + 3
+    perm = list(rng.permutation(num_blocks))
+    table = np.empty((bsz, max_blocks), np.int32)
+    for b in range(bsz):
+        row = [perm.pop() for _ in range(npages[b])]
+        if case.share_prefix and b == 1:
+            shared = min(npages[0], npages[1], lens[0] // case.page, lens[1] // case.page)
+            row[:shared] = table[0, :shared]
+        junk = rng.choice([-1, num_blocks, 10**6, -(10**6)], size=max_blocks - npages[b])
+        table[b] = np.concatenate([np.asarray(row, np.int64), junk]).astype(np.int32)
+    if case.kv_layout == "NHD":
+        kshape = (num_blocks, case.page, case.hkv, case.d)
+        vshape = (num_blocks, case.page, case.hkv, case.head_dim_v)
+    else:
+        kshape = (num_blocks, case.hkv, case.page, case.d)
+        vshape = (num_blocks, case.hkv, case.page, case.head_dim_v)
+
+    def values(shape):
+        x = rng.standard_normal(shape)
+        if kv_dtype in ("fp8", "u8"):
+            return (x * 3).astype(FP8)  # dequantised with k_scale / v_scale
+        return x.astype(DTYPES[kv_dtype])
+
+    if case.buffer:
+        assert case.d == case.head_dim_v
+        big = values((num_blocks, 2) + kshape[1:])
+        big_dev = to_device(big, device) if kv_dtype != "u8" else to_device(big.view(np.uint8), device)
+        kc_h, vc_h = big[:, 0], big[:, 1]
+        kc, vc = big_dev[:, 0], big_dev[:, 1]
+    else:
+        kc_h, vc_h = values(kshape), values(vshape)
+        if kv_dtype == "u8":
+            kc, vc = to_device(kc_h.view(np.uint8), device), to_device(vc_h.view(np.uint8), device)
+        else:
+            kc, vc = to_device(kc_h, device), to_device(vc_h, device)
+    qshape = (bsz, case.hq, case.d) if case.sq is None else (bsz, case.sq, case.hq, case.d)
+    q_h = randn(rng, qshape, q_dtype)
+    sl = np.asarray(lens, np.int32)
+    sinks_h = (rng.standard_normal(case.hq) * 2).astype(np.float32) if case.sinks else None
+    dev = dict(q=to_device(q_h, device), k_cache=kc, v_cache=vc,
+               block_table=to_device(table, device), seq_lens=to_device(sl, device),
+               sinks=None if sinks_h is None else to_device(sinks_h, device))
+    host = dict(q=q_h, k_cache=kc_h, v_cache=vc_h, block_table=table, seq_lens=sl, sinks=sinks_h)
+    return dev, host
+
+
+def out_shapes(case: PagedCase):
+    b = len(case.lens)
+    if case.sq is None:
+        return (b, case.hq, case.head_dim_v), (b, case.hq)
+    return (b, case.sq, case.hq, case.head_dim_v), (b, case.hq, case.sq)
+
+
+def _run_and_check(rng, device, dtype, case, kv_dtype, *, poison, k_scale=None, v_scale=None):
+    dev, host = build_paged(rng, case, dtype, kv_dtype, device)
+    kw = dict(softcap=case.softcap, window=case.window, kv_layout=case.kv_layout)
+    if kv_dtype in ("fp8", "u8"):
+        kw.update(k_scale=k_scale, v_scale=v_scale)
+    extra = {}
+    if kv_dtype == "u8":
+        extra["kv_cache_dtype"] = "fp8_e4m3"
+    oshape, lshape = out_shapes(case)
+    if poison:
+        extra.update(out=poisoned(oshape, dtype, device), lse_out=poisoned(lshape, "float32", device))
+    out, lse = cuattn.paged_attention(dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"],
+                                      dev["seq_lens"], sinks=dev["sinks"], return_lse=True,
+                                      **kw, **extra)
+    if poison:
+        assert out is extra["out"] and lse is extra["lse_out"]
+    ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"],
+                                    host["block_table"], host["seq_lens"], sinks=host["sinks"],
+                                    **kw)
+    assert tuple(out.shape) == oshape and tuple(lse.shape) == lshape
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    assert_empty_rows_zero(out, ref)
+
+
+def _skip_case(case, device):
+    if case.cpu_only and device == "cuda":
+        pytest.skip("page size / head dim exercised on the CPU only")
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_attention(rng, device, dtype, case):
+    _skip_case(case, device)
+    _run_and_check(rng, device, dtype, case, dtype, poison=bool(rng.integers(2)))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_attention_poisoned_out(rng, device, dtype, case):
+    _run_and_check(rng, device, dtype, case, dtype, poison=True)
+
+
+FP8_CASES = [CASES[0], CASES[2], CASES[4], CASES[7], CASES[11], CASES[14]]
+
+
+@pytest.mark.parametrize("kv", ["fp8", "u8"])
+@pytest.mark.parametrize("case", FP8_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_attention_fp8(rng, device, dtype, case, kv):
+    """fp8 e4m3 caches (ml_dtypes/torch float8_e4m3fn, or uint8 + kv_cache_dtype='fp8_e4m3'),
+    dequantised with k_scale / v_scale."""
+    _skip_case(case, device)
+    if device == "cuda" and kv == "fp8" and gpu_framework() == "cupy":
+        pytest.skip("CuPy cannot export float8_e4m3fn through DLPack (uint8 case covers it)")
+    k_scale, v_scale = float(rng.uniform(0.05, 0.5)), float(rng.uniform(0.05, 0.5))
+    _run_and_check(rng, device, dtype, case, kv, poison=False, k_scale=k_scale, v_scale=v_scale)
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_matches_dense_attention(rng, device, dtype):
+    """A contiguous page order equals cuattn.attention on the same keys (bottom-right causal)."""
+    page, hq, hkv, d, sq = 16, 8, 2, 128, 3
+    lens = [48, 48]
+    kc_h = randn(rng, (6, page, hkv, d), dtype)
+    vc_h = randn(rng, (6, page, hkv, d), dtype)
+    table = np.arange(6, dtype=np.int32).reshape(2, 3)
+    q_h = randn(rng, (2, sq, hq, d), dtype)
+    out = cuattn.paged_attention(to_device(q_h, device), to_device(kc_h, device),
+                                 to_device(vc_h, device), to_device(table, device),
+                                 to_device(np.asarray(lens, np.int32), device))
+    k = kc_h.reshape(2, 48, hkv, d)
+    v = vc_h.reshape(2, 48, hkv, d)
+    dense = cuattn.attention(to_device(q_h, device), to_device(k, device), to_device(v, device),
+                             causal=True)
+    assert_close(out, f64(dense), dtype, rtol=2 * RTOL[dtype])
+    assert_close(out, oracle.attention_ref(q_h, k, v, causal=True)[0], dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# plan_decode
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[7]], ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32", "bfloat16")))
+def test_paged_attention_with_plan(rng, device, dtype, case):
+    dev, host = build_paged(rng, case, dtype, dtype, device)
+    plan = cuattn.plan_decode(dev["seq_lens"], num_q_heads=case.hq, num_kv_heads=case.hkv,
+                              head_dim=case.d, page_size=case.page, device=device)
+    assert isinstance(plan, cuattn.DecodePlan)
+    args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
+    kw = dict(softcap=case.softcap, window=case.window, kv_layout=case.kv_layout,
+              sinks=dev["sinks"], return_lse=True)
+    ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"],
+                                    host["block_table"], host["seq_lens"], sinks=host["sinks"],
+                                    softcap=case.softcap, window=case.window,
+                                    kv_layout=case.kv_layout)
+    oshape, lshape = out_shapes(case)
+    for _ in range(2):  # a plan is reusable
+        out_buf = poisoned(oshape, dtype, device)
+        out, lse = cuattn.paged_attention(*args, plan=plan, out=out_buf, **kw)
+        assert_close(out, ref, dtype)
+        assert_lse(lse, ref_lse, dtype)
+    out0, lse0 = cuattn.paged_attention(*args, **kw)
+    assert_close(out, f64(out0), dtype)
+    assert_lse(lse, f64(lse0).astype(np.float64), dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# append_paged_kv
+
+
+def _slots(rng, num_blocks, page, t, n_skip):
+    slots = rng.choice(num_blocks * page, size=t, replace=False).astype(np.int64)
+    skip = rng.choice(t, size=min(n_skip, t), replace=False)
+    slots[skip] = rng.choice([-1, -5, -(2**40)], size=len(skip))
+    return slots
+
+
+def _expected_cache(cache0, new, slots, kv_layout):
+    """cache0 with token i written at flat slot slots[i] (negative: skipped)."""
+    want = cache0.copy()
+    page = want.shape[1] if kv_layout == "NHD" else want.shape[2]
+    for i, s in enumerate(slots):
+        if s < 0:
+            continue
+        if kv_layout == "NHD":
+            want[s // page, s % page] = new[i]
+        else:
+            want[s // page, :, s % page] = new[i]
+    return want
+
+
+@pytest.mark.parametrize("page,t,n_skip", [(16, 37, 5), (1, 7, 0), (64, 130, 20), (16, 0, 0),
+                                           (5, 11, 11)])
+@pytest.mark.parametrize("buffer", [False, True])
+@pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_append_paged_kv(rng, device, dtype, page, t, n_skip, buffer, kv_layout):
+    """New tokens land in their flat slots; skipped (negative) and other slots are untouched."""
+    if device == "cuda" and page == 5:
+        pytest.skip("page size exercised on the CPU only")
+    num_blocks, hkv, d = 12, 2, 64
+    k_new, v_new = randn(rng, (t, hkv, d), dtype), randn(rng, (t, hkv, d), dtype)
+    slots = _slots(rng, num_blocks, page, t, n_skip)
+    inner = (page, hkv, d) if kv_layout == "NHD" else (hkv, page, d)
+    if buffer:
+        big = randn(rng, (num_blocks, 2) + inner, dtype)
+        big_dev = to_device(big, device)
+        kc, vc = big_dev[:, 0], big_dev[:, 1]
+        kc0, vc0 = big[:, 0].copy(), big[:, 1].copy()
+    else:
+        kc0 = randn(rng, (num_blocks,) + inner, dtype)
+        vc0 = randn(rng, (num_blocks,) + inner, dtype)
+        kc, vc = to_device(kc0, device), to_device(vc0, device)
+    cuattn.append_paged_kv(to_device(k_new, device), to_device(v_new, device), kc, vc,
+                           to_device(slots, device), kv_layout=kv_layout)
+    for cache, cache0, new in ((kc, kc0, k_new), (vc, vc0, v_new)):
+        want = _expected_cache(cache0, new, slots, kv_layout)
+        np.testing.assert_array_equal(f64(cache), want.astype(np.float64))
+
+
+@pytest.mark.parametrize("kv", ["fp8", "u8"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_append_paged_kv_fp8(rng, device, dtype, kv):
+    """fp8 caches store x / scale rounded to e4m3 (saturating at 448)."""
+    if device == "cuda" and kv == "fp8" and gpu_framework() == "cupy":
+        pytest.skip("CuPy cannot export float8_e4m3fn through DLPack")
+    num_blocks, page, hkv, d, t = 8, 16, 2, 64, 40
+    k_new, v_new = randn(rng, (t, hkv, d), dtype), randn(rng, (t, hkv, d), dtype)
+    k_scale, v_scale = 0.005, 0.2  # |k| > 2.24 saturates
+    slots = _slots(rng, num_blocks, page, t, 6)
+    kc0 = (rng.standard_normal((num_blocks, page, hkv, d)) * 10).astype(FP8)
+    vc0 = (rng.standard_normal((num_blocks, page, hkv, d)) * 10).astype(FP8)
+    extra = {}
+    if kv == "u8":
+        kc, vc = to_device(kc0.view(np.uint8), device), to_device(vc0.view(np.uint8), device)
+        extra["kv_cache_dtype"] = "fp8_e4m3"
+    else:
+        kc, vc = to_device(kc0, device), to_device(vc0, device)
+    cuattn.append_paged_kv(to_device(k_new, device), to_device(v_new, device), kc, vc,
+                           to_device(slots, device), k_scale=k_scale, v_scale=v_scale, **extra)
+    keep = slots >= 0
+    for cache, cache0, new, scale in ((kc, kc0, k_new, k_scale), (vc, vc0, v_new, v_scale)):
+        got = to_host(cache).reshape(-1, hkv, d)
+        got = got.view(FP8) if kv == "u8" else got
+        assert got.dtype == FP8
+        want = cache0.copy().reshape(-1, hkv, d)
+        q = np.clip(new.astype(np.float32) / np.float32(scale), -448, 448)
+        want[slots[keep]] = q[keep].astype(FP8)
+        g, w = got.astype(np.float64), want.astype(np.float64)
+        assert not np.isnan(g).any()
+        # exact but for ties rounded differently: at most one e4m3 step (2^-3 relative) apart
+        diff = np.abs(g - w)
+        assert (diff <= np.maximum(np.abs(w) * 0.125, 2.0**-9) + 1e-12).all()
+        assert (diff == 0).mean() > 0.99
+        untouched = np.ones(len(want), bool)
+        untouched[slots[keep]] = False
+        np.testing.assert_array_equal(g[untouched], w[untouched])
+
+
+@pytest.mark.parametrize("kv_dtype", ["same", "fp8"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32", "bfloat16")))
+def test_append_then_decode(rng, device, dtype, kv_dtype):
+    """Prefill a cache token by token through append_paged_kv, then decode from it."""
+    if device == "cuda" and kv_dtype == "fp8" and gpu_framework() == "cupy":
+        pytest.skip("CuPy cannot export float8_e4m3fn through DLPack")
+    lens, page, hq, hkv, d = [37, 1, 64], 16, 8, 2, 128
+    num_blocks = 12
+    perm = rng.permutation(num_blocks).astype(np.int32)
+    table = np.full((3, 5), -1, np.int32)
+    i = 0
+    for b, n in enumerate(lens):
+        m = -(-n // page)
+        table[b, :m] = perm[i:i + m]
+        i += m
+    cdt = FP8 if kv_dtype == "fp8" else DTYPES[dtype]
+    kc_h = np.zeros((num_blocks, page, hkv, d), cdt)
+    vc_h = np.zeros((num_blocks, page, hkv, d), cdt)
+    kc, vc = to_device(kc_h, device), to_device(vc_h, device)
+    t = sum(lens)
+    k_new, v_new = randn(rng, (t, hkv, d), dtype), randn(rng, (t, hkv, d), dtype)
+    slots = np.concatenate([table[b, np.arange(n) // page].astype(np.int64) * page
+                            + np.arange(n) % page for b, n in enumerate(lens)])
+    scales = dict(k_scale=0.05, v_scale=0.05) if kv_dtype == "fp8" else {}
+    cuattn.append_paged_kv(to_device(k_new, device), to_device(v_new, device), kc, vc,
+                           to_device(slots, device), **scales)
+    q = randn(rng, (3, hq, d), dtype)
+    sl = np.asarray(lens, np.int32)
+    out, lse = cuattn.paged_attention(to_device(q, device), kc, vc, to_device(table, device),
+                                      to_device(sl, device), return_lse=True, **scales)
+    # reference from the cache contents the library wrote (quantisation checked elsewhere)
+    ref, ref_lse = oracle.paged_ref(q, to_host(kc), to_host(vc), table, sl, **scales)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    if kv_dtype == "same":  # and from the original tokens
+        starts = np.concatenate([[0], np.cumsum(lens)])
+        for b in range(3):
+            kk = k_new[starts[b]:starts[b + 1]][None]
+            vv = v_new[starts[b]:starts[b + 1]][None]
+            r, _ = oracle.attention_ref(q[b][None, None], kk, vv)
+            assert_close(to_host(out)[b], r[0, 0], dtype)
