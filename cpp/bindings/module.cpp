@@ -376,7 +376,7 @@ NB_MODULE(_cuattn, m) {
       [](nb::handle owner, uintptr_t ptr, std::vector<size_t> shape, std::vector<int64_t> strides,
          int code, int bits, bool cuda, int device_id) {
         nb::dlpack::dtype dt{uint8_t(code), uint8_t(bits), 1};
-        return nb::ndarray<>(reinterpret_cast<void*>(ptr), shape.size(), shape.data(), owner,
+        return nb::ndarray<nb::array_api>(reinterpret_cast<void*>(ptr), shape.size(), shape.data(), owner,
                              strides.data(), dt,
                              cuda ? nb::device::cuda::value : nb::device::cpu::value, device_id);
       },

@@ -67,6 +67,8 @@ class Tensor {
   const void* host_data() const { return host_.data(); }
   template <class T>
   T* host_as() { return reinterpret_cast<T*>(host_.data()); }
+  template <class T>
+  const T* host_as() const { return reinterpret_cast<const T*>(host_.data()); }
   void* data() const;  // where it lives: the device copy on cuda, else the host copy
 
   TensorView view() const;                     // where it lives, contiguous
@@ -231,6 +233,17 @@ std::vector<float> slice_output(const TensorView& out_host, cuattn::Layout layou
 CheckResult compare_slice(Tensor& out, const Tensor& want, cuattn::Layout layout, int64_t group,
                           const Slice& s, const Env& env);
 
+// The oracle for paged attention: for each of the first `nb` sequences, its K/V gathered on the
+// host from its pages (times the scales), then the CPU backend's dense causal attention (the T
+// new tokens are the last T of the sequence). q: host view [B, T, Hq, D]; caches: host views
+// [N, P, Hkv, D] of any strides (v may be a narrower view of k's memory, as in MLA); block_table
+// int32 [B, max_blocks] and seq_lens int32 [B] host tensors. Returns float32 [nb, T, Hq, Dv].
+Tensor oracle_paged(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
+                    const Tensor& block_table, const Tensor& seq_lens, int64_t nb,
+                    double k_scale = 1.0, double v_scale = 1.0, double scale = -1);
+// How many of n items of `cost_each` flops fit the oracle's budget (at least 1).
+int64_t check_count(int64_t n, double cost_each, double budget = 4e9);
+
 // Gathers sequence b's first `len` tokens from a paged NHD cache (host view, any dtype, times
 // `scale`) into dense floats [len, Hkv, D].
 std::vector<float> gather_pages(const TensorView& cache_host, const int32_t* block_table_row,
@@ -245,7 +258,8 @@ enum class Bound { compute, memory };
 
 struct Row {
   std::string variant, shape, device;
-  double ms = -1;                   // < 0: not run
+  double ms = -1;                   // per call; < 0: not run
+  int repeat = 1;                   // calls per timed run (a loop of steps): ms = run time / repeat
   double flops = 0, bytes = 0;      // of one call; 0 = not reported
   Bound bound = Bound::compute;     // which peak "% of peak" refers to
   double extra_bytes = -1;          // extra memory (workspace, materialised scores), -1 = none

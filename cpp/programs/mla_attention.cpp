@@ -183,26 +183,15 @@ int main(int argc, char** argv) {
       }
 
       if (env.check) {
-        // Oracle: the latent cache gathered on the host into a dense one-head K [nb, L, 1, 576]
-        // with V = its first 512 columns (a strided view), then the CPU backend's attention.
-        const int64_t nb = std::max<int64_t>(1, std::min<int64_t>(Bd, int64_t(4e9 / (2.0 * Hq * T * Ld * (kDk + kDv)))));
-        Tensor kd({nb, Ld, 1, kDk}, DType::f32, DeviceType::cpu);
-        for (int64_t b = 0; b < nb; ++b) {
-          std::vector<float> kb = gather_pages(cache.host_view({N, block, 1, kDk}),
-                                               block_table.host_as<int32_t>() + b * blocks, Ld);
-          std::copy(kb.begin(), kb.end(), kd.host_as<float>() + b * Ld * kDk);
-        }
-        TensorView vd = kd.host_view();
-        vd.shape[3] = kDv;  // same memory, first 512 columns
-        Tensor qf = to_f32(narrow(q.host_view(), 0, 0, nb));
-        Tensor want({nb, T, Hq, kDv}, DType::f32, DeviceType::cpu);
-        cuattn::AttentionArgs o;
-        o.q = qf.host_view(), o.k = kd.host_view(), o.v = vd, o.out = want.host_view();
-        o.causal = true;
-        o.scale = scale;
+        // Oracle: the latent cache gathered on the host into a dense one-head K [L, 1, 576] per
+        // sequence, V = its first 512 columns, then the CPU backend's dense attention.
+        const int64_t nb = check_count(Bd, 2.0 * Hq * T * Ld * (kDk + kDv));
+        TensorView k_view = cache.host_view({N, block, 1, kDk}), v_view = k_view;
+        v_view.shape[3] = kDv;  // V: the first 512 columns of the same memory
+        Tensor want;
         std::string oracle_error;
         try {
-          cuattn::attention(o);
+          want = oracle_paged(q.host_view(), k_view, v_view, block_table, seq_lens, nb, 1.0, 1.0, scale);
         } catch (const std::exception& e) {
           oracle_error = e.what();
         }

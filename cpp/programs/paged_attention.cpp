@@ -140,22 +140,17 @@ int main(int argc, char** argv) {
     // --check: every row against the CPU backend's dense attention over K/V gathered on the
     // host (the first sequences when the case is large).
     if (env.check) {
-      const int64_t nb = std::max<int64_t>(1, std::min<int64_t>(B, int64_t(4e9 / (4.0 * Hq * T * L * D))));
-      Tensor kd({nb, L, Hkv, D}, DType::f32, DeviceType::cpu), vd({nb, L, Hkv, D}, DType::f32, DeviceType::cpu);
-      for (int64_t b = 0; b < nb; ++b) {
-        const int32_t* row = block_table.host_as<int32_t>() + b * blocks;
-        std::vector<float> kb = gather_pages(k_cache.host_view(), row, L, kv_scale);
-        std::vector<float> vb = gather_pages(v_cache.host_view(), row, L, kv_scale);
-        std::copy(kb.begin(), kb.end(), kd.host_as<float>() + b * L * Hkv * D);
-        std::copy(vb.begin(), vb.end(), vd.host_as<float>() + b * L * Hkv * D);
+      const int64_t nb = check_count(B, 4.0 * Hq * T * L * D);
+      Tensor want;
+      std::string oracle_error;
+      try {
+        want = oracle_paged(q.host_view({B, T, Hq, D}), k_cache.host_view(), v_cache.host_view(),
+                            block_table, seq_lens, nb, kv_scale, kv_scale);
+      } catch (const std::exception& e) {
+        oracle_error = e.what();
       }
-      Tensor qf = to_f32(narrow(q.host_view({B, T, Hq, D}), 0, 0, nb));
-      Tensor want({nb, T, Hq, D}, DType::f32, DeviceType::cpu);
-      cuattn::AttentionArgs o;
-      o.q = qf.host_view(), o.k = kd.host_view(), o.v = vd.host_view(), o.out = want.host_view();
-      o.causal = true;
-      cuattn::attention(o);
       auto compare_out = [&](Tensor& t) {
+        if (!oracle_error.empty()) throw cuattn::Error(oracle_error);
         t.download(env.stream);
         CheckResult r = compare(to_floats(narrow(t.host_view({B, T, Hq, D}), 0, 0, nb)),
                                 to_floats(want.host_view()), env.dtype);

@@ -55,7 +55,7 @@ void require_same_device(const TensorView& t, const char* name, const TensorView
 }
 
 void require_last_contiguous(const TensorView& t, const char* name) {
-  if (t.ndim >= 1 && t.shape[t.ndim - 1] > 1 && t.stride[t.ndim - 1] != 1)
+  if (t.ndim >= 1 && t.numel() > 0 && t.shape[t.ndim - 1] > 1 && t.stride[t.ndim - 1] != 1)
     value_error(name, " must be contiguous in its last dim, got stride ", t.stride[t.ndim - 1],
                 " (shape ", shape_str(t), "); pass a copy with a unit last-dim stride");
 }

@@ -144,6 +144,8 @@ class _Call:
             raw = _RAW_VIEW.get(x.dtype)
             if raw is not None:
                 x = x.view(raw[0])
+                if not self.real:  # the real dtype of the raw views passed down with the call
+                    self.real = raw[1]
             if not x.flags.writeable:
                 return x.__dlpack__(max_version=(1, 0))
             return x.__dlpack__()

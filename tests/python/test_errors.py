@@ -291,11 +291,14 @@ def test_dlpack_cuda_array_without_gpu():
     _skip_if_gpu()
     keep = [FakeCudaArray((1, 4, 2, 64)) for _ in range(3)]
     with pytest.raises(cuattn.CudaError):
-        cuattn.attention(*keep)
+        cuattn.attention(*keep)  # the output allocation may be what fails
+    with pytest.raises(cuattn.CudaError):  # with out= given, the C++ dispatch must refuse it
+        cuattn.attention(*keep, out=FakeCudaArray((1, 4, 2, 64)))
     with pytest.raises(RuntimeError):  # CudaError is a RuntimeError
         cuattn.paged_attention(FakeCudaArray((2, 4, 64)), *(FakeCudaArray((4, 16, 2, 64))
                                                             for _ in range(2)),
-                               np.zeros((2, 1), np.int32), np.ones(2, np.int32))
+                               np.zeros((2, 1), np.int32), np.ones(2, np.int32),
+                               out=FakeCudaArray((2, 4, 64)))
 
 
 # ------------------------------------------------------------------------------------------------
