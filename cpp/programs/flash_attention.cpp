@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
     return layout == cuattn::Layout::bshd ? Shape{B, seq, heads, D} : Shape{B, heads, seq, D};
   };
 
+  Table table(env);
   Tensor q = env.random(shape(S, H)), k = env.random(shape(Sk, Hkv)), v = env.random(shape(Sk, Hkv));
   Tensor out_naive = env.empty(shape(S, H)), out_flash = env.empty(shape(S, H));
 
@@ -48,7 +49,6 @@ int main(int argc, char** argv) {
   const double flops = 4.0 * B * H * S * Sk * D * (causal ? 0.5 : 1.0);
   const double out_bytes = double(out_flash.bytes());
   const double score_bytes = 4.0 * B * H * S * Sk;
-  Table table(env);
 
   // 1. Naive: S = QKᵀ for the whole sequence in memory, softmax, then S·V.
   cuattn::NaiveArgs na;

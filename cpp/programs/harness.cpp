@@ -767,19 +767,23 @@ Env Cli::parse(int argc, char** argv, DType default_dtype) {
 #endif
   }
 
-  printf("%s — %s\n", program_.c_str(), about_.c_str());
-  if (gpu)
+  env.about = about_;
+  return env;
+}
+
+void Env::print_header() const {
+  printf("%s — %s\n", program.c_str(), about.c_str());
+  if (cuda())
     printf("device: cuda, %s (sm_%d, %d SMs, %.2f GHz): tensor peak %.0f TFLOP/s (fp16/bf16 dense), "
            "copy %.0f GB/s (measured, read + write)\n",
-           env.device_name.c_str(), env.cc, env.sm_count, env.clock_ghz, env.peak_tflops, env.copy_gbps);
+           device_name.c_str(), cc, sm_count, clock_ghz, peak_tflops, copy_gbps);
   else
     printf("device: cpu (%u threads) — the CPU backend; no peak numbers\n",
            std::max(1u, std::thread::hardware_concurrency()));
   printf("dtype %s, seed %llu, %s inputs, median of %d runs after %d warm-up%s%s\n\n",
-         dtype_short(env.dtype), (unsigned long long)env.seed, env.normal ? "normal" : "uniform",
-         env.iters, env.warmup, env.small ? ", --small" : "", env.check ? ", --check" : "");
+         dtype_short(dtype), (unsigned long long)seed, normal ? "normal" : "uniform",
+         iters, warmup, small ? ", --small" : "", check ? ", --check" : "");
   fflush(stdout);
-  return env;
 }
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -938,14 +942,14 @@ CheckResult compare_slice(Tensor& out, const Tensor& want, cuattn::Layout layout
 std::vector<float> gather_pages(const TensorView& c, const int32_t* row, int64_t len, double scale) {
   const int64_t bs = c.shape[1], H = c.shape[2], D = c.shape[3];
   std::vector<float> out(size_t(len * H * D));
-  for (int64_t j = 0; j < len; ++j) {
+  parallel_for(len, [&](int64_t j) {
     const int64_t page = row[j / bs], slot = j % bs;
     for (int64_t h = 0; h < H; ++h) {
       const int64_t src = page * c.stride[0] + slot * c.stride[1] + h * c.stride[2];
       float* dst = out.data() + (j * H + h) * D;
       for (int64_t x = 0; x < D; ++x) dst[x] = float(to_float(c.dtype, c.data, src + x) * scale);
     }
-  }
+  });
   return out;
 }
 
@@ -1003,6 +1007,8 @@ void Row::set(const std::string& column, const std::string& value) {
   extra.push_back({column, value});
 }
 
+Table::Table(Env& env) : env_(env) { env.print_header(); }
+
 Row& Table::add(const std::string& variant, const std::string& shape) {
   rows_.emplace_back();
   Row& r = rows_.back();
@@ -1035,7 +1041,7 @@ bool Table::run(Row& row, std::vector<Tensor*> outputs, const std::function<void
 }
 
 void Table::check(Row& row, const std::function<CheckResult()>& fn) {
-  if (row.ms < 0 && !row.error.empty()) return;  // it never ran
+  if (row.ms < 0) return;  // it never ran (an error, or skipped)
   try {
     row.check = fn();
   } catch (const std::exception& e) {

@@ -113,8 +113,8 @@ class Cli {
   void flag(double* out, const std::string& names, Def def, const std::string& help);
   void flag(std::string* out, const std::string& names, Def def, const std::string& help);
   void flag(bool* out, const std::string& names, const std::string& help);  // a switch, off
-  // Parses argv (exits on --help, bad flags, or cuda without a GPU), sets every flag, prepares
-  // the device (stream, peak numbers) and prints a header.
+  // Parses argv (exits on --help, bad flags, or cuda without a GPU), sets every flag and
+  // prepares the device (stream, peak numbers).
   Env parse(int argc, char** argv, DType default_dtype);
   void usage(FILE* f) const;
 
@@ -144,7 +144,7 @@ std::vector<Case> parse_cases(const std::string& s);
 // ---------------------------------------------------------------------------------------------
 // The run environment: the common flags, the device, the stream, the random generator.
 struct Env {
-  std::string program;
+  std::string program, about;
   DeviceType device = DeviceType::cpu;
   DType dtype = DType::bf16;
   bool check = false, small = false, normal = true;
@@ -181,6 +181,7 @@ struct Env {
   void copy(void* dst, const void* src, size_t bytes);
   void sync();
   size_t device_free_bytes() const;
+  void print_header() const;
 
  private:
   uint64_t draws_ = 0;
@@ -271,7 +272,7 @@ struct Row {
 
 class Table {
  public:
-  explicit Table(Env& env) : env_(env) {}
+  explicit Table(Env& env);  // prints the run's header (device, peaks, dtype, seed)
   Row& add(const std::string& variant, const std::string& shape);
   // Poisons `outputs`, times fn (env.time_ms) and prints a progress line. A cuattn::Error or
   // std::exception thrown by fn is recorded in the row (which then fails) instead of ending the

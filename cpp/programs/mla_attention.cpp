@@ -167,6 +167,7 @@ int main(int argc, char** argv) {
 
       Row& planned = table.add("mla_decode + plan", shape);
       planned.flops = flops, planned.bytes = bytes, planned.bound = bound;
+      planned.set("cache / token", bytes_str(double(kDk * cuattn::dtype_size(env.dtype))));
       std::shared_ptr<cuattn::DecodePlan> plan;
       cuattn::MlaDecodeArgs ap = a;
       ap.out = out_plan.view();

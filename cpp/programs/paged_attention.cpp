@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   for (const Case& c : cases) {
     const int64_t B = c.batch, L = c.len, P = c.get('p', 16), T = c.get('q', Sq);
     if (T < 1 || T > L || P < 1) usage_error(env, "each case needs 1 <= new tokens <= L and a page size >= 1");
-    const int64_t blocks = (L + P - 1) / P, N = B * blocks;  // pages per sequence, in all
+    const int64_t blocks = (L + P - 1) / P, N = B * blocks;  // pages: per sequence, in all
     const std::string shape = fmt("B%lld L%lld P%lld H%lld/%lld D%lld%s", (long long)B, (long long)L,
                                   (long long)P, (long long)Hq, (long long)Hkv, (long long)D,
                                   T > 1 ? fmt(" q%lld", (long long)T).c_str() : "");

@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   if (Hkv < 1 || Hq % Hkv != 0) usage_error(env, "--heads must be a multiple of --kv-heads");
   if (B < 1 || T < 1 || L0 < 0 || P < 1) usage_error(env, "need --batch, --steps, --page-size >= 1");
 
+  Table table(env);
+
   // The cache has room for the final lengths L0 + T; pages in random order.
   const int64_t Lmax = L0 + T, blocks = (Lmax + P - 1) / P, N = B * blocks;
   Tensor k_cache = env.random({N, P, Hkv, D}), v_cache = env.random({N, P, Hkv, D});
@@ -127,7 +129,6 @@ int main(int argc, char** argv) {
       oracle_error = e.what();
     }
   }
-  Table table(env);
   auto check_final = [&](Row& row) {
     if (!env.check) return;
     table.check(row, [&] {

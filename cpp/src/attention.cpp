@@ -268,6 +268,8 @@ void attention(const AttentionArgs& a, Stream stream) {
       p.seqlen_q = int(a.max_seqlen_q);
       p.seqlen_k = int(a.max_seqlen_k);
     }
+    p.total_q = q.s;
+    p.total_k = k.s;
     p.cu_seqlens_q = static_cast<const int32_t*>(a.cu_seqlens_q.data);
     p.cu_seqlens_k = static_cast<const int32_t*>(a.cu_seqlens_k.data);
   }

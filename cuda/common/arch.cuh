@@ -17,3 +17,6 @@ CUATTN_DEVICE void arch_unsupported() {
   asm volatile("trap;");
 #endif
 }
+
+CUATTN_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+CUATTN_DEVICE int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }

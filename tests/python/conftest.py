@@ -41,6 +41,11 @@ MAXABS = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 6e-2}
 LSE_TOL = {"float32": 1e-5, "float16": 1e-3, "bfloat16": 2e-3}
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "demo: runs `python -m cuattn demo` in a subprocess "
+                            "(a few seconds; deselect with -m 'not demo')")
+
+
 # ------------------------------------------------------------------------------------------------
 # Seeds
 

@@ -160,8 +160,9 @@ def test_cli_info():
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.demo
 def test_cli_demo():
-    r = _run_cli("demo", timeout=90)
+    r = _run_cli("demo", timeout=60)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.strip()
     assert "Traceback" not in r.stderr

@@ -58,6 +58,7 @@ struct AttnParams {
 
   int batch = 0, num_heads_q = 0, num_heads_kv = 0;
   int seqlen_q = 0, seqlen_k = 0;  // max over sequences for varlen
+  int64_t total_q = 0, total_k = 0;  // varlen: rows of the packed arrays (kernels clamp to them)
   int head_dim = 0, head_dim_v = 0;
   bool causal = false;
   int window_left = -1, window_right = -1;  // -1: unbounded
