@@ -44,5 +44,6 @@ bool attention_supported(DType t, int d, int dv);
 bool paged_supported(DType q, DType kv, int d, int dv);
 // Allocates a plan's device workspace (partial outputs and lse of every split).
 void plan_workspace(DecodePlan& plan);
+void plan_free(DecodePlan& plan);  // cudaFree: waits for work that may still use it
 }  // namespace cuda
 }  // namespace cuattn

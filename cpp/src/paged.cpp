@@ -300,12 +300,9 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
 }
 
 DecodePlan::~DecodePlan() {
-  if (workspace) {
-    try {
-      device_free(workspace, opt.device_id, nullptr);
-    } catch (...) {
-    }
-  }
+#ifdef CUATTN_WITH_CUDA
+  cuda::plan_free(*this);
+#endif
 }
 
 std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,

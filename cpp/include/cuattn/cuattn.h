@@ -154,10 +154,13 @@ struct DecodePlan {
   std::vector<int32_t> num_splits;  // per sequence
   int max_splits = 1;
   int chunk_tokens = 0;  // KV tokens per split (a multiple of page_size)
-  // Device workspace (CUDA plans): partial outputs and lse of every split.
+  // Device workspace (CUDA plans): partial outputs, lse and merge counters of every split.
+  // Allocated by plan_decode, freed (after a device sync) when the plan is destroyed.
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  int32_t* d_num_splits = nullptr;  // [batch] on the device
+  DecodePlan() = default;
+  DecodePlan(const DecodePlan&) = delete;
+  DecodePlan& operator=(const DecodePlan&) = delete;
   ~DecodePlan();
 };
 std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,

@@ -1,0 +1,374 @@
+// paged_decode.cuh — attention of a few new tokens over a paged KV cache, at the memory-bandwidth
+// limit (flash-decoding on tensor cores).
+//
+// Grid: (split, kv head x row chunk, sequence). A CTA owns one kv head of one sequence, one split
+// of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
+// member), so K and V are read once for all query heads that share them.
+//
+//   warps      4; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments in
+//              registers), its own online softmax, O += P V; the 4 warp states merge at the end
+//   pipeline   kStages-deep cp.async ring of K/V tiles, 16-byte loads; the page ids of a tile are
+//              read one iteration before its loads are issued, so page size hardly matters
+//   fp8        e4m3 pages are copied raw and widened to 16 bits in shared memory before the MMAs;
+//              k_scale folds into the softmax scale, v_scale into the output
+//   split-KV   with more than one split, each CTA leaves its normalised partial O and LSE in the
+//              workspace; the last CTA of a (sequence, kv head, row chunk) to finish — counted on
+//              an atomic — merges them (combine fused into the same launch, no second kernel).
+//
+// Out-of-range page ids and lengths are clamped: corrupt inputs give unspecified values, never an
+// out-of-bounds access.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/copy.cuh"
+#include "common/mask.cuh"
+#include "common/mma.cuh"
+#include "common/softmax.cuh"
+#include "common/types.cuh"
+#include "cuattn/params.h"
+
+namespace cuattn {
+
+template <int kD_>
+struct PagedTraits {
+  static constexpr int kD = kD_, kDv = kD_;
+  static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;
+  static constexpr int kStages = kD <= 128 ? 3 : 2;
+  static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
+  static constexpr int kChunks = kD / 8;  // 16-byte chunks of a 16-bit row
+  static constexpr int kRowStep = kThreads / kChunks;   // rows one pass of the CTA copies
+  static constexpr int kPasses = kBN / kRowStep;        // passes per tile = page ids per thread
+  static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
+};
+
+// Where the split-KV partial results live (allocated by the plan or the workspace cache).
+struct SplitWorkspace {
+  float* o = nullptr;         // [b, hk * row chunks, max_splits, 16, dv]
+  float* lse = nullptr;       // [b, hk * row chunks, max_splits, 16]
+  int* counters = nullptr;    // [b, hk * row chunks], zero between launches
+  int chunk_tokens = 0;       // keys per split (multiple of the page size)
+  int max_splits = 1;
+};
+
+template <typename T, int kD, bool kFp8>
+__global__ void __launch_bounds__(PagedTraits<kD>::kThreads)
+paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws) {
+  using Tr = PagedTraits<kD>;
+  constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
+  using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
+  constexpr int kKvBytes = sizeof(KV);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // Ring of kStages K/V tiles. 16-bit caches: the ring holds the MMA operands directly. fp8: the
+  // ring holds raw bytes; one 16-bit K/V pair after it receives the widened tile.
+  constexpr int kRawStride = kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
+  constexpr size_t kRawTile = size_t(kBN) * kRawStride;
+  KV* ring = reinterpret_cast<KV*>(smem_raw);
+  T* wide = reinterpret_cast<T*>(smem_raw + 2 * Tr::kStages * kRawTile * kKvBytes);
+
+  const int split = blockIdx.x, b = blockIdx.z;
+  const int n_rc = gridDim.y / p.num_heads_kv;  // row chunks per kv head
+  const int hk = blockIdx.y / n_rc, rc = blockIdx.y % n_rc;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
+  const int group = p.num_heads_q / p.num_heads_kv;
+  const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
+
+  // ---- this sequence and split --------------------------------------------------------------
+  const int L = min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size);
+  const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
+  const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
+  if (split >= nsplits) return;
+  const int k_begin = split * chunk;
+  const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
+
+  // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
+  const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
+  const int t_lo = (rc * 16) / group;
+  const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
+  int lo, hi;
+  mask.key_range(t_lo, t_hi, lo, hi);
+  lo = max(lo, k_begin);
+  hi = min(hi, k_end);
+  const int tile0 = lo / kBN * kBN;  // tiles are aligned to 64 keys of the sequence
+  const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
+
+  const int32_t* table = p.block_table + b * p.bt_batch_stride;
+  const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
+  const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
+
+  // ---- page ids, one iteration ahead of the loads ----------------------------------------------
+  // Thread tid copies 16-byte chunk (tid % kChunks) of rows r0 + i*kRowStep of every tile (for
+  // fp8 the same rows, half as many bytes: chunks of 8 elements -> 8 bytes are paired below).
+  constexpr int kChunkElems = 16 / kKvBytes;                     // elements per 16-byte copy
+  constexpr int kCopyChunks = kD / kChunkElems;                  // copies per row
+  constexpr int kCopyStep = Tr::kThreads / kCopyChunks;          // rows per pass
+  constexpr int kCopyPasses = kBN / kCopyStep;
+  static_assert(kBN % kCopyStep == 0, "tile rows must split evenly");
+  const int r0 = tid / kCopyChunks, col = (tid % kCopyChunks) * kChunkElems;
+  int pages[kCopyPasses];
+  auto fetch_pages = [&](int tile) {
+#pragma unroll
+    for (int i = 0; i < kCopyPasses; ++i) {
+      const int j = tile0 + tile * kBN + r0 + i * kCopyStep;
+      const int blk = min(max(j, 0) / p.page_size, p.max_blocks - 1);
+      pages[i] = (tile < n_tiles && j >= lo && j < hi) ? min(max(__ldg(table + blk), 0), p.num_pages - 1) : -1;
+    }
+  };
+  auto issue_tile = [&](int tile) {  // K and V of `tile` into ring slot tile % kStages
+    KV* sk = ring + (tile % Tr::kStages) * 2 * kRawTile;
+    KV* sv = sk + kRawTile;
+#pragma unroll
+    for (int i = 0; i < kCopyPasses; ++i) {
+      const int r = r0 + i * kCopyStep;
+      const int j = tile0 + tile * kBN + r;
+      const bool ok = pages[i] >= 0;
+      const int64_t slot = j % p.page_size;
+      const KV* ks = ok ? kc + pages[i] * p.k_page_stride + slot * p.k_slot_stride + col : kc;
+      const KV* vs = ok ? vc + pages[i] * p.v_page_stride + slot * p.v_slot_stride + col : vc;
+      cp_async_16(sk + r * kRawStride + col, ks, ok);
+      cp_async_16(sv + r * kRawStride + col, vs, ok);
+    }
+  };
+
+  // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
+  constexpr int kKS = kD / 16;
+  uint32_t qa[kKS][4];
+  {
+    // Rows g and g + 8 of the chunk, columns 2*t4 (+1) and 2*t4 + 8 (+9) of every k step.
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int R = rc * 16 + g + 8 * hf;
+      const bool valid = R < rows_total;
+      const int tq = valid ? R / group : 0, hq = hk * group + (valid ? R % group : 0);
+      const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + tq * p.q_row_stride + hq * p.q_head_stride;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) {
+        const int c = ks * 16 + 2 * t4;
+        qa[ks][hf] = valid && c < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c) : 0u;
+        qa[ks][hf + 2] = valid && c + 8 < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c + 8) : 0u;
+      }
+    }
+  }
+
+  // ---- prologue ----------------------------------------------------------------------------------
+  fetch_pages(0);
+#pragma unroll
+  for (int s = 0; s < Tr::kStages - 1; ++s) {
+    if (s < n_tiles) issue_tile(s);
+    cp_async_commit();
+    fetch_pages(s + 1);
+  }
+
+  const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
+  const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
+  const bool softcap = p.softcap > 0.f;
+  const float sl2 = p.scale * k_scale * kLog2e;
+  const float cap_in = p.scale * k_scale / (softcap ? p.softcap : 1.f);
+  const float cap_out = p.softcap * kLog2e;
+
+  OnlineSoftmax<1> softmax;
+  softmax.init();
+  float o[1][kOT][4];
+#pragma unroll
+  for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
+
+  for (int it = 0; it < n_tiles; ++it) {
+    cp_async_wait<Tr::kStages - 2>();
+    __syncthreads();  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
+    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1);
+    cp_async_commit();
+    fetch_pages(it + Tr::kStages);
+
+    const T* sk;
+    const T* sv;
+    if constexpr (kFp8) {
+      // Widen the raw fp8 tile into the 16-bit K/V pair (8 bytes -> 8 elements a step).
+      const uint8_t* rk = ring + (it % Tr::kStages) * 2 * kRawTile;
+      const uint8_t* rv = rk + kRawTile;
+      T* wk = wide;
+      T* wv = wide + Tr::kTileElems;
+      for (int c = tid; c < kBN * kD / 8; c += Tr::kThreads) {
+        const int r = c / (kD / 8), d = (c % (kD / 8)) * 8;
+        const uint2 kraw = *reinterpret_cast<const uint2*>(rk + r * kRawStride + d);
+        const uint2 vraw = *reinterpret_cast<const uint2*>(rv + r * kRawStride + d);
+        uint4 kw, vw;
+        kw.x = fp8x2_to<T>(uint16_t(kraw.x), 1.f), kw.y = fp8x2_to<T>(uint16_t(kraw.x >> 16), 1.f);
+        kw.z = fp8x2_to<T>(uint16_t(kraw.y), 1.f), kw.w = fp8x2_to<T>(uint16_t(kraw.y >> 16), 1.f);
+        vw.x = fp8x2_to<T>(uint16_t(vraw.x), 1.f), vw.y = fp8x2_to<T>(uint16_t(vraw.x >> 16), 1.f);
+        vw.z = fp8x2_to<T>(uint16_t(vraw.y), 1.f), vw.w = fp8x2_to<T>(uint16_t(vraw.y >> 16), 1.f);
+        *reinterpret_cast<uint4*>(wk + r * Tr::kStride + d) = kw;
+        *reinterpret_cast<uint4*>(wv + r * Tr::kStride + d) = vw;
+      }
+      __syncthreads();
+      sk = wk;
+      sv = wv;
+    } else {
+      sk = ring + (it % Tr::kStages) * 2 * kRawTile;
+      sv = sk + kRawTile;
+    }
+
+    // S = Q K^T over this warp's 16 keys of the tile.
+    const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
+    float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
+    const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
+      mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
+      mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
+    }
+    const bool partial = n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16);
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[0][nt][e];
+        x = softcap ? cap_out * tanhf(x * cap_in) : x * sl2;
+        if (partial) {
+          const int R = rc * 16 + g + 8 * (e / 2);
+          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
+          if (j < lo || j >= hi || !mask.visible(min(R, rows_total - 1) / group, j)) x = -CUDART_INF_F;
+        }
+        s[0][nt][e] = x;
+      }
+    float alpha[2];
+    softmax.update(s, alpha);
+    uint32_t pa[4] = {pack2<T>(s[0][0][0], s[0][0][1]), pack2<T>(s[0][0][2], s[0][0][3]),
+                      pack2<T>(s[0][1][0], s[0][1][1]), pack2<T>(s[0][1][2], s[0][1][3])};
+#pragma unroll
+    for (int dp = 0; dp < kDv / 16; ++dp) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
+      o[0][2 * dp][0] *= alpha[0], o[0][2 * dp][1] *= alpha[0], o[0][2 * dp][2] *= alpha[1], o[0][2 * dp][3] *= alpha[1];
+      o[0][2 * dp + 1][0] *= alpha[0], o[0][2 * dp + 1][1] *= alpha[0];
+      o[0][2 * dp + 1][2] *= alpha[1], o[0][2 * dp + 1][3] *= alpha[1];
+      mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
+      mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is free: reuse it for the cross-warp merge
+
+  // ---- merge the 4 warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
+  // common max and summed in a fixed order (deterministic) ---------------------------------------
+  float* s_m = reinterpret_cast<float*>(smem_raw);  // [4][16]
+  float* s_l = s_m + 4 * 16;                        // [4][16]
+  float* s_ow = s_l + 4 * 16;                       // [4][16][kDv]
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const float l = quad_sum(softmax.row_sum[hf]);
+    if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf], s_l[warp * 16 + g + 8 * hf] = l;
+  }
+  __syncthreads();
+  float wscale[2];
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int r = g + 8 * hf;
+    const float m = fmaxf(fmaxf(s_m[r], s_m[16 + r]), fmaxf(s_m[32 + r], s_m[48 + r]));
+    wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] - m);
+  }
+#pragma unroll
+  for (int ot = 0; ot < kOT; ++ot)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf)
+      *reinterpret_cast<float2*>(s_ow + (warp * 16 + g + 8 * hf) * kDv + ot * 8 + 2 * t4) =
+          make_float2(o[0][ot][2 * hf] * wscale[hf], o[0][ot][2 * hf + 1] * wscale[hf]);
+  __syncthreads();
+  auto warp_sum = [&](int r, int d) {
+    return s_ow[r * kDv + d] + s_ow[(16 + r) * kDv + d] + s_ow[(32 + r) * kDv + d] + s_ow[(48 + r) * kDv + d];
+  };
+
+  // Per row: the CTA's max (log2), sum and natural-log LSE of its keys.
+  const int rows_here = min(16, rows_total - rc * 16);
+  auto row_stats = [&](int r, float& inv, float& lse) {
+    const float m = fmaxf(fmaxf(s_m[r], s_m[16 + r]), fmaxf(s_m[32 + r], s_m[48 + r]));
+    if (m == -CUDART_INF_F) {
+      inv = 0.f, lse = -CUDART_INF_F;
+      return;
+    }
+    float l = 0.f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) l += s_m[w * 16 + r] == -CUDART_INF_F ? 0.f : s_l[w * 16 + r] * exp2f(s_m[w * 16 + r] - m);
+    inv = 1.f / l;
+    lse = (m + __log2f(l)) * kLn2;
+  };
+  // Final store of row r (o already normalised over all keys, lse natural): sinks, v_scale, dtype.
+  auto store_row = [&](int r, const float* orow, float lse) {
+    const int R = rc * 16 + r, tq = R / group, hq = hk * group + R % group;
+    float f = v_scale;
+    if (p.sinks != nullptr && lse != -CUDART_INF_F) {
+      const float sink = p.sinks[hq];
+      const float top = fmaxf(lse, sink);
+      const float l = __expf(lse - top) + __expf(sink - top);
+      f *= __expf(lse - top) / l;
+      lse = top + __logf(l);
+    }
+    T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + tq * p.o_row_stride + hq * p.o_head_stride;
+    for (int d = lane * 2; d < p.head_dim_v; d += 64)
+      *reinterpret_cast<uint32_t*>(out + d) = pack2<T>(orow[d] * f, orow[d + 1] * f);
+    if (p.lse != nullptr && lane == 0) p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + tq] = lse;
+  };
+
+  if (nsplits == 1) {
+    for (int r = warp; r < rows_here; r += Tr::kWarps) {
+      float inv, lse;
+      row_stats(r, inv, lse);
+      float* orow = s_ow + r * kDv;  // warp 0's slice of row r becomes the result row
+      for (int d = lane; d < kDv; d += 32) orow[d] = warp_sum(r, d) * inv;
+      __syncwarp();
+      store_row(r, orow, lse);
+    }
+    return;
+  }
+
+  // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
+  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;  // (sequence, kv head, row chunk)
+  float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
+  float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
+  for (int r = warp; r < rows_here; r += Tr::kWarps) {
+    float inv, lse;
+    row_stats(r, inv, lse);
+    for (int d = lane; d < kDv; d += 32) __stcg(wo + r * kDv + d, warp_sum(r, d) * inv);
+    if (lane == 0) __stcg(wl + r, lse);
+  }
+  __threadfence();
+  __syncthreads();
+  __shared__ int s_last;
+  if (tid == 0) {
+    const int done = atomicAdd(ws.counters + unit, 1);
+    s_last = done == nsplits - 1;
+    if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+
+  // Merge the nsplits partials row by row (one warp a row, two columns a lane per step).
+  const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
+  const float* pl = ws.lse + unit * ws.max_splits * 16;
+  for (int r = warp; r < rows_here; r += Tr::kWarps) {
+    float m = -CUDART_INF_F;
+    for (int sp = 0; sp < nsplits; ++sp) m = fmaxf(m, __ldcg(pl + sp * 16 + r));
+    float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
+    float lse = -CUDART_INF_F;
+    for (int d = lane; d < kDv; d += 32) orow[d] = 0.f;
+    if (m != -CUDART_INF_F) {
+      float sum = 0.f;
+      for (int sp = 0; sp < nsplits; ++sp) {
+        const float ls = __ldcg(pl + sp * 16 + r);
+        if (ls == -CUDART_INF_F) continue;
+        const float w = exp2f((ls - m) * kLog2e);
+        sum += w;
+        for (int d = lane; d < kDv; d += 32) orow[d] += w * __ldcg(po + (sp * 16 + r) * kDv + d);
+      }
+      const float inv = 1.f / sum;
+      for (int d = lane; d < kDv; d += 32) orow[d] *= inv;
+      lse = m + __logf(sum);
+    }
+    __syncwarp();
+    store_row(r, orow, lse);
+  }
+}
+
+}  // namespace cuattn
