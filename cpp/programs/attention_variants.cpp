@@ -94,16 +94,17 @@ static BlockMask build_block_mask(Env& env, int64_t S, int bq, int bkv,
 }
 
 int main(int argc, char** argv) {
-  int64_t B, H, G, S, D, W, doc, block, dB, dL, page, mla_B, mla_L, mla_H;
+  int64_t B, H, G, S, D, W, doc, block_q, block_kv, dB, dL, page, mla_B, mla_L, mla_H;
   Cli cli("attention_variants", "the chapter's comparison of attention variants, measured");
   cli.flag(&B, "--batch,-b", {1, 1, 1}, "prefill rows: batch size");
   cli.flag(&H, "--heads", {16, 4, 4}, "prefill rows and paged decode: query heads");
   cli.flag(&G, "--gqa", {4, 4, 2}, "GQA and paged decode: query heads per kv head");
-  cli.flag(&S, "--seqlen,-s", {16384, 1024, 100}, "prefill rows: sequence length");
+  cli.flag(&S, "--seqlen,-s", {16384, 1024, 520}, "prefill rows: sequence length");
   cli.flag(&D, "--headdim,-d", {128, 64, 64}, "head dim (not MLA)");
   cli.flag(&W, "--window,-w", {1024, 128, 16}, "sliding window: keys i-W .. i");
-  cli.flag(&doc, "--doc-len", {1024, 128, 40}, "block-sparse: document length");
-  cli.flag(&block, "--block", {128, 64, 16}, "block-sparse: block size (q and kv)");
+  cli.flag(&doc, "--doc-len", {1024, 256, 260}, "block-sparse: document length");
+  cli.flag(&block_q, "--block-q", {128}, "block-sparse: query block size");
+  cli.flag(&block_kv, "--block-kv", {128, 128, 64}, "block-sparse: key block size");
   cli.flag(&dB, "--decode-batch", {64, 8, 2}, "paged decode: sequences");
   cli.flag(&dL, "--decode-len", {4096, 1024, 70}, "paged decode: cached tokens per sequence");
   cli.flag(&page, "--page-size", {16, 16, 16}, "paged decode: tokens per page");
@@ -159,14 +160,14 @@ int main(int argc, char** argv) {
 
   // Block-sparse: documents of `doc` tokens, causal inside each, invisible across.
   {
-    BlockMask mask = build_block_mask(env, S, int(block), int(block), [&](int64_t i, int64_t j) {
+    BlockMask mask = build_block_mask(env, S, int(block_q), int(block_kv), [&](int64_t i, int64_t j) {
       return i / doc == j / doc && j <= i;
     });
     cuattn::AttentionArgs a = dense;
     a.block_mask = mask.args();
     Row* row = prefill_row(fmt("block-sparse (doc %lld)", (long long)doc), a, mask.visible,
-                           fmt("%lld full + %lld partial blocks of %lld", (long long)mask.n_full,
-                               (long long)mask.n_partial, (long long)block));
+                           fmt("%lld full + %lld partial blocks of %lldx%lld", (long long)mask.n_full,
+                               (long long)mask.n_partial, (long long)block_q, (long long)block_kv));
     if (env.check) {
       // Oracle: the same documents as varlen sequences (packed, causal inside each) on the CPU,
       // for batch 0 and the last documents that fit the oracle's budget.

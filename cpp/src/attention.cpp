@@ -316,6 +316,7 @@ void attention(const AttentionArgs& a, Stream stream) {
 
   if (a.q.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(a.q.device_id);
     cuda::attention(p, stream);
 #endif
   } else {
@@ -365,6 +366,7 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
   if (a.q.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(a.q.device_id);
     const size_t bytes = size_t(q.b) * q.h * q.s * std::max<int64_t>(k.s, 1) * sizeof(float);
     void* ws = device_malloc(bytes, a.q.device_id, stream);
     try {
@@ -423,6 +425,7 @@ void merge_states(const MergeArgs& a, Stream stream) {
   if (p.batch == 0 || p.seqlen == 0 || p.num_heads == 0) return;
   if (a.o_a.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(a.o_a.device_id);
     cuda::merge_states(p, stream);
 #endif
   } else {

@@ -33,6 +33,18 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 }  // namespace cpu
 
 namespace cuda {
+// Makes `device` current for the scope of a call (kernels launch on the current device).
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = -1;
+};
+
 // Defined in cuda/*.cu when built with CUDA; see cuda/README.md for the kernels behind each.
 void attention(const AttnParams& p, Stream stream);
 void naive_attention(const AttnParams& p, void* workspace, Stream stream);

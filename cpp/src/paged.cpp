@@ -188,6 +188,7 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   if (B == 0 || Sq == 0 || Hq == 0) return;
   if (a.q.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(a.q.device_id);
     cuda::paged_attention(p, a.plan, stream);
 #endif
   } else {
@@ -255,6 +256,7 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   if (T == 0 || k.h == 0) return;
   if (a.k_new.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(a.k_new.device_id);
     cuda::append_paged_kv(p, stream);
 #endif
   } else {

@@ -1,5 +1,6 @@
 // runtime.cpp — build/device information and the few CUDA runtime calls the host layer makes
 // (device memory for cuattn.Array and the programs). Without CUDA every GPU request throws.
+#include <atomic>
 #include <cstring>
 #include <sstream>
 
@@ -27,6 +28,20 @@ static void cuda_check(cudaError_t e, const char* what) {
 }
 #endif
 
+#ifdef CUATTN_WITH_CUDA
+cuda::DeviceGuard::DeviceGuard(int device) {
+  int cur = 0;
+  cuda_check(cudaGetDevice(&cur), "cudaGetDevice");
+  if (cur != device) {
+    cuda_check(cudaSetDevice(device), "cudaSetDevice");
+    prev_ = cur;
+  }
+}
+cuda::DeviceGuard::~DeviceGuard() {
+  if (prev_ >= 0) cudaSetDevice(prev_);
+}
+#endif
+
 BuildInfo build_info() {
   BuildInfo b;
   b.version = CUATTN_VERSION;
@@ -42,11 +57,15 @@ BuildInfo build_info() {
 
 int device_count() {
 #ifdef CUATTN_WITH_CUDA
+  static std::atomic<int> cached{-1};  // devices do not come and go within a process
+  const int c = cached.load(std::memory_order_relaxed);
+  if (c >= 0) return c;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
     cudaGetLastError();
-    return 0;
+    n = 0;
   }
+  cached.store(n, std::memory_order_relaxed);
   return n;
 #else
   return 0;

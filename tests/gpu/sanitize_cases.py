@@ -1,0 +1,71 @@
+"""Small GPU case matrix for compute-sanitizer (memcheck, racecheck, initcheck): every kernel at
+odd sizes, each mask, GQA, padded head dims, block masks, paged with split-KV and fp8, append.
+
+    compute-sanitizer --tool memcheck python tests/gpu/sanitize_cases.py
+"""
+
+import sys
+
+import numpy as np
+import torch
+
+import cuattn
+
+dev = "cuda"
+bf16, f16 = torch.bfloat16, torch.float16
+g = torch.Generator(device=dev).manual_seed(0)
+
+
+def r(*shape, dtype=bf16):
+    return torch.randn(*shape, device=dev, dtype=dtype, generator=g)
+
+
+n = 0
+# Dense / causal / window / softcap / sinks / GQA / padded head dims, both layouts.
+for D, Dv in [(64, 64), (96, 96), (128, 128), (192, 128), (192, 192), (256, 256), (40, 40)]:
+    for causal, window in [(False, None), (True, None), (True, (17, 0)), (False, (5, 9))]:
+        q, k, v = r(2, 77, 4, D), r(2, 130, 2, D), r(2, 130, 2, Dv)
+        cuattn.attention(q, k, v, causal=causal, window=window, return_lse=True)
+        n += 1
+q, k, v = r(1, 65, 8, 128), r(1, 65, 8, 128), r(1, 65, 8, 128)
+cuattn.attention(q, k, v, softcap=20.0, sinks=torch.randn(8, device=dev), causal=True)
+cuattn.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bhsd", causal=True)
+# Varlen with an empty sequence.
+cu = torch.tensor([0, 33, 33, 100], device=dev, dtype=torch.int32)
+cuattn.attention(r(100, 4, 64), r(100, 2, 64), r(100, 2, 64), cu_seqlens_q=cu, cu_seqlens_k=cu,
+                 max_seqlen_q=67, max_seqlen_k=67, causal=True, return_lse=True)
+# Block mask (documents), fp16.
+S = 300
+bm = cuattn.create_block_mask(lambda b, h, qi, ki: (qi // 100 == ki // 100) & (ki <= qi), None, None, S, S,
+                              device=dev)
+cuattn.attention(r(1, S, 2, 128, dtype=f16), r(1, S, 2, 128, dtype=f16), r(1, S, 2, 128, dtype=f16), block_mask=bm)
+# Naive and merge.
+q, k, v = r(1, 50, 2, 64), r(1, 70, 2, 64), r(1, 70, 2, 64)
+cuattn.naive_attention(q, k, v, causal=True)
+oa, la = cuattn.attention(q, k[:, :30], v[:, :30], return_lse=True)
+ob, lb = cuattn.attention(q, k[:, 30:], v[:, 30:], return_lse=True)
+cuattn.merge_states(oa, la, ob, lb)
+n += 5
+# Paged: page sizes, split-KV with and without a plan, fp8, multi-token q, HND.
+for ps in (1, 16, 64):
+    for D in (64, 128, 256):
+        B, Hq, Hkv = 3, 8, 2
+        lens = torch.tensor([1, 700, 5], device=dev, dtype=torch.int32)
+        nb = (700 + ps - 1) // ps
+        kc, vc = r(B * nb + 1, ps, Hkv, D), r(B * nb + 1, ps, Hkv, D)
+        table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
+        q = r(B, Hq, D)
+        cuattn.paged_attention(q, kc, vc, table, lens, return_lse=True)
+        plan = cuattn.plan_decode(lens.cpu().numpy(), num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D,
+                                  page_size=ps, device=dev, num_sms=8)
+        cuattn.paged_attention(q, kc, vc, table, lens, plan=plan)
+        cuattn.paged_attention(r(B, 3, Hq, D), kc, vc, table, lens, window=100, softcap=10.0)
+        k8 = (kc.float() / 4).to(torch.float8_e4m3fn)
+        cuattn.paged_attention(q, k8, k8, table, lens, k_scale=4.0, v_scale=4.0)
+        cuattn.paged_attention(q, kc.transpose(1, 2), vc.transpose(1, 2), table, lens, kv_layout="HND")
+        slots = torch.tensor([0, 5, -1, ps * nb - 1], device=dev, dtype=torch.int64)
+        cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), kc, vc, slots)
+        cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), k8, k8, slots, k_scale=4.0, v_scale=4.0)
+        n += 7
+torch.cuda.synchronize()
+print(f"sanitize_cases: {n} GPU calls completed")
