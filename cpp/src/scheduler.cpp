@@ -16,6 +16,7 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
     const int64_t per_cta = (std::max<int64_t>(total_len, 1) * heads_kv + target - 1) / target;
     chunk = std::max<int64_t>(per_cta, kMinChunk);
   }
+  chunk = std::max<int64_t>(chunk, (longest + kMaxSplitsPerSeq - 1) / kMaxSplitsPerSeq);
   chunk = std::min(chunk, longest);
   chunk = (chunk + ps - 1) / ps * ps;  // whole pages: a split never shares a page
   return int(std::min<int64_t>(chunk, INT32_MAX / 2));

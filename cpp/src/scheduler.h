@@ -19,6 +19,7 @@ struct SplitPlan {
 // Work units are (sequence, kv head, split); we aim for about `waves` CTAs per SM, and never
 // cut a split shorter than kMinChunk tokens (below that the merge costs more than it saves).
 constexpr int kMinChunk = 256;
+constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights
 constexpr int kCtasPerSm = 2;
 
 // chunk size for `batch` sequences of at most `max_len` tokens (or total_len tokens in all).

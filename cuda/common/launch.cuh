@@ -5,8 +5,10 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
+#include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "cuattn/tensor.h"
 
@@ -21,17 +23,20 @@ inline void check_cuda(cudaError_t e, const char* what) {
 
 inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
 
-// Raises a kernel's dynamic shared memory limit (needed above 48 KB) once per device.
+// Raises a kernel's dynamic shared memory limit (needed above 48 KB) once per (kernel, device).
+// Keyed by the kernel's address: kernels of one signature share a function type, not a limit.
 template <typename Kernel>
 void set_smem_limit(Kernel kernel, size_t bytes) {
-  static std::atomic<uint64_t> done{0};
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  const uint64_t bit = dev < 64 ? (uint64_t(1) << dev) : 0;
-  if (bit && (done.load(std::memory_order_relaxed) & bit)) return;
+  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
   check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
              "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  done.fetch_or(bit, std::memory_order_relaxed);
+  done.insert(key);
 }
 
 }  // namespace cuattn

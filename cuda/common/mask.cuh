@@ -42,6 +42,10 @@ struct DenseMask {
   CUATTN_DEVICE bool visible(int i, int j) const {
     return j < len_k && mask_visible(i, j, offset, causal, left, right);
   }
+
+  // Under a dense mask a query sees one interval of keys: [jlo, jhi) for query i (the same set as
+  // visible(i, .), computed once per row instead of once per element).
+  CUATTN_DEVICE void row_range(int i, int& jlo, int& jhi) const { key_range(i, i, jlo, jhi); }
 };
 
 // Tiles of a q block under a BlockMask: the full kv blocks first, then the partial ones; each

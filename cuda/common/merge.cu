@@ -17,8 +17,11 @@ __global__ void merge_states_kernel(const __grid_constant__ MergeParams p) {
   const int h = int(row % p.num_heads), s = int(row / p.num_heads % p.seqlen), b = int(row / p.num_heads / p.seqlen);
   const float lse[2] = {p.lse_a[b * p.la_stride[0] + h * p.la_stride[1] + s * p.la_stride[2]],
                         p.lse_b[b * p.lb_stride[0] + h * p.lb_stride[1] + s * p.lb_stride[2]]};
-  float w[2];
-  const float merged = lse_weights<2>(lse, 2, w);
+  const float mx = fmaxf(lse[0], lse[1]);
+  float w[2] = {combine_weight(lse[0], mx), combine_weight(lse[1], mx)};
+  const float sum = w[0] + w[1];
+  const float merged = combined_lse(mx, sum);
+  if (sum > 0.f) w[0] /= sum, w[1] /= sum;
   const T* oa = static_cast<const T*>(p.o_a) + b * p.oa_stride[0] + s * p.oa_stride[1] + h * p.oa_stride[2];
   const T* ob = static_cast<const T*>(p.o_b) + b * p.ob_stride[0] + s * p.ob_stride[1] + h * p.ob_stride[2];
   T* o = static_cast<T*>(p.o) + b * p.o_stride[0] + s * p.o_stride[1] + h * p.o_stride[2];

@@ -29,19 +29,20 @@ CUATTN_DEVICE float quad_sum(float x) {
 template <int kM>
 struct OnlineSoftmax {
   static constexpr int kRows = 2 * kM;
-  float row_max[kRows];  // running max (log2 units); -inf while no key was visible
-  float row_sum[kRows];  // this thread's share of sum(exp2(s - row_max))
+  float row_max[kRows];  // running max of the raw scores; -inf while no key was visible
+  float row_sum[kRows];  // this thread's share of sum(exp2((s - row_max) * sl2))
 
   CUATTN_DEVICE void init() {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) row_max[r] = -CUDART_INF_F, row_sum[r] = 0.f;
   }
 
-  // s: [kM][kN][4] logits (log2 units, -inf = masked). Turns s into p = exp2(s - max) in place,
-  // updates the running state and returns, per row, the factor the output accumulator must be
-  // multiplied by (exp2(old max - new max)).
+  // s: [kM][kN][4] raw scores (-inf = masked); sl2 > 0 is the softmax scale times log2(e), folded
+  // into one FFMA per element: p = exp2(s * sl2 - max * sl2). Turns s into p in place, updates
+  // the running state and returns, per row, the factor the output accumulator must be
+  // multiplied by.
   template <int kN>
-  CUATTN_DEVICE void update(float (&s)[kM][kN][4], float (&alpha)[kRows]) {
+  CUATTN_DEVICE void update(float (&s)[kM][kN][4], float sl2, float (&alpha)[kRows]) {
 #pragma unroll
     for (int mt = 0; mt < kM; ++mt) {
 #pragma unroll
@@ -52,14 +53,14 @@ struct OnlineSoftmax {
         for (int nt = 0; nt < kN; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
         mx = quad_max(mx);
         // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
-        const float base = mx == -CUDART_INF_F ? 0.f : mx;
-        alpha[r] = exp2f(row_max[r] - base);
+        const float base = mx == -CUDART_INF_F ? 0.f : mx * sl2;
+        alpha[r] = exp2f(row_max[r] * sl2 - base);
         row_max[r] = mx;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kN; ++nt) {
-          s[mt][nt][2 * half] = exp2f(s[mt][nt][2 * half] - base);
-          s[mt][nt][2 * half + 1] = exp2f(s[mt][nt][2 * half + 1] - base);
+          s[mt][nt][2 * half] = exp2f(fmaf(s[mt][nt][2 * half], sl2, -base));
+          s[mt][nt][2 * half + 1] = exp2f(fmaf(s[mt][nt][2 * half + 1], sl2, -base));
           sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
         }
         row_sum[r] = row_sum[r] * alpha[r] + sum;
@@ -70,17 +71,17 @@ struct OnlineSoftmax {
   // Final normalisation: per row, the factor for the output accumulator and the natural-log
   // LSE. `sink` (log2 units) adds exp2(sink) to the denominator when has_sink. Rows that saw no
   // visible key give factor 0 and lse -inf (with or without a sink).
-  CUATTN_DEVICE void finalize(bool has_sink, float sink, float (&factor)[kRows],
+  CUATTN_DEVICE void finalize(float sl2, bool has_sink, float sink, float (&factor)[kRows],
                               float (&lse)[kRows]) const {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       float l = quad_sum(row_sum[r]);
-      const float m = row_max[r];
-      if (m == -CUDART_INF_F) {
+      if (row_max[r] == -CUDART_INF_F) {
         factor[r] = 0.f;
         lse[r] = -CUDART_INF_F;
         continue;
       }
+      const float m = row_max[r] * sl2;
       float top = m, keep = 1.f;
       if (has_sink) {
         top = fmaxf(m, sink);
@@ -93,25 +94,25 @@ struct OnlineSoftmax {
   }
 };
 
-// Merges partial results of disjoint key sets, one (lse, value) pair per split: the split-KV
-// combine. lse in natural log, -inf for an empty split; returns the weight of each split
-// (summing to 1, or all 0 when every split is empty) and the merged lse.
-template <int kMaxSplits>
-CUATTN_DEVICE float lse_weights(const float* lse, int n, float (&w)[kMaxSplits]) {
-  float mx = -CUDART_INF_F;
-  for (int i = 0; i < n; ++i) mx = fmaxf(mx, lse[i]);
-  if (mx == -CUDART_INF_F) {
-    for (int i = 0; i < n; ++i) w[i] = 0.f;
-    return -CUDART_INF_F;
-  }
-  float sum = 0.f;
-  for (int i = 0; i < n; ++i) {
-    w[i] = exp2f((lse[i] - mx) * kLog2e);
-    sum += w[i];
-  }
-  const float inv = 1.f / sum;
-  for (int i = 0; i < n; ++i) w[i] *= inv;
-  return mx + logf(sum);
+// True when any row of the warp changed its max (some alpha != 1): only then is the output
+// accumulator rescaled. Late in a long row the max rarely moves, so this skips most rescales.
+template <int kRows>
+CUATTN_DEVICE bool any_rescale(const float (&alpha)[kRows]) {
+  bool need = false;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) need |= alpha[r] != 1.f;
+  return __any_sync(0xffffffffu, need);
+}
+
+// The split-KV combine, shared by merge_states and the decode kernels. Partial results over
+// disjoint key sets, each normalised with its own natural-log LSE (-inf = no visible key), merge
+// as out = sum_i w_i o_i / sum_i w_i with w_i = exp(lse_i - max_lse); the merged LSE is
+// max_lse + log(sum_i w_i). Empty parts get weight 0 (their outputs are never read).
+CUATTN_DEVICE float combine_weight(float lse_i, float max_lse) {
+  return lse_i == -CUDART_INF_F ? 0.f : exp2f((lse_i - max_lse) * kLog2e);
+}
+CUATTN_DEVICE float combined_lse(float max_lse, float weight_sum) {
+  return max_lse == -CUDART_INF_F ? -CUDART_INF_F : max_lse + __logf(weight_sum);
 }
 
 }  // namespace cuattn

@@ -43,6 +43,9 @@ struct PagedTraits {
 };
 
 // Where the split-KV partial results live (allocated by the plan or the workspace cache).
+// At most this many splits per sequence (the scheduler never asks for more).
+constexpr int kMaxSplits = 512;
+
 struct SplitWorkspace {
   float* o = nullptr;         // [b, hk * row chunks, max_splits, 16, dv]
   float* lse = nullptr;       // [b, hk * row chunks, max_splits, 16]
@@ -161,10 +164,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
   const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
+  // As in flash_fwd: raw scores with the scale (times k_scale) folded into the exp2, or softcapped.
   const bool softcap = p.softcap > 0.f;
-  const float sl2 = p.scale * k_scale * kLog2e;
   const float cap_in = p.scale * k_scale / (softcap ? p.softcap : 1.f);
-  const float cap_out = p.softcap * kLog2e;
+  const float sl2 = softcap ? kLog2e : p.scale * k_scale * kLog2e;
 
   OnlineSoftmax<1> softmax;
   softmax.init();
@@ -218,31 +221,41 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
       mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
     }
-    const bool partial = n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16);
+    if (softcap) {
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
+      for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[0][nt][e];
-        x = softcap ? cap_out * tanhf(x * cap_in) : x * sl2;
-        if (partial) {
-          const int R = rc * 16 + g + 8 * (e / 2);
-          const int j = n0 + nt * 8 + 2 * t4 + (e % 2);
-          if (j < lo || j >= hi || !mask.visible(min(R, rows_total - 1) / group, j)) x = -CUDART_INF_F;
-        }
-        s[0][nt][e] = x;
+        for (int e = 0; e < 4; ++e) s[0][nt][e] = p.softcap * tanhf(s[0][nt][e] * cap_in);
+    }
+    if (n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16)) {
+      int jlo[2], jhi[2];  // keys row g (+8) may see, relative to n0
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        mask.row_range(min(rc * 16 + g + 8 * hf, rows_total - 1) / group, jlo[hf], jhi[hf]);
+        jlo[hf] = max(jlo[hf], lo) - n0, jhi[hf] = min(jhi[hf], hi) - n0;
       }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = nt * 8 + 2 * t4 + (e % 2);
+          if (c < jlo[e / 2] || c >= jhi[e / 2]) s[0][nt][e] = -CUDART_INF_F;
+        }
+    }
     float alpha[2];
-    softmax.update(s, alpha);
+    softmax.update(s, sl2, alpha);
     uint32_t pa[4] = {pack2<T>(s[0][0][0], s[0][0][1]), pack2<T>(s[0][0][2], s[0][0][3]),
                       pack2<T>(s[0][1][0], s[0][1][1]), pack2<T>(s[0][1][2], s[0][1][3])};
+#pragma unroll
+    if (any_rescale(alpha)) {
+#pragma unroll
+      for (int ot = 0; ot < kOT; ++ot)
+        o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0], o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
+    }
 #pragma unroll
     for (int dp = 0; dp < kDv / 16; ++dp) {
       uint32_t vb[4];
       ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
-      o[0][2 * dp][0] *= alpha[0], o[0][2 * dp][1] *= alpha[0], o[0][2 * dp][2] *= alpha[1], o[0][2 * dp][3] *= alpha[1];
-      o[0][2 * dp + 1][0] *= alpha[0], o[0][2 * dp + 1][1] *= alpha[0];
-      o[0][2 * dp + 1][2] *= alpha[1], o[0][2 * dp + 1][3] *= alpha[1];
       mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }
@@ -258,7 +271,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     const float l = quad_sum(softmax.row_sum[hf]);
-    if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf], s_l[warp * 16 + g + 8 * hf] = l;
+    if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf] * sl2, s_l[warp * 16 + g + 8 * hf] = l;
   }
   __syncthreads();
   float wscale[2];
@@ -266,7 +279,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   for (int hf = 0; hf < 2; ++hf) {
     const int r = g + 8 * hf;
     const float m = fmaxf(fmaxf(s_m[r], s_m[16 + r]), fmaxf(s_m[32 + r], s_m[48 + r]));
-    wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] - m);
+    wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] * sl2 - m);
   }
 #pragma unroll
   for (int ot = 0; ot < kOT; ++ot)
@@ -344,30 +357,43 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (!s_last) return;
   __threadfence();
 
-  // Merge the nsplits partials row by row (one warp a row, two columns a lane per step).
+  // Merge the nsplits partials, one warp a row: the lanes first turn the splits' LSEs into
+  // weights (kept in shared memory), then stream their columns over the splits with several loads
+  // in flight.
   const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
   const float* pl = ws.lse + unit * ws.max_splits * 16;
+  float* s_w = s_ow + 16 * kDv + warp * kMaxSplits;  // this warp's weights (past the result rows)
   for (int r = warp; r < rows_here; r += Tr::kWarps) {
     float m = -CUDART_INF_F;
-    for (int sp = 0; sp < nsplits; ++sp) m = fmaxf(m, __ldcg(pl + sp * 16 + r));
-    float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
-    float lse = -CUDART_INF_F;
-    for (int d = lane; d < kDv; d += 32) orow[d] = 0.f;
-    if (m != -CUDART_INF_F) {
-      float sum = 0.f;
-      for (int sp = 0; sp < nsplits; ++sp) {
-        const float ls = __ldcg(pl + sp * 16 + r);
-        if (ls == -CUDART_INF_F) continue;
-        const float w = exp2f((ls - m) * kLog2e);
-        sum += w;
-        for (int d = lane; d < kDv; d += 32) orow[d] += w * __ldcg(po + (sp * 16 + r) * kDv + d);
-      }
-      const float inv = 1.f / sum;
-      for (int d = lane; d < kDv; d += 32) orow[d] *= inv;
-      lse = m + __logf(sum);
+    for (int sp = lane; sp < nsplits; sp += 32) {
+      s_w[sp] = __ldcg(pl + sp * 16 + r);
+      m = fmaxf(m, s_w[sp]);
     }
+    for (int off = 16; off; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float sum = 0.f;
+    for (int sp = lane; sp < nsplits; sp += 32) {
+      s_w[sp] = combine_weight(s_w[sp], m);
+      sum += s_w[sp];
+    }
+    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     __syncwarp();
-    store_row(r, orow, lse);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    float acc[kDv / 32];
+#pragma unroll
+    for (int c = 0; c < kDv / 32; ++c) acc[c] = 0.f;
+#pragma unroll 4
+    for (int sp = 0; sp < nsplits; ++sp) {
+      const float w = s_w[sp];
+      if (w == 0.f) continue;  // empty split: its partial output was never written
+      const float* src = po + (sp * 16 + r) * kDv + lane;
+#pragma unroll
+      for (int c = 0; c < kDv / 32; ++c) acc[c] += w * __ldcg(src + 32 * c);
+    }
+    float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
+#pragma unroll
+    for (int c = 0; c < kDv / 32; ++c) orow[lane + 32 * c] = acc[c] * inv;
+    __syncwarp();
+    store_row(r, orow, combined_lse(m, sum));
   }
 }
 

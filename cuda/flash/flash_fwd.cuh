@@ -151,9 +151,11 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot) o[mt][ot][0] = o[mt][ot][1] = o[mt][ot][2] = o[mt][ot][3] = 0.f;
 
+  // Scores enter the softmax either raw (scale folded into its exp2) or softcapped:
+  // cap * tanh(s * scale / cap), whose exp2 then needs only log2(e).
   const bool softcap = p.softcap > 0.f;
   const float cap_in = p.scale / (softcap ? p.softcap : 1.f);
-  const float cap_out = p.softcap * kLog2e;
+  const float sl2 = softcap ? kLog2e : p.scale_log2;
   const uint32_t q_base = smem_addr(sQ), k_base = smem_addr(sK), v_base = smem_addr(sV);
 
   for (int it = 0; it < n_tiles; ++it) {
@@ -188,48 +190,57 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
       }
     }
 
-    // Scale into log2 units (softcap: cap * tanh(s * scale / cap)), then mask partial tiles.
-    const bool partial = pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN);
+    // Softcap (rare) and the element mask (boundary tiles only) are whole-tile passes, so the
+    // common tile goes straight from the MMAs to the softmax, whose exp2 folds in the scale.
+    if (softcap) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      uint32_t words[2][2] = {{0u, 0u}, {0u, 0u}};  // block-mask bits of this thread's two rows, keys n0..n0+63
-      if constexpr (kBlockSparse) {
-        if (pattern >= 0)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-          for (int hf = 0; hf < 2; ++hf) {
-            const int i = m0 + rows0 + mt * 16 + g + 8 * hf;
-            const int ic = min(i, len_q - 1);  // rows past the end read a valid row
-            words[hf][0] = bsm.word(pattern, ic, n0, 0);
-            words[hf][1] = bsm.word(pattern, ic, n0, 1);
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[mt][nt][e] = p.softcap * tanhf(s[mt][nt][e] * cap_in);
+    }
+    if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN)) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        uint32_t words[2][2] = {{~0u, ~0u}, {~0u, ~0u}};  // block-mask bits of this thread's rows
+        if constexpr (kBlockSparse) {
+          if (pattern >= 0)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+              const int ic = min(m0 + rows0 + mt * 16 + g + 8 * hf, len_q - 1);  // rows past the end read a valid row
+              words[hf][0] = bsm.word(pattern, ic, n0, 0);
+              words[hf][1] = bsm.word(pattern, ic, n0, 1);
+            }
+        }
+        int jlo[2], jhi[2];  // visible keys of this thread's two rows, relative to n0
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          mask.row_range(m0 + rows0 + mt * 16 + g + 8 * hf, jlo[hf], jhi[hf]);
+          jlo[hf] -= n0, jhi[hf] -= n0;
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = nt * 8 + 2 * t + (e % 2);
+            const bool bit = (words[e / 2][nt / 4] >> (c % 32)) & 1u;  // c / 32 == nt / 4
+            if (!bit || c < jlo[e / 2] || c >= jhi[e / 2]) s[mt][nt][e] = -CUDART_INF_F;
           }
       }
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e];
-          x = softcap ? cap_out * tanhf(x * cap_in) : x * p.scale_log2;
-          if (partial) {
-            const int i = m0 + rows0 + mt * 16 + g + 8 * (e / 2);
-            const int c = nt * 8 + 2 * t + (e % 2);
-            bool ok = mask.visible(i, n0 + c);
-            if constexpr (kBlockSparse)
-              if (pattern >= 0) ok = ok && ((words[e / 2][nt / 4] >> (c % 32)) & 1u);  // c / 32 == nt / 4
-            if (!ok) x = -CUDART_INF_F;
-          }
-          s[mt][nt][e] = x;
-        }
     }
 
     float alpha[2 * kMT];
-    softmax.update(s, alpha);
+    softmax.update(s, sl2, alpha);
+    if (any_rescale(alpha)) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int ot = 0; ot < kOT; ++ot) {
-        o[mt][ot][0] *= alpha[2 * mt], o[mt][ot][1] *= alpha[2 * mt];
-        o[mt][ot][2] *= alpha[2 * mt + 1], o[mt][ot][3] *= alpha[2 * mt + 1];
-      }
+        for (int ot = 0; ot < kOT; ++ot) {
+          o[mt][ot][0] *= alpha[2 * mt], o[mt][ot][1] *= alpha[2 * mt];
+          o[mt][ot][2] *= alpha[2 * mt + 1], o[mt][ot][3] *= alpha[2 * mt + 1];
+        }
+    }
 
     cp_async_wait<0>();
     __syncthreads();  // V(it) has landed; every warp is done with K(it)
@@ -268,7 +279,7 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
   // ---- epilogue: normalise, stage this warp's rows in its own part of sQ, store 16 bytes wide --
   float factor[2 * kMT], lse[2 * kMT];
   const bool has_sink = p.sinks != nullptr;
-  softmax.finalize(has_sink, has_sink ? p.sinks[h] * kLog2e : 0.f, factor, lse);
+  softmax.finalize(sl2, has_sink, has_sink ? p.sinks[h] * kLog2e : 0.f, factor, lse);
   __syncwarp();
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
