@@ -120,6 +120,8 @@ NB_MODULE(_cuattn, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const cuattn::TypeError& e) {
       PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const cuattn::NotImplementedError& e) {
+      PyErr_SetString(PyExc_NotImplementedError, e.what());
     }
   });
 

@@ -85,8 +85,9 @@ void mla_attention(const MlaArgs& a, Stream stream) {
   require_shape(a.out, "out", {B, H, S, Dv}, "[batch, heads, seqlen, head_dim_v]");
   if (D < 1 || L < 1 || Dv < 1) value_error("head_dim and latent_dim must be >= 1");
   if (a.q.is_cuda())
-    throw CudaError("mla_attention runs on the CPU backend only in this version (its GPU path — "
-                    "projection GEMMs + the flash kernel — is not built yet); pass CPU arrays");
+    throw NotImplementedError("mla_attention runs on the CPU backend only in this version (its GPU "
+                              "path, projection GEMMs + the flash kernel, is not built yet); pass "
+                              "CPU arrays");
   if (B == 0 || H == 0 || S == 0) return;
   (void)stream;
 

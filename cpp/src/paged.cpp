@@ -131,9 +131,9 @@ void paged_attention(const PagedArgs& a, Stream stream) {
     p.lse_head_stride = a.lse.stride[1];
   }
   if (a.q.is_cuda()) {
-    if (D > 256 && !(D == 576 && v.d == 512))
-      value_error("head_dim ", D, " is not supported by the GPU paged kernel (64, 128, 256, or "
-                  "576/512 for MLA)");
+    if (D == 576 && v.d == 512)
+      throw NotImplementedError("MLA decode (576/512) has no GPU kernel in this version; pass CPU "
+                                "arrays (the CPU backend runs it)");
 #ifdef CUATTN_WITH_CUDA
     if (!cuda::paged_supported(a.q.dtype, a.k_cache.dtype, int(D), int(v.d)))
       value_error("no GPU paged kernel for q ", dtype_name(a.q.dtype), ", cache ",

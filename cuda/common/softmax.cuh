@@ -17,6 +17,13 @@ namespace cuattn {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+// 2^x in one MUFU.EX2 (exp2f adds a denormal-range fix-up around it); ex2(-inf) = +0.
+CUATTN_DEVICE float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 CUATTN_DEVICE float quad_max(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
@@ -54,13 +61,13 @@ struct OnlineSoftmax {
         mx = quad_max(mx);
         // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
         const float base = mx == -CUDART_INF_F ? 0.f : mx * sl2;
-        alpha[r] = exp2f(row_max[r] * sl2 - base);
+        alpha[r] = fast_exp2(row_max[r] * sl2 - base);
         row_max[r] = mx;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kN; ++nt) {
-          s[mt][nt][2 * half] = exp2f(fmaf(s[mt][nt][2 * half], sl2, -base));
-          s[mt][nt][2 * half + 1] = exp2f(fmaf(s[mt][nt][2 * half + 1], sl2, -base));
+          s[mt][nt][2 * half] = fast_exp2(fmaf(s[mt][nt][2 * half], sl2, -base));
+          s[mt][nt][2 * half + 1] = fast_exp2(fmaf(s[mt][nt][2 * half + 1], sl2, -base));
           sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
         }
         row_sum[r] = row_sum[r] * alpha[r] + sum;

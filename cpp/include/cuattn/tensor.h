@@ -57,5 +57,9 @@ struct TypeError : Error {
 struct CudaError : Error {
   using Error::Error;
 };
+// A variant that this build does not run on this device yet (Python: NotImplementedError).
+struct NotImplementedError : Error {
+  using Error::Error;
+};
 
 }  // namespace cuattn
