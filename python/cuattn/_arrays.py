@@ -125,9 +125,16 @@ class _Call:
         self.cuda = int(dev_type) in _DL_CUDA
         self.device_id = int(dev_id) if self.cuda else 0
         if self.cuda:
-            self.stream = _stream_handle(stream) if stream is not None else _current_stream(q, self.fw)
-            # DLPack: 1 is the legacy default stream (0 is not allowed as a stream argument).
-            self.dl_stream = self.stream if self.stream != 0 else 1
+            if stream is None:
+                # Our stream is the producer's current stream: its pending work is already ordered
+                # before ours, so the exports need no stream argument (which would cost PyTorch an
+                # event record and wait per array).
+                self.stream = _current_stream(q, self.fw)
+                self.dl_stream = None
+            else:
+                self.stream = _stream_handle(stream)
+                # DLPack: 1 is the legacy default stream (0 is not allowed as a stream argument).
+                self.dl_stream = self.stream if self.stream != 0 else 1
         else:
             self.stream = 0
             self.dl_stream = None
@@ -151,8 +158,7 @@ class _Call:
             return x.__dlpack__()
         if getattr(x, "requires_grad", False):  # torch: forward only
             x = x.detach()
-        dev_type = x.__dlpack_device__()[0]
-        if int(dev_type) in _DL_CUDA:
+        if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
             return x.__dlpack__(stream=self.dl_stream)
         return x.__dlpack__()
 

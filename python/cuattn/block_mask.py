@@ -25,25 +25,15 @@ _MAX_CHUNK_ELEMS = 1 << 25  # bools evaluated at once (bounds the memory of crea
 
 
 def _namespace(device):
-    """The array module to evaluate mask_mod with: NumPy on the CPU, CuPy/torch on a GPU."""
+    """The array module to evaluate mask_mod with: NumPy on the CPU; on a GPU, torch or CuPy when
+    the caller already imported one (we import neither)."""
     if device is None or str(device) == "cpu":
         return "numpy"
     if "torch" in sys.modules:
         return "torch"
     if "cupy" in sys.modules:
         return "cupy"
-    try:
-        import cupy  # noqa: F401
-
-        return "cupy"
-    except ImportError:
-        pass
-    try:
-        import torch  # noqa: F401
-
-        return "torch"
-    except ImportError:
-        return "numpy"
+    return "numpy"
 
 
 def _arange(ns, n, device):
@@ -176,8 +166,19 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
         qb1 = min(nqb, qb0 + qb_per_chunk)
         q0, q1 = qb0 * bq, min(qlen, qb1 * bq)
         qidx = _arange(ns, qlen, device)[q0:q1][None, None, :, None]
-        m = mask_mod(bidx, hidx, qidx, kvidx)
-        m = _to_numpy(m, ns).astype(bool)
+        try:
+            m = _to_numpy(mask_mod(bidx, hidx, qidx, kvidx), ns)
+        except Exception:
+            if ns == "numpy":
+                raise
+            # A mask_mod written against NumPy (e.g. closing over NumPy arrays): evaluate on the
+            # host instead, from here on.
+            ns = "numpy"
+            bidx, hidx = np.arange(mb)[:, None, None, None], np.arange(mh)[None, :, None, None]
+            kvidx = np.arange(kvlen)[None, None, None, :]
+            qidx = np.arange(q0, q1)[None, None, :, None]
+            m = mask_mod(bidx, hidx, qidx, kvidx)
+        m = np.asarray(m).astype(bool)
         m = np.broadcast_to(m, (mb, mh, q1 - q0, kvlen))
         # Pad to whole blocks (padding is invisible) and view as tiles.
         m = np.pad(m, ((0, 0), (0, 0), (0, (qb1 - qb0) * bq - (q1 - q0)), (0, kv_pad)))
