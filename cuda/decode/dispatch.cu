@@ -72,6 +72,11 @@ void* cached_workspace(const WorkspaceLayout& l, cudaStream_t stream) {
   std::lock_guard<std::mutex> lock(mu);
   CachedWorkspace& w = cache[{dev, stream}];
   if (w.bytes < l.total()) {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    check_cuda(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
+    if (st != cudaStreamCaptureStatusNone)
+      throw ValueError("paged_attention needs plan= (from plan_decode) under CUDA-graph capture: "
+                       "without one it would allocate its split-KV workspace while capturing");
     if (w.ptr) check_cuda(cudaFreeAsync(w.ptr, stream), "cudaFreeAsync(decode workspace)");
     w.ptr = nullptr;
     w.bytes = 0;

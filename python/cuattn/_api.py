@@ -187,8 +187,6 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     Returns out [B, (Sq,) Hq, Dv] or (out, lse) with lse [B, Hq] / [B, Hq, Sq].
     """
     ctx = _Call(q, stream)
-    if plan is None and ctx.capturing():
-        raise ValueError("under CUDA-graph capture paged_attention needs plan= (from plan_decode)")
     qs = _shape(q)
     dv = _shape(v_cache)[-1] if hasattr(v_cache, "shape") else 0
     if window is not None and isinstance(window, (int, np.integer)) and not isinstance(window, bool):

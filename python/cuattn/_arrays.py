@@ -121,9 +121,13 @@ class _Call:
         check_array(q, name)
         self.q = q
         self.fw = framework(q)
-        dev_type, dev_id = q.__dlpack_device__()
-        self.cuda = int(dev_type) in _DL_CUDA
-        self.device_id = int(dev_id) if self.cuda else 0
+        if self.fw == "torch":  # attribute reads instead of the Python-level __dlpack_device__
+            self.cuda = bool(q.is_cuda)
+            self.device_id = int(q.device.index or 0) if self.cuda else 0
+        else:
+            dev_type, dev_id = q.__dlpack_device__()
+            self.cuda = int(dev_type) in _DL_CUDA
+            self.device_id = int(dev_id) if self.cuda else 0
         if self.cuda:
             if stream is None:
                 # Our stream is the producer's current stream: its pending work is already ordered
@@ -160,6 +164,10 @@ class _Call:
             x = x.detach()
         if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
             return x.__dlpack__(stream=self.dl_stream)
+        if self.fw == "torch" and type(x) is self.q.__class__:
+            # No stream to order against: PyTorch's C++ exporter, without the Python-level checks
+            # of Tensor.__dlpack__ (a few microseconds an array).
+            return sys.modules["torch"]._C._to_dlpack(x)
         return x.__dlpack__()
 
     def out(self, x, name):
