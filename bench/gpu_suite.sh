@@ -29,7 +29,7 @@ run() {  # run NAME LOGFILE CMD...: time a stage, keep its log, note pass/fail
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/logs/gpu.txt" 2>&1
 cat "$OUT/logs/gpu.txt" > "$OUT/suite.log"
-export CUATTN_GIT_SHA=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+export CUATTN_GIT_SHA=${CUATTN_GIT_SHA:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
 
 for s in $stages; do
   case $s in
