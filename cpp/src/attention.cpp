@@ -314,14 +314,7 @@ void attention(const AttentionArgs& a, Stream stream) {
   // Zero-size problems: nothing to compute (rows of an empty kv are still written below).
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
 
-  if (a.q.is_cuda()) {
-#ifdef CUATTN_WITH_CUDA
-    cuda::DeviceGuard guard(a.q.device_id);
-    cuda::attention(p, stream);
-#endif
-  } else {
-    cpu::attention(p);
-  }
+  run_on(a.q, [&] { cpu::attention(p); }, [&] { cuda::attention(p, stream); });
 }
 
 void naive_attention(const NaiveArgs& a, Stream stream) {
@@ -364,9 +357,8 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
   p.scale_log2 = p.scale * kLog2e;
   p.dtype = a.q.dtype;
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
-  if (a.q.is_cuda()) {
-#ifdef CUATTN_WITH_CUDA
-    cuda::DeviceGuard guard(a.q.device_id);
+  run_on(a.q, [&] { cpu::naive_attention(p); }, [&] {
+    // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`.
     const size_t bytes = size_t(q.b) * q.h * q.s * std::max<int64_t>(k.s, 1) * sizeof(float);
     void* ws = device_malloc(bytes, a.q.device_id, stream);
     try {
@@ -376,10 +368,7 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
       throw;
     }
     device_free(ws, a.q.device_id, stream);
-#endif
-  } else {
-    cpu::naive_attention(p);
-  }
+  });
 }
 
 void merge_states(const MergeArgs& a, Stream stream) {
@@ -423,14 +412,7 @@ void merge_states(const MergeArgs& a, Stream stream) {
   p.batch = int(oa.b), p.seqlen = int(oa.s), p.num_heads = int(oa.h), p.head_dim = int(oa.d);
   p.dtype = a.o_a.dtype;
   if (p.batch == 0 || p.seqlen == 0 || p.num_heads == 0) return;
-  if (a.o_a.is_cuda()) {
-#ifdef CUATTN_WITH_CUDA
-    cuda::DeviceGuard guard(a.o_a.device_id);
-    cuda::merge_states(p, stream);
-#endif
-  } else {
-    cpu::merge_states(p);
-  }
+  run_on(a.o_a, [&] { cpu::merge_states(p); }, [&] { cuda::merge_states(p, stream); });
 }
 
 }  // namespace cuattn

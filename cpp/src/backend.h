@@ -45,7 +45,7 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-// Defined in cuda/*.cu when built with CUDA; see cuda/README.md for the kernels behind each.
+// Defined in cuda/*.cu when built with CUDA (flash/, decode/, common/merge.cu).
 void attention(const AttnParams& p, Stream stream);
 void naive_attention(const AttnParams& p, void* workspace, Stream stream);
 void paged_attention(const PagedParams& p, const DecodePlan* plan, Stream stream);
@@ -58,4 +58,19 @@ bool paged_supported(DType q, DType kv, int d, int dv);
 void plan_workspace(DecodePlan& plan);
 void plan_free(DecodePlan& plan);  // cudaFree: waits for work that may still use it
 }  // namespace cuda
+
+// Runs `gpu` (with the tensor's device current) for a CUDA tensor, `cpu` otherwise.
+template <class CpuFn, class GpuFn>
+void run_on(const TensorView& t, CpuFn cpu, GpuFn gpu) {
+  if (t.is_cuda()) {
+#ifdef CUATTN_WITH_CUDA
+    cuda::DeviceGuard guard(t.device_id);
+    gpu();
+#else
+    (void)gpu;  // unreachable: require_cuda_usable() rejected the tensor
+#endif
+  } else {
+    cpu();
+  }
+}
 }  // namespace cuattn

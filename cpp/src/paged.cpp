@@ -186,14 +186,7 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   p.q_dtype = a.q.dtype;
   p.kv_dtype = a.k_cache.dtype;
   if (B == 0 || Sq == 0 || Hq == 0) return;
-  if (a.q.is_cuda()) {
-#ifdef CUATTN_WITH_CUDA
-    cuda::DeviceGuard guard(a.q.device_id);
-    cuda::paged_attention(p, a.plan, stream);
-#endif
-  } else {
-    cpu::paged_attention(p);
-  }
+  run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, stream); });
 }
 
 void append_paged_kv(const AppendArgs& a, Stream stream) {
@@ -254,14 +247,7 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   p.new_dtype = a.k_new.dtype;
   p.kv_dtype = a.k_cache.dtype;
   if (T == 0 || k.h == 0) return;
-  if (a.k_new.is_cuda()) {
-#ifdef CUATTN_WITH_CUDA
-    cuda::DeviceGuard guard(a.k_new.device_id);
-    cuda::append_paged_kv(p, stream);
-#endif
-  } else {
-    cpu::append_paged_kv(p);
-  }
+  run_on(a.k_new, [&] { cpu::append_paged_kv(p); }, [&] { cuda::append_paged_kv(p, stream); });
 }
 
 void mla_decode(const MlaDecodeArgs& a, Stream stream) {

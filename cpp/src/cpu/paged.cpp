@@ -7,21 +7,10 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu/attend.h"
 
 namespace cuattn {
 namespace cpu {
-namespace detail {
-
-// Defined in attention.cpp (see there).
-using ExtraMaskFn = bool (*)(const void* ctx, int64_t i, int64_t j);
-void attend_head(const float* q, const float* k, const float* v, int64_t lq, int64_t lk, int d,
-                 int dv, int64_t offset, bool causal, int window_left, int window_right,
-                 ExtraMaskFn extra, const void* extra_ctx, float scale, float softcap,
-                 const float* sink, bool materialise, void* o, DType o_dtype, int64_t o_index0,
-                 int64_t o_row_stride, float* lse);
-
-}  // namespace detail
-
 void paged_attention(const PagedParams& p) {
   const int hq = p.num_heads_q;
   const int group = p.num_heads_kv > 0 ? hq / p.num_heads_kv : 1;
