@@ -19,8 +19,13 @@ CUATTN_HEAD_DIMS  ?= 64;96;128;192;256
 
 all: programs
 
+# Without nanobind (no `pip install -r requirements.txt` yet) the tree is configured without the
+# Python module; pip's build of the package later turns it on in the same tree.
+PYMODULE := $(shell $(PYTHON) -c "import nanobind" >/dev/null 2>&1 && echo ON || echo OFF)
+
 $(BUILD)/CMakeCache.txt:
 	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$$(command -v $(PYTHON)) \
+	  -DCUATTN_BUILD_PYTHON=$(PYMODULE) \
 	  "-DCUATTN_CUDA_ARCHS=$(CUATTN_CUDA_ARCHS)" "-DCUATTN_HEAD_DIMS=$(CUATTN_HEAD_DIMS)"
 
 configure: $(BUILD)/CMakeCache.txt
