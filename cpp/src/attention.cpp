@@ -190,35 +190,28 @@ void fill_block_mask(const BlockMaskArgs& m, const TensorView& q, int64_t B, int
   bp.n_partial = int(np);
 }
 
-}  // namespace
+// q, k, v, out as [b, s, h, d] views, after every check they share: present, usable device,
+// compute dtype, one dtype and device, 16-byte GPU alignment, consistent shapes, GQA ratio.
+struct Qkvo {
+  Bshd q, k, v, o;
+};
 
-void attention(const AttentionArgs& a, Stream stream) {
-  require(a.q, "q");
-  require(a.k, "k");
-  require(a.v, "v");
-  require(a.out, "out");
-  require_cuda_usable(a.q, "q");
-  require_compute_dtype(a.q, "q");
-  require_same_dtype(a.k, "k", a.q, "q");
-  require_same_dtype(a.v, "v", a.q, "q");
-  require_same_dtype(a.out, "out", a.q, "q");
-  for (auto [t, n] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}})
-    require_same_device(*t, n, a.q, "q");
-
-  const bool varlen = a.cu_seqlens_q.present() || a.cu_seqlens_k.present();
-  if (varlen && !(a.cu_seqlens_q.present() && a.cu_seqlens_k.present()))
-    value_error("varlen attention needs both cu_seqlens_q and cu_seqlens_k");
-  if (varlen && a.layout != Layout::bshd)
-    value_error("varlen attention takes packed [total, heads, head_dim] arrays; layout must be "
-                "'bshd'");
-  if (varlen && a.block_mask.present())
-    value_error("block_mask cannot be combined with cu_seqlens (use a document mask instead)");
-
-  const Bshd q = as_bshd(a.q, "q", a.layout, varlen);
-  const Bshd k = as_bshd(a.k, "k", a.layout, varlen);
-  const Bshd v = as_bshd(a.v, "v", a.layout, varlen);
-  const Bshd o = as_bshd(a.out, "out", a.layout, varlen);
-  const char* ld = layout_desc(a.layout, varlen);
+Qkvo check_qkvo(const TensorView& tq, const TensorView& tk, const TensorView& tv,
+                const TensorView& to, Layout layout, bool varlen) {
+  require(tq, "q");
+  require(tk, "k");
+  require(tv, "v");
+  require(to, "out");
+  require_cuda_usable(tq, "q");
+  require_compute_dtype(tq, "q");
+  for (auto [t, n] : {std::pair{&tk, "k"}, {&tv, "v"}, {&to, "out"}}) {
+    require_same_dtype(*t, n, tq, "q");
+    require_same_device(*t, n, tq, "q");
+  }
+  Qkvo r{as_bshd(tq, "q", layout, varlen), as_bshd(tk, "k", layout, varlen),
+         as_bshd(tv, "v", layout, varlen), as_bshd(to, "out", layout, varlen)};
+  const Bshd &q = r.q, &k = r.k, &v = r.v, &o = r.o;
+  const char* ld = layout_desc(layout, varlen);
   if (k.b != q.b) value_error("k batch ", k.b, " != q batch ", q.b, " ", ld);
   if (v.b != q.b) value_error("v batch ", v.b, " != q batch ", q.b, " ", ld);
   if (v.s != k.s) value_error("v seqlen ", v.s, " != k seqlen ", k.s, " ", ld);
@@ -227,18 +220,45 @@ void attention(const AttentionArgs& a, Stream stream) {
   if (k.h < 1 || q.h % k.h != 0)
     value_error("num_heads_q (", q.h, ") must be a multiple of num_heads_kv (", k.h, ")");
   if (o.b != q.b || o.s != q.s || o.h != q.h || o.d != v.d)
-    value_error("out has shape ", shape_str(a.out), "; expected q's shape with head_dim ", v.d,
-                " ", ld);
-  check_head_dims(a.q, int(q.d), int(v.d));
+    value_error("out has shape ", shape_str(to), "; expected q's shape with head_dim ", v.d, " ", ld);
+  if (q.d < 1 || v.d < 1) value_error("head_dim must be >= 1, got q head_dim ", q.d, ", v head_dim ", v.d);
+  for (auto [t, n] : {std::pair{&tq, "q"}, {&tk, "k"}, {&tv, "v"}, {&to, "out"}}) require_gpu_aligned(*t, n);
+  return r;
+}
+
+// Pointers, strides, dims and dtype of q, k, v, out into the kernel params.
+void fill_qkvo(AttnParams& p, const TensorView& tq, const TensorView& tk, const TensorView& tv,
+               const TensorView& to, const Qkvo& x) {
+  p.q = tq.data, p.k = tk.data, p.v = tv.data, p.o = to.data;
+  p.q_batch_stride = x.q.sb, p.q_row_stride = x.q.ss, p.q_head_stride = x.q.sh;
+  p.k_batch_stride = x.k.sb, p.k_row_stride = x.k.ss, p.k_head_stride = x.k.sh;
+  p.v_batch_stride = x.v.sb, p.v_row_stride = x.v.ss, p.v_head_stride = x.v.sh;
+  p.o_batch_stride = x.o.sb, p.o_row_stride = x.o.ss, p.o_head_stride = x.o.sh;
+  p.batch = int(x.q.b), p.seqlen_q = int(x.q.s), p.seqlen_k = int(x.k.s);
+  p.num_heads_q = int(x.q.h), p.num_heads_kv = int(x.k.h);
+  p.head_dim = int(x.q.d), p.head_dim_v = int(x.v.d);
+  p.dtype = tq.dtype;
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, Stream stream) {
+  const bool varlen = a.cu_seqlens_q.present() || a.cu_seqlens_k.present();
+  if (varlen && !(a.cu_seqlens_q.present() && a.cu_seqlens_k.present()))
+    value_error("varlen attention needs both cu_seqlens_q and cu_seqlens_k");
+  if (varlen && a.layout != Layout::bshd)
+    value_error("varlen attention takes packed [total, heads, head_dim] arrays; layout must be "
+                "'bshd'");
+  if (varlen && a.block_mask.present())
+    value_error("block_mask cannot be combined with cu_seqlens (use a document mask instead)");
+  const Qkvo x = check_qkvo(a.q, a.k, a.v, a.out, a.layout, varlen);
+  const Bshd &q = x.q, &k = x.k;
+  check_head_dims(a.q, int(q.d), int(x.v.d));
   check_window(a.window_left, a.window_right);
   check_sinks(a.sinks, a.q, q.h);
-  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}})
-    require_gpu_aligned(*t, n);
 
   AttnParams p;
-  p.batch = int(q.b);
-  p.seqlen_q = int(q.s);
-  p.seqlen_k = int(k.s);
+  fill_qkvo(p, a.q, a.k, a.v, a.out, x);
   if (varlen) {
     for (auto [t, n] : {std::pair{&a.cu_seqlens_q, "cu_seqlens_q"}, {&a.cu_seqlens_k, "cu_seqlens_k"}}) {
       require_dtype(*t, n, {DType::i32});
@@ -292,16 +312,7 @@ void attention(const AttentionArgs& a, Stream stream) {
 
   if (a.block_mask.present()) fill_block_mask(a.block_mask, a.q, q.b, q.h, q.s, k.s, p.block_mask);
 
-  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.o = a.out.data;
-  p.q_batch_stride = q.sb, p.q_row_stride = q.ss, p.q_head_stride = q.sh;
-  p.k_batch_stride = k.sb, p.k_row_stride = k.ss, p.k_head_stride = k.sh;
-  p.v_batch_stride = v.sb, p.v_row_stride = v.ss, p.v_head_stride = v.sh;
-  p.o_batch_stride = o.sb, p.o_row_stride = o.ss, p.o_head_stride = o.sh;
   p.sinks = a.sinks.present() ? static_cast<const float*>(a.sinks.data) : nullptr;
-  p.num_heads_q = int(q.h);
-  p.num_heads_kv = int(k.h);
-  p.head_dim = int(q.d);
-  p.head_dim_v = int(v.d);
   p.causal = a.causal;
   p.window_left = int(std::min<int64_t>(a.window_left, INT32_MAX));
   p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));
@@ -309,7 +320,6 @@ void attention(const AttentionArgs& a, Stream stream) {
   p.scale_log2 = p.scale * kLog2e;
   p.softcap = float(a.softcap);
   if (!(a.softcap >= 0)) value_error("softcap must be >= 0, got ", a.softcap);
-  p.dtype = a.q.dtype;
 
   // Zero-size problems: nothing to compute (rows of an empty kv are still written below).
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
@@ -318,44 +328,13 @@ void attention(const AttentionArgs& a, Stream stream) {
 }
 
 void naive_attention(const NaiveArgs& a, Stream stream) {
-  require(a.q, "q");
-  require(a.k, "k");
-  require(a.v, "v");
-  require(a.out, "out");
-  require_cuda_usable(a.q, "q");
-  require_compute_dtype(a.q, "q");
-  for (auto [t, n] : {std::pair{&a.k, "k"}, {&a.v, "v"}, {&a.out, "out"}}) {
-    require_same_dtype(*t, n, a.q, "q");
-    require_same_device(*t, n, a.q, "q");
-    require_gpu_aligned(*t, n);
-  }
-  require_gpu_aligned(a.q, "q");
-  const Bshd q = as_bshd(a.q, "q", a.layout, false);
-  const Bshd k = as_bshd(a.k, "k", a.layout, false);
-  const Bshd v = as_bshd(a.v, "v", a.layout, false);
-  const Bshd o = as_bshd(a.out, "out", a.layout, false);
-  const char* ld = layout_desc(a.layout, false);
-  if (k.b != q.b || v.b != q.b) value_error("k/v batch must equal q batch ", q.b, " ", ld);
-  if (v.s != k.s || v.h != k.h) value_error("v shape ", shape_str(a.v), " does not match k ", shape_str(a.k));
-  if (k.d != q.d) value_error("k head_dim ", k.d, " != q head_dim ", q.d);
-  if (k.h < 1 || q.h % k.h != 0)
-    value_error("num_heads_q (", q.h, ") must be a multiple of num_heads_kv (", k.h, ")");
-  if (o.b != q.b || o.s != q.s || o.h != q.h || o.d != v.d)
-    value_error("out has shape ", shape_str(a.out), "; expected q's shape with head_dim ", v.d);
-  if (q.d < 1) value_error("head_dim must be >= 1");
+  const Qkvo x = check_qkvo(a.q, a.k, a.v, a.out, a.layout, false);
+  const Bshd &q = x.q, &k = x.k;
   AttnParams p;
-  p.q = a.q.data, p.k = a.k.data, p.v = a.v.data, p.o = a.out.data;
-  p.q_batch_stride = q.sb, p.q_row_stride = q.ss, p.q_head_stride = q.sh;
-  p.k_batch_stride = k.sb, p.k_row_stride = k.ss, p.k_head_stride = k.sh;
-  p.v_batch_stride = v.sb, p.v_row_stride = v.ss, p.v_head_stride = v.sh;
-  p.o_batch_stride = o.sb, p.o_row_stride = o.ss, p.o_head_stride = o.sh;
-  p.batch = int(q.b), p.seqlen_q = int(q.s), p.seqlen_k = int(k.s);
-  p.num_heads_q = int(q.h), p.num_heads_kv = int(k.h);
-  p.head_dim = int(q.d), p.head_dim_v = int(v.d);
+  fill_qkvo(p, a.q, a.k, a.v, a.out, x);
   p.causal = a.causal;
   p.scale = resolve_scale(a.scale, p.head_dim);
   p.scale_log2 = p.scale * kLog2e;
-  p.dtype = a.q.dtype;
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
   run_on(a.q, [&] { cpu::naive_attention(p); }, [&] {
     // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`.
