@@ -1,6 +1,8 @@
 // harness.cpp — see harness.h.
 #include "harness.h"
 
+#include "backend.h"  // the CPU backend's element conversions
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -79,84 +81,14 @@ static void ck(cudaError_t e, const char* what) {
 #endif
 
 // ---------------------------------------------------------------------------------------------
-// Element conversions (round to nearest even).
-
-static float f16_to_f32(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t x;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24
-    const float f = std::ldexp(float(mant), -24);
-    return sign ? -f : f;
-  }
-  if (exp == 31) x = sign | 0x7f800000u | (mant << 13);  // inf / nan
-  else x = sign | ((exp + 112) << 23) | (mant << 13);
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
-
-static uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint16_t sign = uint16_t((x >> 16) & 0x8000);
-  const uint32_t a = x & 0x7fffffffu;
-  if (a > 0x7f800000u) return sign | 0x7e00;    // nan
-  if (a >= 0x477ff000u) return sign | 0x7c00;   // >= 65520 rounds to inf
-  if (a < 0x38800000u) {                        // below 2^-14: a subnormal half
-    float af;
-    std::memcpy(&af, &a, 4);
-    return sign | uint16_t(std::nearbyint(af * 16777216.0f));  // units of 2^-24
-  }
-  uint32_t h = ((a >> 23) - 112) << 10 | ((a >> 13) & 0x3ff);
-  const uint32_t rem = a & 0x1fff;
-  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) ++h;  // may carry into the exponent: fine
-  return sign | uint16_t(h);
-}
-
-static float bf16_to_f32(uint16_t h) {
-  const uint32_t x = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
-
-static uint16_t f32_to_bf16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40);  // quiet nan
-  return uint16_t((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
-// float8 e4m3fn: bias 7, no infinities, 0x7f / 0xff are NaN, largest finite 448.
-static float fp8_to_f32(uint8_t v) {
-  const int sign = v & 0x80, exp = (v >> 3) & 0xf, mant = v & 7;
-  float f;
-  if (exp == 15 && mant == 7) f = NAN;
-  else if (exp == 0) f = std::ldexp(float(mant), -9);
-  else f = std::ldexp(1.0f + mant / 8.0f, exp - 7);
-  return sign ? -f : f;
-}
-
-static uint8_t f32_to_fp8(float x) {
-  if (std::isnan(x)) return 0x7f;
-  const uint8_t sign = std::signbit(x) ? 0x80 : 0;
-  const float a = std::fabs(x);
-  if (a >= 448.0f) return sign | 0x7e;  // saturate
-  if (a < std::ldexp(1.0f, -6)) return sign | uint8_t(std::nearbyint(a * 512.0f));  // subnormal
-  int e2;
-  std::frexp(a, &e2);
-  int e = e2 - 1;  // a = 1.m * 2^e
-  int m = int(std::nearbyint((std::ldexp(a, -e) - 1.0f) * 8.0f));
-  if (m == 8) m = 0, ++e;
-  return sign | uint8_t((e + 7) << 3 | m);
-}
+// Element conversions: the CPU backend's (round to nearest even), plus the integer dtypes.
 
 float to_float(DType t, const void* base, int64_t i) {
   switch (t) {
     case DType::f32: return static_cast<const float*>(base)[i];
-    case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
-    case DType::fp8_e4m3: return fp8_to_f32(static_cast<const uint8_t*>(base)[i]);
+    case DType::f16: return cuattn::cpu::half_to_float(static_cast<const uint16_t*>(base)[i]);
+    case DType::bf16: return cuattn::cpu::bf16_to_float(static_cast<const uint16_t*>(base)[i]);
+    case DType::fp8_e4m3: return cuattn::cpu::fp8_e4m3_to_float(static_cast<const uint8_t*>(base)[i]);
     case DType::f64: return float(static_cast<const double*>(base)[i]);
     case DType::i32: return float(static_cast<const int32_t*>(base)[i]);
     case DType::i64: return float(static_cast<const int64_t*>(base)[i]);
@@ -169,9 +101,9 @@ float to_float(DType t, const void* base, int64_t i) {
 void from_float(DType t, void* base, int64_t i, float x) {
   switch (t) {
     case DType::f32: static_cast<float*>(base)[i] = x; return;
-    case DType::f16: static_cast<uint16_t*>(base)[i] = f32_to_f16(x); return;
-    case DType::bf16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(x); return;
-    case DType::fp8_e4m3: static_cast<uint8_t*>(base)[i] = f32_to_fp8(x); return;
+    case DType::f16: static_cast<uint16_t*>(base)[i] = cuattn::cpu::float_to_half(x); return;
+    case DType::bf16: static_cast<uint16_t*>(base)[i] = cuattn::cpu::float_to_bf16(x); return;
+    case DType::fp8_e4m3: static_cast<uint8_t*>(base)[i] = cuattn::cpu::float_to_fp8_e4m3(x); return;
     case DType::f64: static_cast<double*>(base)[i] = x; return;
     case DType::i32: static_cast<int32_t*>(base)[i] = int32_t(x); return;
     case DType::i64: static_cast<int64_t*>(base)[i] = int64_t(x); return;
