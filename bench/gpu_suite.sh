@@ -4,7 +4,10 @@
 #   -> compute-sanitizer (memcheck, racecheck) on a small case matrix -> benchmark.
 # Logs go to $OUT (default /tmp/cuattn-out); a short table is printed last.
 #
-#   bash bench/gpu_suite.sh [stages...]    stages: build test check sanitize bench quickbench programs
+#   bash bench/gpu_suite.sh [stages...]
+#   stages: build test check sanitize initcheck programs bench quickbench decode ncu
+#   (decode: the decode suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
+#   cases in $NCU_CASES, default 1x32768p16,16x8192p16)
 #   (default: build test check sanitize bench)
 set -uo pipefail
 OUT=${OUT:-/tmp/cuattn-out}
@@ -66,6 +69,17 @@ for s in $stages; do
         run "$p" prog_$p.log ./$p --device cuda; tail -15 "$OUT/logs/prog_$p.log"; done ;;
     bench)
       run bench bench.log python3 bench/bench.py --out "$OUT"; tail -40 "$OUT/logs/bench.log" ;;
+    decode)
+      run "bench decode" bench_decode.log python3 bench/bench.py --suite decode --out "$OUT"
+      tail -8 "$OUT/logs/bench_decode.log" ;;
+    ncu)
+      for c in $(echo "${NCU_CASES:-1x32768p16,16x8192p16}" | tr , ' '); do
+        run "ncu paged $c" ncu_$c.log ncu --kernel-name regex:paged_decode --launch-skip 2 --launch-count 1 \
+          --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+          --section SchedulerStats --section Occupancy --section LaunchStats \
+          ./paged_attention --device cuda --cases $c --no-gather --iters 1 --warmup 2
+        grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Stall|Warp Cycles Per Issued|Issued Warp|No Eligible|L2 Hit|Registers|Waves" "$OUT/logs/ncu_$c.log" | head -30
+      done ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;
     *) echo "unknown stage $s" ;;

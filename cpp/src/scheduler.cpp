@@ -11,14 +11,21 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
   const int64_t longest = std::max<int64_t>(max_len, 1);
   const int64_t target = int64_t(std::max(num_sms, 1)) * kCtasPerSm;  // CTAs we would like
   int64_t chunk = longest;  // one split per sequence
-  if (batch * heads_kv < target) {
-    // Spread all tokens over the target number of CTAs.
-    const int64_t per_cta = (std::max<int64_t>(total_len, 1) * heads_kv + target - 1) / target;
-    chunk = std::max<int64_t>(per_cta, kMinChunk);
+  const int64_t units = std::max<int64_t>(batch * heads_kv, 1);
+  if (units < target) {
+    // About target CTAs: each (sequence, kv head) cut into the nearest whole number of splits
+    // (rounding down 2.06 to 2 keeps one balanced wave; rounding up would start a second one
+    // that holds back the end of the call), of the mean length each.
+    const int64_t splits = std::max<int64_t>((target + units / 2) / units, 1);
+    const int64_t mean = (std::max<int64_t>(total_len, 1) + batch - 1) / std::max<int64_t>(batch, 1);
+    chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinChunk);
   }
   chunk = std::max<int64_t>(chunk, (longest + kMaxSplitsPerSeq - 1) / kMaxSplitsPerSeq);
-  chunk = std::min(chunk, longest);
-  chunk = (chunk + ps - 1) / ps * ps;  // whole pages: a split never shares a page
+  // Whole pages (a split never shares a page), and whole 64-key kernel tiles where the page size
+  // allows (a split never starts or ends inside a tile it would read twice).
+  const int64_t align = ps < kSplitAlign && kSplitAlign % ps == 0 ? kSplitAlign : ps;
+  chunk = (chunk + align - 1) / align * align;
+  chunk = std::min(chunk, (longest + ps - 1) / ps * ps);
   return int(std::min<int64_t>(chunk, INT32_MAX / 2));
 }
 

@@ -59,4 +59,19 @@ CUATTN_DEVICE uint32_t fp8x2_to(uint16_t v, float scale) {
   return pack2<T>(x.x * scale, x.y * scale);
 }
 
+// n / d and n % d for 0 <= n < 2^31 and a divisor d >= 1 fixed for the whole kernel, without the
+// ~20-instruction integer division: q = (umulhi(n, m) + n) >> s with s = ceil(log2 d) and
+// m = floor(2^32 (2^s - d) / d) + 1 (Granlund & Montgomery). Powers of two get m = 1: a shift.
+struct FastDivmod {
+  int d;
+  uint32_t m;
+  int s;
+  CUATTN_DEVICE explicit FastDivmod(int divisor) : d(max(divisor, 1)) {
+    s = d == 1 ? 0 : 32 - __clz(d - 1);
+    m = uint32_t((uint64_t(1) << 32) * ((uint64_t(1) << s) - d) / d + 1);
+  }
+  CUATTN_DEVICE int div(int n) const { return int((__umulhi(uint32_t(n), m) + uint32_t(n)) >> s); }
+  CUATTN_DEVICE int mod(int n, int q) const { return n - q * d; }  // q = div(n)
+};
+
 }  // namespace cuattn

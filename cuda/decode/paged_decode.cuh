@@ -100,34 +100,37 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
 
   // ---- page ids, one iteration ahead of the loads ----------------------------------------------
-  // Thread tid copies 16-byte chunk (tid % kChunks) of rows r0 + i*kRowStep of every tile (for
-  // fp8 the same rows, half as many bytes: chunks of 8 elements -> 8 bytes are paired below).
+  // Thread tid copies 16-byte chunk (tid % kCopyChunks) of rows r0 + i*kCopyStep of every tile.
+  // Its page ids are loaded one iteration before the copies: unconditionally, from a clamped table
+  // index, so the loads never sit behind a branch and nothing waits for them until they are
+  // used; validity (the key range) and clamping of the id itself happen when the copies go out.
   constexpr int kChunkElems = 16 / kKvBytes;                     // elements per 16-byte copy
   constexpr int kCopyChunks = kD / kChunkElems;                  // copies per row
   constexpr int kCopyStep = Tr::kThreads / kCopyChunks;          // rows per pass
   constexpr int kCopyPasses = kBN / kCopyStep;
   static_assert(kBN % kCopyStep == 0, "tile rows must split evenly");
   const int r0 = tid / kCopyChunks, col = (tid % kCopyChunks) * kChunkElems;
-  int pages[kCopyPasses];
-  auto fetch_pages = [&](int tile) {
+  const FastDivmod page_of(p.page_size);
+  const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
+  auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
     for (int i = 0; i < kCopyPasses; ++i) {
       const int j = tile0 + tile * kBN + r0 + i * kCopyStep;
-      const int blk = min(max(j, 0) / p.page_size, p.max_blocks - 1);
-      pages[i] = (tile < n_tiles && j >= lo && j < hi) ? min(max(__ldg(table + blk), 0), p.num_pages - 1) : -1;
+      ids[i] = any_keys ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
     }
   };
-  auto issue_tile = [&](int tile) {  // K and V of `tile` into ring slot tile % kStages
+  auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
     KV* sk = ring + (tile % Tr::kStages) * 2 * kRawTile;
     KV* sv = sk + kRawTile;
 #pragma unroll
     for (int i = 0; i < kCopyPasses; ++i) {
       const int r = r0 + i * kCopyStep;
       const int j = tile0 + tile * kBN + r;
-      const bool ok = pages[i] >= 0;
-      const int64_t slot = j % p.page_size;
-      const KV* ks = ok ? kc + pages[i] * p.k_page_stride + slot * p.k_slot_stride + col : kc;
-      const KV* vs = ok ? vc + pages[i] * p.v_page_stride + slot * p.v_slot_stride + col : vc;
+      const bool ok = j >= lo && j < hi;
+      const int64_t page = min(max(ids[i], 0), p.num_pages - 1);
+      const int64_t slot = page_of.mod(j, page_of.div(j));
+      const KV* ks = ok ? kc + page * p.k_page_stride + slot * p.k_slot_stride + col : kc;
+      const KV* vs = ok ? vc + page * p.v_page_stride + slot * p.v_slot_stride + col : vc;
       cp_async_16(sk + r * kRawStride + col, ks, ok);
       cp_async_16(sv + r * kRawStride + col, vs, ok);
     }
@@ -153,13 +156,18 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   }
 
-  // ---- prologue ----------------------------------------------------------------------------------
-  fetch_pages(0);
+  // ---- prologue: the page ids of the first kStages tiles all in flight, then their copies -------
+  int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
+  {
+    int first[Tr::kStages - 1][kCopyPasses];
 #pragma unroll
-  for (int s = 0; s < Tr::kStages - 1; ++s) {
-    if (s < n_tiles) issue_tile(s);
-    cp_async_commit();
-    fetch_pages(s + 1);
+    for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
+    fetch_pages(Tr::kStages - 1, pages);
+#pragma unroll
+    for (int s = 0; s < Tr::kStages - 1; ++s) {
+      if (s < n_tiles) issue_tile(s, first[s]);
+      cp_async_commit();
+    }
   }
 
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
@@ -178,9 +186,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   for (int it = 0; it < n_tiles; ++it) {
     cp_async_wait<Tr::kStages - 2>();
     __syncthreads();  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
-    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1);
+    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
     cp_async_commit();
-    fetch_pages(it + Tr::kStages);
+    fetch_pages(it + Tr::kStages, pages);
 
     const T* sk;
     const T* sv;
@@ -246,7 +254,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     softmax.update(s, sl2, alpha);
     uint32_t pa[4] = {pack2<T>(s[0][0][0], s[0][0][1]), pack2<T>(s[0][0][2], s[0][0][3]),
                       pack2<T>(s[0][1][0], s[0][1][1]), pack2<T>(s[0][1][2], s[0][1][3])};
-#pragma unroll
     if (any_rescale(alpha)) {
 #pragma unroll
       for (int ot = 0; ot < kOT; ++ot)
@@ -381,13 +388,17 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     float acc[kDv / 32];
 #pragma unroll
     for (int c = 0; c < kDv / 32; ++c) acc[c] = 0.f;
-#pragma unroll 4
+    // Loads are unconditional so that many are in flight; an empty split (weight 0) left its
+    // partial unwritten this launch, so its stale values are selected away, never multiplied.
+#pragma unroll 8
     for (int sp = 0; sp < nsplits; ++sp) {
       const float w = s_w[sp];
-      if (w == 0.f) continue;  // empty split: its partial output was never written
       const float* src = po + (sp * 16 + r) * kDv + lane;
 #pragma unroll
-      for (int c = 0; c < kDv / 32; ++c) acc[c] += w * __ldcg(src + 32 * c);
+      for (int c = 0; c < kDv / 32; ++c) {
+        const float x = __ldcg(src + 32 * c);
+        acc[c] += w != 0.f ? w * x : 0.f;
+      }
     }
     float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
 #pragma unroll
