@@ -28,6 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def git_sha() -> str:
+    if os.environ.get("CUATTN_GIT_SHA"):  # set by gpu_suite.sh: the device copy's .git can be stale
+        return os.environ["CUATTN_GIT_SHA"]
     try:
         return subprocess.check_output(["git", "rev-parse", "--short=12", "HEAD"], cwd=HERE,
                                        stderr=subprocess.DEVNULL).decode().strip()
@@ -50,6 +52,10 @@ class Timer:
         self.flush_buf = torch.empty(int(256e6) // 4, dtype=torch.int32, device="cuda")
 
     def __call__(self, fn, iters=None):
+        return statistics.median(self.samples(fn, iters))  # ms
+
+    def samples(self, fn, iters=None):
+        """Every timed call's milliseconds."""
         torch = self.torch
         iters = iters or self.iters
         for _ in range(self.warmup):
@@ -63,7 +69,7 @@ class Timer:
             fn()
             ends[i].record()
         torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))  # ms
+        return [s.elapsed_time(e) for s, e in zip(starts, ends)]
 
 
 def ceilings(torch, timer):
@@ -290,12 +296,18 @@ def bench_decode(torch, cuattn, timer, quick):
         out = torch.empty_like(q)
         nbytes = 2 * B * L * Hkv * D * 2
         row = {"case": f"B{B} L{L} page {ps}", "B": B, "L": L, "page": ps, "bytes": nbytes}
-        ms = timer(lambda: cuattn.paged_attention(q, kc, vc, table, lens, out=out))
-        row["cuattn_noplan_ms"], row["cuattn_noplan_gbps"] = ms, nbytes / ms / 1e6
         plan = cuattn.plan_decode(lens.cpu().numpy(), num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D,
                                   page_size=ps, device="cuda")
-        ms = timer(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out))
-        row["cuattn_plan_ms"], row["cuattn_plan_gbps"] = ms, nbytes / ms / 1e6
+        # Without and with the plan, alternating over three rounds (pooled median): the same
+        # kernel has read 15 % slower in one timer call than in the next on this machine.
+        pooled = {"noplan": [], "plan": []}
+        for _ in range(3):
+            pooled["noplan"] += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, out=out))
+            pooled["plan"] += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out))
+        for name, xs in pooled.items():
+            ms = statistics.median(xs)
+            row[f"cuattn_{name}_ms"], row[f"cuattn_{name}_gbps"] = ms, nbytes / ms / 1e6
+            row[f"cuattn_{name}_spread_ms"] = [min(xs), max(xs)]
         row["plan_splits"] = int(plan.max_splits)
         # Peers on the same KV made contiguous [B, Hkv, L, D].
         kd = kc[table.long()].view(B, L, Hkv, D).transpose(1, 2).contiguous()

@@ -1,5 +1,6 @@
 // dispatch.cu — paged decode: kernel choice, the split-KV workspace (plan-owned or cached per
 // device and stream) and the plan's device allocation.
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -149,6 +150,14 @@ bool paged_supported(DType q, DType kv, int d, int dv) {
 
 void paged_attention(const PagedParams& p, const DecodePlan* plan, Stream stream) {
   if (p.batch > 65535) throw ValueError("the GPU paged kernel supports at most 65535 sequences");
+  // The kernel addresses a row inside the cache with 32-bit page/slot strides.
+  const auto fits = [&](int64_t page_stride, int64_t slot_stride) {
+    return std::abs(page_stride) < INT32_MAX && std::abs(slot_stride) * p.page_size < INT32_MAX / 2;
+  };
+  if (!fits(p.k_page_stride, p.k_slot_stride) || !fits(p.v_page_stride, p.v_slot_stride))
+    throw ValueError("the GPU paged kernel needs cache page and slot strides under 2^31 elements, got "
+                     "k (" + std::to_string(p.k_page_stride) + ", " + std::to_string(p.k_slot_stride) +
+                     "), v (" + std::to_string(p.v_page_stride) + ", " + std::to_string(p.v_slot_stride) + ")");
   if (p.q_dtype == DType::bf16) run<__nv_bfloat16>(p, plan, stream);
   else run<__half>(p, plan, stream);
 }

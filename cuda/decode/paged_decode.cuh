@@ -77,7 +77,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
   // ---- this sequence and split --------------------------------------------------------------
-  const int L = min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size);
+  const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
   const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
   const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
   if (split >= nsplits) return;
@@ -100,16 +100,20 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
 
   // ---- page ids, one iteration ahead of the loads ----------------------------------------------
-  // Thread tid copies 16-byte chunk (tid % kCopyChunks) of rows r0 + i*kCopyStep of every tile.
+  // Four threads share a row: thread tid copies the 16-byte chunks (tid % 4) + 4c of rows
+  // r0 + i*kCopyStep of every tile, so one page lookup and one address serve several copies and
+  // each copy instruction still reads whole 64-byte pieces of 8 rows.
   // Its page ids are loaded one iteration before the copies: unconditionally, from a clamped table
   // index, so the loads never sit behind a branch and nothing waits for them until they are
   // used; validity (the key range) and clamping of the id itself happen when the copies go out.
   constexpr int kChunkElems = 16 / kKvBytes;                     // elements per 16-byte copy
   constexpr int kCopyChunks = kD / kChunkElems;                  // copies per row
-  constexpr int kCopyStep = Tr::kThreads / kCopyChunks;          // rows per pass
+  constexpr int kLanesPerRow = 4;
+  constexpr int kPerLane = kCopyChunks / kLanesPerRow;           // copies per thread and row
+  constexpr int kCopyStep = Tr::kThreads / kLanesPerRow;         // rows per pass
   constexpr int kCopyPasses = kBN / kCopyStep;
-  static_assert(kBN % kCopyStep == 0, "tile rows must split evenly");
-  const int r0 = tid / kCopyChunks, col = (tid % kCopyChunks) * kChunkElems;
+  static_assert(kCopyChunks % kLanesPerRow == 0 && kBN % kCopyStep == 0, "tiles must split evenly");
+  const int r0 = tid / kLanesPerRow, col = (tid % kLanesPerRow) * kChunkElems;
   const FastDivmod page_of(p.page_size);
   const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
   auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
@@ -119,6 +123,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       ids[i] = any_keys ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
     }
   };
+  // Element offsets inside one page fit 32 bits (the launcher checks), so a row's address is one
+  // 32x32->64-bit multiply-add past the kv head's base.
+  const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
+  const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
   auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
     KV* sk = ring + (tile % Tr::kStages) * 2 * kRawTile;
     KV* sv = sk + kRawTile;
@@ -127,12 +135,16 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       const int r = r0 + i * kCopyStep;
       const int j = tile0 + tile * kBN + r;
       const bool ok = j >= lo && j < hi;
-      const int64_t page = min(max(ids[i], 0), p.num_pages - 1);
-      const int64_t slot = page_of.mod(j, page_of.div(j));
-      const KV* ks = ok ? kc + page * p.k_page_stride + slot * p.k_slot_stride + col : kc;
-      const KV* vs = ok ? vc + page * p.v_page_stride + slot * p.v_slot_stride + col : vc;
-      cp_async_16(sk + r * kRawStride + col, ks, ok);
-      cp_async_16(sv + r * kRawStride + col, vs, ok);
+      const int page = min(max(ids[i], 0), p.num_pages - 1);
+      const int slot = page_of.mod(j, page_of.div(j));
+      const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
+      const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
+#pragma unroll
+      for (int c = 0; c < kPerLane; ++c) {  // in bounds even when !ok (then nothing is read)
+        const int e = c * kLanesPerRow * kChunkElems;
+        cp_async_16(sk + r * kRawStride + col + e, ks + e, ok);
+        cp_async_16(sv + r * kRawStride + col + e, vs + e, ok);
+      }
     }
   };
 
