@@ -9,6 +9,15 @@
 #define CUATTN_SM80 1
 #endif
 
+// sm90+: bulk global->shared copies completing on an mbarrier (the copy engine), used in place
+// of per-thread cp.async where a kernel has both paths. A constant for `if constexpr`.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define CUATTN_SM90 1
+#define CUATTN_BULK_COPY true
+#else
+#define CUATTN_BULK_COPY false
+#endif
+
 #define CUATTN_DEVICE __device__ __forceinline__
 
 // Called from a wrapper on a target that lacks its instruction.

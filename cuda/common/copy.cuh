@@ -1,6 +1,10 @@
-// copy.cuh — asynchronous global->shared copies (cp.async, sm80+). 16 bytes per call; a false
-// predicate zero-fills the destination without reading global memory, which is how tiles are
-// padded past the end of a sequence or a head dim.
+// copy.cuh — asynchronous global->shared copies.
+//   cp.async (sm80+): 16 bytes per thread and call; a false predicate zero-fills the destination
+//     without reading global memory, which is how tiles are padded past the end of a sequence or a
+//     head dim. Completion is tracked per thread in commit groups.
+//   cp.async.bulk (sm90+): one thread moves a contiguous run of bytes (a multiple of 16, 16-byte
+//     aligned at both ends) through the copy engine; completion is counted in bytes on an
+//     mbarrier, so many more bytes can be in flight per SM than per-thread copies allow.
 #pragma once
 
 #include "common/arch.cuh"
@@ -33,6 +37,71 @@ template <int N>
 CUATTN_DEVICE void cp_async_wait() {
 #ifdef CUATTN_SM80
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// ---- mbarrier + bulk copy (sm90) -------------------------------------------------------------
+
+CUATTN_DEVICE void mbar_init(uint64_t* bar, int arrivals) {
+#ifdef CUATTN_SM90
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(arrivals));
+#else
+  arch_unsupported();
+#endif
+}
+
+// Makes mbarrier.init visible to the copy engine (then a __syncthreads before any use).
+CUATTN_DEVICE void mbar_fence_init() {
+#ifdef CUATTN_SM90
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// One arrival that also announces `bytes` more to come from bulk copies in this phase. The copies
+// may land before or after it: the phase completes when both counts reach zero.
+CUATTN_DEVICE void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef CUATTN_SM90
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+#else
+  arch_unsupported();
+#endif
+}
+
+// Spins until the phase with the given parity (0, 1, 0, ... for its 1st, 2nd, 3rd use) completed.
+CUATTN_DEVICE void mbar_wait(uint64_t* bar, uint32_t parity) {
+#ifdef CUATTN_SM90
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  arch_unsupported();
+#endif
+}
+
+// `bytes` (multiple of 16) from global to shared through the copy engine; completes on `bar`.
+CUATTN_DEVICE void bulk_copy(void* smem, const void* gmem, uint32_t bytes, uint64_t* bar) {
+#ifdef CUATTN_SM90
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          smem_addr(smem)),
+      "l"(gmem), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+#else
+  arch_unsupported();
+#endif
+}
+
+// Orders this thread's ordinary shared-memory writes before later copy-engine accesses.
+CUATTN_DEVICE void fence_proxy_async() {
+#ifdef CUATTN_SM90
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
 

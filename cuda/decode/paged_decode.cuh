@@ -99,21 +99,37 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
   const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
 
-  // ---- page ids, one iteration ahead of the loads ----------------------------------------------
-  // Four threads share a row: thread tid copies the 16-byte chunks (tid % 4) + 4c of rows
-  // r0 + i*kCopyStep of every tile, so one page lookup and one address serve several copies and
-  // each copy instruction still reads whole 64-byte pieces of 8 rows.
-  // Its page ids are loaded one iteration before the copies: unconditionally, from a clamped table
-  // index, so the loads never sit behind a branch and nothing waits for them until they are
-  // used; validity (the key range) and clamping of the id itself happen when the copies go out.
+  // ---- copies and page ids -----------------------------------------------------------------------
+  // sm90+ (kBulk): thread tid moves one whole row of the tile (row tid % 64 of K, or of V) with
+  // one bulk copy through the copy engine, completing on the stage's mbarrier; rows outside the
+  // key range are zero-filled instead. sm80: eight threads share a row, each copying 16-byte
+  // chunks (tid % 8) + 8c with cp.async, so every copy instruction reads whole 128-byte lines.
+  // Either way a thread's page ids are loaded one iteration before its copies: unconditionally,
+  // from a clamped table index, so the loads never sit behind a branch and nothing waits for them
+  // until they are used; validity (the key range) and clamping of the id happen at the copy.
+  constexpr bool kBulk = CUATTN_BULK_COPY;
+  constexpr int kRowBytes = kD * kKvBytes;
   constexpr int kChunkElems = 16 / kKvBytes;                     // elements per 16-byte copy
-  constexpr int kCopyChunks = kD / kChunkElems;                  // copies per row
-  constexpr int kLanesPerRow = 4;
-  constexpr int kPerLane = kCopyChunks / kLanesPerRow;           // copies per thread and row
-  constexpr int kCopyStep = Tr::kThreads / kLanesPerRow;         // rows per pass
+  constexpr int kCopyChunks = kD / kChunkElems;                  // 16-byte copies per row
+  constexpr int kLanesPerRow = kBulk ? 1 : (kCopyChunks < 8 ? kCopyChunks : 8);
+  constexpr int kPerLane = kCopyChunks / kLanesPerRow;           // cp.async copies per thread and row
+  constexpr int kCopyStep = kBulk ? kBN : Tr::kThreads / kLanesPerRow;  // rows per pass
   constexpr int kCopyPasses = kBN / kCopyStep;
   static_assert(kCopyChunks % kLanesPerRow == 0 && kBN % kCopyStep == 0, "tiles must split evenly");
-  const int r0 = tid / kLanesPerRow, col = (tid % kLanesPerRow) * kChunkElems;
+  static_assert(!kBulk || Tr::kThreads == 2 * kBN, "bulk copies: one thread per K row and per V row");
+  const int r0 = kBulk ? tid % kBN : tid / kLanesPerRow;
+  const int col = kBulk ? 0 : (tid % kLanesPerRow) * kChunkElems;
+  const bool copies_v = kBulk && tid >= kBN;  // bulk: this thread's rows are V rows
+  __shared__ __align__(8) uint64_t full[Tr::kStages];  // bulk: tile landed, one phase per use
+  if constexpr (kBulk) {
+    if (tid == 0) {
+#pragma unroll
+      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], 1);
+      mbar_fence_init();
+    }
+    __syncthreads();
+  }
+
   const FastDivmod page_of(p.page_size);
   const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
   auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
@@ -128,8 +144,16 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
   const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
   auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
-    KV* sk = ring + (tile % Tr::kStages) * 2 * kRawTile;
+    const int stage = tile % Tr::kStages;
+    KV* sk = ring + stage * 2 * kRawTile;
     KV* sv = sk + kRawTile;
+    if constexpr (kBulk) {
+      const int first = tile0 + tile * kBN;
+      if (tid == 0) {
+        const int rows = max(min(hi, first + kBN) - max(lo, first), 0);
+        mbar_arrive_expect_tx(&full[stage], uint32_t(2 * rows * kRowBytes));
+      }
+    }
 #pragma unroll
     for (int i = 0; i < kCopyPasses; ++i) {
       const int r = r0 + i * kCopyStep;
@@ -137,15 +161,34 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       const bool ok = j >= lo && j < hi;
       const int page = min(max(ids[i], 0), p.num_pages - 1);
       const int slot = page_of.mod(j, page_of.div(j));
-      const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
-      const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
+      if constexpr (kBulk) {
+        KV* dst = (copies_v ? sv : sk) + r * kRawStride;
+        if (ok) {
+          const KV* src = copies_v ? vc + (int64_t(page) * v_ps + slot * v_ss)
+                                   : kc + (int64_t(page) * k_ps + slot * k_ss);
+          bulk_copy(dst, src, kRowBytes, &full[stage]);
+        } else {
 #pragma unroll
-      for (int c = 0; c < kPerLane; ++c) {  // in bounds even when !ok (then nothing is read)
-        const int e = c * kLanesPerRow * kChunkElems;
-        cp_async_16(sk + r * kRawStride + col + e, ks + e, ok);
-        cp_async_16(sv + r * kRawStride + col + e, vs + e, ok);
+          for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
+          fence_proxy_async();  // before the copy engine writes this row again
+        }
+      } else {
+        const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
+        const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
+#pragma unroll
+        for (int c = 0; c < kPerLane; ++c) {  // in bounds even when !ok (then nothing is read)
+          const int e = c * kLanesPerRow * kChunkElems;
+          cp_async_16(sk + r * kRawStride + col + e, ks + e, ok);
+          cp_async_16(sv + r * kRawStride + col + e, vs + e, ok);
+        }
       }
     }
+  };
+  // Waits until tile `it` has landed in its stage (then a __syncthreads makes zero-filled rows
+  // and, for cp.async, the other threads' copies visible).
+  auto wait_tile = [&](int it) {
+    if constexpr (kBulk) mbar_wait(&full[it % Tr::kStages], uint32_t(it / Tr::kStages) & 1u);
+    else cp_async_wait<Tr::kStages - 2>();
   };
 
   // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
@@ -196,7 +239,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
 
   for (int it = 0; it < n_tiles; ++it) {
-    cp_async_wait<Tr::kStages - 2>();
+    wait_tile(it);
     __syncthreads();  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
     if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
     cp_async_commit();
