@@ -2,14 +2,24 @@
 #include "scheduler.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace cuattn {
+
+int ctas_per_sm() {
+  static const int n = [] {
+    const char* e = std::getenv("CUATTN_DECODE_CTAS_PER_SM");
+    const int v = e ? std::atoi(e) : 0;
+    return v >= 1 && v <= 64 ? v : kCtasPerSm;
+  }();
+  return n;
+}
 
 int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max_len,
                  int page_size, int num_sms) {
   const int64_t ps = std::max(page_size, 1);
   const int64_t longest = std::max<int64_t>(max_len, 1);
-  const int64_t target = int64_t(std::max(num_sms, 1)) * kCtasPerSm;  // CTAs we would like
+  const int64_t target = int64_t(std::max(num_sms, 1)) * ctas_per_sm();  // CTAs we would like
   int64_t chunk = longest;  // one split per sequence
   const int64_t units = std::max<int64_t>(batch * heads_kv, 1);
   if (units < target) {

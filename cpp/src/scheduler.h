@@ -20,7 +20,8 @@ struct SplitPlan {
 // cut a split shorter than kMinChunk tokens (below that the merge costs more than it saves).
 constexpr int kMinChunk = 256;
 constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights
-constexpr int kCtasPerSm = 2;
+constexpr int kCtasPerSm = 2;  // default; CUATTN_DECODE_CTAS_PER_SM=N overrides (experiments)
+int ctas_per_sm();
 constexpr int kSplitAlign = 64;  // keys per tile of the decode kernels
 
 // chunk size for `batch` sequences of at most `max_len` tokens (or total_len tokens in all).
