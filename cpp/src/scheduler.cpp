@@ -31,10 +31,7 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
     chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinChunk);
   }
   chunk = std::max<int64_t>(chunk, (longest + kMaxSplitsPerSeq - 1) / kMaxSplitsPerSeq);
-  // Whole pages (a split never shares a page), and whole 64-key kernel tiles where the page size
-  // allows (a split never starts or ends inside a tile it would read twice).
-  const int64_t align = ps < kSplitAlign && kSplitAlign % ps == 0 ? kSplitAlign : ps;
-  chunk = (chunk + align - 1) / align * align;
+  chunk = (chunk + ps - 1) / ps * ps;  // whole pages: a split never shares a page
   chunk = std::min(chunk, (longest + ps - 1) / ps * ps);
   return int(std::min<int64_t>(chunk, INT32_MAX / 2));
 }

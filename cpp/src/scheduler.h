@@ -22,7 +22,6 @@ constexpr int kMinChunk = 256;
 constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights
 constexpr int kCtasPerSm = 2;  // default; CUATTN_DECODE_CTAS_PER_SM=N overrides (experiments)
 int ctas_per_sm();
-constexpr int kSplitAlign = 64;  // keys per tile of the decode kernels
 
 // chunk size for `batch` sequences of at most `max_len` tokens (or total_len tokens in all).
 int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max_len,

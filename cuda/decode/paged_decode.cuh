@@ -28,6 +28,12 @@
 #include "common/types.cuh"
 #include "cuattn/params.h"
 
+// Timeline hook: bench/trace_decode.cu defines it to record %globaltimer at five points of every
+// CTA (start, first tile landed, loop done, partial written, merge done). Empty otherwise.
+#ifndef CUATTN_TRACE
+#define CUATTN_TRACE(i)
+#endif
+
 namespace cuattn {
 
 template <int kD_>
@@ -69,6 +75,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   KV* ring = reinterpret_cast<KV*>(smem_raw);
   T* wide = reinterpret_cast<T*>(smem_raw + 2 * Tr::kStages * kRawTile * kKvBytes);
 
+  CUATTN_TRACE(0);
   const int split = blockIdx.x, b = blockIdx.z;
   const int n_rc = gridDim.y / p.num_heads_kv;  // row chunks per kv head
   const int hk = blockIdx.y / n_rc, rc = blockIdx.y % n_rc;
@@ -240,7 +247,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   for (int it = 0; it < n_tiles; ++it) {
     wait_tile(it);
-    __syncthreads();  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
+    __syncthreads();
+    if (it == 0) CUATTN_TRACE(1);  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
     if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
     cp_async_commit();
     fetch_pages(it + Tr::kStages, pages);
@@ -322,6 +330,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }
   }
+  CUATTN_TRACE(2);
   cp_async_wait<0>();
   __syncthreads();  // the ring is free: reuse it for the cross-warp merge
 
@@ -409,6 +418,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
   __threadfence();
   __syncthreads();
+  CUATTN_TRACE(3);
   __shared__ int s_last;
   if (tid == 0) {
     const int done = atomicAdd(ws.counters + unit, 1);
@@ -419,13 +429,24 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (!s_last) return;
   __threadfence();
 
-  // Merge the nsplits partials, one warp a row: the lanes first turn the splits' LSEs into
-  // weights (kept in shared memory), then stream their columns over the splits with several loads
-  // in flight.
+  // Merge the nsplits partials, one warp a row, each lane owning kPer adjacent columns. The
+  // partial rows of the first kPre splits are requested before the LSEs are turned into weights,
+  // so the two L2 round trips overlap; the rest stream with many loads in flight. Loads are
+  // unconditional: an empty split (weight 0) left its partial unwritten this launch, and its
+  // stale values are selected away, never multiplied.
+  constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
   const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
   const float* pl = ws.lse + unit * ws.max_splits * 16;
   float* s_w = s_ow + 16 * kDv + warp * kMaxSplits;  // this warp's weights (past the result rows)
+  auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
+    return __ldcg(reinterpret_cast<const float2*>(po + (sp * 16 + r) * kDv + lane * kPer) + c);
+  };
   for (int r = warp; r < rows_here; r += Tr::kWarps) {
+    float2 pre[kPre][kPer / 2];
+#pragma unroll
+    for (int i = 0; i < kPre; ++i)
+#pragma unroll
+      for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < nsplits ? partial(i, r, c) : make_float2(0.f, 0.f);
     float m = -CUDART_INF_F;
     for (int sp = lane; sp < nsplits; sp += 32) {
       s_w[sp] = __ldcg(pl + sp * 16 + r);
@@ -440,27 +461,33 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     __syncwarp();
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    float acc[kDv / 32];
+    float acc[kPer];
 #pragma unroll
-    for (int c = 0; c < kDv / 32; ++c) acc[c] = 0.f;
-    // Loads are unconditional so that many are in flight; an empty split (weight 0) left its
-    // partial unwritten this launch, so its stale values are selected away, never multiplied.
-#pragma unroll 8
-    for (int sp = 0; sp < nsplits; ++sp) {
+    for (int c = 0; c < kPer; ++c) acc[c] = 0.f;
+    auto add = [&](float w, float2 x, int c) {
+      acc[2 * c] += w != 0.f ? w * x.x : 0.f;
+      acc[2 * c + 1] += w != 0.f ? w * x.y : 0.f;
+    };
+#pragma unroll
+    for (int i = 0; i < kPre; ++i) {
+      const float w = i < nsplits ? s_w[i] : 0.f;
+#pragma unroll
+      for (int c = 0; c < kPer / 2; ++c) add(w, pre[i][c], c);
+    }
+#pragma unroll 16
+    for (int sp = kPre; sp < nsplits; ++sp) {
       const float w = s_w[sp];
-      const float* src = po + (sp * 16 + r) * kDv + lane;
 #pragma unroll
-      for (int c = 0; c < kDv / 32; ++c) {
-        const float x = __ldcg(src + 32 * c);
-        acc[c] += w != 0.f ? w * x : 0.f;
-      }
+      for (int c = 0; c < kPer / 2; ++c) add(w, partial(sp, r, c), c);
     }
     float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
 #pragma unroll
-    for (int c = 0; c < kDv / 32; ++c) orow[lane + 32 * c] = acc[c] * inv;
+    for (int c = 0; c < kPer; ++c) orow[lane * kPer + c] = acc[c] * inv;
     __syncwarp();
     store_row(r, orow, combined_lse(m, sum));
   }
+  __syncthreads();
+  CUATTN_TRACE(4);
 }
 
 }  // namespace cuattn

@@ -1,0 +1,68 @@
+// bench/trace_decode.cu — per-CTA timeline of the paged decode kernel (globaltimer at kernel start,
+// first tile landed, loop done, partial written, merge done), B1 H32/8 D128 bf16 page 16. Not part of
+// the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src
+//   -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32]
+#include <cstdio>
+#include <vector>
+#include <algorithm>
+#include <random>
+__device__ unsigned long long g_trace[8192 * 8];
+#define CUATTN_TRACE(i) do { if (threadIdx.x == 0) { unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
+  g_trace[((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 8 + (i)] = t_; } } while (0)
+#include "decode/paged_decode.cuh"
+using namespace cuattn;
+__global__ void fill(__nv_bfloat16* x, size_t n, unsigned seed) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed; h ^= h >> 13; h *= 0x5bd1e995; h ^= h >> 15;
+    x[i] = __float2bfloat16((h & 0xffff) / 32768.f - 1.f);
+  }
+}
+int main(int argc, char** argv) {
+  int B = 1, L = argc > 1 ? atoi(argv[1]) : 32768, ps = 16, Hq = 32, Hk = 8, D = 128;
+  int splits = argc > 2 ? atoi(argv[2]) : 32;
+  int nb = B * L / ps;
+  size_t kvn = size_t(nb) * ps * Hk * D;
+  __nv_bfloat16 *kc, *vc, *q, *o; int *table, *lens; float *wo, *wl; int* cnt;
+  cudaMalloc(&kc, kvn * 2); cudaMalloc(&vc, kvn * 2); cudaMalloc(&q, B * Hq * D * 2); cudaMalloc(&o, B * Hq * D * 2);
+  fill<<<1024, 256>>>(kc, kvn, 1); fill<<<1024, 256>>>(vc, kvn, 2); fill<<<1, 256>>>(q, B * Hq * D, 3);
+  std::vector<int> t(nb); for (int i = 0; i < nb; ++i) t[i] = i; std::shuffle(t.begin(), t.end(), std::mt19937(5));
+  cudaMalloc(&table, nb * 4); cudaMemcpy(table, t.data(), nb * 4, cudaMemcpyHostToDevice);
+  std::vector<int> lh(B, L); cudaMalloc(&lens, B * 4); cudaMemcpy(lens, lh.data(), B * 4, cudaMemcpyHostToDevice);
+  cudaMalloc(&wo, size_t(B) * Hk * splits * 16 * D * 4); cudaMalloc(&wl, size_t(B) * Hk * splits * 16 * 4);
+  cudaMalloc(&cnt, B * Hk * 4); cudaMemset(cnt, 0, B * Hk * 4);
+  PagedParams p; p.q = q; p.k_cache = kc; p.v_cache = vc; p.block_table = table; p.seq_lens = lens; p.o = o;
+  p.q_batch_stride = Hq * D; p.q_head_stride = D;
+  p.k_page_stride = p.v_page_stride = ps * Hk * D; p.k_slot_stride = p.v_slot_stride = Hk * D; p.k_head_stride = p.v_head_stride = D;
+  p.bt_batch_stride = nb / B; p.o_batch_stride = Hq * D; p.o_head_stride = D;
+  p.batch = B; p.seqlen_q = 1; p.num_heads_q = Hq; p.num_heads_kv = Hk; p.head_dim = p.head_dim_v = D;
+  p.page_size = ps; p.num_pages = nb; p.max_blocks = nb / B; p.scale = 1.f / sqrtf(D); p.q_dtype = p.kv_dtype = DType::bf16;
+  SplitWorkspace ws; ws.o = wo; ws.lse = wl; ws.counters = cnt; ws.chunk_tokens = (L + splits - 1) / splits; ws.max_splits = splits;
+  auto kern = paged_decode_kernel<__nv_bfloat16, 128, false>;
+  size_t smem = 3 * 2 * 64 * 136 * 2;
+  cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  dim3 grid(splits, Hk, B);
+  cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+  for (int rep = 0; rep < 6; ++rep) {
+    cudaMemset(g_trace, 0, 0);
+    cudaEventRecord(e0);
+    kern<<<grid, 128, smem>>>(p, ws);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms; cudaEventElapsedTime(&ms, e0, e1);
+    std::vector<unsigned long long> tr(8192 * 8);
+    cudaMemcpyFromSymbol(tr.data(), g_trace, tr.size() * 8);
+    int n = splits * Hk * B;
+    unsigned long long t0 = ~0ull;
+    for (int i = 0; i < n; ++i) t0 = std::min(t0, tr[i * 8]);
+    auto stat = [&](int k, const char* name) {
+      std::vector<double> v; for (int i = 0; i < n; ++i) if (tr[i * 8 + k] >= t0) v.push_back((tr[i * 8 + k] - t0) / 1000.0);
+      if (v.empty()) return; std::sort(v.begin(), v.end());
+      printf("  %-22s n=%3zu min %7.2f med %7.2f max %7.2f us\n", name, v.size(), v[0], v[v.size() / 2], v.back());
+    };
+    printf("rep %d: event %.2f us  (L %d, %d splits, %d CTAs)\n", rep, ms * 1000, L, splits, n);
+    if (rep >= 4) { stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
+    cudaMemset(g_trace, 0, 0);
+    cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);
+  }
+  printf("err: %s\n", cudaGetErrorString(cudaGetLastError()));
+}
