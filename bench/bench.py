@@ -46,13 +46,15 @@ def log(msg):
 class Timer:
     """Median of CUDA-event timings of fn(), L2 flushed before every timed call."""
 
-    def __init__(self, torch, warmup=5, iters=30, flush="read"):
+    def __init__(self, torch, warmup=5, iters=30, flush="write"):
         self.torch = torch
         self.warmup, self.iters = warmup, iters
         self.flush_buf = torch.ones(int(256e6) // 4, dtype=torch.int32, device="cuda")
-        # "read" evicts L2 by reading 256 MB (lines left clean); "write" by zeroing them (what
-        # triton.testing.do_bench does), which leaves ~50 MB of dirty lines whose write-back is
-        # charged to whatever runs next: ~17 us at 3 TB/s, a third of a 50 us decode call.
+        # "write" empties L2 by zeroing 256 MB (what triton.testing.do_bench does; the default,
+        # and what ANCHORS.md's peer numbers match). It leaves ~50 MB of dirty lines whose
+        # write-back is charged to whatever runs next, ~17 us at 3 TB/s: a quarter of a B1 decode
+        # call. "read" empties it by reading (lines left clean), closer to a decode step that
+        # follows GEMMs; it raises every memory-bound row, peers' included.
         self.flush = (lambda: self.flush_buf.sum()) if flush == "read" else self.flush_buf.zero_
 
     def __call__(self, fn, iters=None):
@@ -417,7 +419,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--flush", choices=("read", "write"), default="read",
+    ap.add_argument("--flush", choices=("read", "write"), default="write",
                     help="how L2 is emptied before each timed call (see Timer)")
     a = ap.parse_args(argv)
     try:
