@@ -8,6 +8,7 @@ from . import _cuattn
 from ._arrays import _Call, _RAW_VIEW, framework
 
 _LAYOUTS = ("bshd", "bhsd")
+_NO_BLOCK_MASK = (None,) * 6 + (0, 0, 0, 0)
 
 
 def _window(window, causal):
@@ -72,14 +73,15 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'bshd' or 'bhsd', got {layout!r}")
     ctx = _Call(q, stream)
-    wl, wr = _window(window, causal)
-    qs, vs = _shape(q), _shape(v) if hasattr(v, "shape") else ()
-    varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
+    wl, wr = (-1, -1) if window is None else _window(window, causal)
     if out is None:
         _needs_outputs(ctx, out, "out")
+        qs, vs = _shape(q), _shape(v) if hasattr(v, "shape") else ()
         out = ctx.empty(qs[:-1] + vs[-1:] if qs and vs else qs)
     want_lse = return_lse or lse_out is not None
     if want_lse and lse_out is None:
+        qs = _shape(q)
+        varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
         _needs_outputs(ctx, lse_out, "lse_out")
         if varlen and len(qs) == 3:
             lse_shape = (qs[1], qs[0])
@@ -88,7 +90,7 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
         else:
             lse_shape = (0,)
         lse_out = ctx.empty(lse_shape, "float32")
-    bm = block_mask._args(ctx) if block_mask is not None else (None,) * 6 + (0, 0, 0, 0)
+    bm = block_mask._args(ctx) if block_mask is not None else _NO_BLOCK_MASK
     _cuattn.attention(
         ctx.inp(q, "q"), ctx.inp(k, "k"), ctx.inp(v, "v"), ctx.out(out, "out"),
         ctx.out(lse_out, "lse_out") if want_lse else None,
@@ -96,8 +98,8 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
         ctx.inp(sinks, "sinks"), *bm,
         -1 if max_seqlen_q is None else int(max_seqlen_q),
         -1 if max_seqlen_k is None else int(max_seqlen_k),
-        bool(causal), wl, wr, _scale(scale), float(softcap), layout, bool(check), ctx.real,
-        ctx.stream)
+        bool(causal), wl, wr, -1.0 if scale is None else _scale(scale), float(softcap), layout,
+        bool(check), ctx.real, ctx.stream)
     out = ctx.result(out)
     if return_lse:
         return out, ctx.result(lse_out)

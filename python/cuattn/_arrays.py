@@ -101,12 +101,11 @@ def _stream_handle(stream) -> int:
     )
 
 
-def _current_stream(x, fw: str) -> int:
+def _current_stream(x, fw: str, device_id: int) -> int:
     if fw == "torch":
         torch = sys.modules["torch"]
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        idx = x.device.index
-        return int(raw(idx)) if raw is not None else int(torch.cuda.current_stream(x.device).cuda_stream)
+        return int(raw(device_id)) if raw is not None else int(torch.cuda.current_stream(x.device).cuda_stream)
     if fw == "cupy":
         return int(sys.modules["cupy"].cuda.get_current_stream().ptr)
     return 0  # legacy default stream
@@ -115,41 +114,52 @@ def _current_stream(x, fw: str) -> int:
 class _Call:
     """Per-call context: q's framework, device and stream; exports inputs, allocates outputs."""
 
-    __slots__ = ("fw", "cuda", "device_id", "stream", "dl_stream", "real", "q")
+    __slots__ = ("fw", "cuda", "device_id", "stream", "dl_stream", "real", "q", "fast")
 
     def __init__(self, q, stream, name="q"):
-        check_array(q, name)
         self.q = q
-        self.fw = framework(q)
-        if self.fw == "torch":  # attribute reads instead of the Python-level __dlpack_device__
-            self.cuda = bool(q.is_cuda)
-            self.device_id = int(q.device.index or 0) if self.cuda else 0
+        self.real = ""
+        if type(q).__module__ == "torch" and isinstance(q, sys.modules["torch"].Tensor):
+            # PyTorch, the common case, with as few Python-level calls as possible: get_device()
+            # is -1 on the CPU, and the export below is torch's C++ one.
+            self.fw = "torch"
+            dev = q.get_device()
+            self.cuda = dev >= 0
+            self.device_id = max(dev, 0)
         else:
+            check_array(q, name)
+            self.fw = framework(q)
             dev_type, dev_id = q.__dlpack_device__()
             self.cuda = int(dev_type) in _DL_CUDA
             self.device_id = int(dev_id) if self.cuda else 0
+            dt = getattr(q, "dtype", None)
+            if self.fw == "numpy" and dt in _RAW_VIEW:
+                self.real = _RAW_VIEW[dt][1]
+        self.dl_stream = None
         if self.cuda:
             if stream is None:
                 # Our stream is the producer's current stream: its pending work is already ordered
                 # before ours, so the exports need no stream argument (which would cost PyTorch an
                 # event record and wait per array).
-                self.stream = _current_stream(q, self.fw)
-                self.dl_stream = None
+                self.stream = _current_stream(q, self.fw, self.device_id)
             else:
                 self.stream = _stream_handle(stream)
                 # DLPack: 1 is the legacy default stream (0 is not allowed as a stream argument).
                 self.dl_stream = self.stream if self.stream != 0 else 1
         else:
             self.stream = 0
-            self.dl_stream = None
-        dt = getattr(q, "dtype", None)
-        self.real = _RAW_VIEW[dt][1] if self.fw == "numpy" and dt in _RAW_VIEW else ""
+        # Arrays of q's own torch type on our stream export through torch's C++ exporter.
+        self.fast = type(q) if self.fw == "torch" and self.dl_stream is None else None
 
     # ---- inputs -------------------------------------------------------------------------------
     def inp(self, x, name):
         """DLPack capsule of x (None stays None), ordered on our stream."""
         if x is None:
             return None
+        if type(x) is self.fast:
+            # No stream to order against: PyTorch's C++ exporter, without the Python-level checks
+            # of Tensor.__dlpack__ (a few microseconds an array). Forward only: detach autograd.
+            return sys.modules["torch"]._C._to_dlpack(x.detach() if x.requires_grad else x)
         check_array(x, name)
         if type(x) is np.ndarray:
             raw = _RAW_VIEW.get(x.dtype)
@@ -164,16 +174,14 @@ class _Call:
             x = x.detach()
         if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
             return x.__dlpack__(stream=self.dl_stream)
-        if self.fw == "torch" and type(x) is self.q.__class__:
-            # No stream to order against: PyTorch's C++ exporter, without the Python-level checks
-            # of Tensor.__dlpack__ (a few microseconds an array).
-            return sys.modules["torch"]._C._to_dlpack(x)
         return x.__dlpack__()
 
     def out(self, x, name):
         """Capsule of a caller-provided output (must be writable, in place)."""
         if x is None:
             return None
+        if type(x) is self.fast:
+            return self.inp(x, name)
         if self.fw == "jax" or framework(x) == "jax":
             raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
         return self.inp(x, name)
