@@ -5,10 +5,11 @@
 // visible K/V tiles of kBN = 64 keys through shared memory:
 //
 //   warps      4 (D <= 128: each owns 32 rows = two m16 tiles) or 8 (D > 128: 16 rows each)
-//   smem       Q [128 x D] (loaded once), K [64 x D], V [64 x Dv], rows padded by 16 bytes so
-//              that ldmatrix hits 8 different banks
-//   pipeline   cp.async, FlashAttention-2 order: V(j) loads while S = Q K(j)^T and the softmax
-//              run; K(j+1) loads while O += P V(j) runs
+//   smem       Q [128 x D] (loaded once), K [64 x D] twice, V [64 x Dv], rows padded by 16 bytes
+//              so that ldmatrix hits 8 different banks
+//   pipeline   cp.async: at the top of iteration j, V(j) and K(j+1) (into the other K buffer) are
+//              requested together; V(j) has S = Q K(j)^T and the softmax to land, K(j+1) the
+//              whole iteration
 //   registers  S and P stay in registers: the S accumulators, rounded to 16 bits, are the A
 //              operand of P V (mma.cuh); O accumulates in fp32 and is rescaled by the online
 //              softmax (softmax.cuh) and divided by the row sum once at the end
@@ -44,7 +45,7 @@ struct FlashTraits {
   static constexpr int kKStride = kD + 8;
   static constexpr int kVStride = kDv + 8;
   static constexpr int kMinBlocksPerSm = kWarps == 4 ? 2 : 1;
-  static constexpr size_t kSmemElems = size_t(kBM) * kQStride + size_t(kBN) * kKStride + size_t(kBN) * kVStride;
+  static constexpr size_t kSmemElems = size_t(kBM) * kQStride + 2 * size_t(kBN) * kKStride + size_t(kBN) * kVStride;
   static_assert(kD % 16 == 0 && kDv % 16 == 0, "head dims must be multiples of 16");
   static_assert(kDv <= kD, "the output is staged in the Q tile");
 };
@@ -86,8 +87,9 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kMT = Tr::kMT, kNT = Tr::kNT, kOT = Tr::kOT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + kBM * Tr::kQStride;
-  T* sV = sK + kBN * Tr::kKStride;
+  T* sK0 = sQ + kBM * Tr::kQStride;  // K(j) lives in sK0 + (j % 2) * kKTile
+  constexpr int kKTile = kBN * Tr::kKStride;
+  T* sV = sK0 + 2 * kKTile;
 
   const int m_block = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
@@ -139,7 +141,7 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
     load_tile<T, kBM, kD, Tr::kQStride, Tr::kThreads>(sQ, q, 0, p.q_row_stride, rows_here, p.head_dim, tid);
     int pat;
     const int n0 = tile_start(0, pat);
-    load_tile<T, kBN, kD, Tr::kKStride, Tr::kThreads>(sK, k, n0, p.k_row_stride, len_k - n0, p.head_dim, tid);
+    load_tile<T, kBN, kD, Tr::kKStride, Tr::kThreads>(sK0, k, n0, p.k_row_stride, len_k - n0, p.head_dim, tid);
     cp_async_commit();
   }
 
@@ -156,15 +158,23 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
   const bool softcap = p.softcap > 0.f;
   const float cap_in = p.scale / (softcap ? p.softcap : 1.f);
   const float sl2 = softcap ? kLog2e : p.scale_log2;
-  const uint32_t q_base = smem_addr(sQ), k_base = smem_addr(sK), v_base = smem_addr(sV);
+  const uint32_t q_base = smem_addr(sQ), v_base = smem_addr(sV);
 
   for (int it = 0; it < n_tiles; ++it) {
     int pattern;
     const int n0 = tile_start(it, pattern);
     cp_async_wait<0>();
-    __syncthreads();  // K(it) has landed; every warp is done with V(it - 1)
+    __syncthreads();  // K(it) has landed; every warp is done with V(it - 1) and K(it - 1)
     load_tile<T, kBN, kDv, Tr::kVStride, Tr::kThreads>(sV, v, n0, p.v_row_stride, len_k - n0, p.head_dim_v, tid);
     cp_async_commit();
+    if (it + 1 < n_tiles) {
+      int pat;
+      const int n1 = tile_start(it + 1, pat);
+      load_tile<T, kBN, kD, Tr::kKStride, Tr::kThreads>(sK0 + ((it + 1) % 2) * kKTile, k, n1, p.k_row_stride,
+                                                        len_k - n1, p.head_dim, tid);
+    }
+    cp_async_commit();
+    const uint32_t k_base = smem_addr(sK0 + (it % 2) * kKTile);
 
     // S = Q K^T for this warp's rows.
     float s[kMT][kNT][4];
@@ -242,14 +252,8 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
         }
     }
 
-    cp_async_wait<0>();
-    __syncthreads();  // V(it) has landed; every warp is done with K(it)
-    if (it + 1 < n_tiles) {
-      int pat;
-      const int n1 = tile_start(it + 1, pat);
-      load_tile<T, kBN, kD, Tr::kKStride, Tr::kThreads>(sK, k, n1, p.k_row_stride, len_k - n1, p.head_dim, tid);
-    }
-    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();  // V(it) has landed (K(it + 1) may still be in flight)
 
     // O += P V: the probabilities, rounded to 16 bits, are the A operand as they stand.
 #pragma unroll
