@@ -100,7 +100,8 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
         -1 if max_seqlen_k is None else int(max_seqlen_k),
         bool(causal), wl, wr, -1.0 if scale is None else _scale(scale), float(softcap), layout,
         bool(check), ctx.real, ctx.stream)
-    out = ctx.result(out)
+    if ctx.fw == "jax":
+        out = ctx.result(out)
     if return_lse:
         return out, ctx.result(lse_out)
     return out

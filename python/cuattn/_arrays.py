@@ -101,13 +101,34 @@ def _stream_handle(stream) -> int:
     )
 
 
+_TORCH = None  # (Tensor, C++ DLPack exporter, current raw stream getter), once torch is imported
+_CUPY = None  # (ndarray, current stream getter), once cupy is imported
+
+
+def _torch():
+    global _TORCH
+    if _TORCH is None:
+        torch = sys.modules["torch"]
+        _TORCH = (torch.Tensor, torch._C._to_dlpack, getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    return _TORCH
+
+
+def _cupy():
+    global _CUPY
+    if _CUPY is None:
+        cp = sys.modules["cupy"]
+        _CUPY = (cp.ndarray, cp.cuda.get_current_stream)
+    return _CUPY
+
+
 def _current_stream(x, fw: str, device_id: int) -> int:
     if fw == "torch":
-        torch = sys.modules["torch"]
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        return int(raw(device_id)) if raw is not None else int(torch.cuda.current_stream(x.device).cuda_stream)
+        raw = _torch()[2]
+        if raw is not None:
+            return int(raw(device_id))
+        return int(sys.modules["torch"].cuda.current_stream(x.device).cuda_stream)
     if fw == "cupy":
-        return int(sys.modules["cupy"].cuda.get_current_stream().ptr)
+        return int(_cupy()[1]().ptr)
     return 0  # legacy default stream
 
 
@@ -119,13 +140,18 @@ class _Call:
     def __init__(self, q, stream, name="q"):
         self.q = q
         self.real = ""
-        if type(q).__module__ == "torch" and isinstance(q, sys.modules["torch"].Tensor):
+        mod = type(q).__module__
+        if mod == "torch" and type(q) is _torch()[0]:
             # PyTorch, the common case, with as few Python-level calls as possible: get_device()
             # is -1 on the CPU, and the export below is torch's C++ one.
             self.fw = "torch"
             dev = q.get_device()
             self.cuda = dev >= 0
             self.device_id = max(dev, 0)
+        elif mod.startswith("cupy") and type(q) is _cupy()[0]:
+            self.fw = "cupy"
+            self.cuda = True
+            self.device_id = q.device.id
         else:
             check_array(q, name)
             self.fw = framework(q)
@@ -148,8 +174,9 @@ class _Call:
                 self.dl_stream = self.stream if self.stream != 0 else 1
         else:
             self.stream = 0
-        # Arrays of q's own torch type on our stream export through torch's C++ exporter.
-        self.fast = type(q) if self.fw == "torch" and self.dl_stream is None else None
+        # Arrays of q's own (torch or cupy) type, with no stream argument to pass, skip the
+        # generic checks (and torch's go through its C++ exporter).
+        self.fast = type(q) if self.fw in ("torch", "cupy") and self.dl_stream is None else None
 
     # ---- inputs -------------------------------------------------------------------------------
     def inp(self, x, name):
@@ -157,9 +184,11 @@ class _Call:
         if x is None:
             return None
         if type(x) is self.fast:
+            if self.fw == "cupy":
+                return x.__dlpack__()
             # No stream to order against: PyTorch's C++ exporter, without the Python-level checks
             # of Tensor.__dlpack__ (a few microseconds an array). Forward only: detach autograd.
-            return sys.modules["torch"]._C._to_dlpack(x.detach() if x.requires_grad else x)
+            return _TORCH[1](x.detach() if x.requires_grad else x)
         check_array(x, name)
         if type(x) is np.ndarray:
             raw = _RAW_VIEW.get(x.dtype)
