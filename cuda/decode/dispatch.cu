@@ -29,7 +29,7 @@ WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t
   WorkspaceLayout l;
   l.o_bytes = size_t(batch * units * max_splits * kRowsPerChunk * dv) * sizeof(float);
   l.lse_bytes = size_t(batch * units * max_splits * kRowsPerChunk) * sizeof(float);
-  l.counter_bytes = size_t(batch * units) * sizeof(int);
+  l.counter_bytes = size_t(2 * batch * units) * sizeof(int);  // merge counts, then tile pools
   return l;
 }
 

@@ -66,6 +66,7 @@ CASES = [
     PagedCase((13, 29), 5, hq=6, hkv=3, d=40, cpu_only=True),
     PagedCase((31, 8), 3, sq=2, hq=2, hkv=1, d=33, kv_layout="HND", cpu_only=True),
     PagedCase((100,), 7, sinks=True, softcap=2.0, cpu_only=True),
+    PagedCase((5000, 3001), 16, hq=8, hkv=2, d=128),  # GPU: many splits drawing from a tile pool
 ]
 
 
@@ -217,7 +218,7 @@ def test_paged_matches_dense_attention(rng, device, dtype):
 # plan_decode
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[7]], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3], CASES[7], CASES[-1]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32", "bfloat16")))
 def test_paged_attention_with_plan(rng, device, dtype, case):
     dev, host = build_paged(rng, case, dtype, dtype, device)
