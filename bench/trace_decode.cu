@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   cudaMalloc(&table, nb * 4); cudaMemcpy(table, t.data(), nb * 4, cudaMemcpyHostToDevice);
   std::vector<int> lh(B, L); cudaMalloc(&lens, B * 4); cudaMemcpy(lens, lh.data(), B * 4, cudaMemcpyHostToDevice);
   cudaMalloc(&wo, size_t(B) * Hk * splits * 16 * D * 4); cudaMalloc(&wl, size_t(B) * Hk * splits * 16 * 4);
-  cudaMalloc(&cnt, 2 * B * Hk * 4); cudaMemset(cnt, 0, 2 * B * Hk * 4);  // merge counts, tile pools
+  cudaMalloc(&cnt, B * Hk * 4); cudaMemset(cnt, 0, B * Hk * 4);
   PagedParams p; p.q = q; p.k_cache = kc; p.v_cache = vc; p.block_table = table; p.seq_lens = lens; p.o = o;
   p.q_batch_stride = Hq * D; p.q_head_stride = D;
   p.k_page_stride = p.v_page_stride = ps * Hk * D; p.k_slot_stride = p.v_slot_stride = Hk * D; p.k_head_stride = p.v_head_stride = D;

@@ -1,5 +1,6 @@
 // dispatch.cu — paged decode: kernel choice, the split-KV workspace (plan-owned or cached per
 // device and stream) and the plan's device allocation.
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -19,26 +20,30 @@ namespace {
 
 constexpr int kRowsPerChunk = 16;
 
-// Byte layout of a split workspace: partial O, partial LSE, then the counters.
+// Byte layout of a split workspace: the counters first, then partial O and partial LSE. The
+// kernels return every counter they use to zero, so a counter region that only ever grows (and is
+// zeroed when it does) is all zeros between launches, whatever shapes earlier calls had; partials
+// need no initialisation.
 struct WorkspaceLayout {
-  size_t o_bytes, lse_bytes, counter_bytes;
-  size_t total() const { return o_bytes + lse_bytes + counter_bytes; }
+  size_t counter_bytes, o_bytes, lse_bytes;
+  size_t total() const { return counter_bytes + o_bytes + lse_bytes; }
 };
 
 WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t dv) {
   WorkspaceLayout l;
+  // one merge count per unit, rounded to 256 bytes so the partials stay aligned
+  l.counter_bytes = (size_t(batch * units) * sizeof(int) + 255) / 256 * 256;
   l.o_bytes = size_t(batch * units * max_splits * kRowsPerChunk * dv) * sizeof(float);
   l.lse_bytes = size_t(batch * units * max_splits * kRowsPerChunk) * sizeof(float);
-  l.counter_bytes = size_t(2 * batch * units) * sizeof(int);  // merge counts, then tile pools
   return l;
 }
 
 SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_splits) {
   SplitWorkspace ws;
   char* c = static_cast<char*>(base);
-  ws.o = reinterpret_cast<float*>(c);
-  ws.lse = reinterpret_cast<float*>(c + l.o_bytes);
-  ws.counters = reinterpret_cast<int*>(c + l.o_bytes + l.lse_bytes);
+  ws.counters = reinterpret_cast<int*>(c);
+  ws.o = reinterpret_cast<float*>(c + l.counter_bytes);
+  ws.lse = reinterpret_cast<float*>(c + l.counter_bytes + l.o_bytes);
   ws.chunk_tokens = chunk;
   ws.max_splits = max_splits;
   return ws;
@@ -60,33 +65,39 @@ int sm_count() {
 
 // Workspace for plan-less calls: one growing buffer per (device, stream), stream-ordered
 // (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on the caller's stream: no host sync).
+// Its counter region keeps the size it was zeroed with (see WorkspaceLayout).
 struct CachedWorkspace {
   void* ptr = nullptr;
-  size_t bytes = 0;
+  size_t bytes = 0, counter_bytes = 0;
 };
 
-void* cached_workspace(const WorkspaceLayout& l, cudaStream_t stream) {
+// Returns the workspace and rewrites l.counter_bytes to the cached counter region's size.
+void* cached_workspace(WorkspaceLayout& l, cudaStream_t stream) {
   static std::mutex mu;
   static std::map<std::pair<int, cudaStream_t>, CachedWorkspace> cache;
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   std::lock_guard<std::mutex> lock(mu);
   CachedWorkspace& w = cache[{dev, stream}];
-  if (w.bytes < l.total()) {
+  if (w.counter_bytes < l.counter_bytes || w.bytes < w.counter_bytes + l.o_bytes + l.lse_bytes) {
     cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
     check_cuda(cudaStreamIsCapturing(stream, &st), "cudaStreamIsCapturing");
     if (st != cudaStreamCaptureStatusNone)
       throw ValueError("paged_attention needs plan= (from plan_decode) under CUDA-graph capture: "
                        "without one it would allocate its split-KV workspace while capturing");
+    // Headroom in both regions, so that it grows rarely; never smaller than before.
+    const size_t counters =
+        std::max((l.counter_bytes + l.counter_bytes / 2 + 255) / 256 * 256, w.counter_bytes);
+    const size_t partials = std::max((l.o_bytes + l.lse_bytes) * 3 / 2, w.bytes - w.counter_bytes);
     if (w.ptr) check_cuda(cudaFreeAsync(w.ptr, stream), "cudaFreeAsync(decode workspace)");
     w.ptr = nullptr;
-    w.bytes = 0;
-    const size_t bytes = l.total() + l.total() / 2;  // headroom: grow rarely
-    check_cuda(cudaMallocAsync(&w.ptr, bytes, stream), "cudaMallocAsync(decode workspace)");
-    // Counters start at zero; the kernel returns them to zero after every merge.
-    check_cuda(cudaMemsetAsync(w.ptr, 0, bytes, stream), "cudaMemsetAsync(decode workspace)");
-    w.bytes = bytes;
+    w.bytes = w.counter_bytes = 0;
+    check_cuda(cudaMallocAsync(&w.ptr, counters + partials, stream), "cudaMallocAsync(decode workspace)");
+    check_cuda(cudaMemsetAsync(w.ptr, 0, counters + partials, stream), "cudaMemsetAsync(decode workspace)");
+    w.bytes = counters + partials;
+    w.counter_bytes = counters;
   }
+  l.counter_bytes = w.counter_bytes;
   return w.ptr;
 }
 
@@ -124,8 +135,9 @@ SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, in
                                  p.page_size, sm_count());
   const int max_splits = int(std::max<int64_t>(1, (capacity + chunk - 1) / chunk));
   if (max_splits == 1) return carve(nullptr, layout(0, 0, 0, 0), chunk, 1);
-  const WorkspaceLayout l = layout(p.batch, units, max_splits, p.head_dim_v);
-  return carve(cached_workspace(l, stream), l, chunk, max_splits);
+  WorkspaceLayout l = layout(p.batch, units, max_splits, p.head_dim_v);
+  void* base = cached_workspace(l, stream);
+  return carve(base, l, chunk, max_splits);
 }
 
 namespace cuda {

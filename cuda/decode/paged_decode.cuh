@@ -1,11 +1,9 @@
 // paged_decode.cuh — attention of a few new tokens over a paged KV cache, at the memory-bandwidth
 // limit (flash-decoding on tensor cores).
 //
-// Grid: (split, kv head x row chunk, sequence). A CTA owns one kv head of one sequence, a share
-// of its KV tiles, and 16 query rows: the whole GQA group of that kv head (rows = token x group
-// member), so K and V are read once for all query heads that share them. With several splits the
-// share is a static run of tiles followed by tiles drawn from a pool the splits share, so that
-// CTAs on slower SMs read fewer tiles (one balanced wave finishes together).
+// Grid: (split, kv head x row chunk, sequence). A CTA owns one kv head of one sequence, one split
+// of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
+// member), so K and V are read once for all query heads that share them.
 //
 //   warps      4; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments in
 //              registers), its own online softmax, O += P V; the 4 warp states merge at the end
@@ -57,8 +55,7 @@ constexpr int kMaxSplits = 512;
 struct SplitWorkspace {
   float* o = nullptr;         // [b, hk * row chunks, max_splits, 16, dv]
   float* lse = nullptr;       // [b, hk * row chunks, max_splits, 16]
-  int* counters = nullptr;    // [2][b, hk * row chunks]: finished CTAs, tiles drawn from the
-                              // pool; zero between launches (the merging CTA resets both)
+  int* counters = nullptr;    // [b, hk * row chunks], zero between launches
   int chunk_tokens = 0;       // keys per split (multiple of the page size)
   int max_splits = 1;
 };
@@ -91,6 +88,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
   const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
   if (split >= nsplits) return;
+  const int k_begin = split * chunk;
+  const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
 
   // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
   const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
@@ -98,39 +97,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
   int lo, hi;
   mask.key_range(t_lo, t_hi, lo, hi);
+  lo = max(lo, k_begin);
+  hi = min(hi, k_end);
   const int tile0 = lo / kBN * kBN;  // tiles are aligned to 64 keys of the sequence
   const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
-
-  // ---- which tiles this CTA reads -------------------------------------------------------------
-  // The unit's (sequence, kv head, row chunk) tiles are shared by its nsplits CTAs: CTA `split`
-  // first takes a static run of n_static tiles, then the CTAs draw the last quarter from a shared
-  // pool, kGrab tiles at a time (an atomic counter in the workspace), so a CTA on a slower SM
-  // reads fewer tiles and they all finish together. Thread 0 decides the tile of every step of
-  // this CTA's loop kStages + 1 steps ahead, into a ring in shared memory (-1: no more tiles).
-  constexpr int kGrab = 2, kRing = 8;
-  static_assert(kRing >= Tr::kStages + 2, "tile ring too short");
-  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;  // (sequence, kv head, row chunk)
-  const int64_t n_units = int64_t(gridDim.y) * gridDim.z;
-  const int n_static = nsplits == 1 ? n_tiles : n_tiles * 3 / 4 / nsplits;
-  const int pool0 = n_static * nsplits;  // first tile of the shared pool
-  __shared__ int s_tile[kRing];
-  int grab_next = 0, grab_end = 0;
-  bool drained = false;
-  auto plan_step = [&](int step) {  // thread 0 only, steps in increasing order
-    int t = -1;
-    if (step < n_static) {
-      t = split * n_static + step;
-    } else if (!drained) {
-      if (grab_next == grab_end && pool0 < n_tiles) {
-        grab_next = pool0 + atomicAdd(ws.counters + n_units + unit, kGrab);
-        grab_end = min(grab_next + kGrab, n_tiles);
-      }
-      if (grab_next < grab_end) t = grab_next++;
-      else drained = true;
-    }
-    s_tile[step % kRing] = t;
-  };
-  auto tile_of = [&](int step) { return s_tile[step % kRing]; };
 
   const int32_t* table = p.block_table + b * p.bt_batch_stride;
   const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
@@ -169,10 +139,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   const FastDivmod page_of(p.page_size);
   const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
-  auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {  // tile -1: nothing to fetch
+  auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
     for (int i = 0; i < kCopyPasses; ++i) {
-      const int j = tile0 + max(tile, 0) * kBN + r0 + i * kCopyStep;
+      const int j = tile0 + tile * kBN + r0 + i * kCopyStep;
       ids[i] = any_keys ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
     }
   };
@@ -180,8 +150,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // 32x32->64-bit multiply-add past the kv head's base.
   const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
   const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
-  auto issue_tile = [&](int step, int tile, const int (&ids)[kCopyPasses]) {  // into stage step % kStages
-    const int stage = step % Tr::kStages;
+  auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
+    const int stage = tile % Tr::kStages;
     KV* sk = ring + stage * 2 * kRawTile;
     KV* sv = sk + kRawTile;
     if constexpr (kBulk) {
@@ -248,20 +218,16 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   }
 
-  // ---- prologue: the first kStages + 1 steps planned, the page ids of the first kStages tiles
-  // all in flight, then their copies ------------------------------------------------------------
-  if (tid == 0)
-    for (int st = 0; st <= Tr::kStages; ++st) plan_step(st);
-  __syncthreads();
-  int pages[kCopyPasses];  // ids of the next tile to issue (step it + kStages - 1 at the loop top)
+  // ---- prologue: the page ids of the first kStages tiles all in flight, then their copies -------
+  int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
   {
     int first[Tr::kStages - 1][kCopyPasses];
 #pragma unroll
-    for (int st = 0; st < Tr::kStages - 1; ++st) fetch_pages(tile_of(st), first[st]);
-    fetch_pages(tile_of(Tr::kStages - 1), pages);
+    for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
+    fetch_pages(Tr::kStages - 1, pages);
 #pragma unroll
-    for (int st = 0; st < Tr::kStages - 1; ++st) {
-      if (tile_of(st) >= 0) issue_tile(st, tile_of(st), first[st]);
+    for (int s = 0; s < Tr::kStages - 1; ++s) {
+      if (s < n_tiles) issue_tile(s, first[s]);
       cp_async_commit();
     }
   }
@@ -279,17 +245,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
   for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
 
-  for (int it = 0;; ++it) {
-    const int tile = tile_of(it);  // planned >= 2 barriers ago: the same for every thread
-    if (tile < 0) break;
+  for (int it = 0; it < n_tiles; ++it) {
     wait_tile(it);
-    __syncthreads();  // step `it` landed; every warp is done with step it - 1, whose stage we refill
-    if (it == 0) CUATTN_TRACE(1);
-    if (tid == 0) plan_step(it + Tr::kStages + 1);
-    const int next = tile_of(it + Tr::kStages - 1);
-    if (next >= 0) issue_tile(it + Tr::kStages - 1, next, pages);
+    __syncthreads();
+    if (it == 0) CUATTN_TRACE(1);  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
+    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
     cp_async_commit();
-    fetch_pages(tile_of(it + Tr::kStages), pages);
+    fetch_pages(it + Tr::kStages, pages);
 
     const T* sk;
     const T* sv;
@@ -320,7 +282,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
 
     // S = Q K^T over this warp's 16 keys of the tile.
-    const int n0 = tile0 + tile * kBN + warp * 16;  // first key of this warp's slice
+    const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
     float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
     const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
 #pragma unroll
@@ -445,6 +407,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
 
   // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
+  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;  // (sequence, kv head, row chunk)
   float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
   float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
   for (int r = warp; r < rows_here; r += Tr::kWarps) {
@@ -460,7 +423,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (tid == 0) {
     const int done = atomicAdd(ws.counters + unit, 1);
     s_last = done == nsplits - 1;
-    if (s_last) ws.counters[unit] = ws.counters[n_units + unit] = 0;  // ready for the next launch
+    if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
   }
   __syncthreads();
   if (!s_last) return;
