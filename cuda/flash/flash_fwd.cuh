@@ -137,9 +137,6 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 
   // ---- prologue: Q and the first K tile in flight ----------------------------------------------
   const int rows0 = warp * Tr::kRowsPerWarp;  // this warp's first row in the tile
-  // Whether a tile needs the element mask is decided per warp: only a warp whose own rows the
-  // tile's mask edge cuts pays for it (a window edge or the diagonal cuts one or two of the four).
-  const int warp_last_row = m0 + max(min(rows0 + Tr::kRowsPerWarp, rows_here) - 1, 0);
   if (n_tiles > 0) {
     load_tile<T, kBM, kD, Tr::kQStride, Tr::kThreads>(sQ, q, 0, p.q_row_stride, rows_here, p.head_dim, tid);
     int pat;
@@ -213,7 +210,7 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[mt][nt][e] = p.softcap * tanhf(s[mt][nt][e] * cap_in);
     }
-    if (pattern >= 0 || mask.is_partial(min(m0 + rows0, warp_last_row), warp_last_row, n0, kBN)) {
+    if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN)) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
         uint32_t words[2][2] = {{~0u, ~0u}, {~0u, ~0u}};  // block-mask bits of this thread's rows
