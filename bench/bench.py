@@ -247,6 +247,22 @@ def bench_memory(torch, cuattn, timer, quick):
 
 # ---- host overhead -------------------------------------------------------------------------------
 
+def host_us_per_call(torch, fn, n=2000):
+    """Host microseconds per call of fn() in a tight loop: best of 5 rounds of n calls, after 200
+    untimed ones (the GPU work of a tiny call is shorter, so the loop measures the host)."""
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+        torch.cuda.synchronize()
+    return best
+
+
 def bench_overhead(torch, cuattn, quick):
     rows = []
     n = 2000
@@ -265,17 +281,7 @@ def bench_overhead(torch, cuattn, quick):
     except Exception as e:
         log(f"  cupy unavailable: {e}")
     for name, fn in variants:
-        for _ in range(200):
-            fn()
-        torch.cuda.synchronize()
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            t1 = time.perf_counter()
-            best = min(best, (t1 - t0) / n * 1e6)
-            torch.cuda.synchronize()
+        best = host_us_per_call(torch, fn, n)
         rows.append({"case": f"host overhead ({name})", "us_per_call": best})
         log(f"  host overhead {name:<12} {best:.2f} us/call")
     return rows

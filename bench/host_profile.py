@@ -4,9 +4,9 @@ Times each piece of the call path in a tight loop (best of 5 rounds of N calls) 
 cProfile of the whole call. Run on a GPU machine: python bench/host_profile.py
 """
 import cProfile
+import os
 import pstats
 import sys
-import time
 
 import torch
 
@@ -14,19 +14,12 @@ import cuattn
 from cuattn import _cuattn
 from cuattn._arrays import _Call
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import host_us_per_call  # noqa: E402
 
-def per_call(fn, n=3000):
-    for _ in range(200):
-        fn()
-    torch.cuda.synchronize()
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n * 1e6)
-        torch.cuda.synchronize()
-    return best
+
+def per_call(fn):
+    return host_us_per_call(torch, fn, 3000)
 
 
 q = torch.randn(1, 1, 1, 64, device="cuda", dtype=torch.float16)
