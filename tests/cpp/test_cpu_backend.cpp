@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "scheduler.h"
 
 using namespace cuattn;
 
@@ -1554,6 +1555,41 @@ static void parallel_for_case() {
   CHECK(threw, "an exception in a work item reaches the caller");
 }
 
+// The decode split scheduler: whole pages, at most kMaxSplitsPerSeq splits, one split when the
+// batch alone fills the GPU, and about ctas_per_sm() CTAs per SM otherwise.
+static void scheduler_cases() {
+  auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
+  const int sms = 132, per_sm = ctas_per_sm();
+  // The ANCHORS shapes (GQA 32/8): B1 L32768 is cut into round(132 * per_sm / 8) splits.
+  {
+    const int c = choose_chunk(1, 8, 32768, 32768, 16, sms);
+    const int64_t want = (int64_t(sms) * per_sm + 4) / 8;
+    CHECK(c % 16 == 0, cat("chunk ", c, " is not whole pages"));
+    CHECK(splits(32768, c) == want || splits(32768, c) == want - 1,
+          cat("B1 L32768: ", splits(32768, c), " splits, want about ", want));
+  }
+  if (per_sm == 2) {
+    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms)) == 2, "B16 L8192: want 2 splits");
+    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
+  }
+  // Random shapes, page sizes and SM counts: the invariants.
+  Rng rng(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int64_t batch = rng.randint(1, 300), heads = rng.randint(1, 16);
+    const int page = 1 << rng.randint(0, 8);
+    const int64_t longest = rng.randint(1, trial % 10 == 0 ? (int64_t(1) << 30) : 200000);
+    const int64_t total = std::max(longest, batch * rng.randint(0, longest));
+    const int nsm = int(rng.randint(1, 200));
+    const int c = choose_chunk(batch, heads, total, longest, page, nsm);
+    const std::string at = cat("batch ", batch, " heads ", heads, " page ", page, " longest ", longest,
+                               " total ", total, " sms ", nsm, ": chunk ", c);
+    CHECK(c >= page && c % page == 0, at + " is not whole pages");
+    CHECK(splits(longest, c) <= kMaxSplitsPerSeq, at + " gives too many splits");
+    if (batch * heads >= int64_t(nsm) * per_sm) CHECK(splits(longest, c) == 1, at + ": the batch fills the GPU");
+    if (splits(longest, c) > 1) CHECK(c >= kMinChunk, at + " is shorter than kMinChunk");
+  }
+}
+
 int main() {
   const auto t0 = std::chrono::steady_clock::now();
   run_case("conversions f16 (known values, all codes, nearest-even)", conversion_f16);
@@ -1570,6 +1606,7 @@ int main() {
   run_case("merge halves bf16 bhsd == whole", [] { run_merge_case("m4", DType::bf16, true); });
   paged_cases();
   append_cases();
+  run_case("decode split scheduler (known shapes, invariants)", scheduler_cases);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n%d passed, %zu failed (%.2f s)\n", g_summary.passed, g_summary.failed.size(), s);
   for (const auto& n : g_summary.failed) std::printf("  FAILED: %s\n", n.c_str());
