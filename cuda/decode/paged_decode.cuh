@@ -7,13 +7,16 @@
 //
 //   warps      4; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments in
 //              registers), its own online softmax, O += P V; the 4 warp states merge at the end
-//   pipeline   kStages-deep cp.async ring of K/V tiles, 16-byte loads; the page ids of a tile are
-//              read one iteration before its loads are issued, so page size hardly matters
+//   pipeline   kStages-deep ring of K/V tiles in shared memory. sm90: one bulk copy (the copy
+//              engine) per 256-byte K or V row, a stage completing on its mbarrier; sm80: cp.async,
+//              16 bytes a thread, eight threads a row. The page ids of a tile are read one
+//              iteration before its copies are issued, so page size hardly matters
 //   fp8        e4m3 pages are copied raw and widened to 16 bits in shared memory before the MMAs;
 //              k_scale folds into the softmax scale, v_scale into the output
 //   split-KV   with more than one split, each CTA leaves its normalised partial O and LSE in the
 //              workspace; the last CTA of a (sequence, kv head, row chunk) to finish — counted on
-//              an atomic — merges them (combine fused into the same launch, no second kernel).
+//              an atomic — merges them (combine fused into the same launch, no second kernel),
+//              loading the first splits' partial rows while it turns their LSEs into weights.
 //
 // Out-of-range page ids and lengths are clamped: corrupt inputs give unspecified values, never an
 // out-of-bounds access.
@@ -42,9 +45,6 @@ struct PagedTraits {
   static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;
   static constexpr int kStages = kD <= 128 ? 3 : 2;
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
-  static constexpr int kChunks = kD / 8;  // 16-byte chunks of a 16-bit row
-  static constexpr int kRowStep = kThreads / kChunks;   // rows one pass of the CTA copies
-  static constexpr int kPasses = kBN / kRowStep;        // passes per tile = page ids per thread
   static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
 };
 
