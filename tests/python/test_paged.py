@@ -178,6 +178,19 @@ def test_paged_attention_poisoned_out(rng, device, dtype, case):
     _run_and_check(rng, device, dtype, case, dtype, poison=True)
 
 
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_paged_attention_workspace_across_shapes(rng, device, dtype):
+    """Plan-less calls share one split-KV workspace per stream: a call with many splits, then
+    smaller and differently shaped ones, then the first again, must each match the oracle (a
+    bigger call's partial results once sat where a later call's merge counters had to be 0)."""
+    shapes = [PagedCase((6000, 4000, 2500), 16, hq=8, hkv=2, d=128),
+              PagedCase((900,), 16, hq=4, hkv=1, d=64),
+              PagedCase((3000, 700), 32, hq=8, hkv=4, d=128, kv_layout="HND"),
+              PagedCase((6000, 4000, 2500), 16, hq=8, hkv=2, d=128)]
+    for case in shapes:
+        _run_and_check(rng, device, dtype, case, dtype, poison=True)
+
+
 FP8_CASES = [CASES[0], CASES[2], CASES[4], CASES[7], CASES[11], CASES[14]]
 
 
