@@ -9,6 +9,9 @@
 #   (decode: the decode suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16)
 #   (default: build test check sanitize bench)
+#   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
+#   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
+#   the portable path through PTX on a Hopper card); TESTS=<pytest files> for the test stage.
 set -uo pipefail
 OUT=${OUT:-/tmp/cuattn-out}
 mkdir -p "$OUT"
