@@ -5,8 +5,9 @@
 # Logs go to $OUT (default /tmp/cuattn-out); a short table is printed last.
 #
 #   bash bench/gpu_suite.sh [stages...]
-#   stages: build test check sanitize initcheck programs bench quickbench decode ncu
-#   (decode: the decode suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
+#   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
+#   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
+#   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
@@ -53,6 +54,12 @@ for s in $stages; do
         run "pytest $(basename $f)" pytest_$(basename $f .py).log python3 -X faulthandler -m pytest -q -rs --maxfail=20 "$f"
         tail -1 "$OUT/logs/pytest_$(basename $f .py).log"
       done ;;
+    portable)
+      for f in tests/python/test_attention.py tests/python/test_block_mask.py; do
+        CUATTN_FLASH_PORTABLE=1 run "portable pytest $(basename $f)" portable_$(basename $f .py).log \
+          python3 -X faulthandler -m pytest -q -rs --maxfail=20 "$f"
+        tail -1 "$OUT/logs/portable_$(basename $f .py).log"
+      done ;;
     check)
       for p in flash_attention sliding_window_attention paged_attention mla_attention persistent_decode attention_variants; do
         run "$p --check" check_$p.log ./$p --check --device cuda --small
@@ -72,6 +79,9 @@ for s in $stages; do
         run "$p" prog_$p.log ./$p --device cuda; tail -15 "$OUT/logs/prog_$p.log"; done ;;
     bench)
       run bench bench.log python3 bench/bench.py --out "$OUT"; tail -40 "$OUT/logs/bench.log" ;;
+    prefill)
+      run "bench prefill" bench_prefill.log python3 bench/bench.py --suite prefill,masks --out "$OUT"
+      tail -30 "$OUT/logs/bench_prefill.log" ;;
     decode)
       run "bench decode" bench_decode.log python3 bench/bench.py --suite decode --out "$OUT"
       tail -8 "$OUT/logs/bench_decode.log" ;;

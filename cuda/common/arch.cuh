@@ -18,6 +18,12 @@
 #define CUATTN_BULK_COPY false
 #endif
 
+// sm_90a (the architecture-specific Hopper target): wgmma, setmaxnreg. Not defined for a plain
+// sm_90 or any later target, so kernels built on these instructions trap there.
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define CUATTN_SM90A 1
+#endif
+
 #define CUATTN_DEVICE __device__ __forceinline__
 
 // Called from a wrapper on a target that lacks its instruction.

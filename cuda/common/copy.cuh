@@ -105,4 +105,34 @@ CUATTN_DEVICE void fence_proxy_async() {
 #endif
 }
 
+// One plain arrival on `bar` (a consumer releasing a buffer).
+CUATTN_DEVICE void mbar_arrive(uint64_t* bar) {
+#ifdef CUATTN_SM90
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+#else
+  arch_unsupported();
+#endif
+}
+
+// A box of a 4-d tensor (coordinates innermost first, out-of-range elements zero-filled) from
+// global to shared through the tensor memory accelerator, laid out and swizzled as the tensor map
+// `tmap` (a __grid_constant__ kernel parameter) says; completes on `bar` with the box's full size
+// in bytes, out-of-range elements included.
+CUATTN_DEVICE void tma_load_4d(void* smem, const void* tmap, uint64_t* bar, int c0, int c1, int c2, int c3) {
+#ifdef CUATTN_SM90
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_addr(smem)),
+      "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar))
+      : "memory");
+#else
+  arch_unsupported();
+#endif
+}
+
+// Barrier `id` (1..15; 0 is __syncthreads) among `threads` threads, e.g. one warpgroup.
+CUATTN_DEVICE void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 }  // namespace cuattn

@@ -1,5 +1,10 @@
 // dispatch.cu — picks the flash kernel instantiation for a call: the instantiated
-// (head dim, v head dim) pair that covers the request with the least padding.
+// (head dim, v head dim) pair that covers the request with the least padding, run by the Hopper
+// kernel (flash_fwd_sm90.cuh) where it applies and by the portable one otherwise.
+// CUATTN_FLASH_PORTABLE=1 in the environment forces the portable kernel (for tests and
+// comparisons on Hopper).
+#include <cstdlib>
+
 #include "backend.h"
 #include "common/launch.cuh"
 #include "common/types.cuh"
@@ -9,6 +14,9 @@ namespace cuattn {
 // Defined (explicitly instantiated) in the generated flash_fwd_*.cu files.
 template <typename T, int kD, int kDv>
 void run_flash_fwd(const AttnParams& p, cudaStream_t stream);
+// Defined in the generated flash_fwd_sm90_*.cu files; false when the call cannot take that path.
+template <typename T, int kD>
+bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream);
 
 namespace {
 
@@ -42,17 +50,29 @@ bool pick(int d, int dv, HeadDims& out) {
   return found;
 }
 
+bool portable_only() {
+  static const bool forced = [] {
+    const char* e = std::getenv("CUATTN_FLASH_PORTABLE");
+    return e != nullptr && e[0] != '\0' && e[0] != '0';
+  }();
+  return forced;
+}
+
 template <typename T>
 void run(const AttnParams& p, HeadDims k, cudaStream_t s) {
   switch (k.d * 1000 + k.dv) {
 #if CUATTN_HDIM_64
-    case 64064: return run_flash_fwd<T, 64, 64>(p, s);
+    case 64064:
+      if (!portable_only() && run_flash_fwd_sm90<T, 64>(p, s)) return;
+      return run_flash_fwd<T, 64, 64>(p, s);
 #endif
 #if CUATTN_HDIM_96
     case 96096: return run_flash_fwd<T, 96, 96>(p, s);
 #endif
 #if CUATTN_HDIM_128
-    case 128128: return run_flash_fwd<T, 128, 128>(p, s);
+    case 128128:
+      if (!portable_only() && run_flash_fwd_sm90<T, 128>(p, s)) return;
+      return run_flash_fwd<T, 128, 128>(p, s);
 #endif
 #if CUATTN_HDIM_192
     case 192128: return run_flash_fwd<T, 192, 128>(p, s);

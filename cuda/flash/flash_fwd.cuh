@@ -28,6 +28,7 @@
 #include "common/softmax.cuh"
 #include "common/types.cuh"
 #include "cuattn/params.h"
+#include "flash/flash_common.cuh"
 
 namespace cuattn {
 
@@ -78,8 +79,6 @@ CUATTN_DEVICE void load_tile(T* smem, const T* base, int row0, int64_t ld, int r
   }
 }
 
-struct NoBlockMask {};
-
 template <typename T, int kD, int kDv, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashTraits<kD, kDv>::kThreads, FlashTraits<kD, kDv>::kMinBlocksPerSm)
 flash_fwd_kernel(const __grid_constant__ AttnParams p) {
@@ -96,15 +95,10 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // accumulator row / column pair within an mma tile
 
-  // ---- this sequence (varlen: offsets from cu_seqlens, clamped to the packed arrays) ----------
-  int64_t q_start = 0, k_start = 0;
-  int len_q = p.seqlen_q, len_k = p.seqlen_k;
-  if (p.cu_seqlens_q) {
-    q_start = clamp64(p.cu_seqlens_q[b], 0, p.total_q);
-    k_start = clamp64(p.cu_seqlens_k[b], 0, p.total_k);
-    len_q = int(clamp64(p.cu_seqlens_q[b + 1] - q_start, 0, min64(p.total_q - q_start, p.seqlen_q)));
-    len_k = int(clamp64(p.cu_seqlens_k[b + 1] - k_start, 0, p.total_k - k_start));
-  }
+  // ---- this sequence ------------------------------------------------------------------------
+  const FlashSeq seq(p, b);
+  const int64_t q_start = seq.q_start, k_start = seq.k_start;
+  const int len_q = seq.len_q, len_k = seq.len_k;
   const int m0 = m_block * kBM;
   if (m0 >= len_q) return;
   const int rows_here = min(kBM, len_q - m0);
@@ -116,24 +110,9 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 
   // ---- the kv tiles this q tile visits --------------------------------------------------------
   const DenseMask mask(len_q, len_k, p.causal, p.window_left, p.window_right);
-  int lo, hi;
-  mask.key_range(m0, m0 + rows_here - 1, lo, hi);
-  const int tile0 = lo / kBN;
-  int n_tiles = hi > lo ? (hi + kBN - 1) / kBN - tile0 : 0;
-  [[maybe_unused]] const auto bsm = [&] {
-    if constexpr (kBlockSparse) return BlockSparseMask(p.block_mask, b, h, m0, kBN);
-    else return NoBlockMask{};
-  }();
-  if constexpr (kBlockSparse) n_tiles = hi > lo ? bsm.num_tiles() : 0;
-  // First key of tile `it` (and, for block masks, its bit pattern or -1).
-  auto tile_start = [&](int it, int& pattern) {
-    if constexpr (kBlockSparse) {
-      return bsm.tile_start(it, pattern);
-    } else {
-      pattern = -1;
-      return (tile0 + it) * kBN;
-    }
-  };
+  const FlashTiles<kBlockSparse, kBN> tiles(p, mask, b, h, m0, rows_here);
+  const int n_tiles = tiles.count;
+  auto tile_start = [&](int it, int& pattern) { return tiles.start(it, pattern); };
 
   // ---- prologue: Q and the first K tile in flight ----------------------------------------------
   const int rows0 = warp * Tr::kRowsPerWarp;  // this warp's first row in the tile
@@ -210,35 +189,8 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[mt][nt][e] = p.softcap * tanhf(s[mt][nt][e] * cap_in);
     }
-    if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN)) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        uint32_t words[2][2] = {{~0u, ~0u}, {~0u, ~0u}};  // block-mask bits of this thread's rows
-        if constexpr (kBlockSparse) {
-          if (pattern >= 0)
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf) {
-              const int ic = min(m0 + rows0 + mt * 16 + g + 8 * hf, len_q - 1);  // rows past the end read a valid row
-              words[hf][0] = bsm.word(pattern, ic, n0, 0);
-              words[hf][1] = bsm.word(pattern, ic, n0, 1);
-            }
-        }
-        int jlo[2], jhi[2];  // visible keys of this thread's two rows, relative to n0
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          mask.row_range(m0 + rows0 + mt * 16 + g + 8 * hf, jlo[hf], jhi[hf]);
-          jlo[hf] -= n0, jhi[hf] -= n0;
-        }
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int c = nt * 8 + 2 * t + (e % 2);
-            const bool bit = (words[e / 2][nt / 4] >> (c % 32)) & 1u;  // c / 32 == nt / 4
-            if (!bit || c < jlo[e / 2] || c >= jhi[e / 2]) s[mt][nt][e] = -CUDART_INF_F;
-          }
-      }
-    }
+    if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN))
+      mask_scores<kBlockSparse>(s, mask, tiles.bsm, pattern, m0 + rows0 + g, n0, t);
 
     float alpha[2 * kMT];
     softmax.update(s, sl2, alpha);

@@ -1,0 +1,242 @@
+// flash_fwd_sm90.cuh — tiled flash attention forward on Hopper (sm_90a): TMA loads, wgmma.
+//
+// The same algorithm as flash_fwd.cuh (same grid, mask policies, online softmax, epilogue), with
+// Hopper's two engines doing the heavy lifting:
+//
+//   CTA        2 warpgroups (256 threads), kBM = 128 query rows: warpgroup w owns rows 64w..64w+63
+//   loads      the tensor memory accelerator (TMA) copies Q once and K/V tiles of kBN = 128 keys
+//              into a kStages-deep ring, 64-column panels with the 128-byte swizzle (wgmma.cuh);
+//              a tile's arrival completes its "full" mbarrier, and each consumer warp's arrival
+//              on the tile's "empty" mbarrier hands the slot back. Thread 0 refills a slot as soon
+//              as both warpgroups released it, kStages - 1 tiles ahead of the math
+//   S = Q K^T  wgmma m64n128k16, both operands from shared memory, D / 16 steps
+//   O += P V   wgmma m64nDk16 with P from registers (the S accumulators rounded to 16 bits are
+//              the A operand as they stand), V transposed from shared memory
+//   softmax    OnlineSoftmax on the accumulators (the wgmma layout is mma.sync's, per warp)
+//   epilogue   O / l staged in the warpgroup's own Q rows, stored 16 bytes wide
+//
+// Everything outside the math is the portable kernel's: FlashSeq, FlashTiles, mask_scores.
+// Instantiated for D = 64 and 128 (16-bit q/k/v); the host picks it when the device is sm_90,
+// the binary has sm_90a code and the tensors can be described by TMA (flash/dispatch.cu).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "common/copy.cuh"
+#include "common/mask.cuh"
+#include "common/softmax.cuh"
+#include "common/types.cuh"
+#include "common/wgmma.cuh"
+#include "cuattn/params.h"
+#include "flash/flash_common.cuh"
+
+namespace cuattn {
+
+// Tensor maps of q, k, v viewed as 4-d [batch][rows][heads][dim] (dim innermost), boxes of one
+// 64-element panel x the tile's rows. Built on the host (flash_launch_sm90.cuh).
+struct FlashTmaMaps {
+  CUtensorMap q, k, v;
+};
+
+template <int kD_>
+struct FlashSm90Traits {
+  static constexpr int kD = kD_;
+  static constexpr int kBM = 128, kBN = 128;
+  static constexpr int kWarpgroups = 2;
+  static constexpr int kThreads = 128 * kWarpgroups;
+  static constexpr int kStages = 2;
+  static constexpr int kPanels = kD / 64;
+  static constexpr int kQPanelBytes = kBM * 128, kKVPanelBytes = kBN * 128;
+  static constexpr int kQBytes = kPanels * kQPanelBytes, kKVBytes = kPanels * kKVPanelBytes;
+  // Q, kStages K tiles, kStages V tiles; + 1024 to align the start to the swizzle pattern.
+  static constexpr size_t kSmemBytes = size_t(kQBytes) + 2 * kStages * size_t(kKVBytes) + 1024;
+  static_assert(kD == 64 || kD == 128, "instantiated for D = 64 and 128");
+};
+
+template <typename T, int kD, bool kBlockSparse>
+__global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
+flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
+#ifdef CUATTN_SM90A
+  using Tr = FlashSm90Traits<kD>;
+  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages, kPanels = Tr::kPanels;
+  constexpr int kNT = kBN / 8, kOT = kD / 8;  // n8 blocks of S and of O
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ uint64_t bars[1 + 4 * kStages];
+  uint64_t* const bar_q = bars;
+  uint64_t* const full_k = bars + 1;
+  uint64_t* const full_v = full_k + kStages;
+  uint64_t* const empty_k = full_v + kStages;
+  uint64_t* const empty_v = empty_k + kStages;
+  unsigned char* const sQ = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  auto sK = [&](int s) { return sQ + Tr::kQBytes + s * Tr::kKVBytes; };
+  auto sV = [&](int s) { return sQ + Tr::kQBytes + (kStages + s) * Tr::kKVBytes; };
+
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+
+  const FlashSeq seq(p, b);
+  const int m0 = m_block * kBM;
+  if (m0 >= seq.len_q) return;
+  const int rows_here = min(kBM, seq.len_q - m0);
+  const int hk = h / (p.num_heads_q / p.num_heads_kv);
+  const int tb = p.cu_seqlens_q ? 0 : b;  // the tensor maps' batch coordinate
+
+  const DenseMask mask(seq.len_q, seq.len_k, p.causal, p.window_left, p.window_right);
+  const FlashTiles<kBlockSparse, kBN> tiles(p, mask, b, h, m0, rows_here);
+  const int n_tiles = tiles.count;
+
+  if (tid == 0) {
+    mbar_init(bar_q, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full_k[s], 1);
+      mbar_init(&full_v[s], 1);
+      mbar_init(&empty_k[s], 4 * Tr::kWarpgroups);
+      mbar_init(&empty_v[s], 4 * Tr::kWarpgroups);
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  // Thread 0 only: K and V of tile `it` into slot it % kStages.
+  auto issue_kv = [&](int it) {
+    const int s = it % kStages;
+    int pattern;
+    const int row = int(seq.k_start) + tiles.start(it, pattern);
+    mbar_arrive_expect_tx(&full_k[s], Tr::kKVBytes);
+    for (int pn = 0; pn < kPanels; ++pn)
+      tma_load_4d(sK(s) + pn * Tr::kKVPanelBytes, &maps.k, &full_k[s], 64 * pn, row, hk, tb);
+    mbar_arrive_expect_tx(&full_v[s], Tr::kKVBytes);
+    for (int pn = 0; pn < kPanels; ++pn)
+      tma_load_4d(sV(s) + pn * Tr::kKVPanelBytes, &maps.v, &full_v[s], 64 * pn, row, hk, tb);
+  };
+  if (tid == 0 && n_tiles > 0) {
+    mbar_arrive_expect_tx(bar_q, Tr::kQBytes);
+    for (int pn = 0; pn < kPanels; ++pn)
+      tma_load_4d(sQ + pn * Tr::kQPanelBytes, &maps.q, bar_q, 64 * pn, int(seq.q_start) + m0, h, tb);
+    for (int it = 0; it < min(kStages, n_tiles); ++it) issue_kv(it);
+  }
+
+  OnlineSoftmax<1> softmax;
+  softmax.init();
+  float o[1][kOT][4];
+#pragma unroll
+  for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
+
+  const bool softcap = p.softcap > 0.f;
+  const float cap_in = p.scale / (softcap ? p.softcap : 1.f);
+  const float sl2 = softcap ? kLog2e : p.scale_log2;
+  const uint32_t q_addr = smem_addr(sQ) + wg * 64 * 128;  // this warpgroup's rows, panel 0
+  const int row0 = m0 + wg * 64 + warp * 16 + g;           // this thread's first row
+  if (n_tiles > 0) mbar_wait(bar_q, 0);
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int s = it % kStages;
+    const uint32_t phase = (it / kStages) & 1;
+    int pattern;
+    const int n0 = tiles.start(it, pattern);
+
+    // S = Q K^T: D / 16 steps of 16 along the head dim (4 per 128-byte panel row).
+    float sc[1][kNT][4];
+    mbar_wait(&full_k[s], phase);
+    const uint32_t k_addr = smem_addr(sK(s));
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks)
+      wgmma_ss<T, kBN>(sc[0], wgmma_desc(q_addr + (ks / 4) * Tr::kQPanelBytes + (ks % 4) * 32, 16, 1024),
+                       wgmma_desc(k_addr + (ks / 4) * Tr::kKVPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(sc[0]);
+    if (lane == 0) mbar_arrive(&empty_k[s]);
+
+    if (softcap) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sc[0][nt][e] = p.softcap * tanhf(sc[0][nt][e] * cap_in);
+    }
+    if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN))
+      mask_scores<kBlockSparse>(sc, mask, tiles.bsm, pattern, row0, n0, t);
+
+    float alpha[2];
+    softmax.update(sc, sl2, alpha);
+    if (any_rescale(alpha)) {
+#pragma unroll
+      for (int ot = 0; ot < kOT; ++ot) {
+        o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0];
+        o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
+      }
+    }
+    uint32_t pa[kBN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk) {
+      pa[kk][0] = pack2<T>(sc[0][2 * kk][0], sc[0][2 * kk][1]);
+      pa[kk][1] = pack2<T>(sc[0][2 * kk][2], sc[0][2 * kk][3]);
+      pa[kk][2] = pack2<T>(sc[0][2 * kk + 1][0], sc[0][2 * kk + 1][1]);
+      pa[kk][3] = pack2<T>(sc[0][2 * kk + 1][2], sc[0][2 * kk + 1][3]);
+    }
+
+    // O += P V: kBN / 16 steps of 16 keys (16 rows of the V tile = 2048 bytes per panel).
+    mbar_wait(&full_v[s], phase);
+    const uint32_t v_addr = smem_addr(sV(s));
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; ++kk)
+      wgmma_rs<T, kD>(o[0], pa[kk], wgmma_desc(v_addr + kk * 2048, Tr::kKVPanelBytes, 1024), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(o[0]);
+    if (lane == 0) mbar_arrive(&empty_v[s]);
+
+    // Refill this slot once both warpgroups are done with it.
+    if (tid == 0 && it + kStages < n_tiles) {
+      mbar_wait(&empty_k[s], phase);
+      mbar_wait(&empty_v[s], phase);
+      issue_kv(it + kStages);
+    }
+  }
+
+  // ---- epilogue: normalise, stage in this warpgroup's Q rows (same swizzle), store -------------
+  float factor[2], lse[2];
+  const bool has_sink = p.sinks != nullptr;
+  softmax.finalize(sl2, has_sink, has_sink ? p.sinks[h] * kLog2e : 0.f, factor, lse);
+  unsigned char* const sO = sQ + wg * 64 * 128;
+#pragma unroll
+  for (int ot = 0; ot < kOT; ++ot)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = warp * 16 + g + 8 * hf;  // row within the warpgroup
+      const int chunk = (ot % 8) ^ (r % 8);
+      *reinterpret_cast<uint32_t*>(sO + (ot / 8) * Tr::kQPanelBytes + r * 128 + chunk * 16 + t * 4) =
+          pack2<T>(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
+    }
+  named_barrier_sync(1 + wg, 128);
+  const int wrows = min(64, max(rows_here - wg * 64, 0));
+  T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + (seq.q_start + m0 + wg * 64) * p.o_row_stride +
+           h * p.o_head_stride;
+  constexpr int kChunksPerRow = kD / 8;
+#pragma unroll
+  for (int i = 0; i < 64 * kChunksPerRow / 128; ++i) {
+    const int c = (tid % 128) + 128 * i;
+    const int r = c / kChunksPerRow, cc = c % kChunksPerRow;
+    if (r < wrows && cc * 8 < p.head_dim_v)
+      *reinterpret_cast<uint4*>(out + r * p.o_row_stride + cc * 8) = *reinterpret_cast<const uint4*>(
+          sO + (cc / 8) * Tr::kQPanelBytes + r * 128 + ((cc % 8) ^ (r % 8)) * 16);
+  }
+  if (p.lse != nullptr && t == 0) {
+    float* l = p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = wg * 64 + warp * 16 + g + 8 * hf;
+      if (r < rows_here) l[r] = lse[hf];
+    }
+  }
+#else
+  arch_unsupported();
+#endif
+}
+
+}  // namespace cuattn

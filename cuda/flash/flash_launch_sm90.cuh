@@ -1,0 +1,112 @@
+// flash_launch_sm90.cuh — host side of flash_fwd_sm90_kernel: the TMA tensor maps and the launch,
+// instantiated once per (dtype, head dim) by the generated files in the build tree.
+//
+// run_flash_fwd_sm90 returns false, launching nothing, when this call cannot take the Hopper
+// path: no sm_90a code for this device, a block mask whose blocks are not multiples of the
+// 128 x 128 tile, or tensors TMA cannot describe (a base not 16-byte aligned, a stride not a
+// multiple of 16 bytes). The caller then runs the portable kernel.
+#pragma once
+
+#include <cudaTypedefs.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "common/launch.cuh"
+#include "flash/flash_fwd_sm90.cuh"
+
+namespace cuattn {
+
+// The driver's cuTensorMapEncodeTiled, found once through the runtime (cuattn does not link
+// libcuda, so that the CPU backend imports on machines without a driver). Null if unavailable.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A 16-bit tensor seen as [batch][rows][heads][dim] (strides in elements, dim contiguous), read
+// in boxes of 64 x box_rows with the 128-byte swizzle; out-of-range elements read as zero.
+// False when TMA cannot describe it.
+inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_t dim, int64_t rows,
+                         int64_t heads, int64_t batch, int64_t row_stride, int64_t head_stride,
+                         int64_t batch_stride, int box_rows) {
+  const auto encode = tensor_map_encoder();
+  if (encode == nullptr || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(heads), cuuint64_t(batch)};
+  cuuint64_t strides[3];
+  const int64_t bytes[3] = {2 * row_stride, 2 * head_stride, 2 * batch_stride};
+  for (int i = 0; i < 4; ++i)
+    if (dims[i] == 0 || dims[i] > (cuuint64_t(1) << 32)) return false;
+  for (int i = 0; i < 3; ++i) {
+    // A dimension of extent 1 is never stepped along: any valid stride describes it.
+    const int64_t s = dims[i + 1] == 1 ? 16 : bytes[i];
+    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
+    strides[i] = cuuint64_t(s);
+  }
+  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUresult r = encode(map, dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            4, const_cast<void*>(base), dims, strides, box, elem_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
+// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device).
+template <typename Kernel>
+bool has_sm90a_code(Kernel kernel) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> known;
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  cudaFuncAttributes attr{};
+  int major = 0, minor = 0;
+  const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                  major == 9 && minor == 0 && attr.binaryVersion == 90;
+  cudaGetLastError();
+  return known[key] = ok;
+}
+
+template <typename T, int kD>
+bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
+  using Tr = FlashSm90Traits<kD>;
+  const bool sparse = p.block_mask.present();
+  if (sparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
+  auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, true> : flash_fwd_sm90_kernel<T, kD, false>;
+  if (!has_sm90a_code(kernel)) return false;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int64_t nb = varlen ? 1 : p.batch;
+  FlashTmaMaps maps;
+  if (!make_tma_map(&maps.q, p.dtype, p.q, p.head_dim, varlen ? p.total_q : p.seqlen_q, p.num_heads_q, nb,
+                    p.q_row_stride, p.q_head_stride, p.q_batch_stride, Tr::kBM) ||
+      !make_tma_map(&maps.k, p.dtype, p.k, p.head_dim, varlen ? p.total_k : p.seqlen_k, p.num_heads_kv, nb,
+                    p.k_row_stride, p.k_head_stride, p.k_batch_stride, Tr::kBN) ||
+      !make_tma_map(&maps.v, p.dtype, p.v, p.head_dim_v, varlen ? p.total_k : p.seqlen_k, p.num_heads_kv, nb,
+                    p.v_row_stride, p.v_head_stride, p.v_batch_stride, Tr::kBN))
+    return false;
+  const dim3 grid((p.seqlen_q + Tr::kBM - 1) / Tr::kBM, p.num_heads_q, p.batch);
+  if (grid.x == 0) return true;
+  set_smem_limit(kernel, Tr::kSmemBytes);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps);
+  check_launch("flash_fwd_sm90_kernel launch");
+  return true;
+}
+
+}  // namespace cuattn
