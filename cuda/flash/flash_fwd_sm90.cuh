@@ -43,8 +43,9 @@ template <int kD_>
 struct FlashSm90Traits {
   static constexpr int kD = kD_;
   static constexpr int kBM = 128, kBN = 128;
-  static constexpr int kWarpgroups = 2;
-  static constexpr int kThreads = 128 * kWarpgroups;
+  static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
+  static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
+  static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
   static constexpr int kStages = 2;
   static constexpr int kPanels = kD / 64;
   static constexpr int kQPanelBytes = kBM * 128, kKVPanelBytes = kBN * 128;
@@ -52,7 +53,30 @@ struct FlashSm90Traits {
   // Q, kStages K tiles, kStages V tiles; + 1024 to align the start to the swizzle pattern.
   static constexpr size_t kSmemBytes = size_t(kQBytes) + 2 * kStages * size_t(kKVBytes) + 1024;
   static_assert(kD == 64 || kD == 128, "instantiated for D = 64 and 128");
+  static_assert(kConsumers * 64 == kBM, "one 64-row slab per consumer warpgroup");
 };
+
+// Moves registers between warpgroups (all 128 threads of the group execute it).
+template <int kRegs>
+CUATTN_DEVICE void setmaxnreg_dec() {
+#ifdef CUATTN_SM90A
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+CUATTN_DEVICE void setmaxnreg_inc() {
+#ifdef CUATTN_SM90A
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+
+template <int kN>
+CUATTN_DEVICE void fence_operands(uint32_t (&a)[kN][4]) {
+#pragma unroll
+  for (int j = 0; j < kN; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[j][e])::"memory");
+}
 
 template <typename T, int kD, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
@@ -60,7 +84,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
 #ifdef CUATTN_SM90A
   using Tr = FlashSm90Traits<kD>;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages, kPanels = Tr::kPanels;
-  constexpr int kNT = kBN / 8, kOT = kD / 8;  // n8 blocks of S and of O
+  constexpr int kNT = kBN / 8, kOT = kD / 8, kKT = kBN / 16;  // n8 blocks of S and O; k16 steps of P V
   extern __shared__ unsigned char smem_raw[];
   __shared__ uint64_t bars[1 + 4 * kStages];
   uint64_t* const bar_q = bars;
@@ -74,15 +98,12 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
 
   const int m_block = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
-  const int g = lane / 4, t = lane % 4;
+  const int tid = threadIdx.x, wg = tid / 128;
 
   const FlashSeq seq(p, b);
   const int m0 = m_block * kBM;
   if (m0 >= seq.len_q) return;
   const int rows_here = min(kBM, seq.len_q - m0);
-  const int hk = h / (p.num_heads_q / p.num_heads_kv);
-  const int tb = p.cu_seqlens_q ? 0 : b;  // the tensor maps' batch coordinate
 
   const DenseMask mask(seq.len_q, seq.len_k, p.causal, p.window_left, p.window_right);
   const FlashTiles<kBlockSparse, kBN> tiles(p, mask, b, h, m0, rows_here);
@@ -93,32 +114,44 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full_k[s], 1);
       mbar_init(&full_v[s], 1);
-      mbar_init(&empty_k[s], 4 * Tr::kWarpgroups);
-      mbar_init(&empty_v[s], 4 * Tr::kWarpgroups);
+      mbar_init(&empty_k[s], 4 * Tr::kConsumers);  // one arrival per consumer warp
+      mbar_init(&empty_v[s], 4 * Tr::kConsumers);
     }
     mbar_fence_init();
   }
   __syncthreads();
 
-  // Thread 0 only: K and V of tile `it` into slot it % kStages.
-  auto issue_kv = [&](int it) {
-    const int s = it % kStages;
-    int pattern;
-    const int row = int(seq.k_start) + tiles.start(it, pattern);
-    mbar_arrive_expect_tx(&full_k[s], Tr::kKVBytes);
-    for (int pn = 0; pn < kPanels; ++pn)
-      tma_load_4d(sK(s) + pn * Tr::kKVPanelBytes, &maps.k, &full_k[s], 64 * pn, row, hk, tb);
-    mbar_arrive_expect_tx(&full_v[s], Tr::kKVBytes);
-    for (int pn = 0; pn < kPanels; ++pn)
-      tma_load_4d(sV(s) + pn * Tr::kKVPanelBytes, &maps.v, &full_v[s], 64 * pn, row, hk, tb);
-  };
-  if (tid == 0 && n_tiles > 0) {
-    mbar_arrive_expect_tx(bar_q, Tr::kQBytes);
-    for (int pn = 0; pn < kPanels; ++pn)
-      tma_load_4d(sQ + pn * Tr::kQPanelBytes, &maps.q, bar_q, 64 * pn, int(seq.q_start) + m0, h, tb);
-    for (int it = 0; it < min(kStages, n_tiles); ++it) issue_kv(it);
+  // ---- producer warpgroup: one thread issues every TMA load ------------------------------------
+  if (wg == 0) {
+    setmaxnreg_dec<Tr::kProducerRegs>();
+    if (tid == 0 && n_tiles > 0) {
+      const int hk = h / (p.num_heads_q / p.num_heads_kv);
+      const int tb = p.cu_seqlens_q ? 0 : b;  // the tensor maps' batch coordinate
+      mbar_arrive_expect_tx(bar_q, Tr::kQBytes);
+      for (int pn = 0; pn < kPanels; ++pn)
+        tma_load_4d(sQ + pn * Tr::kQPanelBytes, &maps.q, bar_q, 64 * pn, int(seq.q_start) + m0, h, tb);
+      for (int it = 0; it < n_tiles; ++it) {
+        const int s = it % kStages;
+        const uint32_t reuse = (it / kStages - 1) & 1;  // parity of the slot's previous release
+        int pattern;
+        const int row = int(seq.k_start) + tiles.start(it, pattern);
+        if (it >= kStages) mbar_wait(&empty_k[s], reuse);
+        mbar_arrive_expect_tx(&full_k[s], Tr::kKVBytes);
+        for (int pn = 0; pn < kPanels; ++pn)
+          tma_load_4d(sK(s) + pn * Tr::kKVPanelBytes, &maps.k, &full_k[s], 64 * pn, row, hk, tb);
+        if (it >= kStages) mbar_wait(&empty_v[s], reuse);
+        mbar_arrive_expect_tx(&full_v[s], Tr::kKVBytes);
+        for (int pn = 0; pn < kPanels; ++pn)
+          tma_load_4d(sV(s) + pn * Tr::kKVPanelBytes, &maps.v, &full_v[s], 64 * pn, row, hk, tb);
+      }
+    }
+    return;
   }
 
+  // ---- consumer warpgroups ---------------------------------------------------------------------
+  setmaxnreg_inc<Tr::kConsumerRegs>();
+  const int cw = wg - 1, warp = (tid / 32) % 4, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
   OnlineSoftmax<1> softmax;
   softmax.init();
   float o[1][kOT][4];
@@ -128,19 +161,14 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
   const bool softcap = p.softcap > 0.f;
   const float cap_in = p.scale / (softcap ? p.softcap : 1.f);
   const float sl2 = softcap ? kLog2e : p.scale_log2;
-  const uint32_t q_addr = smem_addr(sQ) + wg * 64 * 128;  // this warpgroup's rows, panel 0
-  const int row0 = m0 + wg * 64 + warp * 16 + g;           // this thread's first row
-  if (n_tiles > 0) mbar_wait(bar_q, 0);
+  const uint32_t q_addr = smem_addr(sQ) + cw * 64 * 128;  // this warpgroup's rows, panel 0
+  const int row0 = m0 + cw * 64 + warp * 16 + g;           // this thread's first row
 
-  for (int it = 0; it < n_tiles; ++it) {
+  // S = Q K^T of tile `it` (issued, not waited for): D / 16 steps, 4 per 128-byte panel row.
+  float sc[1][kNT][4];
+  auto issue_s = [&](int it) {
     const int s = it % kStages;
-    const uint32_t phase = (it / kStages) & 1;
-    int pattern;
-    const int n0 = tiles.start(it, pattern);
-
-    // S = Q K^T: D / 16 steps of 16 along the head dim (4 per 128-byte panel row).
-    float sc[1][kNT][4];
-    mbar_wait(&full_k[s], phase);
+    mbar_wait(&full_k[s], (it / kStages) & 1);
     const uint32_t k_addr = smem_addr(sK(s));
     wgmma_fence();
 #pragma unroll
@@ -148,10 +176,23 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
       wgmma_ss<T, kBN>(sc[0], wgmma_desc(q_addr + (ks / 4) * Tr::kQPanelBytes + (ks % 4) * 32, 16, 1024),
                        wgmma_desc(k_addr + (ks / 4) * Tr::kKVPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_operands(sc[0]);
-    if (lane == 0) mbar_arrive(&empty_k[s]);
-
+  };
+  // O += P V of tile `it`: kBN / 16 steps of 16 keys (16 rows of the V tile = 2048 bytes a panel).
+  uint32_t pa[kKT][4];
+  auto issue_pv = [&](int it) {
+    const int s = it % kStages;
+    mbar_wait(&full_v[s], (it / kStages) & 1);
+    const uint32_t v_addr = smem_addr(sV(s));
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKT; ++kk)
+      wgmma_rs<T, kD>(o[0], pa[kk], wgmma_desc(v_addr + kk * 2048, Tr::kKVPanelBytes, 1024), true);
+    wgmma_commit();
+  };
+  // The softmax of tile `it` on the landed S; returns the factor O must be rescaled by.
+  auto softmax_tile = [&](int it, float (&alpha)[2]) {
+    int pattern;
+    const int n0 = tiles.start(it, pattern);
     if (softcap) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -160,50 +201,64 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     }
     if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN))
       mask_scores<kBlockSparse>(sc, mask, tiles.bsm, pattern, row0, n0, t);
-
-    float alpha[2];
     softmax.update(sc, sl2, alpha);
-    if (any_rescale(alpha)) {
+  };
+  auto pack_p = [&] {
 #pragma unroll
-      for (int ot = 0; ot < kOT; ++ot) {
-        o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0];
-        o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
-      }
-    }
-    uint32_t pa[kBN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk) {
+    for (int kk = 0; kk < kKT; ++kk) {
       pa[kk][0] = pack2<T>(sc[0][2 * kk][0], sc[0][2 * kk][1]);
       pa[kk][1] = pack2<T>(sc[0][2 * kk][2], sc[0][2 * kk][3]);
       pa[kk][2] = pack2<T>(sc[0][2 * kk + 1][0], sc[0][2 * kk + 1][1]);
       pa[kk][3] = pack2<T>(sc[0][2 * kk + 1][2], sc[0][2 * kk + 1][3]);
     }
+  };
+  auto release = [&](uint64_t* bar) {
+    if (lane == 0) mbar_arrive(bar);
+  };
 
-    // O += P V: kBN / 16 steps of 16 keys (16 rows of the V tile = 2048 bytes per panel).
-    mbar_wait(&full_v[s], phase);
-    const uint32_t v_addr = smem_addr(sV(s));
-    wgmma_fence();
+  // Software pipeline: while the tensor cores run S(it) and P(it-1) V(it-1), the warpgroup waits
+  // only for S(it), then does its softmax as P V finishes.
+  if (n_tiles > 0) {
+    mbar_wait(bar_q, 0);
+    issue_s(0);
+    wgmma_wait<0>();
+    fence_operands(sc[0]);
+    release(&empty_k[0]);
+    float alpha[2];
+    softmax_tile(0, alpha);  // O is still 0: no rescale
+    pack_p();
+    for (int it = 1; it < n_tiles; ++it) {
+      issue_s(it);
+      issue_pv(it - 1);
+      wgmma_wait<1>();  // S(it) landed; P V may still run
+      fence_operands(sc[0]);
+      release(&empty_k[it % kStages]);
+      softmax_tile(it, alpha);
+      wgmma_wait<0>();
+      fence_operands(o[0]);
+      fence_operands(pa);
+      release(&empty_v[(it - 1) % kStages]);
+      if (any_rescale(alpha)) {
 #pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk)
-      wgmma_rs<T, kD>(o[0], pa[kk], wgmma_desc(v_addr + kk * 2048, Tr::kKVPanelBytes, 1024), true);
-    wgmma_commit();
+        for (int ot = 0; ot < kOT; ++ot) {
+          o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0];
+          o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
+        }
+      }
+      pack_p();
+    }
+    issue_pv(n_tiles - 1);
     wgmma_wait<0>();
     fence_operands(o[0]);
-    if (lane == 0) mbar_arrive(&empty_v[s]);
-
-    // Refill this slot once both warpgroups are done with it.
-    if (tid == 0 && it + kStages < n_tiles) {
-      mbar_wait(&empty_k[s], phase);
-      mbar_wait(&empty_v[s], phase);
-      issue_kv(it + kStages);
-    }
+    fence_operands(pa);
+    release(&empty_v[(n_tiles - 1) % kStages]);
   }
 
   // ---- epilogue: normalise, stage in this warpgroup's Q rows (same swizzle), store -------------
   float factor[2], lse[2];
   const bool has_sink = p.sinks != nullptr;
   softmax.finalize(sl2, has_sink, has_sink ? p.sinks[h] * kLog2e : 0.f, factor, lse);
-  unsigned char* const sO = sQ + wg * 64 * 128;
+  unsigned char* const sO = sQ + cw * 64 * 128;
 #pragma unroll
   for (int ot = 0; ot < kOT; ++ot)
 #pragma unroll
@@ -213,9 +268,9 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
       *reinterpret_cast<uint32_t*>(sO + (ot / 8) * Tr::kQPanelBytes + r * 128 + chunk * 16 + t * 4) =
           pack2<T>(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
     }
-  named_barrier_sync(1 + wg, 128);
-  const int wrows = min(64, max(rows_here - wg * 64, 0));
-  T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + (seq.q_start + m0 + wg * 64) * p.o_row_stride +
+  named_barrier_sync(1 + cw, 128);
+  const int wrows = min(64, max(rows_here - cw * 64, 0));
+  T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + (seq.q_start + m0 + cw * 64) * p.o_row_stride +
            h * p.o_head_stride;
   constexpr int kChunksPerRow = kD / 8;
 #pragma unroll
@@ -230,7 +285,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     float* l = p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + seq.q_start + m0;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      const int r = wg * 64 + warp * 16 + g + 8 * hf;
+      const int r = cw * 64 + warp * 16 + g + 8 * hf;
       if (r < rows_here) l[r] = lse[hf];
     }
   }
