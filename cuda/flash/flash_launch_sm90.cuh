@@ -54,13 +54,39 @@ inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_
     if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
     strides[i] = cuuint64_t(s);
   }
+  // Encoding costs about a microsecond of host time; a call on the same arrays as a recent one
+  // (the common case: a layer's buffers, a benchmark loop) reuses its maps.
+  struct Entry {
+    const void* base;
+    cuuint64_t dims[4], strides[3];
+    int box_rows;
+    DType dtype;
+    CUtensorMap map;
+  };
+  thread_local Entry cache[8] = {};
+  thread_local unsigned next = 0;
+  for (const Entry& e : cache)
+    if (e.base == base && e.dtype == dtype && e.box_rows == box_rows && e.dims[0] == dims[0] &&
+        e.dims[1] == dims[1] && e.dims[2] == dims[2] && e.dims[3] == dims[3] && e.strides[0] == strides[0] &&
+        e.strides[1] == strides[1] && e.strides[2] == strides[2]) {
+      *map = e.map;
+      return true;
+    }
   const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   const CUresult r = encode(map, dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
                             4, const_cast<void*>(base), dims, strides, box, elem_strides,
                             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  if (r != CUDA_SUCCESS) return false;
+  Entry& e = cache[next++ % 8];
+  e.base = base;
+  e.dtype = dtype;
+  e.box_rows = box_rows;
+  for (int i = 0; i < 4; ++i) e.dims[i] = dims[i];
+  for (int i = 0; i < 3; ++i) e.strides[i] = strides[i];
+  e.map = *map;
+  return true;
 }
 
 // Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device).
