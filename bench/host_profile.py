@@ -19,7 +19,7 @@ from bench import host_us_per_call  # noqa: E402
 
 
 def per_call(fn):
-    return host_us_per_call(torch, fn, 3000)
+    return host_us_per_call(torch, fn, 500)
 
 
 q = torch.randn(1, 1, 1, 64, device="cuda", dtype=torch.float16)

@@ -43,7 +43,11 @@ template void run_flash_fwd<${_type}, ${_d}, ${_v}>(const AttnParams&, cudaStrea
 endforeach()
 
 # The Hopper flash kernel (D = 64 and 128): one file per (dtype, head dim). Compiled for every
-# target; its body exists only in the sm_90a code, and the host runs it only there.
+# target; its body exists only in the sm_90a code, and the host runs it only when the build has
+# sm_90a code (CUATTN_BUILD_SM90A) and the device runs it.
+if("90a" IN_LIST CUATTN_CUDA_ARCHS)
+  list(APPEND CUATTN_CUDA_DEFINES CUATTN_BUILD_SM90A=1)
+endif()
 foreach(d IN ITEMS 64 128)
   list(FIND CUATTN_HEAD_DIMS ${d} _found)
   if(_found EQUAL -1)

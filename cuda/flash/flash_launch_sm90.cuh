@@ -2,7 +2,8 @@
 // instantiated once per (dtype, head dim) by the generated files in the build tree.
 //
 // run_flash_fwd_sm90 returns false, launching nothing, when this call cannot take the Hopper
-// path: no sm_90a code for this device, a block mask whose blocks are not multiples of the
+// path: no sm_90a code for this device, at most one kv tile (seqlen_k <= 128: the producer /
+// consumer set-up would not pay for itself, and tiny calls stay cheaper on the host), a block mask whose blocks are not multiples of the
 // 128 x 128 tile, or tensors TMA cannot describe (a base not 16-byte aligned, a stride not a
 // multiple of 16 bytes). The caller then runs the portable kernel.
 #pragma once
@@ -89,9 +90,13 @@ inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_
   return true;
 }
 
-// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device).
+// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device). A kernel
+// JIT-compiled from older PTX reports binaryVersion 90 too, hence the PTX version check.
 template <typename Kernel>
 bool has_sm90a_code(Kernel kernel) {
+#if !CUATTN_BUILD_SM90A
+  return false;
+#endif
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, bool> known;
   int dev = 0;
@@ -105,7 +110,7 @@ bool has_sm90a_code(Kernel kernel) {
   const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess &&
                   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
                   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-                  major == 9 && minor == 0 && attr.binaryVersion == 90;
+                  major == 9 && minor == 0 && attr.binaryVersion == 90 && attr.ptxVersion == 90;
   cudaGetLastError();
   return known[key] = ok;
 }
@@ -113,6 +118,7 @@ bool has_sm90a_code(Kernel kernel) {
 template <typename T, int kD>
 bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   using Tr = FlashSm90Traits<kD>;
+  if (p.seqlen_k <= Tr::kBN) return false;
   const bool sparse = p.block_mask.present();
   if (sparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
   auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, true> : flash_fwd_sm90_kernel<T, kD, false>;

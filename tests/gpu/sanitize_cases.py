@@ -27,13 +27,17 @@ for D, Dv in [(64, 64), (96, 96), (128, 128), (192, 128), (192, 192), (256, 256)
         q, k, v = r(2, 77, 4, D), r(2, 130, 2, D), r(2, 130, 2, Dv)
         cuattn.attention(q, k, v, causal=causal, window=window, return_lse=True)
         n += 1
-q, k, v = r(1, 65, 8, 128), r(1, 65, 8, 128), r(1, 65, 8, 128)
-cuattn.attention(q, k, v, softcap=20.0, sinks=torch.randn(8, device=dev), causal=True)
-cuattn.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bhsd", causal=True)
-# Varlen with an empty sequence.
-cu = torch.tensor([0, 33, 33, 100], device=dev, dtype=torch.int32)
-cuattn.attention(r(100, 4, 64), r(100, 2, 64), r(100, 2, 64), cu_seqlens_q=cu, cu_seqlens_k=cu,
-                 max_seqlen_q=67, max_seqlen_k=67, causal=True, return_lse=True)
+# Sk 65 runs the portable kernel, Sk 200 the Hopper one (where the build and the card have it).
+for S in (65, 200):
+    q, k, v = r(1, S, 8, 128), r(1, S, 8, 128), r(1, S, 8, 128)
+    cuattn.attention(q, k, v, softcap=20.0, sinks=torch.randn(8, device=dev), causal=True)
+    cuattn.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bhsd", causal=True)
+# Varlen with an empty sequence (short documents, then long ones).
+for cu_list in ([0, 33, 33, 100], [0, 150, 150, 457]):
+    cu = torch.tensor(cu_list, device=dev, dtype=torch.int32)
+    T, mx = cu_list[-1], max(b - a for a, b in zip(cu_list, cu_list[1:]))
+    cuattn.attention(r(T, 4, 64), r(T, 2, 64), r(T, 2, 64), cu_seqlens_q=cu, cu_seqlens_k=cu,
+                     max_seqlen_q=mx, max_seqlen_k=mx, causal=True, return_lse=True)
 # Block mask (documents), fp16.
 S = 300
 bm = cuattn.create_block_mask(lambda b, h, qi, ki: (qi // 100 == ki // 100) & (ki <= qi), None, None, S, S,

@@ -73,6 +73,10 @@ CASES = [
     Case(2, 31, 31, 4, 4, 64, window=5, causal=True),     # (5, 0): 6 keys per row
     Case(1, 50, 20, 4, 2, 64, window=(1, 1), softcap=2.0, sinks=True),  # rows emptied by window
     Case(2, 9, 23, 4, 1, 64, scale=0.3),
+    # Sk > 128: the Hopper kernel where the card has it (more than one 128-key tile).
+    Case(2, 300, 200, 4, 2, 128, causal=True),           # Sq > Sk: the first 100 rows see nothing
+    Case(1, 257, 257, 4, 1, 64, window=(100, 20), softcap=5.0, sinks=True),
+    Case(1, 200, 333, 2, 2, 40, causal=True),             # D 40 padded to 64 by the loads
 ]
 
 
