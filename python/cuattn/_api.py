@@ -44,7 +44,9 @@ def _needs_outputs(ctx, out, what):
 
 
 def _shape(x):
-    return tuple(int(s) for s in x.shape)
+    s = x.shape
+    # CuPy/NumPy shapes are tuples of ints and torch.Size is a tuple subclass of ints.
+    return s if type(s) is tuple or type(s).__name__ == "Size" else tuple(int(i) for i in s)
 
 
 def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, sinks=None,

@@ -219,10 +219,13 @@ class _Call:
     def empty(self, shape, dtype=None):
         """An uninitialised array in q's framework on q's device (dtype None: q's dtype)."""
         q, fw = self.q, self.fw
-        shape = tuple(int(s) for s in shape)
         if fw == "torch":
-            torch = sys.modules["torch"]
-            return torch.empty(shape, dtype=q.dtype if dtype is None else torch.float32, device=q.device)
+            # new_empty: q's device and (by default) dtype without building a torch.device, a few
+            # microseconds cheaper than torch.empty(..., device=q.device).
+            if dtype is None:
+                return q.new_empty(shape)
+            return q.new_empty(shape, dtype=sys.modules["torch"].float32)
+        shape = tuple(int(s) for s in shape)
         if fw == "cupy":
             cp = sys.modules["cupy"]
             with cp.cuda.Device(self.device_id):
