@@ -80,7 +80,8 @@ CUATTN_DEVICE void fence_operands(uint32_t (&a)[kN][4]) {
 
 template <typename T, int kD, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
-flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
+flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps,
+                      bool pingpong) {
 #ifdef CUATTN_SM90A
   using Tr = FlashSm90Traits<kD>;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages, kPanels = Tr::kPanels;
@@ -216,11 +217,26 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     if (lane == 0) mbar_arrive(bar);
   };
 
+  // The two warpgroups take turns issuing their GEMMs (named barriers 3 and 4), so that one's
+  // softmax runs while the other's GEMMs have the tensor cores. Warpgroup 0 goes first.
+  const int kTurnBar = 3;
+  int issues_left = n_tiles + 1;  // S(0), then S(it) + PV(it-1) per tile, then the last PV
+  auto my_turn = [&] {
+    if (pingpong) named_barrier_sync(kTurnBar + cw, 256);
+  };
+  auto your_turn = [&] {
+    // The second warpgroup's last hand-over would have no taker.
+    if (pingpong && (cw == 0 || --issues_left > 0)) named_barrier_arrive(kTurnBar + (1 - cw), 256);
+  };
+  if (pingpong && cw == 1 && n_tiles > 0) named_barrier_arrive(kTurnBar, 256);
+
   // Software pipeline: while the tensor cores run S(it) and P(it-1) V(it-1), the warpgroup waits
   // only for S(it), then does its softmax as P V finishes.
   if (n_tiles > 0) {
     mbar_wait(bar_q, 0);
+    my_turn();
     issue_s(0);
+    your_turn();
     wgmma_wait<0>();
     fence_operands(sc[0]);
     release(&empty_k[0]);
@@ -228,8 +244,10 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     softmax_tile(0, alpha);  // O is still 0: no rescale
     pack_p();
     for (int it = 1; it < n_tiles; ++it) {
+      my_turn();
       issue_s(it);
       issue_pv(it - 1);
+      your_turn();
       wgmma_wait<1>();  // S(it) landed; P V may still run
       fence_operands(sc[0]);
       release(&empty_k[it % kStages]);
@@ -247,7 +265,9 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
       }
       pack_p();
     }
+    my_turn();
     issue_pv(n_tiles - 1);
+    your_turn();
     wgmma_wait<0>();
     fence_operands(o[0]);
     fence_operands(pa);

@@ -10,6 +10,7 @@
 
 #include <cudaTypedefs.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -136,7 +137,11 @@ bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   const dim3 grid((p.seqlen_q + Tr::kBM - 1) / Tr::kBM, p.num_heads_q, p.batch);
   if (grid.x == 0) return true;
   set_smem_limit(kernel, Tr::kSmemBytes);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps);
+  static const bool pingpong = [] {
+    const char* e = std::getenv("CUATTN_SM90_PINGPONG");
+    return e == nullptr || e[0] != '0';
+  }();
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps, pingpong);
   check_launch("flash_fwd_sm90_kernel launch");
   return true;
 }
