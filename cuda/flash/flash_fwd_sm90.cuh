@@ -3,15 +3,19 @@
 // The same algorithm as flash_fwd.cuh (same grid, mask policies, online softmax, epilogue), with
 // Hopper's two engines doing the heavy lifting:
 //
-//   CTA        2 warpgroups (256 threads), kBM = 128 query rows: warpgroup w owns rows 64w..64w+63
-//   loads      the tensor memory accelerator (TMA) copies Q once and K/V tiles of kBN = 128 keys
-//              into a kStages-deep ring, 64-column panels with the 128-byte swizzle (wgmma.cuh);
-//              a tile's arrival completes its "full" mbarrier, and each consumer warp's arrival
-//              on the tile's "empty" mbarrier hands the slot back. Thread 0 refills a slot as soon
-//              as both warpgroups released it, kStages - 1 tiles ahead of the math
+//   CTA        3 warpgroups (384 threads): a producer and 2 consumers; setmaxnreg moves the
+//              registers to the consumers (24 / 240 a thread). kBM = 128 query rows: consumer w
+//              owns rows 64w..64w+63
+//   loads      one producer thread drives the tensor memory accelerator (TMA): Q once, then K/V
+//              tiles of kBN = 128 keys into a kStages-deep ring, as 64-column panels with the
+//              128-byte swizzle (wgmma.cuh). A tile's arrival completes its "full" mbarrier; each
+//              consumer warp's arrival on its "empty" mbarrier hands the slot back
 //   S = Q K^T  wgmma m64n128k16, both operands from shared memory, D / 16 steps
 //   O += P V   wgmma m64nDk16 with P from registers (the S accumulators rounded to 16 bits are
 //              the A operand as they stand), V transposed from shared memory
+//   pipeline   a consumer issues S(j) and P(j-1) V(j-1) together, waits for S(j) only, and runs
+//              the softmax of tile j while P V still has the tensor cores; the two consumers take
+//              turns issuing (named barriers), so one's softmax overlaps the other's GEMMs
 //   softmax    OnlineSoftmax on the accumulators (the wgmma layout is mma.sync's, per warp)
 //   epilogue   O / l staged in the warpgroup's own Q rows, stored 16 bytes wide
 //
@@ -46,7 +50,7 @@ struct FlashSm90Traits {
   static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;
   static constexpr int kPanels = kD / 64;
   static constexpr int kQPanelBytes = kBM * 128, kKVPanelBytes = kBN * 128;
   static constexpr int kQBytes = kPanels * kQPanelBytes, kKVBytes = kPanels * kKVPanelBytes;
@@ -80,8 +84,7 @@ CUATTN_DEVICE void fence_operands(uint32_t (&a)[kN][4]) {
 
 template <typename T, int kD, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
-flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps,
-                      bool pingpong) {
+flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
 #ifdef CUATTN_SM90A
   using Tr = FlashSm90Traits<kD>;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages, kPanels = Tr::kPanels;
@@ -221,14 +224,12 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
   // softmax runs while the other's GEMMs have the tensor cores. Warpgroup 0 goes first.
   const int kTurnBar = 3;
   int issues_left = n_tiles + 1;  // S(0), then S(it) + PV(it-1) per tile, then the last PV
-  auto my_turn = [&] {
-    if (pingpong) named_barrier_sync(kTurnBar + cw, 256);
-  };
+  auto my_turn = [&] { named_barrier_sync(kTurnBar + cw, 256); };
   auto your_turn = [&] {
     // The second warpgroup's last hand-over would have no taker.
-    if (pingpong && (cw == 0 || --issues_left > 0)) named_barrier_arrive(kTurnBar + (1 - cw), 256);
+    if (cw == 0 || --issues_left > 0) named_barrier_arrive(kTurnBar + (1 - cw), 256);
   };
-  if (pingpong && cw == 1 && n_tiles > 0) named_barrier_arrive(kTurnBar, 256);
+  if (cw == 1 && n_tiles > 0) named_barrier_arrive(kTurnBar, 256);
 
   // Software pipeline: while the tensor cores run S(it) and P(it-1) V(it-1), the warpgroup waits
   // only for S(it), then does its softmax as P V finishes.

@@ -10,7 +10,6 @@
 
 #include <cudaTypedefs.h>
 
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -137,11 +136,7 @@ bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   const dim3 grid((p.seqlen_q + Tr::kBM - 1) / Tr::kBM, p.num_heads_q, p.batch);
   if (grid.x == 0) return true;
   set_smem_limit(kernel, Tr::kSmemBytes);
-  static const bool pingpong = [] {
-    const char* e = std::getenv("CUATTN_SM90_PINGPONG");
-    return e == nullptr || e[0] != '0';
-  }();
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps, pingpong);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps);
   check_launch("flash_fwd_sm90_kernel launch");
   return true;
 }
