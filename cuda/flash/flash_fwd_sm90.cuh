@@ -50,7 +50,7 @@ struct FlashSm90Traits {
   static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
-  static constexpr int kStages = 3;
+  static constexpr int kStages = 2;
   static constexpr int kPanels = kD / 64;
   static constexpr int kQPanelBytes = kBM * 128, kKVPanelBytes = kBN * 128;
   static constexpr int kQBytes = kPanels * kQPanelBytes, kKVBytes = kPanels * kKVPanelBytes;
