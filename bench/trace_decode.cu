@@ -1,7 +1,7 @@
 // bench/trace_decode.cu — per-CTA timeline of the paged decode kernel (globaltimer at kernel start,
-// first tile landed, loop done, partial written, merge done), B1 H32/8 D128 bf16 page 16. Not part of
-// the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src
-//   -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32]
+// first tile landed, loop done, partial written, merge done), B sequences, H32/8 D128 bf16 page 16. Not
+// part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include
+//   -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1]
 #include <cstdio>
 #include <vector>
 #include <algorithm>
@@ -18,7 +18,7 @@ __global__ void fill(__nv_bfloat16* x, size_t n, unsigned seed) {
   }
 }
 int main(int argc, char** argv) {
-  int B = 1, L = argc > 1 ? atoi(argv[1]) : 32768, ps = 16, Hq = 32, Hk = 8, D = 128;
+  int B = argc > 3 ? atoi(argv[3]) : 1, L = argc > 1 ? atoi(argv[1]) : 32768, ps = 16, Hq = 32, Hk = 8, D = 128;
   int splits = argc > 2 ? atoi(argv[2]) : 32;
   int nb = B * L / ps;
   size_t kvn = size_t(nb) * ps * Hk * D;
@@ -57,9 +57,11 @@ int main(int argc, char** argv) {
     auto stat = [&](int k, const char* name) {
       std::vector<double> v; for (int i = 0; i < n; ++i) if (tr[i * 8 + k] >= t0) v.push_back((tr[i * 8 + k] - t0) / 1000.0);
       if (v.empty()) return; std::sort(v.begin(), v.end());
-      printf("  %-22s n=%3zu min %7.2f med %7.2f max %7.2f us\n", name, v.size(), v[0], v[v.size() / 2], v.back());
+      printf("  %-22s n=%4zu min %7.2f p10 %7.2f med %7.2f p90 %7.2f max %7.2f us\n", name, v.size(), v[0],
+             v[v.size() / 10], v[v.size() / 2], v[v.size() * 9 / 10], v.back());
     };
-    printf("rep %d: event %.2f us  (L %d, %d splits, %d CTAs)\n", rep, ms * 1000, L, splits, n);
+    printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs)\n", rep, ms * 1000,
+           4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, n);
     if (rep >= 4) { stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
     cudaMemset(g_trace, 0, 0);
     cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);
