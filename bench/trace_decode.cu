@@ -1,7 +1,7 @@
 // bench/trace_decode.cu — per-CTA timeline of the paged decode kernel (globaltimer at kernel start,
 // first tile landed, loop done, partial written, merge done), B sequences, H32/8 D128 bf16 page 16. Not
 // part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include
-//   -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [dynamic=1]
+//   -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1]
 #include <cstdio>
 #include <vector>
 #include <algorithm>
@@ -29,15 +29,14 @@ int main(int argc, char** argv) {
   cudaMalloc(&table, nb * 4); cudaMemcpy(table, t.data(), nb * 4, cudaMemcpyHostToDevice);
   std::vector<int> lh(B, L); cudaMalloc(&lens, B * 4); cudaMemcpy(lens, lh.data(), B * 4, cudaMemcpyHostToDevice);
   cudaMalloc(&wo, size_t(B) * Hk * splits * 16 * D * 4); cudaMalloc(&wl, size_t(B) * Hk * splits * 16 * 4);
-  const bool dynamic = argc > 4 ? atoi(argv[4]) != 0 : true;
-  cudaMalloc(&cnt, 2 * B * Hk * 4); cudaMemset(cnt, 0, 2 * B * Hk * 4);
+  cudaMalloc(&cnt, B * Hk * 4); cudaMemset(cnt, 0, B * Hk * 4);
   PagedParams p; p.q = q; p.k_cache = kc; p.v_cache = vc; p.block_table = table; p.seq_lens = lens; p.o = o;
   p.q_batch_stride = Hq * D; p.q_head_stride = D;
   p.k_page_stride = p.v_page_stride = ps * Hk * D; p.k_slot_stride = p.v_slot_stride = Hk * D; p.k_head_stride = p.v_head_stride = D;
   p.bt_batch_stride = nb / B; p.o_batch_stride = Hq * D; p.o_head_stride = D;
   p.batch = B; p.seqlen_q = 1; p.num_heads_q = Hq; p.num_heads_kv = Hk; p.head_dim = p.head_dim_v = D;
   p.page_size = ps; p.num_pages = nb; p.max_blocks = nb / B; p.scale = 1.f / sqrtf(D); p.q_dtype = p.kv_dtype = DType::bf16;
-  SplitWorkspace ws; ws.o = wo; ws.lse = wl; ws.counters = cnt; ws.claims = dynamic ? cnt + B * Hk : nullptr; ws.chunk_tokens = (L + splits - 1) / splits; ws.max_splits = splits;
+  SplitWorkspace ws; ws.o = wo; ws.lse = wl; ws.counters = cnt; ws.chunk_tokens = (L + splits - 1) / splits; ws.max_splits = splits;
   auto kern = paged_decode_kernel<__nv_bfloat16, 128, false>;
   size_t smem = 3 * 2 * 64 * 136 * 2;
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -61,8 +60,8 @@ int main(int argc, char** argv) {
       printf("  %-22s n=%4zu min %7.2f p10 %7.2f med %7.2f p90 %7.2f max %7.2f us\n", name, v.size(), v[0],
              v[v.size() / 10], v[v.size() / 2], v[v.size() * 9 / 10], v.back());
     };
-    printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d %s splits, %d CTAs)\n", rep, ms * 1000,
-           4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, dynamic ? "dynamic" : "static", n);
+    printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs)\n", rep, ms * 1000,
+           4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, n);
     if (rep >= 4) { stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
     cudaMemset(g_trace, 0, 0);
     cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);

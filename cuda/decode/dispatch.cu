@@ -20,8 +20,7 @@ namespace {
 
 constexpr int kRowsPerChunk = 16;
 
-// Byte layout of a split workspace: the counters first (merge counts, then tile claims), then
-// partial O and partial LSE. The
+// Byte layout of a split workspace: the counters first, then partial O and partial LSE. The
 // kernels return every counter they use to zero, so a counter region that only ever grows (and is
 // zeroed when it does) is all zeros between launches, whatever shapes earlier calls had; partials
 // need no initialisation.
@@ -32,29 +31,17 @@ struct WorkspaceLayout {
 
 WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t dv) {
   WorkspaceLayout l;
-  // one merge count and one tile-claim count per unit, rounded to 256 bytes so the partials stay
-  // aligned
-  l.counter_bytes = (2 * size_t(batch * units) * sizeof(int) + 255) / 256 * 256;
+  // one merge count per unit, rounded to 256 bytes so the partials stay aligned
+  l.counter_bytes = (size_t(batch * units) * sizeof(int) + 255) / 256 * 256;
   l.o_bytes = size_t(batch * units * max_splits * kRowsPerChunk * dv) * sizeof(float);
   l.lse_bytes = size_t(batch * units * max_splits * kRowsPerChunk) * sizeof(float);
   return l;
 }
 
-// CUATTN_DECODE_DETERMINISTIC=1: static split ranges (each split's keys fixed by its index, so
-// results are bitwise reproducible) instead of tiles handed out by an atomic counter.
-bool deterministic_splits() {
-  static const bool on = [] {
-    const char* e = std::getenv("CUATTN_DECODE_DETERMINISTIC");
-    return e != nullptr && e[0] != '\0' && e[0] != '0';
-  }();
-  return on;
-}
-
-SplitWorkspace carve(void* base, const WorkspaceLayout& l, int64_t n_units, int chunk, int max_splits) {
+SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_splits) {
   SplitWorkspace ws;
   char* c = static_cast<char*>(base);
   ws.counters = reinterpret_cast<int*>(c);
-  ws.claims = base != nullptr && !deterministic_splits() ? ws.counters + n_units : nullptr;
   ws.o = reinterpret_cast<float*>(c + l.counter_bytes);
   ws.lse = reinterpret_cast<float*>(c + l.counter_bytes + l.o_bytes);
   ws.chunk_tokens = chunk;
@@ -140,17 +127,17 @@ SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, in
     const WorkspaceLayout l = layout(p.batch, units, plan->max_splits, p.head_dim_v);
     if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
       throw ValueError("plan has no device workspace for this call (make it with device='cuda')");
-    return carve(plan->workspace, l, int64_t(p.batch) * units, plan->chunk_tokens, plan->max_splits);
+    return carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits);
   }
   // From shapes alone: the capacity of the block table bounds every sequence.
   const int64_t capacity = int64_t(p.max_blocks) * p.page_size;
   const int chunk = choose_chunk(p.batch, p.num_heads_kv, int64_t(p.batch) * capacity, capacity,
                                  p.page_size, sm_count());
   const int max_splits = int(std::max<int64_t>(1, (capacity + chunk - 1) / chunk));
-  if (max_splits == 1) return carve(nullptr, layout(0, 0, 0, 0), 0, chunk, 1);
+  if (max_splits == 1) return carve(nullptr, layout(0, 0, 0, 0), chunk, 1);
   WorkspaceLayout l = layout(p.batch, units, max_splits, p.head_dim_v);
   void* base = cached_workspace(l, stream);
-  return carve(base, l, int64_t(p.batch) * units, chunk, max_splits);
+  return carve(base, l, chunk, max_splits);
 }
 
 namespace cuda {

@@ -13,13 +13,10 @@
 //              iteration before its copies are issued, so page size hardly matters
 //   fp8        e4m3 pages are copied raw and widened to 16 bits in shared memory before the MMAs;
 //              k_scale folds into the softmax scale, v_scale into the output
-//   split-KV   with more than one split, the CTAs of a (sequence, kv head, row chunk) take its
-//              64-key tiles one at a time from an atomic counter (dynamic splits: they finish
-//              together however fast their SMs stream; or static key ranges, deterministic, when
-//              the workspace has no claim counters). Each leaves its normalised partial O and LSE
-//              in the workspace; the last to finish — counted on an atomic — merges them (combine
-//              fused into the same launch, no second kernel), loading the first splits' partial
-//              rows while it turns their LSEs into weights.
+//   split-KV   with more than one split, each CTA leaves its normalised partial O and LSE in the
+//              workspace; the last CTA of a (sequence, kv head, row chunk) to finish — counted on
+//              an atomic — merges them (combine fused into the same launch, no second kernel),
+//              loading the first splits' partial rows while it turns their LSEs into weights.
 //
 // Out-of-range page ids and lengths are clamped: corrupt inputs give unspecified values, never an
 // out-of-bounds access.
@@ -59,8 +56,6 @@ struct SplitWorkspace {
   float* o = nullptr;         // [b, hk * row chunks, max_splits, 16, dv]
   float* lse = nullptr;       // [b, hk * row chunks, max_splits, 16]
   int* counters = nullptr;    // [b, hk * row chunks], zero between launches
-  int* claims = nullptr;      // [b, hk * row chunks], zero between launches: kv tiles handed out
-                              // so far (dynamic splits); null: each split keeps a static range
   int chunk_tokens = 0;       // keys per split (multiple of the page size)
   int max_splits = 1;
 };
@@ -95,8 +90,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (split >= nsplits) return;
   const int k_begin = split * chunk;
   const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
-  const bool dynamic = ws.claims != nullptr && nsplits > 1;  // tiles from the unit's counter
-  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;   // (sequence, kv head, row chunk)
 
   // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
   const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
@@ -104,32 +97,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
   int lo, hi;
   mask.key_range(t_lo, t_hi, lo, hi);
-  if (!dynamic) {  // this split's static share; dynamic splits share the unit's whole range
-    lo = max(lo, k_begin);
-    hi = min(hi, k_end);
-  }
+  lo = max(lo, k_begin);
+  hi = min(hi, k_end);
   const int tile0 = lo / kBN * kBN;  // tiles are aligned to 64 keys of the sequence
   const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
-
-  // The tile (counted from tile0) that loop position `pos` computes: `pos` itself for a static
-  // range; for dynamic splits, a tile claimed from the unit's counter. Claims run kStages + 1
-  // positions ahead of the loop (the page ids of position it + kStages are read at iteration it)
-  // plus one: thread 0 issues the atomic for a position one iteration before it publishes it in
-  // s_tile, so the atomic's latency never stalls the CTA. The claims only grow, so the first
-  // position past the end ends the loop.
-  constexpr int kRing = Tr::kStages + 2;
-  __shared__ int s_tile[kRing];
-  int pending = 0;  // thread 0: the claim for position it + kStages + 1, in flight
-  if (dynamic) {
-    if (tid == 0) {
-      const int base = atomicAdd(ws.claims + unit, kRing);
-#pragma unroll
-      for (int i = 0; i < kRing - 1; ++i) s_tile[i] = base + i;
-      pending = base + kRing - 1;
-    }
-    __syncthreads();
-  }
-  auto tile_at = [&](int pos) { return dynamic ? s_tile[pos % kRing] : pos; };
 
   const int32_t* table = p.block_table + b * p.bt_batch_stride;
   const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
@@ -179,8 +150,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // 32x32->64-bit multiply-add past the kv head's base.
   const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
   const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
-  auto issue_tile = [&](int pos, int tile, const int (&ids)[kCopyPasses]) {  // into slot pos % kStages
-    const int stage = pos % Tr::kStages;
+  auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
+    const int stage = tile % Tr::kStages;
     KV* sk = ring + stage * 2 * kRawTile;
     KV* sv = sk + kRawTile;
     if constexpr (kBulk) {
@@ -252,11 +223,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   {
     int first[Tr::kStages - 1][kCopyPasses];
 #pragma unroll
-    for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(tile_at(s), first[s]);
-    fetch_pages(tile_at(Tr::kStages - 1), pages);
+    for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
+    fetch_pages(Tr::kStages - 1, pages);
 #pragma unroll
     for (int s = 0; s < Tr::kStages - 1; ++s) {
-      if (tile_at(s) < n_tiles) issue_tile(s, tile_at(s), first[s]);
+      if (s < n_tiles) issue_tile(s, first[s]);
       cp_async_commit();
     }
   }
@@ -274,19 +245,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
   for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
 
-  for (int it = 0; tile_at(it) < n_tiles; ++it) {
-    const int tile = tile_at(it);
+  for (int it = 0; it < n_tiles; ++it) {
     wait_tile(it);
     __syncthreads();
     if (it == 0) CUATTN_TRACE(1);  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
-    if (dynamic && tid == 0) {
-      s_tile[(it + Tr::kStages + 1) % kRing] = pending;  // over position it - 1, done with
-      pending = atomicAdd(ws.claims + unit, 1);          // position it + kStages + 2
-    }
-    const int next = tile_at(it + Tr::kStages - 1);
-    if (next < n_tiles) issue_tile(it + Tr::kStages - 1, next, pages);
+    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
     cp_async_commit();
-    fetch_pages(tile_at(it + Tr::kStages), pages);
+    fetch_pages(it + Tr::kStages, pages);
 
     const T* sk;
     const T* sv;
@@ -317,7 +282,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
 
     // S = Q K^T over this warp's 16 keys of the tile.
-    const int n0 = tile0 + tile * kBN + warp * 16;  // first key of this warp's slice
+    const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
     float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
     const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
 #pragma unroll
@@ -442,6 +407,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
 
   // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
+  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;  // (sequence, kv head, row chunk)
   float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
   float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
   for (int r = warp; r < rows_here; r += Tr::kWarps) {
@@ -457,10 +423,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (tid == 0) {
     const int done = atomicAdd(ws.counters + unit, 1);
     s_last = done == nsplits - 1;
-    if (s_last) {  // every CTA of the unit has claimed its last tile: ready for the next launch
-      ws.counters[unit] = 0;
-      if (dynamic) ws.claims[unit] = 0;
-    }
+    if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
   }
   __syncthreads();
   if (!s_last) return;
