@@ -60,14 +60,18 @@ CUATTN_DEVICE void wgmma_wait() {
 #endif
 }
 
-// An empty asm that "rewrites" every accumulator: orders their later reads after wgmma_wait and
-// their earlier writes before the next wgmma.
-template <int kN>
-CUATTN_DEVICE void fence_operands(float (&d)[kN][4]) {
+// An empty asm that "rewrites" every register of an operand array (f32 accumulators, or the
+// 16-bit pairs of a register A operand): orders their later reads after wgmma_wait and their
+// earlier writes before the next wgmma, and keeps the compiler from reusing an A operand's
+// registers while a wgmma may still be reading them.
+CUATTN_DEVICE void fence_register(float& x) { asm volatile("" : "+f"(x)::"memory"); }
+CUATTN_DEVICE void fence_register(uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
+template <typename E, int kN>
+CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
 #pragma unroll
   for (int j = 0; j < kN; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[j][e])::"memory");
+    for (int e = 0; e < 4; ++e) fence_register(d[j][e]);
 }
 
 #define CUATTN_ACC4(d, j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])

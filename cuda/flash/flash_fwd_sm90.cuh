@@ -74,14 +74,6 @@ CUATTN_DEVICE void setmaxnreg_inc() {
 #endif
 }
 
-template <int kN>
-CUATTN_DEVICE void fence_operands(uint32_t (&a)[kN][4]) {
-#pragma unroll
-  for (int j = 0; j < kN; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[j][e])::"memory");
-}
-
 template <typename T, int kD, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
 flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
