@@ -3,8 +3,10 @@
 The plan's num_sms argument scales the scheduler's CTA target (num_sms x 2), so planning for
 k x 132 SMs gives about k times the splits of the default plan: k = 1 is one balanced wave,
 larger k several waves of smaller splits that the hardware scheduler balances. Timed as
-bench.py times decode (zeroing L2 flush, median of CUDA events). Run on a GPU machine:
-    python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 1,2,4,8]
+bench.py times decode (zeroing L2 flush, median of CUDA events). --layouts NHD,HND also times
+the HND cache layout ([page, kv head, slot, dim]: a page's rows of one kv head contiguous, where
+NHD puts them 2 KB apart). Run on a GPU machine:
+    python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 1,2,4,8] [--layouts NHD,HND]
 """
 import argparse
 import os
@@ -22,26 +24,31 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--cases", default="1x32768,16x8192,64x4096")
 ap.add_argument("--k", default="1,2,3,4,8")
 ap.add_argument("--iters", type=int, default=30)
+ap.add_argument("--layouts", default="NHD")
 a = ap.parse_args()
 timer = Timer(torch, iters=a.iters)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
 Hq, Hkv, D, ps = 32, 8, 128, 16
-print(f"{'case':<12} {'k':>3} {'splits':>6} {'GB/s':>7}")
+print(f"{'case':<12} {'layout':<6} {'k':>3} {'splits':>6} {'GB/s':>7}")
 for case in a.cases.split(","):
     B, L = (int(x) for x in case.split("x"))
     nb = B * L // ps
-    kc = torch.randn(nb, ps, Hkv, D, device="cuda", dtype=torch.bfloat16)
-    vc = torch.randn_like(kc)
     table = torch.randperm(nb, device="cuda", dtype=torch.int32).view(B, L // ps)
     lens = torch.full((B,), L, device="cuda", dtype=torch.int32)
     q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
     out = torch.empty_like(q)
     nbytes = 2 * B * L * Hkv * D * 2
-    for k in (int(x) for x in a.k.split(",")):
-        plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,
-                                  device="cuda", num_sms=k * sms)
-        xs = []
-        for _ in range(3):
-            xs += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out))
-        print(f"B{B} L{L:<6} {k:>3} {plan.max_splits:>6} {nbytes / statistics.median(xs) / 1e6:7.0f}", flush=True)
-    del kc, vc
+    for layout in a.layouts.split(","):
+        shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
+        kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        for k in (int(x) for x in a.k.split(",")):
+            plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,
+                                      device="cuda", num_sms=k * sms)
+            xs = []
+            for _ in range(3):
+                xs += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out,
+                                                                   kv_layout=layout))
+            print(f"B{B} L{L:<6} {layout:<6} {k:>3} {plan.max_splits:>6} "
+                  f"{nbytes / statistics.median(xs) / 1e6:7.0f}", flush=True)
+        del kc, vc
