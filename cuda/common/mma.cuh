@@ -14,8 +14,19 @@
 #include <cuda_fp16.h>
 
 #include "common/arch.cuh"
+#include "common/types.cuh"
 
 namespace cuattn {
+
+// The A fragment of k16 step kk from a row of f32 accumulators s[n8 tile][4] (n8 tiles 2 kk and
+// 2 kk + 1), rounded to 16 bits: how P = softmax(S) feeds the P V product.
+template <typename T, int kN>
+CUATTN_DEVICE void acc_to_a(const float (&s)[kN][4], int kk, uint32_t (&a)[4]) {
+  a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
 
 // Four 8x8 b16 matrices; lane l supplies the address of row (l % 8) of matrix (l / 8).
 CUATTN_DEVICE void ldmatrix_x4(uint32_t (&r)[4], uint32_t smem) {

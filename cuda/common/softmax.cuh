@@ -111,6 +111,33 @@ CUATTN_DEVICE bool any_rescale(const float (&alpha)[kRows]) {
   return __any_sync(0xffffffffu, need);
 }
 
+// O *= alpha per row, for an output accumulator in the same layout as the scores (kM m16 tiles:
+// rows g and g + 8 of tile mt take alpha[2 mt] and alpha[2 mt + 1]); skipped when no row of the
+// warp moved its max.
+template <int kM, int kN>
+CUATTN_DEVICE void rescale_output(float (&o)[kM][kN][4], const float (&alpha)[2 * kM]) {
+  if (!any_rescale(alpha)) return;
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt) {
+      o[mt][nt][0] *= alpha[2 * mt], o[mt][nt][1] *= alpha[2 * mt];
+      o[mt][nt][2] *= alpha[2 * mt + 1], o[mt][nt][3] *= alpha[2 * mt + 1];
+    }
+}
+
+// Softcapping of raw scores: s = cap * tanh(s * cap_in), where cap_in folds the softmax scale
+// (cap_in = scale / cap); the softmax then needs only log2(e) as its exp2 factor.
+template <int kM, int kN>
+CUATTN_DEVICE void softcap_scores(float (&s)[kM][kN][4], float cap, float cap_in) {
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][nt][e] = cap * tanhf(s[mt][nt][e] * cap_in);
+}
+
 // The split-KV combine, shared by merge_states and the decode kernels. Partial results over
 // disjoint key sets, each normalised with its own natural-log LSE (-inf = no visible key), merge
 // as out = sum_i w_i o_i / sum_i w_i with w_i = exp(lse_i - max_lse); the merged LSE is

@@ -292,12 +292,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
       mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
     }
-    if (softcap) {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[0][nt][e] = p.softcap * tanhf(s[0][nt][e] * cap_in);
-    }
+    if (softcap) softcap_scores(s, p.softcap, cap_in);
     if (n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16)) {
       int jlo[2], jhi[2];  // keys row g (+8) may see, relative to n0
 #pragma unroll
@@ -315,13 +310,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
     float alpha[2];
     softmax.update(s, sl2, alpha);
-    uint32_t pa[4] = {pack2<T>(s[0][0][0], s[0][0][1]), pack2<T>(s[0][0][2], s[0][0][3]),
-                      pack2<T>(s[0][1][0], s[0][1][1]), pack2<T>(s[0][1][2], s[0][1][3])};
-    if (any_rescale(alpha)) {
-#pragma unroll
-      for (int ot = 0; ot < kOT; ++ot)
-        o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0], o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
-    }
+    uint32_t pa[4];
+    acc_to_a<T>(s[0], 0, pa);
+    rescale_output(o, alpha);
 #pragma unroll
     for (int dp = 0; dp < kDv / 16; ++dp) {
       uint32_t vb[4];

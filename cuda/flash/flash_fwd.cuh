@@ -181,28 +181,13 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
 
     // Softcap (rare) and the element mask (boundary tiles only) are whole-tile passes, so the
     // common tile goes straight from the MMAs to the softmax, whose exp2 folds in the scale.
-    if (softcap) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[mt][nt][e] = p.softcap * tanhf(s[mt][nt][e] * cap_in);
-    }
+    if (softcap) softcap_scores(s, p.softcap, cap_in);
     if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN))
       mask_scores<kBlockSparse>(s, mask, tiles.bsm, pattern, m0 + rows0 + g, n0, t);
 
     float alpha[2 * kMT];
     softmax.update(s, sl2, alpha);
-    if (any_rescale(alpha)) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-          o[mt][ot][0] *= alpha[2 * mt], o[mt][ot][1] *= alpha[2 * mt];
-          o[mt][ot][2] *= alpha[2 * mt + 1], o[mt][ot][3] *= alpha[2 * mt + 1];
-        }
-    }
+    rescale_output(o, alpha);
 
     cp_async_wait<1>();
     __syncthreads();  // V(it) has landed (K(it + 1) may still be in flight)
@@ -212,12 +197,7 @@ flash_fwd_kernel(const __grid_constant__ AttnParams p) {
     for (int kk = 0; kk < kBN / 16; ++kk) {
       uint32_t pa[kMT][4];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
+      for (int mt = 0; mt < kMT; ++mt) acc_to_a<T>(s[mt], kk, pa[mt]);
 #pragma unroll
       for (int dp = 0; dp < kDv / 16; ++dp) {
         uint32_t vb[4];

@@ -29,6 +29,7 @@
 
 #include "common/copy.cuh"
 #include "common/mask.cuh"
+#include "common/mma.cuh"
 #include "common/softmax.cuh"
 #include "common/types.cuh"
 #include "common/wgmma.cuh"
@@ -189,24 +190,14 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
   auto softmax_tile = [&](int it, float (&alpha)[2]) {
     int pattern;
     const int n0 = tiles.start(it, pattern);
-    if (softcap) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sc[0][nt][e] = p.softcap * tanhf(sc[0][nt][e] * cap_in);
-    }
+    if (softcap) softcap_scores(sc, p.softcap, cap_in);
     if (pattern >= 0 || mask.is_partial(m0, m0 + rows_here - 1, n0, kBN))
       mask_scores<kBlockSparse>(sc, mask, tiles.bsm, pattern, row0, n0, t);
     softmax.update(sc, sl2, alpha);
   };
   auto pack_p = [&] {
 #pragma unroll
-    for (int kk = 0; kk < kKT; ++kk) {
-      pa[kk][0] = pack2<T>(sc[0][2 * kk][0], sc[0][2 * kk][1]);
-      pa[kk][1] = pack2<T>(sc[0][2 * kk][2], sc[0][2 * kk][3]);
-      pa[kk][2] = pack2<T>(sc[0][2 * kk + 1][0], sc[0][2 * kk + 1][1]);
-      pa[kk][3] = pack2<T>(sc[0][2 * kk + 1][2], sc[0][2 * kk + 1][3]);
-    }
+    for (int kk = 0; kk < kKT; ++kk) acc_to_a<T>(sc[0], kk, pa[kk]);
   };
   auto release = [&](uint64_t* bar) {
     if (lane == 0) mbar_arrive(bar);
@@ -214,7 +205,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
 
   // The two warpgroups take turns issuing their GEMMs (named barriers 3 and 4), so that one's
   // softmax runs while the other's GEMMs have the tensor cores. Warpgroup 0 goes first.
-  const int kTurnBar = 3;
+  constexpr int kTurnBar = 3;
   int issues_left = n_tiles + 1;  // S(0), then S(it) + PV(it-1) per tile, then the last PV
   auto my_turn = [&] { named_barrier_sync(kTurnBar + cw, 256); };
   auto your_turn = [&] {
@@ -249,13 +240,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
       fence_operands(o[0]);
       fence_operands(pa);
       release(&empty_v[(it - 1) % kStages]);
-      if (any_rescale(alpha)) {
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-          o[0][ot][0] *= alpha[0], o[0][ot][1] *= alpha[0];
-          o[0][ot][2] *= alpha[1], o[0][ot][3] *= alpha[1];
-        }
-      }
+      rescale_output(o, alpha);
       pack_p();
     }
     my_turn();
