@@ -45,8 +45,8 @@ def _needs_outputs(ctx, out, what):
 
 def _shape(x):
     s = x.shape
-    # CuPy/NumPy shapes are tuples of ints and torch.Size is a tuple subclass of ints.
-    return s if type(s) is tuple or type(s).__name__ == "Size" else tuple(int(i) for i in s)
+    # NumPy/CuPy/JAX shapes are tuples of ints, torch.Size a tuple subclass: used as they are.
+    return s if isinstance(s, tuple) else tuple(int(i) for i in s)
 
 
 def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, sinks=None,
