@@ -50,36 +50,22 @@ CUATTN_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t smem) {
 #endif
 }
 
-// D = A * B + D, 16x8x16, f32 accumulation.
+// D = A * B + D, 16x8x16, f32 accumulation, T = __half or __nv_bfloat16.
+#define CUATTN_MMA_16816(DT)                                                                     \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." DT "." DT ".f32 {%0, %1, %2, %3}, "        \
+               "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"                                  \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                    \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
 template <typename T>
-CUATTN_DEVICE void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-
-template <>
-CUATTN_DEVICE void mma_m16n8k16<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
+CUATTN_DEVICE void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  static_assert(kIs16Bit<T>, "mma_m16n8k16: T is __half or __nv_bfloat16");
 #ifdef CUATTN_SM80
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  if constexpr (kIsBf16<T>) CUATTN_MMA_16816("bf16");
+  else CUATTN_MMA_16816("f16");
 #else
   arch_unsupported();
 #endif
 }
-
-template <>
-CUATTN_DEVICE void mma_m16n8k16<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-#ifdef CUATTN_SM80
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  arch_unsupported();
-#endif
-}
+#undef CUATTN_MMA_16816
 
 }  // namespace cuattn

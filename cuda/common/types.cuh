@@ -5,9 +5,17 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 #include "common/arch.cuh"
 
 namespace cuattn {
+
+// The 16-bit element types of q/k/v/o, told apart at compile time (for PTX type suffixes).
+template <typename T>
+constexpr bool kIsBf16 = std::is_same_v<T, __nv_bfloat16>;
+template <typename T>
+constexpr bool kIs16Bit = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
 // Packs two floats into one 32-bit register of two 16-bit values (low = a), round to nearest.
 template <typename T>

@@ -28,6 +28,7 @@
 #include <cuda_fp16.h>
 
 #include "common/arch.cuh"
+#include "common/types.cuh"
 
 namespace cuattn {
 
@@ -107,9 +108,6 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
                ", " A ", " B ", p, 1, 1, 1;\n}\n"                                            \
                : CUATTN_ACC_N##N(d)                                                          \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)))
-
-template <typename T>
-constexpr bool kIsBf16 = sizeof(T) == 2 && !__is_same(T, __half);
 
 // S-style product: d[N/8][4] = (accumulate ? d : 0) + A(64 x 16) B(16 x N).
 template <typename T, int N>
