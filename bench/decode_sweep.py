@@ -1,12 +1,14 @@
-"""Paged decode: GB/s against the number of splits (GQA 32/8, D128, bf16, page 16).
+"""Paged decode: GB/s against the number of splits, cache layout, page order and size (GQA 32/8, D128, bf16).
 
 The plan's num_sms argument scales the scheduler's CTA target (num_sms x 2), so planning for
 k x 132 SMs gives about k times the splits of the default plan: k = 1 is one balanced wave,
 larger k several waves of smaller splits that the hardware scheduler balances. Timed as
 bench.py times decode (zeroing L2 flush, median of CUDA events). --layouts NHD,HND also times
 the HND cache layout ([page, kv head, slot, dim]: a page's rows of one kv head contiguous, where
-NHD puts them 2 KB apart). Run on a GPU machine:
-    python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 1,2,4,8] [--layouts NHD,HND]
+NHD puts them 2 KB apart); --order random,ordered also times pages in sequence order (as a
+contiguous cache would be); k < 1 (e.g. 0.5) gives fewer splits than one wave. Run on a GPU machine:
+    python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 0.5,1,2,4,8] [--layouts NHD,HND]
+        [--order random,ordered] [--page 16] [--flush write|read]
 """
 import argparse
 import os
@@ -25,30 +27,35 @@ ap.add_argument("--cases", default="1x32768,16x8192,64x4096")
 ap.add_argument("--k", default="1,2,3,4,8")
 ap.add_argument("--iters", type=int, default=30)
 ap.add_argument("--layouts", default="NHD")
+ap.add_argument("--flush", choices=("read", "write"), default="write")
+ap.add_argument("--page", type=int, default=16)
+ap.add_argument("--order", default="random", help="page order in the cache: random (a permutation) "
+                "and/or ordered (sequence by sequence, as a contiguous cache)")
 a = ap.parse_args()
-timer = Timer(torch, iters=a.iters)
+timer = Timer(torch, iters=a.iters, flush=a.flush)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
-Hq, Hkv, D, ps = 32, 8, 128, 16
-print(f"{'case':<12} {'layout':<6} {'k':>3} {'splits':>6} {'GB/s':>7}")
+Hq, Hkv, D, ps = 32, 8, 128, a.page
+print(f"{'case':<12} {'layout':<6} {'order':<8} {'k':>4} {'splits':>6} {'GB/s':>7}")
 for case in a.cases.split(","):
     B, L = (int(x) for x in case.split("x"))
     nb = B * L // ps
-    table = torch.randperm(nb, device="cuda", dtype=torch.int32).view(B, L // ps)
     lens = torch.full((B,), L, device="cuda", dtype=torch.int32)
     q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
     out = torch.empty_like(q)
     nbytes = 2 * B * L * Hkv * D * 2
-    for layout in a.layouts.split(","):
+    for layout, order in ((x, o) for x in a.layouts.split(",") for o in a.order.split(",")):
+        perm = torch.randperm(nb, device="cuda") if order == "random" else torch.arange(nb, device="cuda")
+        table = perm.to(torch.int32).view(B, L // ps)
         shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
         kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
-        for k in (int(x) for x in a.k.split(",")):
+        for k in (float(x) for x in a.k.split(",")):
             plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,
-                                      device="cuda", num_sms=k * sms)
+                                      device="cuda", num_sms=round(k * sms))
             xs = []
             for _ in range(3):
                 xs += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out,
                                                                    kv_layout=layout))
-            print(f"B{B} L{L:<6} {layout:<6} {k:>3} {plan.max_splits:>6} "
+            print(f"B{B} L{L:<6} {layout:<6} {order:<8} {k:>4} {plan.max_splits:>6} "
                   f"{nbytes / statistics.median(xs) / 1e6:7.0f}", flush=True)
         del kc, vc

@@ -1,5 +1,6 @@
 // bench/trace_decode.cu — per-CTA timeline of the paged decode kernel (globaltimer at kernel start,
-// first tile landed, loop done, partial written, merge done), B sequences, H32/8 D128 bf16 page 16. Not
+// first tile landed, loop done, partial written, merge done) and, for 4 CTAs, per tile (wait for the
+// tile, QK + softmax, PV), B sequences, H32/8 D128 bf16 page 16. Not
 // part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include
 //   -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1]
 #include <cstdio>
@@ -9,6 +10,10 @@
 __device__ unsigned long long g_trace[8192 * 8];
 #define CUATTN_TRACE(i) do { if (threadIdx.x == 0) { unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
   g_trace[((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 8 + (i)] = t_; } } while (0)
+// Per-tile timeline of a few CTAs (blockIdx.x == 0, y == 0, z < 4; consumer thread 0): tile landed, softmax done, PV issued.
+__device__ unsigned long long g_tiles[4][1024][4];
+#define CUATTN_TRACE_TILE(it, ph) do { if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z < 4 && (it) < 1024) { \
+  unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); g_tiles[blockIdx.z][it][ph] = t_; } } while (0)
 #include "decode/paged_decode.cuh"
 using namespace cuattn;
 __global__ void fill(__nv_bfloat16* x, size_t n, unsigned seed) {
@@ -45,7 +50,7 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 6; ++rep) {
     cudaMemset(g_trace, 0, 0);
     cudaEventRecord(e0);
-    kern<<<grid, 128, smem>>>(p, ws);
+    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms; cudaEventElapsedTime(&ms, e0, e1);
@@ -62,7 +67,22 @@ int main(int argc, char** argv) {
     };
     printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs)\n", rep, ms * 1000,
            4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, n);
-    if (rep >= 4) { stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
+    if (rep >= 4) {
+      std::vector<unsigned long long> tt(4 * 1024 * 4);
+      cudaMemcpyFromSymbol(tt.data(), g_tiles, tt.size() * 8);
+      const int ntile = (L / splits + 63) / 64;
+      for (int c = 0; c < std::min(B, 4); ++c) {
+        auto at = [&](int i, int ph) { return double(tt[(c * 1024 + i) * 4 + ph]) / 1000.0; };
+        double wait = 0, qk = 0, pv = 0;
+        for (int i = 1; i < ntile; ++i)
+          wait += at(i, 0) - at(i - 1, 3), qk += at(i, 2) - at(i, 0), pv += at(i, 3) - at(i, 2);
+        const double n1 = ntile - 1;
+        printf("  CTA z=%d: %d tiles, per tile (us): wait %.3f, QK+softmax %.3f, PV %.3f; periods:",
+               c, ntile, wait / n1, qk / n1, pv / n1);
+        for (int i = 1; i < std::min(ntile, 7); ++i) printf(" %.2f", at(i, 0) - at(i - 1, 0));
+        printf("\n");
+      }
+      stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
     cudaMemset(g_trace, 0, 0);
     cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);
   }

@@ -35,3 +35,18 @@ CUATTN_DEVICE void arch_unsupported() {
 
 CUATTN_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 CUATTN_DEVICE int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+// Moves registers between warpgroups (all 128 threads of the group execute it; sm_90a, a no-op
+// elsewhere): a producer group gives registers back, consumer groups take them.
+template <int kRegs>
+CUATTN_DEVICE void setmaxnreg_dec() {
+#ifdef CUATTN_SM90A
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}
+template <int kRegs>
+CUATTN_DEVICE void setmaxnreg_inc() {
+#ifdef CUATTN_SM90A
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+#endif
+}

@@ -5,12 +5,14 @@
 // of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
 // member), so K and V are read once for all query heads that share them.
 //
-//   warps      4; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments in
-//              registers), its own online softmax, O += P V; the 4 warp states merge at the end
-//   pipeline   kStages-deep ring of K/V tiles in shared memory. sm90: one bulk copy (the copy
-//              engine) per 256-byte K or V row, a stage completing on its mbarrier; sm80: cp.async,
-//              16 bytes a thread, eight threads a row. The page ids of a tile are read one
-//              iteration before its copies are issued, so page size hardly matters
+//   consumers  4 warps; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments
+//              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
+//   producers  sm90: 4 more warps that only copy: one bulk copy (the copy engine) per 256-byte K
+//              or V row into a kStages-deep ring, a slot completing on its `full` mbarrier and
+//              released by the consumers on its `empty` one. sm80: the producers leave and the
+//              consumers copy with cp.async, 16 bytes a thread, eight threads a row, a barrier per
+//              tile. The page ids of a tile are read one tile before its copies are issued, so
+//              page size hardly matters
 //   fp8        e4m3 pages are copied raw and widened to 16 bits in shared memory before the MMAs;
 //              k_scale folds into the softmax scale, v_scale into the output
 //   split-KV   with more than one split, each CTA leaves its normalised partial O and LSE in the
@@ -36,14 +38,23 @@
 #ifndef CUATTN_TRACE
 #define CUATTN_TRACE(i)
 #endif
+// Per tile: (tile, 0: landed / 2: softmax done / 3: PV issued), same use.
+#ifndef CUATTN_TRACE_TILE
+#define CUATTN_TRACE_TILE(it, ph)
+#endif
 
 namespace cuattn {
 
 template <int kD_>
 struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
-  static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;
-  static constexpr int kStages = kD <= 128 ? 3 : 2;
+  static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;  // kThreads: the consumers
+  static constexpr int kBlock = 2 * kThreads;                             // + a producer warpgroup
+  // Two CTAs an SM up to D128 (128 registers a thread at entry; on sm_90a the producers hand
+  // theirs to the consumers), one at D256 (its ring alone fills most of shared memory).
+  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 216;  // 128 x (40 + 216) = 2 x 16K
+  static constexpr int kStages = kD <= 128 ? 3 : 2;  // 4 at D128: 1 CTA an SM, 2-16 % slower
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
 };
@@ -61,7 +72,7 @@ struct SplitWorkspace {
 };
 
 template <typename T, int kD, bool kFp8>
-__global__ void __launch_bounds__(PagedTraits<kD>::kThreads)
+__global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws) {
   using Tr = PagedTraits<kD>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
@@ -107,13 +118,19 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
 
   // ---- copies and page ids -----------------------------------------------------------------------
-  // sm90+ (kBulk): thread tid moves one whole row of the tile (row tid % 64 of K, or of V) with
-  // one bulk copy through the copy engine, completing on the stage's mbarrier; rows outside the
-  // key range are zero-filled instead. sm80: eight threads share a row, each copying 16-byte
-  // chunks (tid % 8) + 8c with cp.async, so every copy instruction reads whole 128-byte lines.
-  // Either way a thread's page ids are loaded one iteration before its copies: unconditionally,
-  // from a clamped table index, so the loads never sit behind a branch and nothing waits for them
-  // until they are used; validity (the key range) and clamping of the id happen at the copy.
+  // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % 64 of
+  // K (t < 64) or of V of every tile with one bulk copy through the copy engine, into the ring slot
+  // that the consumers have released (empty barrier), completing on that slot's full barrier; rows
+  // outside the key range are zero-filled instead. A warp's bulk copies issue one after another,
+  // ~1 us for a tile's 128 (a single producer warp took 4 us a tile): producers that do nothing
+  // else keep that off the consumers' path (with the copies issued by the consumers, a tile took
+  // 1.1 us to issue and 0.45 us to compute at B16 L8192: bench/NOTES.md).
+  // sm80: the producer warps leave at once; the 4 consumer warps copy with cp.async, eight
+  // threads a row, each copying 16-byte chunks (tid % 8) + 8c, so every copy instruction reads
+  // whole 128-byte lines, and a barrier per tile orders the ring.
+  // Either way page ids are loaded one tile before their copies: unconditionally, from a clamped
+  // table index, so the loads never sit behind a branch and nothing waits for them until they are
+  // used; validity (the key range) and clamping of the id happen at the copy.
   constexpr bool kBulk = CUATTN_BULK_COPY;
   constexpr int kRowBytes = kD * kKvBytes;
   constexpr int kChunkElems = 16 / kKvBytes;                     // elements per 16-byte copy
@@ -123,18 +140,21 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   constexpr int kCopyStep = kBulk ? kBN : Tr::kThreads / kLanesPerRow;  // rows per pass
   constexpr int kCopyPasses = kBN / kCopyStep;
   static_assert(kCopyChunks % kLanesPerRow == 0 && kBN % kCopyStep == 0, "tiles must split evenly");
-  static_assert(!kBulk || Tr::kThreads == 2 * kBN, "bulk copies: one thread per K row and per V row");
+  const bool producer = warp >= Tr::kWarps;
   const int r0 = kBulk ? tid % kBN : tid / kLanesPerRow;
+  const bool copies_v = kBulk && tid % Tr::kThreads >= kBN;  // bulk: this producer's rows are V rows
   const int col = kBulk ? 0 : (tid % kLanesPerRow) * kChunkElems;
-  const bool copies_v = kBulk && tid >= kBN;  // bulk: this thread's rows are V rows
-  __shared__ __align__(8) uint64_t full[Tr::kStages];  // bulk: tile landed, one phase per use
+  __shared__ __align__(8) uint64_t full[Tr::kStages];   // bulk: tile landed, one phase per use
+  __shared__ __align__(8) uint64_t empty[Tr::kStages];  // bulk: every consumer warp is done with it
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
-      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], 1);
+      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], Tr::kWarps), mbar_init(&empty[st], Tr::kWarps);
       mbar_fence_init();
     }
     __syncthreads();
+  } else {
+    if (producer) return;  // before any barrier: the consumers' barriers count 128 threads
   }
 
   const FastDivmod page_of(p.page_size);
@@ -154,32 +174,36 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const int stage = tile % Tr::kStages;
     KV* sk = ring + stage * 2 * kRawTile;
     KV* sv = sk + kRawTile;
+    const int first = tile0 + tile * kBN;
     if constexpr (kBulk) {
-      const int first = tile0 + tile * kBN;
-      if (tid == 0) {
-        const int rows = max(min(hi, first + kBN) - max(lo, first), 0);
-        mbar_arrive_expect_tx(&full[stage], uint32_t(2 * rows * kRowBytes));
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < kCopyPasses; ++i) {
-      const int r = r0 + i * kCopyStep;
-      const int j = tile0 + tile * kBN + r;
+      // Each producer warp zero-fills its rows outside the key range (ordered before the copy
+      // engine's later writes to them, and by the warp sync and the full barrier before the
+      // consumers' reads), announces its bytes with its arrival, then copies its other rows.
+      const int r = r0, j = first + r;
       const bool ok = j >= lo && j < hi;
-      const int page = min(max(ids[i], 0), p.num_pages - 1);
-      const int slot = page_of.mod(j, page_of.div(j));
-      if constexpr (kBulk) {
-        KV* dst = (copies_v ? sv : sk) + r * kRawStride;
-        if (ok) {
-          const KV* src = copies_v ? vc + (int64_t(page) * v_ps + slot * v_ss)
-                                   : kc + (int64_t(page) * k_ps + slot * k_ss);
-          bulk_copy(dst, src, kRowBytes, &full[stage]);
-        } else {
+      KV* dst = (copies_v ? sv : sk) + r * kRawStride;
+      if (!ok) {
 #pragma unroll
-          for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
-          fence_proxy_async();  // before the copy engine writes this row again
-        }
-      } else {
+        for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
+        fence_proxy_async();
+      }
+      const uint32_t copied = __popc(__ballot_sync(0xffffffffu, ok));
+      if (lane == 0) mbar_arrive_expect_tx(&full[stage], copied * kRowBytes);
+      __syncwarp();
+      if (ok) {
+        const int page = min(max(ids[0], 0), p.num_pages - 1);
+        const int slot = page_of.mod(j, page_of.div(j));
+        const KV* src = copies_v ? vc + (int64_t(page) * v_ps + slot * v_ss) : kc + (int64_t(page) * k_ps + slot * k_ss);
+        bulk_copy(dst, src, kRowBytes, &full[stage]);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kCopyPasses; ++i) {
+        const int r = r0 + i * kCopyStep;
+        const int j = first + r;
+        const bool ok = j >= lo && j < hi;
+        const int page = min(max(ids[i], 0), p.num_pages - 1);
+        const int slot = page_of.mod(j, page_of.div(j));
         const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
         const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
 #pragma unroll
@@ -191,12 +215,25 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       }
     }
   };
-  // Waits until tile `it` has landed in its stage (then a __syncthreads makes zero-filled rows
-  // and, for cp.async, the other threads' copies visible).
-  auto wait_tile = [&](int it) {
-    if constexpr (kBulk) mbar_wait(&full[it % Tr::kStages], uint32_t(it / Tr::kStages) & 1u);
-    else cp_async_wait<Tr::kStages - 2>();
-  };
+
+  // ---- producer (sm90): fill the ring as fast as the consumers release it ----------------------
+  if constexpr (kBulk) {
+    if (producer) {
+      if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
+      int ids[kCopyPasses], next[kCopyPasses];
+      fetch_pages(0, ids);
+      for (int tile = 0; tile < n_tiles; ++tile) {
+        fetch_pages(tile + 1, next);  // in flight while this tile waits for its slot
+        if (tile >= Tr::kStages) mbar_wait(&empty[tile % Tr::kStages], uint32_t(tile / Tr::kStages - 1) & 1u);
+        issue_tile(tile, ids);
+#pragma unroll
+        for (int i = 0; i < kCopyPasses; ++i) ids[i] = next[i];
+      }
+      return;  // the consumers' remaining barriers count their 128 threads
+    }
+  }
+
+  if constexpr (kBulk && Tr::kMinBlocks == 2) setmaxnreg_inc<Tr::kConsumerRegs>();
 
   // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
   constexpr int kKS = kD / 16;
@@ -218,9 +255,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   }
 
-  // ---- prologue: the page ids of the first kStages tiles all in flight, then their copies -------
+  // ---- sm80 prologue: the page ids of the first kStages tiles all in flight, then their copies ----
   int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
-  {
+  if constexpr (!kBulk) {
     int first[Tr::kStages - 1][kCopyPasses];
 #pragma unroll
     for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
@@ -231,6 +268,14 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       cp_async_commit();
     }
   }
+
+  // The consumers (warps 0..kWarps-1) synchronise among themselves (named barrier 1): the
+  // producer warps have left by then. A consumer warp releases a ring slot with one arrival.
+  auto consumer_sync = [] { named_barrier_sync(1, Tr::kThreads); };
+  auto release = [&](int stage) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[stage]);
+  };
 
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
   const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
@@ -246,18 +291,26 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
 
   for (int it = 0; it < n_tiles; ++it) {
-    wait_tile(it);
-    __syncthreads();
-    if (it == 0) CUATTN_TRACE(1);  // tile `it` landed; every warp is done with tile it - 1, whose slot we refill
-    if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
-    cp_async_commit();
-    fetch_pages(it + Tr::kStages, pages);
+    const int stage = it % Tr::kStages;
+    if constexpr (kBulk) {
+      mbar_wait(&full[stage], uint32_t(it / Tr::kStages) & 1u);
+    } else {
+      // Tile `it` landed; after the barrier every warp is done with tile it - 1, whose slot we refill.
+      cp_async_wait<Tr::kStages - 2>();
+      consumer_sync();
+      if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
+      cp_async_commit();
+      fetch_pages(it + Tr::kStages, pages);
+    }
+    if (it == 0) CUATTN_TRACE(1);
+    CUATTN_TRACE_TILE(it, 0);
 
     const T* sk;
     const T* sv;
     if constexpr (kFp8) {
       // Widen the raw fp8 tile into the 16-bit K/V pair (8 bytes -> 8 elements a step).
-      const uint8_t* rk = ring + (it % Tr::kStages) * 2 * kRawTile;
+      if constexpr (kBulk) consumer_sync();  // every warp is done with the previous wide tile
+      const uint8_t* rk = ring + stage * 2 * kRawTile;
       const uint8_t* rv = rk + kRawTile;
       T* wk = wide;
       T* wv = wide + Tr::kTileElems;
@@ -273,11 +326,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         *reinterpret_cast<uint4*>(wk + r * Tr::kStride + d) = kw;
         *reinterpret_cast<uint4*>(wv + r * Tr::kStride + d) = vw;
       }
-      __syncthreads();
+      consumer_sync();
+      if constexpr (kBulk) release(stage);  // the raw slot is free once widened
       sk = wk;
       sv = wv;
     } else {
-      sk = ring + (it % Tr::kStages) * 2 * kRawTile;
+      sk = ring + stage * 2 * kRawTile;
       sv = sk + kRawTile;
     }
 
@@ -310,6 +364,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
     float alpha[2];
     softmax.update(s, sl2, alpha);
+    CUATTN_TRACE_TILE(it, 2);
     uint32_t pa[4];
     acc_to_a<T>(s[0], 0, pa);
     rescale_output(o, alpha);
@@ -320,10 +375,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }
+    if constexpr (kBulk && !kFp8) release(stage);
+    CUATTN_TRACE_TILE(it, 3);
   }
   CUATTN_TRACE(2);
-  cp_async_wait<0>();
-  __syncthreads();  // the ring is free: reuse it for the cross-warp merge
+  if constexpr (!kBulk) cp_async_wait<0>();
+  consumer_sync();  // the ring is free (every tile landed and was used): reuse it for the merge
 
   // ---- merge the 4 warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
   // common max and summed in a fixed order (deterministic) ---------------------------------------
@@ -335,7 +392,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const float l = quad_sum(softmax.row_sum[hf]);
     if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf] * sl2, s_l[warp * 16 + g + 8 * hf] = l;
   }
-  __syncthreads();
+  consumer_sync();
   float wscale[2];
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
@@ -349,7 +406,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     for (int hf = 0; hf < 2; ++hf)
       *reinterpret_cast<float2*>(s_ow + (warp * 16 + g + 8 * hf) * kDv + ot * 8 + 2 * t4) =
           make_float2(o[0][ot][2 * hf] * wscale[hf], o[0][ot][2 * hf + 1] * wscale[hf]);
-  __syncthreads();
+  consumer_sync();
   auto warp_sum = [&](int r, int d) {
     return s_ow[r * kDv + d] + s_ow[(16 + r) * kDv + d] + s_ow[(32 + r) * kDv + d] + s_ow[(48 + r) * kDv + d];
   };
@@ -408,7 +465,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (lane == 0) __stcg(wl + r, lse);
   }
   __threadfence();
-  __syncthreads();
+  consumer_sync();
   CUATTN_TRACE(3);
   __shared__ int s_last;
   if (tid == 0) {
@@ -416,7 +473,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     s_last = done == nsplits - 1;
     if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
   }
-  __syncthreads();
+  consumer_sync();
   if (!s_last) return;
   __threadfence();
 
@@ -477,7 +534,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     __syncwarp();
     store_row(r, orow, combined_lse(m, sum));
   }
-  __syncthreads();
+  consumer_sync();
   CUATTN_TRACE(4);
 }
 

@@ -29,11 +29,11 @@ void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream
   if (fp8) {
     auto kernel = paged_decode_kernel<T, kD, true>;
     set_smem_limit(kernel, smem);
-    kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws);
   } else {
     auto kernel = paged_decode_kernel<T, kD, false>;
     set_smem_limit(kernel, smem);
-    kernel<<<grid, Tr::kThreads, smem, stream>>>(p, ws);
+    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws);
   }
   check_launch("paged_decode_kernel launch");
 }

@@ -61,20 +61,6 @@ struct FlashSm90Traits {
   static_assert(kConsumers * 64 == kBM, "one 64-row slab per consumer warpgroup");
 };
 
-// Moves registers between warpgroups (all 128 threads of the group execute it).
-template <int kRegs>
-CUATTN_DEVICE void setmaxnreg_dec() {
-#ifdef CUATTN_SM90A
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
-}
-template <int kRegs>
-CUATTN_DEVICE void setmaxnreg_inc() {
-#ifdef CUATTN_SM90A
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
-#endif
-}
-
 template <typename T, int kD, bool kBlockSparse>
 __global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
 flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
