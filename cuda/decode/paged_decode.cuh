@@ -144,12 +144,14 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int r0 = kBulk ? tid % kBN : tid / kLanesPerRow;
   const bool copies_v = kBulk && tid % Tr::kThreads >= kBN;  // bulk: this producer's rows are V rows
   const int col = kBulk ? 0 : (tid % kLanesPerRow) * kChunkElems;
+  // Every producer thread arrives on `full` once a tile, every consumer thread on `empty`: each
+  // thread's own accesses are ordered by its own arrival (no warp-level hand-off to reason about).
   __shared__ __align__(8) uint64_t full[Tr::kStages];   // bulk: tile landed, one phase per use
-  __shared__ __align__(8) uint64_t empty[Tr::kStages];  // bulk: every consumer warp is done with it
+  __shared__ __align__(8) uint64_t empty[Tr::kStages];  // bulk: every consumer is done with it
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
-      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], Tr::kWarps), mbar_init(&empty[st], Tr::kWarps);
+      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
       mbar_fence_init();
     }
     __syncthreads();
@@ -176,9 +178,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     KV* sv = sk + kRawTile;
     const int first = tile0 + tile * kBN;
     if constexpr (kBulk) {
-      // Each producer warp zero-fills its rows outside the key range (ordered before the copy
-      // engine's later writes to them, and by the warp sync and the full barrier before the
-      // consumers' reads), announces its bytes with its arrival, then copies its other rows.
+      // Each producer thread zero-fills its row if it lies outside the key range (ordered before
+      // the copy engine's later writes to it, and by its own arrival before the consumers' reads),
+      // else arrives announcing the row's bytes and copies it.
       const int r = r0, j = first + r;
       const bool ok = j >= lo && j < hi;
       KV* dst = (copies_v ? sv : sk) + r * kRawStride;
@@ -187,9 +189,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
         fence_proxy_async();
       }
-      const uint32_t copied = __popc(__ballot_sync(0xffffffffu, ok));
-      if (lane == 0) mbar_arrive_expect_tx(&full[stage], copied * kRowBytes);
-      __syncwarp();
+      mbar_arrive_expect_tx(&full[stage], ok ? kRowBytes : 0);
       if (ok) {
         const int page = min(max(ids[0], 0), p.num_pages - 1);
         const int slot = page_of.mod(j, page_of.div(j));
@@ -270,12 +270,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
 
   // The consumers (warps 0..kWarps-1) synchronise among themselves (named barrier 1): the
-  // producer warps have left by then. A consumer warp releases a ring slot with one arrival.
+  // producer warps have left by then. Each consumer thread releases a ring slot it has read.
   auto consumer_sync = [] { named_barrier_sync(1, Tr::kThreads); };
-  auto release = [&](int stage) {
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[stage]);
-  };
+  auto release = [&](int stage) { mbar_arrive(&empty[stage]); };
 
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
   const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
