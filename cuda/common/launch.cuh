@@ -5,8 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <utility>
 
@@ -23,20 +23,31 @@ inline void check_cuda(cudaError_t e, const char* what) {
 
 inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
 
-// Raises a kernel's dynamic shared memory limit (needed above 48 KB) once per (kernel, device).
-// Keyed by the kernel's address: kernels of one signature share a function type, not a limit.
-template <typename Kernel>
-void set_smem_limit(Kernel kernel, size_t bytes) {
+// fn(device) for `key` (a kernel's address, or nullptr for a device property) on the current
+// device, computed once per (key, device) under a lock and cached. Each call site (each fn type)
+// keeps its own cache. Kernel keys are addresses: kernels of one signature share a function type.
+template <typename V, typename Fn>
+V once_per_device(const void* key, Fn fn) {
   static std::mutex mu;
-  static std::set<std::pair<const void*, int>> done;
+  static std::map<std::pair<const void*, int>, V> cache;
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
   std::lock_guard<std::mutex> lock(mu);
-  if (done.count(key)) return;
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-             "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  done.insert(key);
+  const auto it = cache.find({key, dev});
+  if (it != cache.end()) return it->second;
+  const V v = fn(dev);
+  cache.emplace(std::make_pair(key, dev), v);
+  return v;
+}
+
+// Raises a kernel's dynamic shared memory limit (needed above 48 KB) once per (kernel, device).
+template <typename Kernel>
+void set_smem_limit(Kernel kernel, size_t bytes) {
+  once_per_device<bool>(reinterpret_cast<const void*>(kernel), [&](int) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    return true;
+  });
 }
 
 }  // namespace cuattn

@@ -50,17 +50,11 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
 }
 
 int sm_count() {
-  static std::mutex mu;
-  static std::map<int, int> cache;
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
-  int n = 0;
-  check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  cache[dev] = n;
-  return n;
+  return once_per_device<int>(nullptr, [](int dev) {
+    int n = 0;
+    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    return n;
+  });
 }
 
 // Workspace for plan-less calls: one growing buffer per (device, stream), stream-ordered

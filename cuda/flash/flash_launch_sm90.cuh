@@ -90,29 +90,27 @@ inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_
   return true;
 }
 
-// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device). A kernel
-// JIT-compiled from older PTX reports binaryVersion 90 too, hence the PTX version check.
+// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device), when its
+// shared memory limit is raised too. A kernel JIT-compiled from older PTX reports binaryVersion
+// 90 too, hence the PTX version check.
 template <typename Kernel>
-bool has_sm90a_code(Kernel kernel) {
+bool prepare_sm90a_kernel(Kernel kernel, size_t smem_bytes) {
 #if !CUATTN_BUILD_SM90A
   return false;
 #endif
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, bool> known;
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = known.find(key);
-  if (it != known.end()) return it->second;
-  cudaFuncAttributes attr{};
-  int major = 0, minor = 0;
-  const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-                  major == 9 && minor == 0 && attr.binaryVersion == 90 && attr.ptxVersion == 90;
-  cudaGetLastError();
-  return known[key] = ok;
+  return once_per_device<bool>(reinterpret_cast<const void*>(kernel), [&](int dev) {
+    cudaFuncAttributes attr{};
+    int major = 0, minor = 0;
+    const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                    major == 9 && minor == 0 && attr.binaryVersion == 90 && attr.ptxVersion == 90;
+    cudaGetLastError();
+    if (ok)
+      check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)),
+                 "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    return ok;
+  });
 }
 
 template <typename T, int kD>
@@ -122,7 +120,7 @@ bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   const bool sparse = p.block_mask.present();
   if (sparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
   auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, true> : flash_fwd_sm90_kernel<T, kD, false>;
-  if (!has_sm90a_code(kernel)) return false;
+  if (!prepare_sm90a_kernel(kernel, Tr::kSmemBytes)) return false;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t nb = varlen ? 1 : p.batch;
   FlashTmaMaps maps;
@@ -135,7 +133,6 @@ bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
     return false;
   const dim3 grid((p.seqlen_q + Tr::kBM - 1) / Tr::kBM, p.num_heads_q, p.batch);
   if (grid.x == 0) return true;
-  set_smem_limit(kernel, Tr::kSmemBytes);
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps);
   check_launch("flash_fwd_sm90_kernel launch");
   return true;
