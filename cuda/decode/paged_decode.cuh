@@ -121,10 +121,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % 64 of
   // K (t < 64) or of V of every tile with one bulk copy through the copy engine, into the ring slot
   // that the consumers have released (empty barrier), completing on that slot's full barrier; rows
-  // outside the key range are zero-filled instead. A warp's bulk copies issue one after another,
-  // ~1 us for a tile's 128 (a single producer warp took 4 us a tile): producers that do nothing
-  // else keep that off the consumers' path (with the copies issued by the consumers, a tile took
-  // 1.1 us to issue and 0.45 us to compute at B16 L8192: bench/NOTES.md).
+  // outside the key range are zero-filled instead. Issuing is slow: a warp's lanes issue their
+  // bulk copies one after another (4 warps took 1.1 us to issue a tile's 128, one warp 4 us), so
+  // producers that do nothing else keep it off the consumers' path; when the consumers issued the
+  // copies themselves, a tile took 1.1 us to issue and 0.45 us to compute (B16 L8192,
+  // bench/NOTES.md).
   // sm80: the producer warps leave at once; the 4 consumer warps copy with cp.async, eight
   // threads a row, each copying 16-byte chunks (tid % 8) + 8c, so every copy instruction reads
   // whole 128-byte lines, and a barrier per tile orders the ring.

@@ -1,0 +1,121 @@
+// bench/copy_probe.cu — how fast can an H100 stream HBM into shared memory through the copy engine,
+// by copy size and access pattern, with no compute at all? The question behind it: the paged
+// decode kernel's 256-byte row copies reach ~2.87 TB/s in-kernel where cuDNN's decode reads 3.04.
+//
+// Each CTA streams its share of a 512 MB buffer in 32 KB tiles through a 3-stage shared-memory
+// ring: a producer warpgroup issues bulk copies (cp.async.bulk, completing on the stage's full
+// mbarrier), one consumer warp waits for each tile and releases it at once. Modes:
+//   rows256    128 copies of 256 B a tile (one per producer thread), the CTA's rows contiguous
+//   nhd256     128 copies of 256 B a tile, rows 2 KB apart: 8 CTAs read one region interleaved,
+//              as the 8 kv heads of an NHD page do
+//   chunk4k    8 copies of 4 KB a tile
+//   tile32k    1 copy of 32 KB a tile
+//   ldg        no copies: every thread reads 16 bytes at a time into registers (the read ceiling)
+// GB/s = bytes / median CUDA-event time over 15 calls, a 256 MB zeroing L2 flush before each (as
+// bench.py), for 128 CTAs (one an SM, like cuDNN's decode) and 264 (two an SM, like ours).
+// Not part of the build:
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -o /tmp/cp bench/copy_probe.cu && /tmp/cp
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "common/copy.cuh"
+
+using namespace cuattn;
+
+constexpr int kTile = 32768, kStages = 3, kProducers = 128, kBlock = kProducers + 32;
+enum Mode { kRows256, kNhd256, kChunk4k, kTile32k, kLdg };
+const char* kNames[] = {"rows256", "nhd256", "chunk4k", "tile32k", "ldg"};
+
+__global__ void __launch_bounds__(kBlock) probe(const char* src, size_t per_cta, int mode, unsigned* sink) {
+  extern __shared__ __align__(128) char ring[];
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  const int tid = threadIdx.x, n_tiles = int(per_cta / kTile);
+  const char* base = src + blockIdx.x * per_cta;
+  if (mode == kLdg) {  // all 160 threads: 16-byte loads, 16 in flight each, folded into one word
+    const uint4* p = reinterpret_cast<const uint4*>(base);
+    const size_t n = per_cta / 16;
+    unsigned acc = 0;
+    for (size_t i = tid; i < n; i += 16 * kBlock) {
+      uint4 v[16];
+#pragma unroll
+      for (int u = 0; u < 16; ++u) v[u] = i + u * kBlock < n ? __ldcs(p + i + u * kBlock) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < 16; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    if (acc == 0x12345678u) sink[0] = acc;  // keeps the loads
+    return;
+  }
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) mbar_init(&full[s], kProducers), mbar_init(&empty[s], 32);
+    mbar_fence_init();
+  }
+  __syncthreads();
+  if (tid >= 32) {  // producers
+    const int t = tid - 32;
+    for (int it = 0; it < n_tiles; ++it) {
+      const int s = it % kStages;
+      if (it >= kStages) mbar_wait(&empty[s], uint32_t(it / kStages - 1) & 1u);
+      char* dst = ring + s * kTile;
+      uint32_t bytes = 0;
+      const char* from = nullptr;
+      if (mode == kRows256) {
+        bytes = 256, from = base + size_t(it) * kTile + t * 256;
+        dst += t * 256;
+      } else if (mode == kNhd256) {  // this CTA is head h of a group of 8 sharing one region
+        const int h = blockIdx.x % 8;
+        const size_t row = size_t(it) * 128 + t;
+        bytes = 256, from = src + (blockIdx.x / 8) * 8 * per_cta + (row * 8 + h) * 256;
+        dst += t * 256;
+      } else if (mode == kChunk4k) {
+        if (t < 8) bytes = 4096, from = base + size_t(it) * kTile + t * 4096, dst += t * 4096;
+      } else if (t == 0) {
+        bytes = kTile, from = base + size_t(it) * kTile;
+      }
+      mbar_arrive_expect_tx(&full[s], bytes);
+      if (bytes) bulk_copy(dst, from, bytes, &full[s]);
+    }
+  } else {  // the consumer warp: wait, release
+    for (int it = 0; it < n_tiles; ++it) {
+      const int s = it % kStages;
+      mbar_wait(&full[s], uint32_t(it / kStages) & 1u);
+      mbar_arrive(&empty[s]);
+    }
+  }
+}
+
+int main() {
+  const size_t total = size_t(512) << 20, flush_bytes = size_t(256) << 20;
+  char *src, *flush;
+  unsigned* sink;
+  cudaMalloc(&src, total + (size_t(8) << 20));
+  cudaMalloc(&flush, flush_bytes);
+  cudaMalloc(&sink, 4);
+  cudaMemset(src, 1, total);
+  const int smem = kStages * kTile;
+  cudaFuncSetAttribute(probe, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  printf("%-8s %6s %10s %8s\n", "mode", "CTAs", "median us", "GB/s");
+  for (int grid : {128, 264}) {
+    const size_t per_cta = total / grid / kTile * kTile;
+    for (int mode = 0; mode < 5; ++mode) {
+      std::vector<float> ms;
+      for (int rep = 0; rep < 18; ++rep) {
+        cudaMemsetAsync(flush, 0, flush_bytes);
+        cudaEventRecord(e0);
+        probe<<<grid, kBlock, smem>>>(src, per_cta, mode, sink);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float t;
+        cudaEventElapsedTime(&t, e0, e1);
+        if (rep >= 3) ms.push_back(t);
+      }
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      printf("%-8s %6d %10.1f %8.0f\n", kNames[mode], grid, med * 1e3, per_cta * grid / (med * 1e6));
+    }
+  }
+  printf("err: %s\n", cudaGetErrorString(cudaGetLastError()));
+}
