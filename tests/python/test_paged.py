@@ -172,6 +172,42 @@ def test_paged_attention(rng, device, dtype, case):
     _run_and_check(rng, device, dtype, case, dtype, poison=bool(rng.integers(2)))
 
 
+def _nan_outside_sequences(host, case):
+    """Copies of the host caches with NaN in every slot no sequence owns (page tails past a
+    sequence's end, pages no table row points to), as a reused cache can hold."""
+    def poison(cache):
+        valid = np.zeros(cache.shape[:2] if case.kv_layout == "NHD" else (cache.shape[0], cache.shape[2]), bool)
+        for b, n in enumerate(host["seq_lens"]):
+            for t in range(int(n)):
+                valid[host["block_table"][b, t // case.page], t % case.page] = True
+        out = cache.astype(np.float32)
+        mask = ~valid if case.kv_layout == "NHD" else ~valid[:, None, :]
+        idx = mask[..., None, None] if case.kv_layout == "NHD" else mask[..., None]
+        out = np.where(idx, np.nan, out)
+        return out.astype(cache.dtype)
+    return poison(host["k_cache"]), poison(host["v_cache"])
+
+
+# NaN in slots no sequence owns (page tails, unreferenced pages) must not reach the output: P = 0
+# times a NaN is still NaN, so a kernel must never multiply such a row, whatever page size.
+NAN_CASES = [PagedCase((1, 17, 100), 16), PagedCase((70, 5), 32, kv_layout="HND", d=64),
+             PagedCase((130, 64), 64, window=(40, 0)), PagedCase((200, 3), 128, hq=4, hkv=1),
+             PagedCase((9, 300), 256, sq=3, kv_layout="HND", d=64), PagedCase((13, 2), 8)]
+
+
+@pytest.mark.parametrize("case", NAN_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_paged_attention_nan_outside_sequences(rng, device, dtype, case):
+    dev, host = build_paged(rng, case, dtype, dtype, device)
+    kc_h, vc_h = _nan_outside_sequences(host, case)
+    kw = dict(window=case.window, kv_layout=case.kv_layout)
+    out = cuattn.paged_attention(dev["q"], to_device(kc_h, device), to_device(vc_h, device), dev["block_table"],
+                                 dev["seq_lens"], **kw)
+    ref, _ = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                              host["seq_lens"], **kw)
+    assert_close(out, ref, dtype)
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
 def test_paged_attention_poisoned_out(rng, device, dtype, case):
