@@ -8,7 +8,7 @@ the HND cache layout ([page, kv head, slot, dim]: a page's rows of one kv head c
 NHD puts them 2 KB apart); --order random,ordered also times pages in sequence order (as a
 contiguous cache would be); k < 1 (e.g. 0.5) gives fewer splits than one wave. Run on a GPU machine:
     python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 0.5,1,2,4,8] [--layouts NHD,HND]
-        [--order random,ordered] [--page 16] [--flush write|read]
+        [--order random,ordered] [--page 16] [--flush write|read] [--variants default,NAME=VALUE]
 """
 import argparse
 import os
@@ -31,11 +31,25 @@ ap.add_argument("--flush", choices=("read", "write"), default="write")
 ap.add_argument("--page", type=int, default=16)
 ap.add_argument("--order", default="random", help="page order in the cache: random (a permutation) "
                 "and/or ordered (sequence by sequence, as a contiguous cache)")
+ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
+                "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
+                "library reads on every call)")
 a = ap.parse_args()
 timer = Timer(torch, iters=a.iters, flush=a.flush)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
 Hq, Hkv, D, ps = 32, 8, 128, a.page
-print(f"{'case':<12} {'layout':<6} {'order':<8} {'k':>4} {'splits':>6} {'GB/s':>7}")
+variants = a.variants.split(",")
+
+
+def set_variant(v):
+    for name in {x.split("=")[0] for x in variants if "=" in x}:
+        os.environ.pop(name, None)
+    if "=" in v:
+        name, value = v.split("=", 1)
+        os.environ[name] = value
+
+
+print(f"{'case':<12} {'layout':<6} {'order':<8} {'k':>4} {'splits':>6} " + " ".join(f"{v[-24:]:>24}" for v in variants))
 for case in a.cases.split(","):
     B, L = (int(x) for x in case.split("x"))
     nb = B * L // ps
@@ -52,10 +66,13 @@ for case in a.cases.split(","):
         for k in (float(x) for x in a.k.split(",")):
             plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,
                                       device="cuda", num_sms=round(k * sms))
-            xs = []
+            xs = {v: [] for v in variants}
             for _ in range(3):
-                xs += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out,
-                                                                   kv_layout=layout))
+                for v in variants:
+                    set_variant(v)
+                    xs[v] += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan,
+                                                                          out=out, kv_layout=layout))
+            set_variant("default")
             print(f"B{B} L{L:<6} {layout:<6} {order:<8} {k:>4} {plan.max_splits:>6} "
-                  f"{nbytes / statistics.median(xs) / 1e6:7.0f}", flush=True)
+                  + " ".join(f"{nbytes / statistics.median(xs[v]) / 1e6:24.0f}" for v in variants), flush=True)
         del kc, vc
