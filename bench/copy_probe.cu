@@ -25,7 +25,8 @@
 #include <cstdio>
 #include <vector>
 
-#include "flash/flash_launch_sm90.cuh"  // make_tma_map, and through it common/copy.cuh
+#include "common/copy.cuh"
+#include "common/tma_host.cuh"  // make_tma_map
 
 using namespace cuattn;
 

@@ -8,110 +8,11 @@
 // multiple of 16 bytes). The caller then runs the portable kernel.
 #pragma once
 
-#include <cudaTypedefs.h>
-
-#include <map>
-#include <mutex>
-#include <string>
-
 #include "common/launch.cuh"
+#include "common/tma_host.cuh"
 #include "flash/flash_fwd_sm90.cuh"
 
 namespace cuattn {
-
-// The driver's cuTensorMapEncodeTiled, found once through the runtime (cuattn does not link
-// libcuda, so that the CPU backend imports on machines without a driver). Null if unavailable.
-inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// A 16-bit tensor seen as [batch][rows][heads][dim] (strides in elements, dim contiguous), read
-// in boxes of 64 x box_rows with the 128-byte swizzle; out-of-range elements read as zero.
-// False when TMA cannot describe it.
-inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_t dim, int64_t rows,
-                         int64_t heads, int64_t batch, int64_t row_stride, int64_t head_stride,
-                         int64_t batch_stride, int box_rows) {
-  const auto encode = tensor_map_encoder();
-  if (encode == nullptr || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
-  const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(heads), cuuint64_t(batch)};
-  cuuint64_t strides[3];
-  const int64_t bytes[3] = {2 * row_stride, 2 * head_stride, 2 * batch_stride};
-  for (int i = 0; i < 4; ++i)
-    if (dims[i] == 0 || dims[i] > (cuuint64_t(1) << 32)) return false;
-  for (int i = 0; i < 3; ++i) {
-    // A dimension of extent 1 is never stepped along: any valid stride describes it.
-    const int64_t s = dims[i + 1] == 1 ? 16 : bytes[i];
-    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
-    strides[i] = cuuint64_t(s);
-  }
-  // Encoding costs about a microsecond of host time; a call on the same arrays as a recent one
-  // (the common case: a layer's buffers, a benchmark loop) reuses its maps.
-  struct Entry {
-    const void* base;
-    cuuint64_t dims[4], strides[3];
-    int box_rows;
-    DType dtype;
-    CUtensorMap map;
-  };
-  thread_local Entry cache[8] = {};
-  thread_local unsigned next = 0;
-  for (const Entry& e : cache)
-    if (e.base == base && e.dtype == dtype && e.box_rows == box_rows && e.dims[0] == dims[0] &&
-        e.dims[1] == dims[1] && e.dims[2] == dims[2] && e.dims[3] == dims[3] && e.strides[0] == strides[0] &&
-        e.strides[1] == strides[1] && e.strides[2] == strides[2]) {
-      *map = e.map;
-      return true;
-    }
-  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  const CUresult r = encode(map, dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                            4, const_cast<void*>(base), dims, strides, box, elem_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) return false;
-  Entry& e = cache[next++ % 8];
-  e.base = base;
-  e.dtype = dtype;
-  e.box_rows = box_rows;
-  for (int i = 0; i < 4; ++i) e.dims[i] = dims[i];
-  for (int i = 0; i < 3; ++i) e.strides[i] = strides[i];
-  e.map = *map;
-  return true;
-}
-
-// Does `kernel` run sm_90a code on the current device? Asked once per (kernel, device), when its
-// shared memory limit is raised too. A kernel JIT-compiled from older PTX reports binaryVersion
-// 90 too, hence the PTX version check.
-template <typename Kernel>
-bool prepare_sm90a_kernel(Kernel kernel, size_t smem_bytes) {
-#if !CUATTN_BUILD_SM90A
-  return false;
-#endif
-  return once_per_device<bool>(reinterpret_cast<const void*>(kernel), [&](int dev) {
-    cudaFuncAttributes attr{};
-    int major = 0, minor = 0;
-    const bool ok = cudaFuncGetAttributes(&attr, kernel) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-                    major == 9 && minor == 0 && attr.binaryVersion == 90 && attr.ptxVersion == 90;
-    cudaGetLastError();
-    if (ok)
-      check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes)),
-                 "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-    return ok;
-  });
-}
 
 template <typename T, int kD>
 bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
