@@ -11,7 +11,7 @@ __device__ unsigned long long g_trace[8192 * 8];
 #define CUATTN_TRACE(i) do { if (threadIdx.x == 0) { unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
   g_trace[((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 8 + (i)] = t_; } } while (0)
 // Per-tile timeline of a few CTAs (blockIdx.x == 0, y == 0, z < 4; consumer thread 0): tile landed, softmax done, PV issued.
-__device__ unsigned long long g_tiles[4][1024][4];
+__device__ unsigned long long g_tiles[4][1024][3];
 #define CUATTN_TRACE_TILE(it, ph) do { if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z < 4 && (it) < 1024) { \
   unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); g_tiles[blockIdx.z][it][ph] = t_; } } while (0)
 #include "decode/paged_decode.cuh"
@@ -68,14 +68,14 @@ int main(int argc, char** argv) {
     printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs)\n", rep, ms * 1000,
            4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, n);
     if (rep >= 4) {
-      std::vector<unsigned long long> tt(4 * 1024 * 4);
+      std::vector<unsigned long long> tt(4 * 1024 * 3);
       cudaMemcpyFromSymbol(tt.data(), g_tiles, tt.size() * 8);
       const int ntile = (L / splits + 63) / 64;
       for (int c = 0; c < std::min(B, 4); ++c) {
-        auto at = [&](int i, int ph) { return double(tt[(c * 1024 + i) * 4 + ph]) / 1000.0; };
+        auto at = [&](int i, int ph) { return double(tt[(c * 1024 + i) * 3 + ph]) / 1000.0; };
         double wait = 0, qk = 0, pv = 0;
         for (int i = 1; i < ntile; ++i)
-          wait += at(i, 0) - at(i - 1, 3), qk += at(i, 2) - at(i, 0), pv += at(i, 3) - at(i, 2);
+          wait += at(i, 0) - at(i - 1, 2), qk += at(i, 1) - at(i, 0), pv += at(i, 2) - at(i, 1);
         const double n1 = ntile - 1;
         printf("  CTA z=%d: %d tiles, per tile (us): wait %.3f, QK+softmax %.3f, PV %.3f; periods:",
                c, ntile, wait / n1, qk / n1, pv / n1);

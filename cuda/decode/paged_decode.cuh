@@ -38,7 +38,7 @@
 #ifndef CUATTN_TRACE
 #define CUATTN_TRACE(i)
 #endif
-// Per tile: (tile, 0: landed / 2: softmax done / 3: PV issued), same use.
+// Per tile: (tile, 0: landed / 1: softmax done / 2: PV issued), same use.
 #ifndef CUATTN_TRACE_TILE
 #define CUATTN_TRACE_TILE(it, ph)
 #endif
@@ -362,7 +362,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
     float alpha[2];
     softmax.update(s, sl2, alpha);
-    CUATTN_TRACE_TILE(it, 2);
+    CUATTN_TRACE_TILE(it, 1);
     uint32_t pa[4];
     acc_to_a<T>(s[0], 0, pa);
     rescale_output(o, alpha);
@@ -374,7 +374,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }
     if constexpr (kBulk && !kFp8) release(stage);
-    CUATTN_TRACE_TILE(it, 3);
+    CUATTN_TRACE_TILE(it, 2);
   }
   CUATTN_TRACE(2);
   if constexpr (!kBulk) cp_async_wait<0>();
