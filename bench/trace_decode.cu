@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 6; ++rep) {
     cudaMemset(g_trace, 0, 0);
     cudaEventRecord(e0);
-    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws);
+    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws, PagedTmaMaps{});
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms; cudaEventElapsedTime(&ms, e0, e1);

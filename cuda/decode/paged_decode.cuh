@@ -24,6 +24,7 @@
 // out-of-bounds access.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include "common/copy.cuh"
@@ -71,9 +72,20 @@ struct SplitWorkspace {
   int max_splits = 1;
 };
 
-template <typename T, int kD, bool kFp8>
+// The K and V caches as 4-d tensors (dim, slot, kv head, page) read in boxes of 64 columns x
+// min(page size, 64) slots with the 128-byte swizzle (built on the host: common/tma_host.cuh).
+struct PagedTmaMaps {
+  CUtensorMap k, v;
+};
+
+// kTma (sm_90a, 16-bit caches, page size a multiple of 16): the ring is filled by TMA tensor copies,
+// one per (page, 64-column panel) of a tile, into 128-byte-swizzled panels, instead of one bulk copy
+// per row.
+template <typename T, int kD, bool kFp8, bool kTma = false>
 __global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
-paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws) {
+paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
+                    const __grid_constant__ PagedTmaMaps maps) {
+  static_assert(!(kTma && kFp8), "TMA path: 16-bit caches");
   using Tr = PagedTraits<kD>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
@@ -81,9 +93,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Ring of kStages K/V tiles. 16-bit caches: the ring holds the MMA operands directly. fp8: the
   // ring holds raw bytes; one 16-bit K/V pair after it receives the widened tile.
-  constexpr int kRawStride = kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
+  constexpr int kRawStride = kTma ? kD : kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
   constexpr size_t kRawTile = size_t(kBN) * kRawStride;
-  KV* ring = reinterpret_cast<KV*>(smem_raw);
+  // TMA: panels of [64 rows][128 bytes], K's kD / 64 panels then V's, 1024-byte aligned (swizzle).
+  constexpr int kPanels = kD / 64, kPanelBytes = kBN * 128;
+  KV* ring = reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0));
   T* wide = reinterpret_cast<T*>(smem_raw + 2 * Tr::kStages * kRawTile * kKvBytes);
 
   CUATTN_TRACE(0);
@@ -152,7 +166,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
-      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
+      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], kTma ? 1 : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
       mbar_fence_init();
     }
     __syncthreads();
@@ -217,8 +231,44 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   };
 
+  // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or 64 slots of
+  // one), each 64-column panel of K and of V with one tensor copy, the whole tile on lane 0's
+  // arrival. The other producer warps have nothing to do. -----------------------------------------
+  if constexpr (kTma) {
+    if (producer) {
+      if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
+      if (warp != Tr::kWarps) return;
+      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: a multiple of 16
+      auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
+        const int j = tile0 + tile * kBN + lane * box;
+        return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
+      };
+      int id = box_page(0);
+      for (int tile = 0; tile < n_tiles; ++tile) {
+        const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
+        const int stage = tile % Tr::kStages;
+        if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);
+        if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * sizeof(T)));
+        __syncwarp();
+        if (lane < nbox) {
+          const int j = tile0 + tile * kBN + lane * box;
+          const int page = min(max(id, 0), p.num_pages - 1);
+          const int slot = page_of.mod(j, page_of.div(j));
+          unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * 128;
+#pragma unroll
+          for (int pn = 0; pn < kPanels; ++pn) {
+            tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], 64 * pn, slot, hk, page);
+            tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], 64 * pn, slot, hk, page);
+          }
+        }
+        id = next;
+      }
+      return;
+    }
+  }
+
   // ---- producer (sm90): fill the ring as fast as the consumers release it ----------------------
-  if constexpr (kBulk) {
+  if constexpr (kBulk && !kTma) {
     if (producer) {
       if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
       int ids[kCopyPasses], next[kCopyPasses];
@@ -292,6 +342,22 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const int stage = it % Tr::kStages;
     if constexpr (kBulk) {
       mbar_wait(&full[stage], uint32_t(it / Tr::kStages) & 1u);
+      if constexpr (kTma) {
+        // TMA copied whole boxes: V rows outside the key range hold whatever those slots hold
+        // (past the sequence's end, or a clamped page), and P = 0 times a NaN there is NaN. Each
+        // warp zeroes its own 16 rows of them (it alone reads them); K rows need nothing, their
+        // scores are masked.
+        const int first = tile0 + it * kBN;
+        if (first < lo || first + kBN > hi) {
+          unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);
+          for (int e = lane; e < 16 * kPanels * 8; e += 32) {  // 16 rows x kD / 8 chunks of 16 bytes
+            const int r = warp * 16 + e / (kPanels * 8), c = e % (kPanels * 8), j = first + r;
+            if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + (c / 8) * kPanelBytes + r * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+          }
+          fence_proxy_async();  // before the copy engine writes these rows again
+          __syncwarp();
+        }
+      }
     } else {
       // Tile `it` landed; after the barrier every warp is done with tile it - 1, whose slot we refill.
       cp_async_wait<Tr::kStages - 2>();
@@ -340,7 +406,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
       uint32_t kb[4];
-      ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
+      if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
+        const int kr = warp * 16 + lane % 8 + (lane / 16) * 8, kc = ks * 2 + (lane / 8) % 2;
+        ldmatrix_x4(kb, k_base + (kc / 8) * kPanelBytes + kr * 128 + ((kc % 8) ^ (kr % 8)) * 16);
+      } else {
+        ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
+      }
       mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
       mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
     }
@@ -369,7 +440,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
     for (int dp = 0; dp < kDv / 16; ++dp) {
       uint32_t vb[4];
-      ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
+      if constexpr (kTma) {
+        const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
+        ldmatrix_x4_trans(vb, v_base + (vc / 8) * kPanelBytes + vr * 128 + ((vc % 8) ^ (vr % 8)) * 16);
+      } else {
+        ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
+      }
       mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }

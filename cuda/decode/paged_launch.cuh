@@ -3,7 +3,11 @@
 // the fp8-cache kernels.
 #pragma once
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "common/launch.cuh"
+#include "common/tma_host.cuh"
 #include "cuattn/cuattn.h"
 #include "decode/paged_decode.cuh"
 
@@ -13,6 +17,33 @@ namespace cuattn {
 // else from shapes alone, with a per-(device, stream) cached workspace. No host sync either way.
 SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, int row_chunks,
                                 cudaStream_t stream);
+
+// The TMA variant (16-bit caches, D <= 128): when the build and the device have sm_90a code, the page size
+// is a multiple of 16 and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
+// (read every call, so that the two can be compared in one process). False: nothing launched.
+template <typename T, int kD>
+bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
+  using Tr = PagedTraits<kD>;
+  if constexpr (kD > 128) {  // D256: the swizzled addressing spills at 255 registers
+    return false;
+  } else {
+    if (p.page_size % 16 != 0 || p.num_pages <= 0) return false;
+    const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
+    if (off != nullptr && off[0] == '1') return false;
+    auto kernel = paged_decode_kernel<T, kD, false, true>;
+    const size_t smem = std::max(size_t(Tr::kStages) * 2 * Tr::kBN * kD * sizeof(T) + 1024, merge);
+    if (!prepare_sm90a_kernel(kernel, smem)) return false;
+    const int box = std::min(p.page_size, Tr::kBN);
+    PagedTmaMaps maps;
+    if (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, kD, p.page_size, p.num_heads_kv, p.num_pages,
+                      p.k_slot_stride, p.k_head_stride, p.k_page_stride, box) ||
+        !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, kD, p.page_size, p.num_heads_kv, p.num_pages,
+                      p.v_slot_stride, p.v_head_stride, p.v_page_stride, box))
+      return false;
+    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, maps);
+    return true;
+  }
+}
 
 template <typename T, int kD>
 void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream) {
@@ -26,14 +57,15 @@ void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream
   const size_t wide = fp8 ? 2 * Tr::kTileElems * sizeof(T) : 0;
   const size_t merge = (2 * 4 * 16 + 4 * 16 * kD) * sizeof(float);
   const size_t smem = std::max(ring + wide, merge);
+  const PagedTmaMaps none{};
   if (fp8) {
     auto kernel = paged_decode_kernel<T, kD, true>;
     set_smem_limit(kernel, smem);
-    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws);
-  } else {
+    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, none);
+  } else if (!run_paged_tma<T, kD>(p, ws, grid, merge, stream)) {
     auto kernel = paged_decode_kernel<T, kD, false>;
     set_smem_limit(kernel, smem);
-    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws);
+    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, none);
   }
   check_launch("paged_decode_kernel launch");
 }

@@ -189,7 +189,9 @@ def _nan_outside_sequences(host, case):
 
 
 # NaN in slots no sequence owns (page tails, unreferenced pages) must not reach the output: P = 0
-# times a NaN is still NaN, so a kernel must never multiply such a row, whatever page size.
+# times a NaN is still NaN, so a kernel must never multiply such a row, whatever page size. Page
+# sizes that are multiples of 16 take the TMA path on sm_90a (whole pages are copied, slots past a
+# sequence's end included); the others copy row by row.
 NAN_CASES = [PagedCase((1, 17, 100), 16), PagedCase((70, 5), 32, kv_layout="HND", d=64),
              PagedCase((130, 64), 64, window=(40, 0)), PagedCase((200, 3), 128, hq=4, hkv=1),
              PagedCase((9, 300), 256, sq=3, kv_layout="HND", d=64), PagedCase((13, 2), 8)]
@@ -206,6 +208,19 @@ def test_paged_attention_nan_outside_sequences(rng, device, dtype, case):
     ref, _ = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
                               host["seq_lens"], **kw)
     assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[7], NAN_CASES[3]], ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_paged_tma_matches_row_copies(rng, device, dtype, case, monkeypatch):
+    """The TMA ring and the row-copy ring (CUATTN_DECODE_ROW_COPIES=1) give the same bits."""
+    dev, _ = build_paged(rng, case, dtype, dtype, device)
+    kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
+    args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
+    a = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
+    monkeypatch.setenv("CUATTN_DECODE_ROW_COPIES", "1")
+    b = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
+    assert np.array_equal(a, b, equal_nan=True)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=str)
