@@ -1568,6 +1568,11 @@ static void scheduler_cases() {
     CHECK(splits(32768, c) == want || splits(32768, c) == want - 1,
           cat("B1 L32768: ", splits(32768, c), " splits, want about ", want));
   }
+  if (per_sm == 1) {
+    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms)) == 1, "B16 L8192: want 1 split");
+    CHECK(splits(32768, choose_chunk(2, 8, 2 * 32768, 32768, 16, sms)) == 8, "B2 L32768: want 8 splits");
+    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
+  }
   if (per_sm == 2) {
     CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms)) == 2, "B16 L8192: want 2 splits");
     CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
