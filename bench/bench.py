@@ -466,6 +466,8 @@ def main(argv=None):
             log(f"  suite {name} failed:\n{traceback.format_exc()}")
     os.makedirs(a.out, exist_ok=True)
     stem = f"{res['date'][:10]}_{res['git_sha']}_{props.name.replace(' ', '_')}"
+    if a.suite != ap.get_default("suite"):  # a partial run names its suites, so runs never overwrite
+        stem += "_" + a.suite.replace(",", "-")
     with open(os.path.join(a.out, stem + ".json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     plots(res, os.path.join(a.out, stem + ".png"))

@@ -1,20 +1,24 @@
 // bench/trace_decode.cu — per-CTA timeline of the paged decode kernel (globaltimer at kernel start,
 // first tile landed, loop done, partial written, merge done) and, for 4 CTAs, per tile (wait for the
-// tile, QK + softmax, PV), B sequences, H32/8 D128 bf16 page 16. Not
-// part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include
-//   -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1]
+// tile, QK + softmax, PV), B sequences, H32/8 D128 bf16 page 16, a 256 MB zeroing L2 flush before
+// each call (as bench.py). The ring is filled by TMA tensor copies, or with `rows` by one bulk copy
+// per row. Not part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda
+//   -Icpp/include -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [tma|rows]
 #include <cstdio>
 #include <vector>
 #include <algorithm>
 #include <random>
 __device__ unsigned long long g_trace[8192 * 8];
 #define CUATTN_TRACE(i) do { if (threadIdx.x == 0) { unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
-  g_trace[((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * 8 + (i)] = t_; } } while (0)
+  const unsigned c_ = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x; g_trace[c_ * 8 + (i)] = t_; \
+  if ((i) == 0) { unsigned s_; asm volatile("mov.u32 %0, %%smid;" : "=r"(s_)); g_trace[c_ * 8 + 7] = s_; } } } while (0)
 // Per-tile timeline of a few CTAs (blockIdx.x == 0, y == 0, z < 4; consumer thread 0): tile landed, softmax done, PV issued.
 __device__ unsigned long long g_tiles[4][1024][3];
 #define CUATTN_TRACE_TILE(it, ph) do { if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z < 4 && (it) < 1024) { \
   unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); g_tiles[blockIdx.z][it][ph] = t_; } } while (0)
 #include "decode/paged_decode.cuh"
+#include "common/tma_host.cuh"  // make_tma_map
+#include <cstring>
 using namespace cuattn;
 __global__ void fill(__nv_bfloat16* x, size_t n, unsigned seed) {
   for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -42,15 +46,24 @@ int main(int argc, char** argv) {
   p.batch = B; p.seqlen_q = 1; p.num_heads_q = Hq; p.num_heads_kv = Hk; p.head_dim = p.head_dim_v = D;
   p.page_size = ps; p.num_pages = nb; p.max_blocks = nb / B; p.scale = 1.f / sqrtf(D); p.q_dtype = p.kv_dtype = DType::bf16;
   SplitWorkspace ws; ws.o = wo; ws.lse = wl; ws.counters = cnt; ws.chunk_tokens = (L + splits - 1) / splits; ws.max_splits = splits;
-  auto kern = paged_decode_kernel<__nv_bfloat16, 128, false>;
-  size_t smem = 3 * 2 * 64 * 136 * 2;
+  const bool tma = !(argc > 4 && std::strcmp(argv[4], "rows") == 0);
+  auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, false, true> : paged_decode_kernel<__nv_bfloat16, 128, false>;
+  size_t smem = size_t(PagedTraits<128>::kStages) * 2 * 64 * 136 * 2;  // covers the TMA ring + alignment too
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  PagedTmaMaps maps{};
+  if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, ps) ||
+              !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, D, ps, Hk, nb, p.v_slot_stride, p.v_head_stride, p.v_page_stride, ps))) {
+    printf("make_tma_map failed\n");
+    return 1;
+  }
+  printf("ring filled by %s\n", tma ? "TMA tensor copies" : "bulk row copies");
+  void* flush; const size_t flush_bytes = size_t(256) << 20; cudaMalloc(&flush, flush_bytes);
   dim3 grid(splits, Hk, B);
   cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
   for (int rep = 0; rep < 6; ++rep) {
-    cudaMemset(g_trace, 0, 0);
+    cudaMemsetAsync(flush, 0, flush_bytes);
     cudaEventRecord(e0);
-    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws, PagedTmaMaps{});
+    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws, maps);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms; cudaEventElapsedTime(&ms, e0, e1);
@@ -82,8 +95,24 @@ int main(int argc, char** argv) {
         for (int i = 1; i < std::min(ntile, 7); ++i) printf(" %.2f", at(i, 0) - at(i - 1, 0));
         printf("\n");
       }
-      stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done"); }
-    cudaMemset(g_trace, 0, 0);
+      stat(0, "start"); stat(1, "first tile landed"); stat(2, "loop done"); stat(3, "partial written"); stat(4, "merge done");
+      if (rep == 5) {  // is the spread of 'loop done' a property of the sequence, the kv head or the SM?
+        auto done = [&](int i) { return (tr[i * 8 + 2] - t0) / 1000.0; };
+        auto group = [&](const char* name, int ng, auto key) {
+          std::vector<double> lo(ng, 1e30), hi(ng, 0), sum(ng, 0); std::vector<int> cnt(ng, 0);
+          for (int i = 0; i < n; ++i) { const int k = key(i); const double d = done(i);
+            lo[k] = std::min(lo[k], d); hi[k] = std::max(hi[k], d); sum[k] += d; ++cnt[k]; }
+          printf("  loop done by %s (mean/min/max):", name);
+          for (int k = 0; k < ng; ++k) if (cnt[k]) printf(" [%d] %.1f/%.1f/%.1f", k, sum[k] / cnt[k], lo[k], hi[k]);
+          printf("\n");
+        };
+        group("sequence", B, [&](int i) { return i / (splits * Hk); });
+        group("kv head", Hk, [&](int i) { return i / splits % Hk; });
+        group("smid/8", 17, [&](int i) { return int(tr[i * 8 + 7]) / 8; });
+        printf("  (smid, loop done) in smid order:");
+        std::vector<std::pair<int, double>> v; for (int i = 0; i < n; ++i) v.push_back({int(tr[i * 8 + 7]), done(i)});
+        std::sort(v.begin(), v.end()); for (auto& x : v) printf(" %d:%.1f", x.first, x.second); printf("\n");
+      } }
     cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);
   }
   printf("err: %s\n", cudaGetErrorString(cudaGetLastError()));
