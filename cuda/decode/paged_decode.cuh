@@ -7,9 +7,14 @@
 //
 //   consumers  4 warps; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments
 //              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
-//   producers  sm90: 4 more warps that only copy: one bulk copy (the copy engine) per 256-byte K
-//              or V row into a kStages-deep ring, a slot completing on its `full` mbarrier and
-//              released by the consumers on its `empty` one. sm80: the producers leave and the
+//   producers  sm90: 4 more warps that only copy, into a kStages-deep ring, a slot completing on
+//              its `full` mbarrier and released by the consumers on its `empty` one. Default
+//              (sm_90a, 16-bit caches, D <= 128, page size a multiple of 16): one warp issues TMA
+//              tensor copies, one per (page, 64-column panel) of a tile, 128-byte swizzled; the
+//              consumers zero V rows outside the key range (garbage x P = 0 could be NaN).
+//              Otherwise (fp8, D256, odd page sizes, CUATTN_DECODE_ROW_COPIES=1): one bulk copy
+//              per K or V row, a producer thread each. TMA streams 3-7 % faster (bench/NOTES.md),
+//              because 16 copies a tile issue far sooner than 128. sm80: the producers leave and the
 //              consumers copy with cp.async, 16 bytes a thread, eight threads a row, a barrier per
 //              tile. The page ids of a tile are read one tile before its copies are issued, so
 //              page size hardly matters
