@@ -328,6 +328,16 @@ def bench_decode(torch, cuattn, timer, quick):
             row[f"cuattn_{name}_ms"], row[f"cuattn_{name}_gbps"] = ms, nbytes / ms / 1e6
             row[f"cuattn_{name}_spread_ms"] = [min(xs), max(xs)]
         row["plan_splits"] = int(plan.max_splits)
+        # The same cache in fp8 e4m3 (scales 1): half the bytes, so ideally half the time.
+        try:
+            k8, v8 = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
+            out8 = torch.empty_like(q)
+            ms = timer(lambda: cuattn.paged_attention(q, k8, v8, table, lens, k_scale=1.0, v_scale=1.0, out=out8))
+            row["cuattn_fp8_ms"], row["cuattn_fp8_gbps"] = ms, nbytes / 2 / ms / 1e6
+            row["fp8_speedup"] = row["cuattn_noplan_ms"] / ms
+            del k8, v8
+        except Exception as e:
+            row["fp8_error"] = str(e).splitlines()[0][:120]
         # Peers on the same KV made contiguous [B, Hkv, L, D].
         kd = kc[table.long()].view(B, L, Hkv, D).transpose(1, 2).contiguous()
         vd = vc[table.long()].view(B, L, Hkv, D).transpose(1, 2).contiguous()
@@ -385,7 +395,8 @@ def table(res):
         g = r.get("gather_sdpa_gbps")
         lines.append(f"decode {r['case']:<18} noplan {r['cuattn_noplan_gbps']:5.0f} GB/s  plan {r['cuattn_plan_gbps']:5.0f}"
                      f"  ({r['cuattn_plan_gbps'] / c['copy_gbps']:.0%} of copy)  x{r['cuattn_noplan_gbps'] / g if g else float('nan'):.2f} gather"
-                     f"  cudnn {r.get('sdpa_cudnn_gbps', float('nan')):.0f}")
+                     f"  cudnn {r.get('sdpa_cudnn_gbps', float('nan')):.0f}"
+                     f"  fp8 {r.get('cuattn_fp8_gbps', float('nan')):.0f} GB/s (x{r.get('fp8_speedup', float('nan')):.2f} time)")
     return "\n".join(lines)
 
 

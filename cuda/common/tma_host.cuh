@@ -30,17 +30,20 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// A 16-bit tensor seen as [batch][rows][heads][dim] (strides in elements, dim contiguous), read
-// in boxes of 64 x box_rows with the 128-byte swizzle; out-of-range elements read as zero.
+// A 16-bit or fp8 tensor seen as [batch][rows][heads][dim] (strides in elements, dim contiguous),
+// read in boxes of 128 bytes (64 or 128 elements) x box_rows with the 128-byte swizzle;
+// out-of-range elements read as zero.
 // False when TMA cannot describe it.
 inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_t dim, int64_t rows,
                          int64_t heads, int64_t batch, int64_t row_stride, int64_t head_stride,
                          int64_t batch_stride, int box_rows) {
   const auto encode = tensor_map_encoder();
   if (encode == nullptr || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  if (dtype != DType::f16 && dtype != DType::bf16 && dtype != DType::fp8_e4m3) return false;
+  const int64_t es = dtype == DType::fp8_e4m3 ? 1 : 2;  // bytes per element
   const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(heads), cuuint64_t(batch)};
   cuuint64_t strides[3];
-  const int64_t bytes[3] = {2 * row_stride, 2 * head_stride, 2 * batch_stride};
+  const int64_t bytes[3] = {es * row_stride, es * head_stride, es * batch_stride};
   for (int i = 0; i < 4; ++i)
     if (dims[i] == 0 || dims[i] > (cuuint64_t(1) << 32)) return false;
   for (int i = 0; i < 3; ++i) {
@@ -67,9 +70,12 @@ inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_
       *map = e.map;
       return true;
     }
-  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t box[4] = {cuuint32_t(128 / es), cuuint32_t(box_rows), 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  const CUresult r = encode(map, dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+  const CUtensorMapDataType type = dtype == DType::bf16   ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                   : dtype == DType::f16  ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                          : CU_TENSOR_MAP_DATA_TYPE_UINT8;
+  const CUresult r = encode(map, type,
                             4, const_cast<void*>(base), dims, strides, box, elem_strides,
                             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);

@@ -9,16 +9,23 @@
 //              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
 //   producers  sm90: 4 more warps that only copy, into a kStages-deep ring, a slot completing on
 //              its `full` mbarrier and released by the consumers on its `empty` one. Default
-//              (sm_90a, 16-bit caches, D <= 128, page size a multiple of 16): one warp issues TMA
-//              tensor copies, one per (page, 64-column panel) of a tile, 128-byte swizzled; the
-//              consumers zero V rows outside the key range (garbage x P = 0 could be NaN).
-//              Otherwise (fp8, D256, odd page sizes, CUATTN_DECODE_ROW_COPIES=1): one bulk copy
-//              per K or V row, a producer thread each. TMA streams 3-7 % faster (bench/NOTES.md),
-//              because 16 copies a tile issue far sooner than 128. sm80: the producers leave and the
+//              (sm_90a, page size a multiple of 16, 16-bit caches with D 64 / 128 or fp8 with
+//              D128): one warp issues TMA tensor copies, one per (page, 128-byte column panel) of
+//              a tile, 128-byte swizzled; the consumers zero V rows outside the key range (garbage
+//              x P = 0 could be NaN). Otherwise (D256, fp8 D64, odd page sizes,
+//              CUATTN_DECODE_ROW_COPIES=1): one bulk copy per K or V row, a producer thread each.
+//              TMA streams 3-7 % faster on 16-bit caches, and fp8 far more (bench/NOTES.md):
+//              16 copies a tile issue far sooner than 128. sm80: the producers leave and the
 //              consumers copy with cp.async, 16 bytes a thread, eight threads a row, a barrier per
 //              tile. The page ids of a tile are read one tile before its copies are issued, so
 //              page size hardly matters
-//   fp8        e4m3 pages are copied raw and widened to 16 bits in shared memory before the MMAs;
+//   fp8        e4m3 pages are copied raw; each warp widens its own fragments in registers after
+//              ldmatrix (no widened copy of the tile, no CTA barrier). K: a thread's ldmatrix word
+//              holds 4 adjacent dims of one key, so the dims of every 16-wide k step are taken in
+//              the order 0 1 4 5 8 9 12 13 | 2 3 6 7 10 11 14 15, and Q's fragments are loaded in
+//              the same order. V: a transposed ldmatrix word holds dims 2g, 2g+1 of keys 2t4,
+//              2t4+1; a byte permute splits it into an even-dim and an odd-dim pair, so every 16
+//              output dims are two n-blocks (even dims, odd dims), un-interleaved at the merge.
 //              k_scale folds into the softmax scale, v_scale into the output
 //   split-KV   with more than one split, each CTA leaves its normalised partial O and LSE in the
 //              workspace; the last CTA of a (sequence, kv head, row chunk) to finish — counted on
@@ -83,27 +90,25 @@ struct PagedTmaMaps {
   CUtensorMap k, v;
 };
 
-// kTma (sm_90a, 16-bit caches, page size a multiple of 16): the ring is filled by TMA tensor copies,
-// one per (page, 64-column panel) of a tile, into 128-byte-swizzled panels, instead of one bulk copy
-// per row.
+// kTma (sm_90a, rows of whole 128-byte panels, page size a multiple of 16): the ring is filled by
+// TMA tensor copies, one per (page, 128-byte column panel) of a tile, into 128-byte-swizzled
+// panels, instead of one bulk copy per row.
 template <typename T, int kD, bool kFp8, bool kTma = false>
 __global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
-  static_assert(!(kTma && kFp8), "TMA path: 16-bit caches");
   using Tr = PagedTraits<kD>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
   constexpr int kKvBytes = sizeof(KV);
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // Ring of kStages K/V tiles. 16-bit caches: the ring holds the MMA operands directly. fp8: the
-  // ring holds raw bytes; one 16-bit K/V pair after it receives the widened tile.
+  // Ring of kStages K/V tiles: the MMA operands (16-bit caches) or raw e4m3 bytes (fp8).
   constexpr int kRawStride = kTma ? kD : kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
   constexpr size_t kRawTile = size_t(kBN) * kRawStride;
-  // TMA: panels of [64 rows][128 bytes], K's kD / 64 panels then V's, 1024-byte aligned (swizzle).
-  constexpr int kPanels = kD / 64, kPanelBytes = kBN * 128;
+  // TMA: panels of [64 rows][128 bytes], K's panels then V's, 1024-byte aligned (swizzle).
+  constexpr int kPanelElems = 128 / kKvBytes, kPanels = kD / kPanelElems, kPanelBytes = kBN * 128;
+  static_assert(!kTma || kD % kPanelElems == 0, "TMA path: rows of whole 128-byte panels");
   KV* ring = reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0));
-  T* wide = reinterpret_cast<T*>(smem_raw + 2 * Tr::kStages * kRawTile * kKvBytes);
 
   CUATTN_TRACE(0);
   const int split = blockIdx.x, b = blockIdx.z;
@@ -253,7 +258,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
         const int stage = tile % Tr::kStages;
         if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);
-        if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * sizeof(T)));
+        if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
         __syncwarp();
         if (lane < nbox) {
           const int j = tile0 + tile * kBN + lane * box;
@@ -262,8 +267,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * 128;
 #pragma unroll
           for (int pn = 0; pn < kPanels; ++pn) {
-            tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], 64 * pn, slot, hk, page);
-            tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], 64 * pn, slot, hk, page);
+            tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
+            tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
           }
         }
         id = next;
@@ -304,9 +309,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + tq * p.q_row_stride + hq * p.q_head_stride;
 #pragma unroll
       for (int ks = 0; ks < kKS; ++ks) {
-        const int c = ks * 16 + 2 * t4;
+        // k positions 2t4 (+1) and 2t4 + 8 (+9) of the step are dims c and c + c8 (fp8: K's order)
+        const int c = ks * 16 + (kFp8 ? 4 : 2) * t4, c8 = kFp8 ? 2 : 8;
         qa[ks][hf] = valid && c < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c) : 0u;
-        qa[ks][hf + 2] = valid && c + 8 < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c + 8) : 0u;
+        qa[ks][hf + 2] = valid && c + c8 < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c + c8) : 0u;
       }
     }
   }
@@ -374,35 +380,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (it == 0) CUATTN_TRACE(1);
     CUATTN_TRACE_TILE(it, 0);
 
-    const T* sk;
-    const T* sv;
-    if constexpr (kFp8) {
-      // Widen the raw fp8 tile into the 16-bit K/V pair (8 bytes -> 8 elements a step).
-      if constexpr (kBulk) consumer_sync();  // every warp is done with the previous wide tile
-      const uint8_t* rk = ring + stage * 2 * kRawTile;
-      const uint8_t* rv = rk + kRawTile;
-      T* wk = wide;
-      T* wv = wide + Tr::kTileElems;
-      for (int c = tid; c < kBN * kD / 8; c += Tr::kThreads) {
-        const int r = c / (kD / 8), d = (c % (kD / 8)) * 8;
-        const uint2 kraw = *reinterpret_cast<const uint2*>(rk + r * kRawStride + d);
-        const uint2 vraw = *reinterpret_cast<const uint2*>(rv + r * kRawStride + d);
-        uint4 kw, vw;
-        kw.x = fp8x2_to<T>(uint16_t(kraw.x), 1.f), kw.y = fp8x2_to<T>(uint16_t(kraw.x >> 16), 1.f);
-        kw.z = fp8x2_to<T>(uint16_t(kraw.y), 1.f), kw.w = fp8x2_to<T>(uint16_t(kraw.y >> 16), 1.f);
-        vw.x = fp8x2_to<T>(uint16_t(vraw.x), 1.f), vw.y = fp8x2_to<T>(uint16_t(vraw.x >> 16), 1.f);
-        vw.z = fp8x2_to<T>(uint16_t(vraw.y), 1.f), vw.w = fp8x2_to<T>(uint16_t(vraw.y >> 16), 1.f);
-        *reinterpret_cast<uint4*>(wk + r * Tr::kStride + d) = kw;
-        *reinterpret_cast<uint4*>(wv + r * Tr::kStride + d) = vw;
-      }
-      consumer_sync();
-      if constexpr (kBulk) release(stage);  // the raw slot is free once widened
-      sk = wk;
-      sv = wv;
-    } else {
-      sk = ring + stage * 2 * kRawTile;
-      sv = sk + kRawTile;
-    }
+    const KV* sk = ring + stage * 2 * kRawTile;
+    const KV* sv = sk + kRawTile;
 
     // S = Q K^T over this warp's 16 keys of the tile.
     const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
@@ -411,6 +390,19 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
       uint32_t kb[4];
+      if constexpr (kFp8) {  // two k steps at once: matrices (keys 0-7 | 8-15) x (step ks | ks + 1)
+        if (ks % 2 == 1) continue;
+        const int kr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, kc = ks + lane / 16;  // row, 16-byte chunk
+        ldmatrix_x4(kb, k_base + (kTma ? (kc / 8) * kPanelBytes + kr * 128 + ((kc % 8) ^ (kr % 8)) * 16
+                                       : kr * kRawStride + kc * 16));
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+            mma_m16n8k16<T>(s[0][nt], qa[ks + h], fp8x2_to<T>(uint16_t(kb[2 * h + nt]), 1.f),
+                            fp8x2_to<T>(uint16_t(kb[2 * h + nt] >> 16), 1.f));
+        continue;
+      }
       if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
         const int kr = warp * 16 + lane % 8 + (lane / 16) * 8, kc = ks * 2 + (lane / 8) % 2;
         ldmatrix_x4(kb, k_base + (kc / 8) * kPanelBytes + kr * 128 + ((kc % 8) ^ (kr % 8)) * 16);
@@ -445,6 +437,21 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
     for (int dp = 0; dp < kDv / 16; ++dp) {
       uint32_t vb[4];
+      if constexpr (kFp8) {  // two 16-dim blocks at once: matrices (keys 0-7 | 8-15) x (dp | dp + 1)
+        if (dp % 2 == 1) continue;
+        const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp + lane / 16;
+        ldmatrix_x4_trans(vb, v_base + (kTma ? (vc / 8) * kPanelBytes + vr * 128 + ((vc % 8) ^ (vr % 8)) * 16
+                                             : vr * kRawStride + vc * 16));
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {  // even dims (bytes 0, 2 of each word), odd dims (1, 3)
+            const uint32_t sel = e ? 0x31u : 0x20u;
+            mma_m16n8k16<T>(o[0][2 * (dp + h) + e], pa, fp8x2_to<T>(uint16_t(__byte_perm(vb[2 * h], 0, sel)), 1.f),
+                            fp8x2_to<T>(uint16_t(__byte_perm(vb[2 * h + 1], 0, sel)), 1.f));
+          }
+        continue;
+      }
       if constexpr (kTma) {
         const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
         ldmatrix_x4_trans(vb, v_base + (vc / 8) * kPanelBytes + vr * 128 + ((vc % 8) ^ (vr % 8)) * 16);
@@ -454,7 +461,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
       mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
     }
-    if constexpr (kBulk && !kFp8) release(stage);
+    if constexpr (kBulk) release(stage);
     CUATTN_TRACE_TILE(it, 2);
   }
   CUATTN_TRACE(2);
@@ -480,11 +487,20 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] * sl2 - m);
   }
 #pragma unroll
-  for (int ot = 0; ot < kOT; ++ot)
+  for (int hf = 0; hf < 2; ++hf) {
+    float* row = s_ow + (warp * 16 + g + 8 * hf) * kDv;
+    const float w = wscale[hf];
+    if constexpr (kFp8) {  // n-blocks 2c (dims 16c + 2j) and 2c + 1 (dims 16c + 2j + 1): dims 16c + 4t4 .. + 3
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf)
-      *reinterpret_cast<float2*>(s_ow + (warp * 16 + g + 8 * hf) * kDv + ot * 8 + 2 * t4) =
-          make_float2(o[0][ot][2 * hf] * wscale[hf], o[0][ot][2 * hf + 1] * wscale[hf]);
+      for (int c = 0; c < kOT / 2; ++c)
+        *reinterpret_cast<float4*>(row + c * 16 + 4 * t4) =
+            make_float4(o[0][2 * c][2 * hf] * w, o[0][2 * c + 1][2 * hf] * w, o[0][2 * c][2 * hf + 1] * w, o[0][2 * c + 1][2 * hf + 1] * w);
+    } else {
+#pragma unroll
+      for (int ot = 0; ot < kOT; ++ot)
+        *reinterpret_cast<float2*>(row + ot * 8 + 2 * t4) = make_float2(o[0][ot][2 * hf] * w, o[0][ot][2 * hf + 1] * w);
+    }
+  }
   consumer_sync();
   auto warp_sum = [&](int r, int d) {
     return s_ow[r * kDv + d] + s_ow[(16 + r) * kDv + d] + s_ow[(32 + r) * kDv + d] + s_ow[(48 + r) * kDv + d];

@@ -210,14 +210,19 @@ def test_paged_attention_nan_outside_sequences(rng, device, dtype, case):
     assert_close(out, ref, dtype)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[7], NAN_CASES[3]], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], CASES[10], NAN_CASES[3]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
-def test_paged_tma_matches_row_copies(rng, device, dtype, case, monkeypatch):
-    """The TMA ring and the row-copy ring (CUATTN_DECODE_ROW_COPIES=1) give the same bits."""
-    dev, _ = build_paged(rng, case, dtype, dtype, device)
+@pytest.mark.parametrize("kv", ["same", "u8"])
+def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch):
+    """The TMA ring and the row-copy ring (CUATTN_DECODE_ROW_COPIES=1) give the same bits, for
+    16-bit caches and fp8 ones (uint8 + kv_cache_dtype='fp8_e4m3')."""
+    dev, _ = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
     kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
+    if kv == "u8":
+        kw.update(kv_cache_dtype="fp8_e4m3", k_scale=0.25, v_scale=0.5)
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
     a = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
+    assert not np.isnan(a).any()
     monkeypatch.setenv("CUATTN_DECODE_ROW_COPIES", "1")
     b = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
     assert np.array_equal(a, b, equal_nan=True)
