@@ -58,6 +58,13 @@ CUATTN_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 
+// Two fp8 e4m3 values (low byte first) -> two f16s, exactly (every e4m3 value is an f16): one
+// instruction on sm_89 and later.
+CUATTN_DEVICE uint32_t fp8x2_to_f16x2(uint16_t v) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(v), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
 // Two fp8 e4m3 values (low byte first) -> a packed pair of T.
 template <typename T>
 CUATTN_DEVICE uint32_t fp8x2_to(uint16_t v, float scale) {

@@ -58,7 +58,7 @@
 
 namespace cuattn {
 
-template <int kD_>
+template <int kD_, bool kFp8 = false>
 struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
   static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;  // kThreads: the consumers
@@ -67,7 +67,10 @@ struct PagedTraits {
   // theirs to the consumers), one at D256 (its ring alone fills most of shared memory).
   static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 216;  // 128 x (40 + 216) = 2 x 16K
-  static constexpr int kStages = kD <= 128 ? 3 : 2;  // 4 at D128: 1 CTA an SM, 2-16 % slower
+  // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
+  // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
+  // 4: one CTA an SM needs them), D128 loses 3-4 % at 6.
+  static constexpr int kStages = kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
 };
@@ -97,9 +100,12 @@ template <typename T, int kD, bool kFp8, bool kTma = false>
 __global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
-  using Tr = PagedTraits<kD>;
+  using Tr = PagedTraits<kD, kFp8>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
+  // MMA operand type: fp8 pages widen to f16 in one instruction (to bf16 it takes four), so with
+  // an fp8 cache the MMAs run in f16 whatever q's type (bf16 q is converted, see below).
+  using MT = std::conditional_t<kFp8, __half, T>;
   constexpr int kKvBytes = sizeof(KV);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // Ring of kStages K/V tiles: the MMA operands (16-bit caches) or raw e4m3 bytes (fp8).
@@ -316,6 +322,29 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       }
     }
   }
+  // bf16 q against an fp8 cache: q to f16 for the f16 MMAs. f16 stops at 65504, so if any of
+  // these 16 rows is larger, q is scaled by a power of two (exact) that the score scale undoes.
+  float q_unscale = 1.f;
+  if constexpr (kFp8 && std::is_same_v<T, __nv_bfloat16>) {
+    float big = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
+        big = fmaxf(big, fmaxf(fabsf(x.x), fabsf(x.y)));
+      }
+    for (int off = 16; off; off /= 2) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, off));
+    const float qs = big > 32768.f ? exp2f(-ceilf(log2f(big / 32768.f))) : 1.f;
+    q_unscale = 1.f / qs;
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
+        qa[ks][i] = pack2<__half>(x.x * qs, x.y * qs);
+      }
+  }
 
   // ---- sm80 prologue: the page ids of the first kStages tiles all in flight, then their copies ----
   int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
@@ -340,8 +369,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
   // As in flash_fwd: raw scores with the scale (times k_scale) folded into the exp2, or softcapped.
   const bool softcap = p.softcap > 0.f;
-  const float cap_in = p.scale * k_scale / (softcap ? p.softcap : 1.f);
-  const float sl2 = softcap ? kLog2e : p.scale * k_scale * kLog2e;
+  const float cap_in = p.scale * k_scale * q_unscale / (softcap ? p.softcap : 1.f);
+  const float sl2 = softcap ? kLog2e : p.scale * k_scale * q_unscale * kLog2e;
 
   OnlineSoftmax<1> softmax;
   softmax.init();
@@ -399,8 +428,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int nt = 0; nt < 2; ++nt)
-            mma_m16n8k16<T>(s[0][nt], qa[ks + h], fp8x2_to<T>(uint16_t(kb[2 * h + nt]), 1.f),
-                            fp8x2_to<T>(uint16_t(kb[2 * h + nt] >> 16), 1.f));
+            mma_m16n8k16<MT>(s[0][nt], qa[ks + h], fp8x2_to_f16x2(uint16_t(kb[2 * h + nt])),
+                             fp8x2_to_f16x2(uint16_t(kb[2 * h + nt] >> 16)));
         continue;
       }
       if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
@@ -432,7 +461,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     softmax.update(s, sl2, alpha);
     CUATTN_TRACE_TILE(it, 1);
     uint32_t pa[4];
-    acc_to_a<T>(s[0], 0, pa);
+    acc_to_a<MT>(s[0], 0, pa);
     rescale_output(o, alpha);
 #pragma unroll
     for (int dp = 0; dp < kDv / 16; ++dp) {
@@ -447,8 +476,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 #pragma unroll
           for (int e = 0; e < 2; ++e) {  // even dims (bytes 0, 2 of each word), odd dims (1, 3)
             const uint32_t sel = e ? 0x31u : 0x20u;
-            mma_m16n8k16<T>(o[0][2 * (dp + h) + e], pa, fp8x2_to<T>(uint16_t(__byte_perm(vb[2 * h], 0, sel)), 1.f),
-                            fp8x2_to<T>(uint16_t(__byte_perm(vb[2 * h + 1], 0, sel)), 1.f));
+            mma_m16n8k16<MT>(o[0][2 * (dp + h) + e], pa, fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h], 0, sel))),
+                             fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h + 1], 0, sel))));
           }
         continue;
       }

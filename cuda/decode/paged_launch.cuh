@@ -24,7 +24,7 @@ SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, in
 // can be compared in one process). False: nothing launched.
 template <typename T, int kD, bool kFp8>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
-  using Tr = PagedTraits<kD>;
+  using Tr = PagedTraits<kD, kFp8>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kRowBytes % 128 != 0 || kD > 128) {
     // fp8 D64: 64-byte rows. D256: 16-bit spills at 255 registers; fp8 streamed 13 % slower than
@@ -59,7 +59,8 @@ void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream
   const SplitWorkspace ws = decode_workspace(p, plan, row_chunks, stream);
   const dim3 grid(ws.max_splits, p.num_heads_kv * row_chunks, p.batch);
   const bool fp8 = p.kv_dtype == DType::fp8_e4m3;
-  const size_t ring = size_t(Tr::kStages) * 2 * Tr::kBN * (fp8 ? (kD + 16) : Tr::kStride * 2);
+  const size_t ring = fp8 ? size_t(PagedTraits<kD, true>::kStages) * 2 * Tr::kBN * (kD + 16)
+                          : size_t(Tr::kStages) * 2 * Tr::kBN * Tr::kStride * 2;
   const size_t merge = (2 * 4 * 16 + 4 * 16 * kD) * sizeof(float);
   const size_t smem = std::max(ring, merge);
   const PagedTmaMaps none{};

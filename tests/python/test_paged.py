@@ -263,6 +263,29 @@ def test_paged_attention_fp8(rng, device, dtype, case, kv):
     _run_and_check(rng, device, dtype, case, kv, poison=False, k_scale=k_scale, v_scale=v_scale)
 
 
+@pytest.mark.parametrize("qmax", [1e5, 1e30])
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_attention_fp8_large_q(rng, device, dtype, qmax):
+    """fp8 caches run their MMAs in f16 (a bf16 q is converted): q entries far beyond f16's 65504
+    must still give the oracle's result (the kernel scales q by a power of two and undoes it in
+    the score scale)."""
+    if dtype != "bfloat16":
+        pytest.skip("only bf16 holds values beyond f16's range")
+    case = PagedCase((40, 200), 16, hq=4, hkv=2, d=128)
+    dev, host = build_paged(rng, case, dtype, "u8", device)
+    q_h = host["q"].astype(np.float32)
+    q_h[:, 1, 5] = qmax / 3  # one large entry per row of head 1, the rest of the group O(1)
+    q_h[0, 0, :] *= 2.0
+    q_h = q_h.astype(host["q"].dtype)
+    scale = 1.0 / qmax  # keep the scores O(1)
+    kw = dict(scale=scale, k_scale=0.5, v_scale=0.25)
+    out = cuattn.paged_attention(to_device(q_h, device), dev["k_cache"], dev["v_cache"], dev["block_table"],
+                                 dev["seq_lens"], kv_cache_dtype="fp8_e4m3", **kw)
+    ref, _ = oracle.paged_ref(q_h, host["k_cache"], host["v_cache"], host["block_table"], host["seq_lens"], **kw)
+    assert not np.isnan(to_host(out).astype(np.float32)).any()
+    assert_close(out, ref, dtype)
+
+
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
 def test_paged_matches_dense_attention(rng, device, dtype):
     """A contiguous page order equals cuattn.attention on the same keys (bottom-right causal)."""
