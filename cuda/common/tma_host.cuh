@@ -31,15 +31,16 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 }
 
 // A 16-bit or fp8 tensor seen as [batch][rows][heads][dim] (strides in elements, dim contiguous),
-// read in boxes of 128 bytes (64 or 128 elements) x box_rows with the 128-byte swizzle;
-// out-of-range elements read as zero.
+// read in boxes of box_bytes (128: 64 or 128 elements, the 128-byte swizzle; 64: the 64-byte
+// swizzle) x box_rows; out-of-range elements read as zero.
 // False when TMA cannot describe it.
 inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_t dim, int64_t rows,
                          int64_t heads, int64_t batch, int64_t row_stride, int64_t head_stride,
-                         int64_t batch_stride, int box_rows) {
+                         int64_t batch_stride, int box_rows, int box_bytes = 128) {
   const auto encode = tensor_map_encoder();
   if (encode == nullptr || reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
   if (dtype != DType::f16 && dtype != DType::bf16 && dtype != DType::fp8_e4m3) return false;
+  if (box_bytes != 128 && box_bytes != 64) return false;
   const int64_t es = dtype == DType::fp8_e4m3 ? 1 : 2;  // bytes per element
   const cuuint64_t dims[4] = {cuuint64_t(dim), cuuint64_t(rows), cuuint64_t(heads), cuuint64_t(batch)};
   cuuint64_t strides[3];
@@ -57,33 +58,35 @@ inline bool make_tma_map(CUtensorMap* map, DType dtype, const void* base, int64_
   struct Entry {
     const void* base;
     cuuint64_t dims[4], strides[3];
-    int box_rows;
+    int box_rows, box_bytes;
     DType dtype;
     CUtensorMap map;
   };
   thread_local Entry cache[8] = {};
   thread_local unsigned next = 0;
   for (const Entry& e : cache)
-    if (e.base == base && e.dtype == dtype && e.box_rows == box_rows && e.dims[0] == dims[0] &&
+    if (e.base == base && e.dtype == dtype && e.box_rows == box_rows && e.box_bytes == box_bytes && e.dims[0] == dims[0] &&
         e.dims[1] == dims[1] && e.dims[2] == dims[2] && e.dims[3] == dims[3] && e.strides[0] == strides[0] &&
         e.strides[1] == strides[1] && e.strides[2] == strides[2]) {
       *map = e.map;
       return true;
     }
-  const cuuint32_t box[4] = {cuuint32_t(128 / es), cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t box[4] = {cuuint32_t(box_bytes / es), cuuint32_t(box_rows), 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   const CUtensorMapDataType type = dtype == DType::bf16   ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                    : dtype == DType::f16  ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                                           : CU_TENSOR_MAP_DATA_TYPE_UINT8;
   const CUresult r = encode(map, type,
                             4, const_cast<void*>(base), dims, strides, box, elem_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            box_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return false;
   Entry& e = cache[next++ % 8];
   e.base = base;
   e.dtype = dtype;
   e.box_rows = box_rows;
+  e.box_bytes = box_bytes;
   for (int i = 0; i < 4; ++i) e.dims[i] = dims[i];
   for (int i = 0; i < 3; ++i) e.strides[i] = strides[i];
   e.map = *map;

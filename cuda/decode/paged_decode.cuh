@@ -9,10 +9,10 @@
 //              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
 //   producers  sm90: 4 more warps that only copy, into a kStages-deep ring, a slot completing on
 //              its `full` mbarrier and released by the consumers on its `empty` one. Default
-//              (sm_90a, page size a multiple of 16, 16-bit caches with D 64 / 128 or fp8 with
-//              D128): one warp issues TMA tensor copies, one per (page, 128-byte column panel) of
-//              a tile, 128-byte swizzled; the consumers zero V rows outside the key range (garbage
-//              x P = 0 could be NaN). Otherwise (D256, fp8 D64, odd page sizes,
+//              (sm_90a, page size a multiple of 16, D 64 / 128): one warp issues TMA tensor
+//              copies, one per (page, 128-byte column panel) of a tile, 128-byte swizzled (fp8
+//              D64: 64-byte rows, 64-byte swizzle); the consumers zero V rows outside the key
+//              range (garbage x P = 0 could be NaN). Otherwise (D256, odd page sizes,
 //              CUATTN_DECODE_ROW_COPIES=1): one bulk copy per K or V row, a producer thread each.
 //              TMA streams 3-7 % faster on 16-bit caches, and fp8 far more (bench/NOTES.md):
 //              16 copies a tile issue far sooner than 128. sm80: the producers leave and the
@@ -93,9 +93,9 @@ struct PagedTmaMaps {
   CUtensorMap k, v;
 };
 
-// kTma (sm_90a, rows of whole 128-byte panels, page size a multiple of 16): the ring is filled by
-// TMA tensor copies, one per (page, 128-byte column panel) of a tile, into 128-byte-swizzled
-// panels, instead of one bulk copy per row.
+// kTma (sm_90a, D <= 128, page size a multiple of 16): the ring is filled by TMA tensor copies, one
+// per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
+// of one bulk copy per row.
 template <typename T, int kD, bool kFp8, bool kTma = false>
 __global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
@@ -111,9 +111,18 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // Ring of kStages K/V tiles: the MMA operands (16-bit caches) or raw e4m3 bytes (fp8).
   constexpr int kRawStride = kTma ? kD : kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
   constexpr size_t kRawTile = size_t(kBN) * kRawStride;
-  // TMA: panels of [64 rows][128 bytes], K's panels then V's, 1024-byte aligned (swizzle).
-  constexpr int kPanelElems = 128 / kKvBytes, kPanels = kD / kPanelElems, kPanelBytes = kBN * 128;
-  static_assert(!kTma || kD % kPanelElems == 0, "TMA path: rows of whole 128-byte panels");
+  // TMA: panels of [64 rows][128 bytes] with the 128-byte swizzle, K's panels then V's, 1024-byte
+  // aligned; rows of 64 bytes (fp8 D64) make one panel of [64][64] with the 64-byte swizzle.
+  constexpr int kPanelRow = kD * kKvBytes < 128 ? kD * kKvBytes : 128;  // bytes of a row in a panel
+  constexpr int kPanelElems = kPanelRow / kKvBytes, kPanels = kD / kPanelElems, kPanelBytes = kBN * kPanelRow;
+  constexpr int kChunks = kPanelRow / 16;  // 16-byte chunks of a panel row
+  static_assert(!kTma || (kD % kPanelElems == 0 && (kPanelRow == 128 || kPanelRow == 64)), "TMA path: 64- or 128-byte panel rows");
+  // Byte offset of 16-byte chunk c of row r: the swizzle XORs the chunk index (3 bits for 128-byte
+  // rows, 2 for 64-byte ones) with bits of the row's address (bits 7-9, or 7-8 = r / 2).
+  auto swizzled = [](int r, int c) {
+    if constexpr (kPanelRow == 128) return (c / 8) * kPanelBytes + r * 128 + ((c % 8) ^ (r % 8)) * 16;
+    else return r * 64 + ((c % 4) ^ ((r / 2) % 4)) * 16;
+  };
   KV* ring = reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0));
 
   CUATTN_TRACE(0);
@@ -270,7 +279,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           const int j = tile0 + tile * kBN + lane * box;
           const int page = min(max(id, 0), p.num_pages - 1);
           const int slot = page_of.mod(j, page_of.div(j));
-          unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * 128;
+          unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
 #pragma unroll
           for (int pn = 0; pn < kPanels; ++pn) {
             tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
@@ -390,9 +399,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const int first = tile0 + it * kBN;
         if (first < lo || first + kBN > hi) {
           unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);
-          for (int e = lane; e < 16 * kPanels * 8; e += 32) {  // 16 rows x kD / 8 chunks of 16 bytes
-            const int r = warp * 16 + e / (kPanels * 8), c = e % (kPanels * 8), j = first + r;
-            if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + (c / 8) * kPanelBytes + r * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+          for (int e = lane; e < 16 * kPanels * kChunks; e += 32) {  // 16 rows x their 16-byte chunks
+            const int r = warp * 16 + e / (kPanels * kChunks), c = e % (kPanels * kChunks), j = first + r;
+            if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + swizzled(r, c)) = make_uint4(0, 0, 0, 0);
           }
           fence_proxy_async();  // before the copy engine writes these rows again
           __syncwarp();
@@ -422,8 +431,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       if constexpr (kFp8) {  // two k steps at once: matrices (keys 0-7 | 8-15) x (step ks | ks + 1)
         if (ks % 2 == 1) continue;
         const int kr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, kc = ks + lane / 16;  // row, 16-byte chunk
-        ldmatrix_x4(kb, k_base + (kTma ? (kc / 8) * kPanelBytes + kr * 128 + ((kc % 8) ^ (kr % 8)) * 16
-                                       : kr * kRawStride + kc * 16));
+        ldmatrix_x4(kb, k_base + (kTma ? swizzled(kr, kc) : kr * kRawStride + kc * 16));
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -434,7 +442,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       }
       if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
         const int kr = warp * 16 + lane % 8 + (lane / 16) * 8, kc = ks * 2 + (lane / 8) % 2;
-        ldmatrix_x4(kb, k_base + (kc / 8) * kPanelBytes + kr * 128 + ((kc % 8) ^ (kr % 8)) * 16);
+        ldmatrix_x4(kb, k_base + swizzled(kr, kc));
       } else {
         ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
       }
@@ -469,8 +477,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       if constexpr (kFp8) {  // two 16-dim blocks at once: matrices (keys 0-7 | 8-15) x (dp | dp + 1)
         if (dp % 2 == 1) continue;
         const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp + lane / 16;
-        ldmatrix_x4_trans(vb, v_base + (kTma ? (vc / 8) * kPanelBytes + vr * 128 + ((vc % 8) ^ (vr % 8)) * 16
-                                             : vr * kRawStride + vc * 16));
+        ldmatrix_x4_trans(vb, v_base + (kTma ? swizzled(vr, vc) : vr * kRawStride + vc * 16));
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -483,7 +490,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       }
       if constexpr (kTma) {
         const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
-        ldmatrix_x4_trans(vb, v_base + (vc / 8) * kPanelBytes + vr * 128 + ((vc % 8) ^ (vr % 8)) * 16);
+        ldmatrix_x4_trans(vb, v_base + swizzled(vr, vc));
       } else {
         ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
       }

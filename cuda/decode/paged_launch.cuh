@@ -18,17 +18,17 @@ namespace cuattn {
 SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, int row_chunks,
                                 cudaStream_t stream);
 
-// The TMA variant: D <= 128 with rows of whole 128-byte panels (16-bit D64 / D128, fp8 D128),
-// when the build and the device have sm_90a code, the page size is a multiple of 16 and TMA can
-// describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off (read every call, so that the two
-// can be compared in one process). False: nothing launched.
+// The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
+// in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
+// is a multiple of 16 and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
+// (read every call, so that the two can be compared in one process). False: nothing launched.
 template <typename T, int kD, bool kFp8>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
-  if constexpr (kRowBytes % 128 != 0 || kD > 128) {
-    // fp8 D64: 64-byte rows. D256: 16-bit spills at 255 registers; fp8 streamed 13 % slower than
-    // its row copies (H200, B64 L4096: 2116 against 2428 GB/s).
+  if constexpr (kD > 128) {
+    // D256: 16-bit spills at 255 registers; fp8 streamed 13 % slower than its row copies (H200,
+    // B64 L4096: 2116 against 2428 GB/s).
     return false;
   } else {
     if (p.page_size % 16 != 0 || p.num_pages <= 0) return false;
@@ -41,10 +41,11 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
     PagedTmaMaps maps;
     // The maps describe the caches' true rows (head_dim == kD: the paged kernels take D = Dv in
     // {64, 128, 256}), so a box never reaches past a row into the next one.
+    constexpr int kBoxBytes = kRowBytes < 128 ? kRowBytes : 128;
     if (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, p.head_dim, p.page_size, p.num_heads_kv, p.num_pages,
-                      p.k_slot_stride, p.k_head_stride, p.k_page_stride, box) ||
+                      p.k_slot_stride, p.k_head_stride, p.k_page_stride, box, kBoxBytes) ||
         !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, p.head_dim_v, p.page_size, p.num_heads_kv, p.num_pages,
-                      p.v_slot_stride, p.v_head_stride, p.v_page_stride, box))
+                      p.v_slot_stride, p.v_head_stride, p.v_page_stride, box, kBoxBytes))
       return false;
     kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, maps);
     return true;

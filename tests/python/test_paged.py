@@ -210,7 +210,7 @@ def test_paged_attention_nan_outside_sequences(rng, device, dtype, case):
     assert_close(out, ref, dtype)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], CASES[10], NAN_CASES[3]], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], CASES[10], CASES[11], NAN_CASES[3]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 @pytest.mark.parametrize("kv", ["same", "u8"])
 def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch):
