@@ -87,8 +87,9 @@ struct SplitWorkspace {
   int max_splits = 1;
 };
 
-// The K and V caches as 4-d tensors (dim, slot, kv head, page) read in boxes of 64 columns x
-// min(page size, 64) slots with the 128-byte swizzle (built on the host: common/tma_host.cuh).
+// The K and V caches as 4-d tensors (dim, slot, kv head, page) read in boxes of 128 bytes of
+// columns (64 for fp8 D64) x min(page size, 64) slots, swizzled to match (built on the host:
+// common/tma_host.cuh).
 struct PagedTmaMaps {
   CUtensorMap k, v;
 };
@@ -257,7 +258,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   };
 
   // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or 64 slots of
-  // one), each 64-column panel of K and of V with one tensor copy, the whole tile on lane 0's
+  // one), each column panel of K and of V with one tensor copy, the whole tile on lane 0's
   // arrival. The other producer warps have nothing to do. -----------------------------------------
   if constexpr (kTma) {
     if (producer) {
@@ -395,7 +396,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         // TMA copied whole boxes: V rows outside the key range hold whatever those slots hold
         // (past the sequence's end, or a clamped page), and P = 0 times a NaN there is NaN. Each
         // warp zeroes its own 16 rows of them (it alone reads them); K rows need nothing, their
-        // scores are masked.
+        // scores (NaN or not) are overwritten with -inf by the mask.
         const int first = tile0 + it * kBN;
         if (first < lo || first + kBN > hi) {
           unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);

@@ -197,14 +197,21 @@ NAN_CASES = [PagedCase((1, 17, 100), 16), PagedCase((70, 5), 32, kv_layout="HND"
              PagedCase((9, 300), 256, sq=3, kv_layout="HND", d=64), PagedCase((13, 2), 8)]
 
 
+@pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("case", NAN_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
-def test_paged_attention_nan_outside_sequences(rng, device, dtype, case):
-    dev, host = build_paged(rng, case, dtype, dtype, device)
+def test_paged_attention_nan_outside_sequences(rng, device, dtype, case, kv):
+    """See NAN_CASES; 16-bit caches and fp8 ones (e4m3's NaN, as a reused fp8 cache can hold)."""
+    dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
     kc_h, vc_h = _nan_outside_sequences(host, case)
     kw = dict(window=case.window, kv_layout=case.kv_layout)
+    extra = {}
+    if kv == "u8":
+        kw.update(k_scale=0.5, v_scale=0.25)
+        extra["kv_cache_dtype"] = "fp8_e4m3"
+        kc_h, vc_h = kc_h.view(np.uint8), vc_h.view(np.uint8)
     out = cuattn.paged_attention(dev["q"], to_device(kc_h, device), to_device(vc_h, device), dev["block_table"],
-                                 dev["seq_lens"], **kw)
+                                 dev["seq_lens"], **kw, **extra)
     ref, _ = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
                               host["seq_lens"], **kw)
     assert_close(out, ref, dtype)
