@@ -63,9 +63,6 @@ struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
   static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;  // kThreads: the consumers
   static constexpr int kBlock = 2 * kThreads;                             // + a producer warpgroup
-  // Two CTAs an SM up to D128 (128 registers a thread at entry; on sm_90a the producers hand
-  // theirs to the consumers), one at D256 (its ring alone fills most of shared memory).
-  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 216;  // 128 x (40 + 216) = 2 x 16K
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
   // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
@@ -73,6 +70,17 @@ struct PagedTraits {
   static constexpr int kStages = kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
+  // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
+  static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
+  // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two up to D128 (on
+  // sm_90a the producers hand theirs to the consumers), one at D256 (its ring alone fills most of
+  // shared memory). sm80 (the cp.async path, compiled per architecture): two only where two rings
+  // fit an A100's 164 KB; bf16 D128's 104 KB ring fits once, and at two it spilled 80 bytes.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  static constexpr int kMinBlocks = 2 * kRingBytes <= 160 * 1024 ? 2 : 1;
+#else
+  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;
+#endif
 };
 
 // Where the split-KV partial results live (allocated by the plan or the workspace cache).
@@ -98,7 +106,7 @@ struct PagedTmaMaps {
 // per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
 // of one bulk copy per row.
 template <typename T, int kD, bool kFp8, bool kTma = false>
-__global__ void __launch_bounds__(PagedTraits<kD>::kBlock, PagedTraits<kD>::kMinBlocks)
+__global__ void __launch_bounds__(PagedTraits<kD, kFp8>::kBlock, PagedTraits<kD, kFp8>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
   using Tr = PagedTraits<kD, kFp8>;
