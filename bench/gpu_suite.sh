@@ -10,7 +10,8 @@
 #   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
 #   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
-#   engine's read rate by copy kind; trace: bench/trace_decode.cu at B16 L8192 and B1 L32768)
+#   engine's read rate by copy kind; trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
+#   the splits the scheduler picks)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -102,7 +103,7 @@ for s in $stages; do
     trace)
       nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src \
         -o /tmp/trace_decode bench/trace_decode.cu > "$OUT/logs/trace_build.log" 2>&1
-      run "trace decode" trace.log bash -c "/tmp/trace_decode 8192 2 16; /tmp/trace_decode 32768 33 1"
+      run "trace decode" trace.log bash -c "/tmp/trace_decode 8192 1 16; /tmp/trace_decode 32768 17 1; /tmp/trace_decode 8192 1 16 tma fp8"
       grep -E "rep 5|CTA z=0|loop done|merge done" "$OUT/logs/trace.log" ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;

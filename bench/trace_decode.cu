@@ -2,8 +2,9 @@
 // first tile landed, loop done, partial written, merge done) and, for 4 CTAs, per tile (wait for the
 // tile, QK + softmax, PV), B sequences, H32/8 D128 bf16 page 16, a 256 MB zeroing L2 flush before
 // each call (as bench.py). The ring is filled by TMA tensor copies, or with `rows` by one bulk copy
-// per row. Not part of the build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda
-//   -Icpp/include -Icpp/src -o /tmp/td bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [tma|rows]
+// per row; with `fp8` the caches are fp8 e4m3 (scales 1). Not part of the build: nvcc -std=c++17 -O3
+//   -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src -o /tmp/td
+//   bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [tma|rows] [bf16|fp8]
 #include <cstdio>
 #include <vector>
 #include <algorithm>
@@ -26,14 +27,29 @@ __global__ void fill(__nv_bfloat16* x, size_t n, unsigned seed) {
     x[i] = __float2bfloat16((h & 0xffff) / 32768.f - 1.f);
   }
 }
+__global__ void fill_fp8(uint8_t* x, size_t n, unsigned seed) {  // e4m3 bytes, never the NaN 0x7f / 0xff
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed; h ^= h >> 13; h *= 0x5bd1e995; h ^= h >> 15;
+    x[i] = uint8_t((h & 0x80) | (h & 0x37));  // |x| < 2
+  }
+}
+template <bool kFp8>
+int run(int argc, char** argv);
 int main(int argc, char** argv) {
+  return argc > 5 && std::strcmp(argv[5], "fp8") == 0 ? run<true>(argc, argv) : run<false>(argc, argv);
+}
+template <bool kFp8>
+int run(int argc, char** argv) {
   int B = argc > 3 ? atoi(argv[3]) : 1, L = argc > 1 ? atoi(argv[1]) : 32768, ps = 16, Hq = 32, Hk = 8, D = 128;
   int splits = argc > 2 ? atoi(argv[2]) : 32;
   int nb = B * L / ps;
   size_t kvn = size_t(nb) * ps * Hk * D;
-  __nv_bfloat16 *kc, *vc, *q, *o; int *table, *lens; float *wo, *wl; int* cnt;
-  cudaMalloc(&kc, kvn * 2); cudaMalloc(&vc, kvn * 2); cudaMalloc(&q, B * Hq * D * 2); cudaMalloc(&o, B * Hq * D * 2);
-  fill<<<1024, 256>>>(kc, kvn, 1); fill<<<1024, 256>>>(vc, kvn, 2); fill<<<1, 256>>>(q, B * Hq * D, 3);
+  const int es = kFp8 ? 1 : 2;  // bytes per cache element
+  void *kc, *vc; __nv_bfloat16 *q, *o; int *table, *lens; float *wo, *wl; int* cnt;
+  cudaMalloc(&kc, kvn * es); cudaMalloc(&vc, kvn * es); cudaMalloc(&q, B * Hq * D * 2); cudaMalloc(&o, B * Hq * D * 2);
+  if (kFp8) fill_fp8<<<1024, 256>>>(static_cast<uint8_t*>(kc), kvn, 1), fill_fp8<<<1024, 256>>>(static_cast<uint8_t*>(vc), kvn, 2);
+  else fill<<<1024, 256>>>(static_cast<__nv_bfloat16*>(kc), kvn, 1), fill<<<1024, 256>>>(static_cast<__nv_bfloat16*>(vc), kvn, 2);
+  fill<<<1, 256>>>(q, B * Hq * D, 3);
   std::vector<int> t(nb); for (int i = 0; i < nb; ++i) t[i] = i; std::shuffle(t.begin(), t.end(), std::mt19937(5));
   cudaMalloc(&table, nb * 4); cudaMemcpy(table, t.data(), nb * 4, cudaMemcpyHostToDevice);
   std::vector<int> lh(B, L); cudaMalloc(&lens, B * 4); cudaMemcpy(lens, lh.data(), B * 4, cudaMemcpyHostToDevice);
@@ -44,11 +60,13 @@ int main(int argc, char** argv) {
   p.k_page_stride = p.v_page_stride = ps * Hk * D; p.k_slot_stride = p.v_slot_stride = Hk * D; p.k_head_stride = p.v_head_stride = D;
   p.bt_batch_stride = nb / B; p.o_batch_stride = Hq * D; p.o_head_stride = D;
   p.batch = B; p.seqlen_q = 1; p.num_heads_q = Hq; p.num_heads_kv = Hk; p.head_dim = p.head_dim_v = D;
-  p.page_size = ps; p.num_pages = nb; p.max_blocks = nb / B; p.scale = 1.f / sqrtf(D); p.q_dtype = p.kv_dtype = DType::bf16;
+  p.page_size = ps; p.num_pages = nb; p.max_blocks = nb / B; p.scale = 1.f / sqrtf(D); p.q_dtype = DType::bf16;
+  p.kv_dtype = kFp8 ? DType::fp8_e4m3 : DType::bf16;
   SplitWorkspace ws; ws.o = wo; ws.lse = wl; ws.counters = cnt; ws.chunk_tokens = (L + splits - 1) / splits; ws.max_splits = splits;
   const bool tma = !(argc > 4 && std::strcmp(argv[4], "rows") == 0);
-  auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, false, true> : paged_decode_kernel<__nv_bfloat16, 128, false>;
-  size_t smem = size_t(PagedTraits<128>::kStages) * 2 * 64 * 136 * 2;  // covers the TMA ring + alignment too
+  auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, kFp8, true> : paged_decode_kernel<__nv_bfloat16, 128, kFp8>;
+  using Tr = PagedTraits<128, kFp8>;
+  const size_t smem = std::max(Tr::kRingBytes, size_t(Tr::kStages) * 2 * 64 * 128 * es + 1024);  // row-copy or TMA ring
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   PagedTmaMaps maps{};
   if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, ps) ||
@@ -63,7 +81,7 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 6; ++rep) {
     cudaMemsetAsync(flush, 0, flush_bytes);
     cudaEventRecord(e0);
-    kern<<<grid, PagedTraits<128>::kBlock, smem>>>(p, ws, maps);
+    kern<<<grid, Tr::kBlock, smem>>>(p, ws, maps);
     cudaEventRecord(e1);
     cudaEventSynchronize(e1);
     float ms; cudaEventElapsedTime(&ms, e0, e1);
@@ -78,8 +96,8 @@ int main(int argc, char** argv) {
       printf("  %-22s n=%4zu min %7.2f p10 %7.2f med %7.2f p90 %7.2f max %7.2f us\n", name, v.size(), v[0],
              v[v.size() / 10], v[v.size() / 2], v[v.size() * 9 / 10], v.back());
     };
-    printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs)\n", rep, ms * 1000,
-           4.0 * B * L * Hk * D / (ms * 1e6), B, L, splits, n);
+    printf("rep %d: event %.2f us = %.0f GB/s (B %d, L %d, %d splits, %d CTAs, %s cache)\n", rep, ms * 1000,
+           2.0 * es * B * L * Hk * D / (ms * 1e6), B, L, splits, n, kFp8 ? "fp8" : "bf16");
     if (rep >= 4) {
       std::vector<unsigned long long> tt(4 * 1024 * 3);
       cudaMemcpyFromSymbol(tt.data(), g_tiles, tt.size() * 8);
@@ -116,4 +134,5 @@ int main(int argc, char** argv) {
     cudaMemcpyToSymbol(g_trace, std::vector<unsigned long long>(8192 * 8, 0).data(), 8192 * 8 * 8);
   }
   printf("err: %s\n", cudaGetErrorString(cudaGetLastError()));
+  return 0;
 }
