@@ -32,6 +32,15 @@ CUATTN_DEVICE float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
+// Over all 32 lanes of a (full) warp; every lane gets the result.
+CUATTN_DEVICE float warp_max(float x) {
+  for (int off = 16; off; off /= 2) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, off));
+  return x;
+}
+CUATTN_DEVICE float warp_sum(float x) {
+  for (int off = 16; off; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
+  return x;
+}
 
 template <int kM>
 struct OnlineSoftmax {

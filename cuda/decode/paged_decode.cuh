@@ -69,7 +69,6 @@ struct PagedTraits {
   // 4: one CTA an SM needs them), D128 loses 3-4 % at 6.
   static constexpr int kStages = kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
-  static constexpr size_t kTileElems = size_t(kBN) * kStride;  // one K or V tile
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
   // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two up to D128 (on
@@ -352,7 +351,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
         big = fmaxf(big, fmaxf(fabsf(x.x), fabsf(x.y)));
       }
-    for (int off = 16; off; off /= 2) big = fmaxf(big, __shfl_xor_sync(0xffffffffu, big, off));
+    big = warp_max(big);
     const float qs = big > 32768.f ? exp2f(-ceilf(log2f(big / 32768.f))) : 1.f;
     q_unscale = 1.f / qs;
 #pragma unroll
@@ -547,7 +546,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   }
   consumer_sync();
-  auto warp_sum = [&](int r, int d) {
+  auto sum_of_warps = [&](int r, int d) {
     return s_ow[r * kDv + d] + s_ow[(16 + r) * kDv + d] + s_ow[(32 + r) * kDv + d] + s_ow[(48 + r) * kDv + d];
   };
 
@@ -587,7 +586,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       float inv, lse;
       row_stats(r, inv, lse);
       float* orow = s_ow + r * kDv;  // warp 0's slice of row r becomes the result row
-      for (int d = lane; d < kDv; d += 32) orow[d] = warp_sum(r, d) * inv;
+      for (int d = lane; d < kDv; d += 32) orow[d] = sum_of_warps(r, d) * inv;
       __syncwarp();
       store_row(r, orow, lse);
     }
@@ -601,7 +600,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   for (int r = warp; r < rows_here; r += Tr::kWarps) {
     float inv, lse;
     row_stats(r, inv, lse);
-    for (int d = lane; d < kDv; d += 32) __stcg(wo + r * kDv + d, warp_sum(r, d) * inv);
+    for (int d = lane; d < kDv; d += 32) __stcg(wo + r * kDv + d, sum_of_warps(r, d) * inv);
     if (lane == 0) __stcg(wl + r, lse);
   }
   __threadfence();
@@ -640,13 +639,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       s_w[sp] = __ldcg(pl + sp * 16 + r);
       m = fmaxf(m, s_w[sp]);
     }
-    for (int off = 16; off; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    m = warp_max(m);
     float sum = 0.f;
     for (int sp = lane; sp < nsplits; sp += 32) {
       s_w[sp] = combine_weight(s_w[sp], m);
       sum += s_w[sp];
     }
-    for (int off = 16; off; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    sum = warp_sum(sum);
     __syncwarp();
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     float acc[kPer];

@@ -60,8 +60,7 @@ void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream
   const SplitWorkspace ws = decode_workspace(p, plan, row_chunks, stream);
   const dim3 grid(ws.max_splits, p.num_heads_kv * row_chunks, p.batch);
   const bool fp8 = p.kv_dtype == DType::fp8_e4m3;
-  const size_t ring = fp8 ? size_t(PagedTraits<kD, true>::kStages) * 2 * Tr::kBN * (kD + 16)
-                          : size_t(Tr::kStages) * 2 * Tr::kBN * Tr::kStride * 2;
+  const size_t ring = fp8 ? PagedTraits<kD, true>::kRingBytes : Tr::kRingBytes;
   const size_t merge = (2 * 4 * 16 + 4 * 16 * kD) * sizeof(float);
   const size_t smem = std::max(ring, merge);
   const PagedTmaMaps none{};

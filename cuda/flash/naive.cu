@@ -3,6 +3,7 @@
 // shared-memory tiling and fp32 arithmetic. Used only for comparisons.
 #include "backend.h"
 #include "common/launch.cuh"
+#include "common/softmax.cuh"  // warp_max, warp_sum
 #include "common/types.cuh"
 
 #include <math_constants.h>
@@ -46,11 +47,11 @@ __global__ void naive_softmax(float* S, int64_t rows, int cols) {
   float* s = S + row * cols;
   float mx = -CUDART_INF_F;
   for (int j = lane; j < cols; j += 32) mx = fmaxf(mx, s[j]);
-  for (int o = 16; o; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  mx = warp_max(mx);
   float sum = 0.f;
   if (mx != -CUDART_INF_F)
     for (int j = lane; j < cols; j += 32) sum += __expf(s[j] - mx);
-  for (int o = 16; o; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  sum = warp_sum(sum);
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   for (int j = lane; j < cols; j += 32) s[j] = mx == -CUDART_INF_F ? 0.f : __expf(s[j] - mx) * inv;
 }
