@@ -65,15 +65,6 @@ CUATTN_DEVICE uint32_t fp8x2_to_f16x2(uint16_t v) {
   return uint32_t(h.x) | (uint32_t(h.y) << 16);
 }
 
-// Two fp8 e4m3 values (low byte first) -> a packed pair of T.
-template <typename T>
-CUATTN_DEVICE uint32_t fp8x2_to(uint16_t v, float scale) {
-  __nv_fp8x2_e4m3 f;
-  f.__x = v;
-  const float2 x = static_cast<float2>(f);
-  return pack2<T>(x.x * scale, x.y * scale);
-}
-
 // n / d and n % d for 0 <= n < 2^31 and a divisor d >= 1 fixed for the whole kernel, without the
 // ~20-instruction integer division: q = (umulhi(n, m) + n) >> s with s = ceil(log2 d) and
 // m = floor(2^32 (2^s - d) / d) + 1 (Granlund & Montgomery). Powers of two get m = 1: a shift.
