@@ -23,10 +23,14 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
   int64_t chunk = longest;  // one split per sequence
   const int64_t units = std::max<int64_t>(batch * heads_kv, 1);
   if (units < target) {
-    // About target CTAs: each (sequence, kv head) cut into the nearest whole number of splits
-    // (rounding down 2.06 to 2 keeps one balanced wave; rounding up would start a second one
-    // that holds back the end of the call), of the mean length each.
-    const int64_t splits = std::max<int64_t>((target + units / 2) / units, 1);
+    // At most target CTAs: each (sequence, kv head) cut into target / units splits (rounded
+    // down) of the mean length each. A few CTAs past one a SM double up on their SMs and hold
+    // back the end of the call (H100, decode_sweep: B1 L32768 16 splits = 128 CTAs 2089 GB/s,
+    // 17 = 136 CTAs 1955; B3 L16384 5 splits 2305, 6 splits 2142; B6 L8192 2 splits (96 CTAs)
+    // 2333, 3 splits 2150). Only when that leaves a third of the SMs idle is one split more worth
+    // the second partial wave.
+    int64_t splits = std::max<int64_t>(target / units, 1);
+    if (3 * units * splits < 2 * target) ++splits;
     const int64_t mean = (std::max<int64_t>(total_len, 1) + batch - 1) / std::max<int64_t>(batch, 1);
     chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinChunk);
   }

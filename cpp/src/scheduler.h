@@ -22,8 +22,7 @@ constexpr int kMinChunk = 256;
 constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights
 // One CTA per SM: the TMA-fed paged kernel streams as fast with one CTA an SM as with two, and
 // fewer splits mean less merging (decode_sweep, H100: B16 L8192 2770 GB/s with 1 split vs 2722
-// with 2; B2 L32768 2487 with 8 splits vs 2160 with 17). Two CTAs still fit an SM, so a
-// rounded-up target never starts a second wave.
+// with 2; B2 L32768 2487 with 8 splits vs 2160 with 17).
 constexpr int kCtasPerSm = 1;  // default; CUATTN_DECODE_CTAS_PER_SM=N overrides (experiments)
 int ctas_per_sm();
 
