@@ -27,10 +27,9 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
     // down) of the mean length each. A few CTAs past one a SM double up on their SMs and hold
     // back the end of the call (H100, decode_sweep: B1 L32768 16 splits = 128 CTAs 2089 GB/s,
     // 17 = 136 CTAs 1955; B3 L16384 5 splits 2305, 6 splits 2142; B6 L8192 2 splits (96 CTAs)
-    // 2333, 3 splits 2150). Only when that leaves a third of the SMs idle is one split more worth
-    // the second partial wave.
-    int64_t splits = std::max<int64_t>(target / units, 1);
-    if (3 * units * splits < 2 * target) ++splits;
+    // 2333, 3 splits 2150). Even half the SMs busy beats a partial second wave: B9 L8192 1 split
+    // (72 CTAs) 2503, 2 splits 2357.
+    const int64_t splits = std::max<int64_t>(target / units, 1);
     const int64_t mean = (std::max<int64_t>(total_len, 1) + batch - 1) / std::max<int64_t>(batch, 1);
     chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinChunk);
   }

@@ -16,7 +16,7 @@ struct SplitPlan {
   int chunk_tokens = 0;  // KV tokens per split, a multiple of the page size
 };
 
-// Work units are (sequence, kv head, split); we aim for about `waves` CTAs per SM, and never
+// Work units are (sequence, kv head, split); we aim for at most ctas_per_sm() CTAs per SM, and never
 // cut a split shorter than kMinChunk tokens (below that the merge costs more than it saves).
 constexpr int kMinChunk = 256;
 constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights

@@ -1556,8 +1556,7 @@ static void parallel_for_case() {
 }
 
 // The decode split scheduler: whole pages, at most kMaxSplitsPerSeq splits, one split when the
-// batch alone fills the GPU, and at most ctas_per_sm() CTAs per SM otherwise unless that leaves
-// a third of them idle.
+// batch alone fills the GPU, and at most ctas_per_sm() CTAs per SM otherwise.
 static void scheduler_cases() {
   auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
   const int sms = 132, per_sm = ctas_per_sm();
@@ -1573,8 +1572,8 @@ static void scheduler_cases() {
     CHECK(splits(32768, choose_chunk(2, 8, 2 * 32768, 32768, 16, sms)) == 8, "B2 L32768: want 8 splits");
     CHECK(splits(16384, choose_chunk(3, 8, 3 * 16384, 16384, 16, sms)) == 5, "B3 L16384: want 5 splits");
     CHECK(splits(8192, choose_chunk(6, 8, 6 * 8192, 8192, 16, sms)) == 2, "B6 L8192: want 2 splits (96 CTAs)");
-    CHECK(splits(8192, choose_chunk(9, 8, 9 * 8192, 8192, 16, sms)) == 2,
-          "B9 L8192: want 2 splits (72 CTAs would leave 60 SMs idle)");
+    CHECK(splits(8192, choose_chunk(9, 8, 9 * 8192, 8192, 16, sms)) == 1,
+          "B9 L8192: want 1 split (72 CTAs, not 144: no partial second wave)");
     CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
   }
   if (per_sm == 2) {
@@ -1596,13 +1595,12 @@ static void scheduler_cases() {
     CHECK(splits(longest, c) <= kMaxSplitsPerSeq, at + " gives too many splits");
     if (batch * heads >= int64_t(nsm) * per_sm) CHECK(splits(longest, c) == 1, at + ": the batch fills the GPU");
     if (splits(longest, c) > 1) CHECK(c >= kMinChunk, at + " is shorter than kMinChunk");
-    // Equal lengths, splits not bounded by kMinChunk or kMaxSplitsPerSeq: no more than one CTA
-    // an SM, unless one split fewer would leave a third of the SMs idle.
+    // Equal lengths, splits not bounded by kMinChunk or kMaxSplitsPerSeq: no more than
+    // ctas_per_sm() CTAs an SM.
     const int64_t units = batch * heads, target = int64_t(nsm) * per_sm, n = splits(longest, c);
     if (total == batch * longest && units < target && n > 1 && c > kMinChunk + page &&
         longest / kMaxSplitsPerSeq < c - page)
-      CHECK(units * n <= target || 3 * units * (n - 1) < 2 * target,
-            at + cat(": ", units * n, " CTAs for ", target, " slots"));
+      CHECK(units * n <= target, at + cat(": ", units * n, " CTAs for ", target, " slots"));
   }
 }
 
