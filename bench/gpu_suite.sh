@@ -103,7 +103,7 @@ for s in $stages; do
     trace)
       nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src \
         -o /tmp/trace_decode bench/trace_decode.cu > "$OUT/logs/trace_build.log" 2>&1
-      run "trace decode" trace.log bash -c "/tmp/trace_decode 8192 1 16; /tmp/trace_decode 32768 17 1; /tmp/trace_decode 8192 1 16 tma fp8"
+      run "trace decode" trace.log bash -c "/tmp/trace_decode 8192 1 16; /tmp/trace_decode 32768 16 1; /tmp/trace_decode 8192 1 16 tma fp8"
       grep -E "rep 5|CTA z=0|loop done|merge done" "$OUT/logs/trace.log" ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;
