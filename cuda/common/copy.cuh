@@ -130,31 +130,6 @@ CUATTN_DEVICE void tma_load_4d(void* smem, const void* tmap, uint64_t* bar, int 
 #endif
 }
 
-// An L2 policy that marks the lines it brings in as the first to evict: for data read once (a
-// decode's KV stream), so that it replaces itself instead of what else L2 holds (and, after a
-// kernel that wrote much, does not force those dirty lines back to memory while it streams).
-CUATTN_DEVICE uint64_t l2_evict_first_policy() {
-  uint64_t policy = 0;
-#ifdef CUATTN_SM90
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-#endif
-  return policy;
-}
-
-// tma_load_4d with an L2 cache policy (from l2_evict_first_policy).
-CUATTN_DEVICE void tma_load_4d(void* smem, const void* tmap, uint64_t* bar, int c0, int c1, int c2, int c3,
-                               uint64_t policy) {
-#ifdef CUATTN_SM90
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint"
-      " [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(smem_addr(smem)),
-      "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_addr(bar)), "l"(policy)
-      : "memory");
-#else
-  arch_unsupported();
-#endif
-}
-
 // Barrier `id` (1..15; 0 is __syncthreads) among `threads` threads, e.g. one warpgroup.
 CUATTN_DEVICE void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");

@@ -97,11 +97,8 @@ struct SplitWorkspace {
 // The K and V caches as 4-d tensors (dim, slot, kv head, page) read in boxes of 128 bytes of
 // columns (64 for fp8 D64) x min(page size, 64) slots, swizzled to match (built on the host:
 // common/tma_host.cuh).
-// evict_first: the copies mark their lines first to evict in L2 (read once; see
-// l2_evict_first_policy).
 struct PagedTmaMaps {
   CUtensorMap k, v;
-  int evict_first;
 };
 
 // kTma (sm_90a, D <= 128, page size a multiple of 16): the ring is filled by TMA tensor copies, one
@@ -280,7 +277,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
       int id = box_page(0);
-      const uint64_t policy = l2_evict_first_policy();
       for (int tile = 0; tile < n_tiles; ++tile) {
         const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
         const int stage = tile % Tr::kStages;
@@ -294,14 +290,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
 #pragma unroll
           for (int pn = 0; pn < kPanels; ++pn) {
-            if (maps.evict_first) {
-              tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page, policy);
-              tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page,
-                          policy);
-            } else {
-              tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
-              tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
-            }
+            tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
+            tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
           }
         }
         id = next;
