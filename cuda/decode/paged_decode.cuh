@@ -9,7 +9,7 @@
 //              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
 //   producers  sm90: 4 more warps that only copy, into a kStages-deep ring, a slot completing on
 //              its `full` mbarrier and released by the consumers on its `empty` one. Default
-//              (sm_90a, page size a multiple of 16, D 64 / 128): one warp issues TMA tensor
+//              (sm_90a, page size 16, 32, 64 or a multiple of 64, D 64 / 128): one warp issues TMA tensor
 //              copies, one per (page, 128-byte column panel) of a tile, 128-byte swizzled (fp8
 //              D64: 64-byte rows, 64-byte swizzle); the consumers zero V rows outside the key
 //              range (garbage x P = 0 could be NaN). Otherwise (D256, odd page sizes,
@@ -101,7 +101,7 @@ struct PagedTmaMaps {
   CUtensorMap k, v;
 };
 
-// kTma (sm_90a, D <= 128, page size a multiple of 16): the ring is filled by TMA tensor copies, one
+// kTma (sm_90a, D <= 128, page size 16, 32, 64 or a multiple of 64): the ring is filled by TMA tensor copies, one
 // per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
 // of one bulk copy per row.
 template <typename T, int kD, bool kFp8, bool kTma = false>
@@ -142,6 +142,17 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
   // ---- this sequence and split --------------------------------------------------------------
+  // TMA producer: the page id of its box of the first tile, loaded beside the length instead of
+  // after it (one DRAM round trip less before the first copy). Without a window the first tile
+  // starts at the split's first key whatever the length; the guess is checked below.
+  const int spec_tile0 = int(min(int64_t(split) * max(ws.chunk_tokens, 0), int64_t(INT32_MAX / 2))) / kBN * kBN;
+  int spec_id = 0;
+  if constexpr (kTma) {
+    const int box = min(p.page_size, kBN);
+    if (warp == Tr::kWarps && lane < kBN / box && p.num_pages > 0 && p.max_blocks > 0)
+      spec_id = __ldg(p.block_table + b * p.bt_batch_stride +
+                      min((spec_tile0 + lane * box) / p.page_size, p.max_blocks - 1));
+  }
   const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
   const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
   const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
@@ -271,12 +282,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (producer) {
       if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
       if (warp != Tr::kWarps) return;
-      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: a multiple of 16
+      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: divides 64 or a multiple of it
       auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
         const int j = tile0 + tile * kBN + lane * box;
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
-      int id = box_page(0);
+      int id = tile0 == spec_tile0 ? spec_id : box_page(0);
       for (int tile = 0; tile < n_tiles; ++tile) {
         const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
         const int stage = tile % Tr::kStages;

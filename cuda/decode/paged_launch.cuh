@@ -20,7 +20,7 @@ SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, in
 
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
-// is a multiple of 16 and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
+// is 16, 32, 64 or a multiple of 64 and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
 // (read every call, so that the two can be compared in one process). False: nothing launched.
 template <typename T, int kD, bool kFp8>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
@@ -31,7 +31,10 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
     // B64 L4096: 2116 against 2428 GB/s).
     return false;
   } else {
-    if (p.page_size % 16 != 0 || p.num_pages <= 0) return false;
+    // A tile's 64 keys in whole boxes that never cross a page: pages of 16, 32 or 64 slots, or a
+    // multiple of 64 (a page of 48 or 80 would leave a tile straddling pages at a varying slot).
+    const bool boxes_fit = p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
+    if (!boxes_fit || p.num_pages <= 0) return false;
     const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
     if (off != nullptr && off[0] == '1') return false;
     auto kernel = paged_decode_kernel<T, kD, kFp8, true>;

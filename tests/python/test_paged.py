@@ -235,6 +235,18 @@ def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch)
     assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("kv", ["same", "u8"])
+@pytest.mark.parametrize("page", [1, 8, 16, 32, 48, 64, 80, 96, 128, 256])
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_attention_page_sizes(rng, device, dtype, page, kv):
+    """Every page size, the issue's powers of two and multiples of 16 that are not (48, 80, 96:
+    a 64-key tile then straddles pages unevenly, so the GPU copies it row by row), with lengths
+    that end mid-page and a sequence cut into several splits."""
+    case = PagedCase((700, 129, 1), page, hq=8, hkv=2, d=128)
+    scales = dict(k_scale=0.5, v_scale=0.25) if kv == "u8" else {}
+    _run_and_check(rng, device, dtype, case, dtype if kv == "same" else kv, poison=True, **scales)
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[7]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
 def test_paged_attention_poisoned_out(rng, device, dtype, case):
