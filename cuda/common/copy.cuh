@@ -105,14 +105,6 @@ CUATTN_DEVICE void fence_proxy_async() {
 #endif
 }
 
-// v = *p through the read-only path when `pred`, else v unchanged: a predicated load, never a
-// branch around one.
-CUATTN_DEVICE void ld_global_nc_if(int& v, const int* p, bool pred) {
-  asm volatile("{\n .reg .pred q;\n setp.ne.u32 q, %2, 0;\n @q ld.global.nc.b32 %0, [%1];\n}\n"
-               : "+r"(v)
-               : "l"(p), "r"(int(pred)));
-}
-
 // One plain arrival on `bar` (a consumer releasing a buffer).
 CUATTN_DEVICE void mbar_arrive(uint64_t* bar) {
 #ifdef CUATTN_SM90

@@ -99,7 +99,6 @@ struct SplitWorkspace {
 // common/tma_host.cuh).
 struct PagedTmaMaps {
   CUtensorMap k, v;
-  int no_spec;  // EXPERIMENT
 };
 
 // kTma (sm_90a, D <= 128, page size 16, 32, 64 or a multiple of 64): the ring is filled by TMA tensor copies, one
@@ -145,19 +144,14 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // ---- this sequence and split --------------------------------------------------------------
   // TMA producer: the page id of its box of the first tile, loaded beside the length instead of
   // after it (one DRAM round trip less before the first copy). Without a window the first tile
-  // starts at the split's first key whatever the length; the guess is checked below. Cheap and
-  // branch-free, so that the compiler cannot put the length's load and use ahead of it: pages of
-  // 16, 32 or 64 slots (a shift), or the first split of larger pages (page 0).
+  // starts at the split's first key whatever the length; the guess is checked below.
   const int spec_tile0 = int(min(int64_t(split) * max(ws.chunk_tokens, 0), int64_t(INT32_MAX / 2))) / kBN * kBN;
   int spec_id = 0;
-  bool spec = false;
   if constexpr (kTma) {
-    const int page = p.page_size, small = page >= 16 && page <= kBN;  // then a power of two
-    spec = !maps.no_spec && (small || (split == 0 && (page & (kBN - 1)) == 0)) && p.num_pages > 0 && p.max_blocks > 0;
-    const int sh = 31 - __clz(max(page, 1));
-    const bool loads = spec && warp == Tr::kWarps && lane < (small ? kBN >> sh : 1);
-    const int idx = small ? min((spec_tile0 >> sh) + lane, p.max_blocks - 1) : 0;
-    ld_global_nc_if(spec_id, p.block_table + b * p.bt_batch_stride + max(idx, 0), loads);
+    const int box = min(p.page_size, kBN);
+    if (warp == Tr::kWarps && lane < kBN / box && p.num_pages > 0 && p.max_blocks > 0)
+      spec_id = __ldg(p.block_table + b * p.bt_batch_stride +
+                      min((spec_tile0 + lane * box) / p.page_size, p.max_blocks - 1));
   }
   const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
   const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
@@ -293,7 +287,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const int j = tile0 + tile * kBN + lane * box;
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
-      int id = spec && tile0 == spec_tile0 ? spec_id : box_page(0);
+      int id = tile0 == spec_tile0 ? spec_id : box_page(0);
       for (int tile = 0; tile < n_tiles; ++tile) {
         const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
         const int stage = tile % Tr::kStages;

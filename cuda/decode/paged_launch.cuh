@@ -42,8 +42,6 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
-    const char* ns = std::getenv("CUATTN_DECODE_NO_SPEC");  // EXPERIMENT
-    maps.no_spec = ns != nullptr && ns[0] == '1';
     // The maps describe the caches' true rows (head_dim == kD: the paged kernels take D = Dv in
     // {64, 128, 256}), so a box never reaches past a row into the next one.
     constexpr int kBoxBytes = kRowBytes < 128 ? kRowBytes : 128;
