@@ -142,17 +142,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
   // ---- this sequence and split --------------------------------------------------------------
-  // TMA producer: the page id of its box of the first tile, loaded beside the length instead of
-  // after it (one DRAM round trip less before the first copy). Without a window the first tile
-  // starts at the split's first key whatever the length; the guess is checked below.
-  const int spec_tile0 = int(min(int64_t(split) * max(ws.chunk_tokens, 0), int64_t(INT32_MAX / 2))) / kBN * kBN;
-  int spec_id = 0;
-  if constexpr (kTma) {
-    const int box = min(p.page_size, kBN);
-    if (warp == Tr::kWarps && lane < kBN / box && p.num_pages > 0 && p.max_blocks > 0)
-      spec_id = __ldg(p.block_table + b * p.bt_batch_stride +
-                      min((spec_tile0 + lane * box) / p.page_size, p.max_blocks - 1));
-  }
   const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
   const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
   const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
@@ -287,7 +276,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const int j = tile0 + tile * kBN + lane * box;
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
-      int id = tile0 == spec_tile0 ? spec_id : box_page(0);
+      int id = box_page(0);
       for (int tile = 0; tile < n_tiles; ++tile) {
         const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
         const int stage = tile % Tr::kStages;
