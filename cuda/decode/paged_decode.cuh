@@ -429,12 +429,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const KV* sk = ring + stage * 2 * kRawTile;
     const KV* sv = sk + kRawTile;
 
-    // S = Q K^T over this warp's 16 keys of the tile. sm90: the k steps summed in two chains (even
-    // and odd steps) added at the end, half the dependent MMA latency (on sm80 the fp8 kernel has
-    // no registers to spare for it).
+    // S = Q K^T over this warp's 16 keys of the tile.
     const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
     float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
-    float s_odd[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
     const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
@@ -447,7 +444,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int nt = 0; nt < 2; ++nt)
-            mma_m16n8k16<MT>(h && kBulk ? s_odd[nt] : s[0][nt], qa[ks + h], fp8x2_to_f16x2(uint16_t(kb[2 * h + nt])),
+            mma_m16n8k16<MT>(s[0][nt], qa[ks + h], fp8x2_to_f16x2(uint16_t(kb[2 * h + nt])),
                              fp8x2_to_f16x2(uint16_t(kb[2 * h + nt] >> 16)));
         continue;
       }
@@ -457,14 +454,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       } else {
         ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
       }
-      mma_m16n8k16<T>(ks % 2 && kBulk ? s_odd[0] : s[0][0], qa[ks], kb[0], kb[1]);
-      mma_m16n8k16<T>(ks % 2 && kBulk ? s_odd[1] : s[0][1], qa[ks], kb[2], kb[3]);
-    }
-    if constexpr (kBulk) {
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[0][nt][e] += s_odd[nt][e];
+      mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
+      mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
     }
     if (softcap) softcap_scores(s, p.softcap, cap_in);
     if (n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16)) {
