@@ -66,11 +66,12 @@ int run(int argc, char** argv) {
   const bool tma = !(argc > 4 && std::strcmp(argv[4], "rows") == 0);
   auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, kFp8, true> : paged_decode_kernel<__nv_bfloat16, 128, kFp8>;
   using Tr = PagedTraits<128, kFp8>;
-  const size_t smem = std::max(Tr::kRingBytes, size_t(Tr::kStages) * 2 * 64 * 128 * es + 1024);  // row-copy or TMA ring
+  const size_t smem = std::max({Tr::kRingBytes, size_t(Tr::kStages) * 2 * Tr::kBN * 128 * es + 1024,  // row-copy or TMA ring
+                                size_t(Tr::kWarps) * 16 * (128 + 2) * 4});                           // or the merge
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   PagedTmaMaps maps{};
-  if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, ps) ||
-              !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, D, ps, Hk, nb, p.v_slot_stride, p.v_head_stride, p.v_page_stride, ps))) {
+  if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, std::min(ps, Tr::kBN)) ||
+              !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, D, ps, Hk, nb, p.v_slot_stride, p.v_head_stride, p.v_page_stride, std::min(ps, Tr::kBN)))) {
     printf("make_tma_map failed\n");
     return 1;
   }
@@ -101,7 +102,7 @@ int run(int argc, char** argv) {
     if (rep >= 4) {
       std::vector<unsigned long long> tt(4 * 1024 * 3);
       cudaMemcpyFromSymbol(tt.data(), g_tiles, tt.size() * 8);
-      const int ntile = (L / splits + 63) / 64;
+      const int ntile = (L / splits + Tr::kBN - 1) / Tr::kBN;
       for (int c = 0; c < std::min(B, 4); ++c) {
         auto at = [&](int i, int ph) { return double(tt[(c * 1024 + i) * 3 + ph]) / 1000.0; };
         double wait = 0, qk = 0, pv = 0;

@@ -5,11 +5,12 @@
 // of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
 // member), so K and V are read once for all query heads that share them.
 //
-//   consumers  4 warps; each takes 16 keys of every 64-key tile: S = Q K^T (m16n8k16, Q fragments
-//              in registers), its own online softmax, O += P V; the 4 warp states merge at the end
-//   producers  sm90: 4 more warps that only copy, into a kStages-deep ring, a slot completing on
+//   consumers  kWarps warps (4; 8 for fp8 caches up to D128); each takes 16 keys of every tile of
+//              16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in registers), its own online
+//              softmax, O += P V; the warp states merge at the end
+//   producers  sm90: as many more warps that only copy, into a kStages-deep ring, a slot completing on
 //              its `full` mbarrier and released by the consumers on its `empty` one. Default
-//              (sm_90a, page size 16, 32, 64 or a multiple of 64, D 64 / 128): one warp issues TMA tensor
+//              (sm_90a, D 64 / 128, a page size that divides a tile or is a multiple of it): one warp issues TMA tensor
 //              copies, one per (page, 128-byte column panel) of a tile, 128-byte swizzled (fp8
 //              D64: 64-byte rows, 64-byte swizzle); the consumers zero V rows outside the key
 //              range (garbage x P = 0 could be NaN). Otherwise (D256, odd page sizes,
@@ -61,13 +62,20 @@ namespace cuattn {
 template <int kD_, bool kFp8 = false>
 struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
-  static constexpr int kBN = 64, kWarps = 4, kThreads = 128, kRows = 16;  // kThreads: the consumers
-  static constexpr int kBlock = 2 * kThreads;                             // + a producer warpgroup
-  static constexpr int kProducerRegs = 40, kConsumerRegs = 216;  // 128 x (40 + 216) = 2 x 16K
+  // Consumer warps, 16 keys of a tile each. fp8 up to D128: 8 warps on 128-key tiles, two an SM
+  // sub-partition, since one warp alone there leaves the fp8 tile's latency-bound chain of
+  // ldmatrix, widening, MMAs and softmax exposed (bench/NOTES.md).
+  static constexpr int kWarps = kFp8 && kD <= 128 ? 8 : 4;
+  static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: the consumers
+  static constexpr int kBlock = 2 * kThreads;                                   // + as many producers
+  // sm90 up to D128: the producers hand registers to the consumers (setmaxnreg), as many as the
+  // register file holds at kBlock threads an SM, two CTAs of 4 + 4 warps or one of 8 + 8:
+  // kThreads x (40 + 216) = 64K / (CTAs an SM).
+  static constexpr bool kRegRealloc = kD <= 128;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 216;
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
-  // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
-  // 4: one CTA an SM needs them), D128 loses 3-4 % at 6.
-  static constexpr int kStages = kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
+  // lost 2-16 %). fp8: D64 and D128 3 tiles of 128 keys; D256 (64-key tiles) gains from 4.
+  static constexpr int kStages = kFp8 ? (kD == 64 ? 3 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
@@ -76,9 +84,9 @@ struct PagedTraits {
   // shared memory). sm80 (the cp.async path, compiled per architecture): two only where two rings
   // fit an A100's 164 KB; bf16 D128's 104 KB ring fits once, and at two it spilled 80 bytes.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  static constexpr int kMinBlocks = 2 * kRingBytes <= 160 * 1024 ? 2 : 1;
+  static constexpr int kMinBlocks = 2 * kRingBytes <= 160 * 1024 && kWarps == 4 ? 2 : 1;
 #else
-  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;
+  static constexpr int kMinBlocks = kD <= 128 && kWarps == 4 ? 2 : 1;
 #endif
 };
 
@@ -101,7 +109,7 @@ struct PagedTmaMaps {
   CUtensorMap k, v;
 };
 
-// kTma (sm_90a, D <= 128, page size 16, 32, 64 or a multiple of 64): the ring is filled by TMA tensor copies, one
+// kTma (sm_90a, D <= 128, page size dividing a tile of kBN keys or a multiple of it): the ring is filled by TMA tensor copies, one
 // per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
 // of one bulk copy per row.
 template <typename T, int kD, bool kFp8, bool kTma = false>
@@ -157,7 +165,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   mask.key_range(t_lo, t_hi, lo, hi);
   lo = max(lo, k_begin);
   hi = min(hi, k_end);
-  const int tile0 = lo / kBN * kBN;  // tiles are aligned to 64 keys of the sequence
+  const int tile0 = lo / kBN * kBN;  // tiles are aligned to kBN keys of the sequence
   const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
 
   const int32_t* table = p.block_table + b * p.bt_batch_stride;
@@ -165,8 +173,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
 
   // ---- copies and page ids -----------------------------------------------------------------------
-  // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % 64 of
-  // K (t < 64) or of V of every tile with one bulk copy through the copy engine, into the ring slot
+  // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % kBN
+  // of K (t < kBN) or of V of every tile with one bulk copy through the copy engine, into the ring slot
   // that the consumers have released (empty barrier), completing on that slot's full barrier; rows
   // outside the key range are zero-filled instead. Issuing is slow: a warp's lanes issue their
   // bulk copies one after another (4 warps took 1.1 us to issue a tile's 128, one warp 4 us), so
@@ -264,12 +272,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   };
 
-  // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or 64 slots of
+  // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or kBN slots of
   // one), each column panel of K and of V with one tensor copy, the whole tile on lane 0's
   // arrival. The other producer warps have nothing to do. -----------------------------------------
   if constexpr (kTma) {
     if (producer) {
-      if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
+      if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
       if (warp != Tr::kWarps) return;
       const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: divides 64 or a multiple of it
       auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
@@ -303,7 +311,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // ---- producer (sm90): fill the ring as fast as the consumers release it ----------------------
   if constexpr (kBulk && !kTma) {
     if (producer) {
-      if constexpr (Tr::kMinBlocks == 2) setmaxnreg_dec<Tr::kProducerRegs>();
+      if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
       int ids[kCopyPasses], next[kCopyPasses];
       fetch_pages(0, ids);
       for (int tile = 0; tile < n_tiles; ++tile) {
@@ -317,7 +325,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   }
 
-  if constexpr (kBulk && Tr::kMinBlocks == 2) setmaxnreg_inc<Tr::kConsumerRegs>();
+  if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_inc<Tr::kConsumerRegs>();
 
   // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
   constexpr int kKS = kD / 16;
@@ -512,11 +520,18 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if constexpr (!kBulk) cp_async_wait<0>();
   consumer_sync();  // the ring is free (every tile landed and was used): reuse it for the merge
 
-  // ---- merge the 4 warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
+  // ---- merge the warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
   // common max and summed in a fixed order (deterministic) ---------------------------------------
-  float* s_m = reinterpret_cast<float*>(smem_raw);  // [4][16]
-  float* s_l = s_m + 4 * 16;                        // [4][16]
-  float* s_ow = s_l + 4 * 16;                       // [4][16][kDv]
+  constexpr int kW = Tr::kWarps;
+  float* s_m = reinterpret_cast<float*>(smem_raw);  // [kW][16]
+  float* s_l = s_m + kW * 16;                       // [kW][16]
+  float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
+  auto max_of_warps = [&](int r) {
+    float m = s_m[r];
+#pragma unroll
+    for (int w = 1; w < kW; ++w) m = fmaxf(m, s_m[w * 16 + r]);
+    return m;
+  };
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     const float l = quad_sum(softmax.row_sum[hf]);
@@ -526,8 +541,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   float wscale[2];
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
-    const int r = g + 8 * hf;
-    const float m = fmaxf(fmaxf(s_m[r], s_m[16 + r]), fmaxf(s_m[32 + r], s_m[48 + r]));
+    const float m = max_of_warps(g + 8 * hf);
     wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] * sl2 - m);
   }
 #pragma unroll
@@ -547,20 +561,23 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
   consumer_sync();
   auto sum_of_warps = [&](int r, int d) {
-    return s_ow[r * kDv + d] + s_ow[(16 + r) * kDv + d] + s_ow[(32 + r) * kDv + d] + s_ow[(48 + r) * kDv + d];
+    float x = s_ow[r * kDv + d];
+#pragma unroll
+    for (int w = 1; w < kW; ++w) x += s_ow[(w * 16 + r) * kDv + d];
+    return x;
   };
 
   // Per row: the CTA's max (log2), sum and natural-log LSE of its keys.
   const int rows_here = min(16, rows_total - rc * 16);
   auto row_stats = [&](int r, float& inv, float& lse) {
-    const float m = fmaxf(fmaxf(s_m[r], s_m[16 + r]), fmaxf(s_m[32 + r], s_m[48 + r]));
+    const float m = max_of_warps(r);
     if (m == -CUDART_INF_F) {
       inv = 0.f, lse = -CUDART_INF_F;
       return;
     }
     float l = 0.f;
 #pragma unroll
-    for (int w = 0; w < 4; ++w) l += s_m[w * 16 + r] == -CUDART_INF_F ? 0.f : s_l[w * 16 + r] * exp2f(s_m[w * 16 + r] - m);
+    for (int w = 0; w < kW; ++w) l += s_m[w * 16 + r] == -CUDART_INF_F ? 0.f : s_l[w * 16 + r] * exp2f(s_m[w * 16 + r] - m);
     inv = 1.f / l;
     lse = (m + __log2f(l)) * kLn2;
   };

@@ -20,7 +20,7 @@ SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, in
 
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
-// is 16, 32, 64 or a multiple of 64 and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
+// divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
 // (read every call, so that the two can be compared in one process). False: nothing launched.
 template <typename T, int kD, bool kFp8>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
@@ -31,8 +31,9 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
     // B64 L4096: 2116 against 2428 GB/s).
     return false;
   } else {
-    // A tile's 64 keys in whole boxes that never cross a page: pages of 16, 32 or 64 slots, or a
-    // multiple of 64 (a page of 48 or 80 would leave a tile straddling pages at a varying slot).
+    // A tile's kBN keys in whole boxes that never cross a page: pages of 16 slots or more that
+    // divide kBN or are a multiple of it (a page of 48 or 80 would leave a tile straddling pages
+    // at a varying slot).
     const bool boxes_fit = p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
     const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
@@ -55,29 +56,31 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
   }
 }
 
+// One kernel: the TMA variant where it applies, else the row-copy (sm90) / cp.async (sm80) one.
+template <typename T, int kD, bool kFp8>
+void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
+  using Tr = PagedTraits<kD, kFp8>;
+  // The merge at the end reuses the ring: every consumer warp's 16 rows of O, their maxima and sums.
+  const size_t merge = size_t(Tr::kWarps) * 16 * (kD + 2) * sizeof(float);
+  if (run_paged_tma<T, kD, kFp8>(p, ws, grid, merge, stream)) return;
+  auto kernel = paged_decode_kernel<T, kD, kFp8>;
+  const size_t smem = std::max(Tr::kRingBytes, merge);
+  set_smem_limit(kernel, smem);
+  kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, PagedTmaMaps{});
+}
+
 template <typename T, int kD>
 void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream) {
-  using Tr = PagedTraits<kD>;
+  constexpr int kRows = PagedTraits<kD>::kRows;  // query rows of a CTA (the same for fp8)
+  static_assert(kRows == PagedTraits<kD, true>::kRows, "one row-chunk count for both caches");
   const int group = p.num_heads_q / p.num_heads_kv;
-  const int row_chunks = (group * p.seqlen_q + Tr::kRows - 1) / Tr::kRows;
+  const int row_chunks = (group * p.seqlen_q + kRows - 1) / kRows;
   const SplitWorkspace ws = decode_workspace(p, plan, row_chunks, stream);
   const dim3 grid(ws.max_splits, p.num_heads_kv * row_chunks, p.batch);
-  const bool fp8 = p.kv_dtype == DType::fp8_e4m3;
-  const size_t ring = fp8 ? PagedTraits<kD, true>::kRingBytes : Tr::kRingBytes;
-  const size_t merge = (2 * 4 * 16 + 4 * 16 * kD) * sizeof(float);
-  const size_t smem = std::max(ring, merge);
-  const PagedTmaMaps none{};
-  if (fp8) {
-    if (!run_paged_tma<T, kD, true>(p, ws, grid, merge, stream)) {
-      auto kernel = paged_decode_kernel<T, kD, true>;
-      set_smem_limit(kernel, smem);
-      kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, none);
-    }
-  } else if (!run_paged_tma<T, kD, false>(p, ws, grid, merge, stream)) {
-    auto kernel = paged_decode_kernel<T, kD, false>;
-    set_smem_limit(kernel, smem);
-    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, none);
-  }
+  if (p.kv_dtype == DType::fp8_e4m3)
+    launch_paged<T, kD, true>(p, ws, grid, stream);
+  else
+    launch_paged<T, kD, false>(p, ws, grid, stream);
   check_launch("paged_decode_kernel launch");
 }
 
