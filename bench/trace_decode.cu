@@ -67,7 +67,7 @@ int run(int argc, char** argv) {
   auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, kFp8, true> : paged_decode_kernel<__nv_bfloat16, 128, kFp8>;
   using Tr = PagedTraits<128, kFp8>;
   const size_t smem = std::max({Tr::kRingBytes, size_t(Tr::kStages) * 2 * Tr::kBN * 128 * es + 1024,  // row-copy or TMA ring
-                                size_t(Tr::kWarps) * 16 * (128 + 2) * 4});                           // or the merge
+                                Tr::kMergeBytes});                                                   // or the merge
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   PagedTmaMaps maps{};
   if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, std::min(ps, Tr::kBN)) ||

@@ -49,13 +49,6 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
   return ws;
 }
 
-int sm_count() {
-  return once_per_device<int>(nullptr, [](int dev) {
-    int n = 0;
-    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-    return n;
-  });
-}
 
 // Workspace for plan-less calls: one growing buffer per (device, stream), stream-ordered
 // (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on the caller's stream: no host sync).
@@ -113,6 +106,14 @@ void run(const PagedParams& p, const DecodePlan* plan, cudaStream_t s) {
 }
 
 }  // namespace
+
+int sm_count() {
+  return once_per_device<int>(nullptr, [](int dev) {
+    int n = 0;
+    check_cuda(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    return n;
+  });
+}
 
 SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, int row_chunks,
                                 cudaStream_t stream) {

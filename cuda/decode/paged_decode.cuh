@@ -59,13 +59,15 @@
 
 namespace cuattn {
 
-template <int kD_, bool kFp8 = false>
+template <int kD_, bool kFp8 = false, bool kWide = false>
 struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
-  // Consumer warps, 16 keys of a tile each. fp8 up to D128: 8 warps on 128-key tiles, two an SM
-  // sub-partition, since one warp alone there leaves the fp8 tile's latency-bound chain of
-  // ldmatrix, widening, MMAs and softmax exposed (bench/NOTES.md).
-  static constexpr int kWarps = kFp8 && kD <= 128 ? 8 : 4;
+  // Consumer warps, 16 keys of a tile each: 4, or 8 (kWide) on 128-key tiles, two an SM
+  // sub-partition. The launcher takes the wide shape for fp8 caches up to D128 when the grid is
+  // one CTA an SM or less: one 4-warp CTA alone on an SM leaves the fp8 tile's latency-bound
+  // chain of ldmatrix, widening, MMAs and softmax exposed, where several waves put two on an SM
+  // anyway and overlap their starts and ends (bench/NOTES.md).
+  static constexpr int kWarps = kWide ? 8 : 4;
   static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: the consumers
   static constexpr int kBlock = 2 * kThreads;                                   // + as many producers
   // sm90 up to D128: the producers hand registers to the consumers (setmaxnreg), as many as the
@@ -74,11 +76,14 @@ struct PagedTraits {
   static constexpr bool kRegRealloc = kD <= 128;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 216;
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
-  // lost 2-16 %). fp8: D64 and D128 3 tiles of 128 keys; D256 (64-key tiles) gains from 4.
-  static constexpr int kStages = kFp8 ? (kD == 64 ? 3 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
+  // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
+  // 4: one CTA an SM needs them), D128 loses 3-4 % at 6; wide (128-key) tiles: 3.
+  static constexpr int kStages = kWide ? 3 : kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
+  // The merge at the end reuses the ring: every consumer warp's 16 rows of O, maxima and sums.
+  static constexpr size_t kMergeBytes = size_t(kWarps) * 16 * (kD + 2) * sizeof(float);
   // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two up to D128 (on
   // sm_90a the producers hand theirs to the consumers), one at D256 (its ring alone fills most of
   // shared memory). sm80 (the cp.async path, compiled per architecture): two only where two rings
@@ -112,11 +117,11 @@ struct PagedTmaMaps {
 // kTma (sm_90a, D <= 128, page size dividing a tile of kBN keys or a multiple of it): the ring is filled by TMA tensor copies, one
 // per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
 // of one bulk copy per row.
-template <typename T, int kD, bool kFp8, bool kTma = false>
-__global__ void __launch_bounds__(PagedTraits<kD, kFp8>::kBlock, PagedTraits<kD, kFp8>::kMinBlocks)
+template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
+__global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock, PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
-  using Tr = PagedTraits<kD, kFp8>;
+  using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
   // MMA operand type: fp8 pages widen to f16 in one instruction (to bf16 it takes four), so with

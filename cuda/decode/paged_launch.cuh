@@ -17,14 +17,15 @@ namespace cuattn {
 // else from shapes alone, with a per-(device, stream) cached workspace. No host sync either way.
 SplitWorkspace decode_workspace(const PagedParams& p, const DecodePlan* plan, int row_chunks,
                                 cudaStream_t stream);
+int sm_count();  // of the current device (cached)
 
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
 // (read every call, so that the two can be compared in one process). False: nothing launched.
-template <typename T, int kD, bool kFp8>
-bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, size_t merge, cudaStream_t stream) {
-  using Tr = PagedTraits<kD, kFp8>;
+template <typename T, int kD, bool kFp8, bool kWide = false>
+bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
+  using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kD > 128) {
     // D256: 16-bit spills at 255 registers; fp8 streamed 13 % slower than its row copies (H200,
@@ -38,8 +39,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
     if (!boxes_fit || p.num_pages <= 0) return false;
     const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
     if (off != nullptr && off[0] == '1') return false;
-    auto kernel = paged_decode_kernel<T, kD, kFp8, true>;
-    const size_t smem = std::max(size_t(Tr::kStages) * 2 * Tr::kBN * kRowBytes + 1024, merge);
+    auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide>;
+    const size_t smem = std::max(size_t(Tr::kStages) * 2 * Tr::kBN * kRowBytes + 1024, Tr::kMergeBytes);
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
@@ -60,11 +61,15 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, si
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
-  // The merge at the end reuses the ring: every consumer warp's 16 rows of O, their maxima and sums.
-  const size_t merge = size_t(Tr::kWarps) * 16 * (kD + 2) * sizeof(float);
-  if (run_paged_tma<T, kD, kFp8>(p, ws, grid, merge, stream)) return;
+  if constexpr (kFp8 && kD <= 128) {  // one CTA an SM or less: the 8-warp shape (PagedTraits);
+    const char* wide = std::getenv("CUATTN_DECODE_WIDE");  // =0 turns it off (read every call)
+    if ((wide == nullptr || wide[0] != '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
+        run_paged_tma<T, kD, true, true>(p, ws, grid, stream))
+      return;
+  }
+  if (run_paged_tma<T, kD, kFp8>(p, ws, grid, stream)) return;
   auto kernel = paged_decode_kernel<T, kD, kFp8>;
-  const size_t smem = std::max(Tr::kRingBytes, merge);
+  const size_t smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
   set_smem_limit(kernel, smem);
   kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, PagedTmaMaps{});
 }

@@ -222,16 +222,27 @@ def test_paged_attention_nan_outside_sequences(rng, device, dtype, case, kv):
 @pytest.mark.parametrize("kv", ["same", "u8"])
 def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch):
     """The TMA ring and the row-copy ring (CUATTN_DECODE_ROW_COPIES=1) give the same bits, for
-    16-bit caches and fp8 ones (uint8 + kv_cache_dtype='fp8_e4m3')."""
-    dev, _ = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
-    kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
+    16-bit caches and fp8 ones (uint8 + kv_cache_dtype='fp8_e4m3'). fp8 grids of one CTA an SM
+    or less take the 8-warp kernel (128-key tiles: another summation order), checked against the
+    oracle; CUATTN_DECODE_WIDE=0 gives the 4-warp TMA kernel that the row copies must match."""
+    dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
+    kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap)
     if kv == "u8":
-        kw.update(kv_cache_dtype="fp8_e4m3", k_scale=0.25, v_scale=0.5)
+        kw.update(k_scale=0.25, v_scale=0.5)
+    ref, _ = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                              host["seq_lens"], sinks=host["sinks"], **kw)
+    if kv == "u8":
+        kw.update(kv_cache_dtype="fp8_e4m3")
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
-    a = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
+    wide = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
+    assert_close(wide, ref, dtype)
+    monkeypatch.setenv("CUATTN_DECODE_WIDE", "0")
+    out = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
+    assert_close(out, ref, dtype)
+    a = to_host(out).astype(np.float32)
     assert not np.isnan(a).any()
     monkeypatch.setenv("CUATTN_DECODE_ROW_COPIES", "1")
-    b = to_host(cuattn.paged_attention(*args, **kw)).astype(np.float32)
+    b = to_host(cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)).astype(np.float32)
     assert np.array_equal(a, b, equal_nan=True)
 
 
