@@ -121,6 +121,10 @@ template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock, PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
+  if constexpr (kTma && !CUATTN_BULK_COPY) {  // sm_90a only (the launcher checks): no body below sm90
+    arch_unsupported();
+    return;
+  }
   using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
