@@ -8,12 +8,13 @@
 //   consumers  kWarps warps (4; 8 for fp8 caches up to D128); each takes 16 keys of every tile of
 //              16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in registers), its own online
 //              softmax, O += P V; the warp states merge at the end
-//   producers  sm90: as many more warps that only copy, into a kStages-deep ring, a slot completing on
-//              its `full` mbarrier and released by the consumers on its `empty` one. Default
-//              (sm_90a, D 64 / 128, a page size that divides a tile or is a multiple of it): one warp issues TMA tensor
-//              copies, one per (page, 128-byte column panel) of a tile, 128-byte swizzled (fp8
-//              D64: 64-byte rows, 64-byte swizzle); the consumers zero V rows outside the key
-//              range (garbage x P = 0 could be NaN). Otherwise (D256, odd page sizes,
+//   producers  sm90: as many more warps that only copy, into a kStages-deep ring, a slot
+//              completing on its `full` mbarrier and released by the consumers on its `empty`
+//              one. Default (sm_90a, D 64 / 128, a page size that divides a tile or is a multiple
+//              of it): one warp issues TMA tensor copies, one per (page, 128-byte column panel)
+//              of a tile, 128-byte swizzled (fp8 D64: 64-byte rows, 64-byte swizzle); the
+//              consumers zero V rows outside the key range (garbage x P = 0 could be NaN).
+//              Otherwise (D256, other page sizes,
 //              CUATTN_DECODE_ROW_COPIES=1): one bulk copy per K or V row, a producer thread each.
 //              TMA streams 3-7 % faster on 16-bit caches, and fp8 far more (bench/NOTES.md):
 //              16 copies a tile issue far sooner than 128. sm80: the producers leave and the
@@ -68,7 +69,7 @@ struct PagedTraits {
   // chain of ldmatrix, widening, MMAs and softmax exposed, where several waves put two on an SM
   // anyway and overlap their starts and ends (bench/NOTES.md).
   static constexpr int kWarps = kWide ? 8 : 4;
-  static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: the consumers
+  static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: consumers
   static constexpr int kBlock = 2 * kThreads;                                   // + as many producers
   // sm90 up to D128: the producers hand registers to the consumers (setmaxnreg), as many as the
   // register file holds at kBlock threads an SM, two CTAs of 4 + 4 warps or one of 8 + 8:
@@ -78,16 +79,18 @@ struct PagedTraits {
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
   // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
   // 4: one CTA an SM needs them), D128 loses 3-4 % at 6; wide (128-key) tiles: 3.
-  static constexpr int kStages = kWide ? 3 : kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
+  static constexpr int kStages =
+      kWide ? 3 : kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
   // The merge at the end reuses the ring: every consumer warp's 16 rows of O, maxima and sums.
   static constexpr size_t kMergeBytes = size_t(kWarps) * 16 * (kD + 2) * sizeof(float);
-  // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two up to D128 (on
-  // sm_90a the producers hand theirs to the consumers), one at D256 (its ring alone fills most of
-  // shared memory). sm80 (the cp.async path, compiled per architecture): two only where two rings
-  // fit an A100's 164 KB; bf16 D128's 104 KB ring fits once, and at two it spilled 80 bytes.
+  // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two 4-warp CTAs up to
+  // D128 (on sm_90a the producers hand theirs to the consumers), one at D256 (its ring alone fills
+  // most of shared memory) and one of the 8-warp shape. sm80 (the cp.async path, compiled per
+  // architecture): two only where two rings fit an A100's 164 KB; bf16 D128's 104 KB ring fits
+  // once, and at two it spilled 80 bytes.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   static constexpr int kMinBlocks = 2 * kRingBytes <= 160 * 1024 && kWarps == 4 ? 2 : 1;
 #else
@@ -114,14 +117,16 @@ struct PagedTmaMaps {
   CUtensorMap k, v;
 };
 
-// kTma (sm_90a, D <= 128, page size dividing a tile of kBN keys or a multiple of it): the ring is filled by TMA tensor copies, one
-// per (page, column panel of 128 bytes, or fp8 D64's 64) of a tile, into swizzled panels, instead
-// of one bulk copy per row.
+// kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
+// ring is filled by TMA tensor copies, one per (page, column panel of 128 bytes, or fp8 D64's 64)
+// of a tile, into swizzled panels, instead of one bulk copy per row. kWide: 8 consumer warps on
+// 128-key tiles (PagedTraits).
 template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
-__global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock, PagedTraits<kD, kFp8, kWide>::kMinBlocks)
+__global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
+                                  PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
-  if constexpr (kTma && !CUATTN_BULK_COPY) {  // sm_90a only (the launcher checks): no body below sm90
+  if constexpr (kTma && !CUATTN_BULK_COPY) {  // sm_90a only (the launcher checks): no body below
     arch_unsupported();
     return;
   }
@@ -183,8 +188,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   // ---- copies and page ids -----------------------------------------------------------------------
   // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % kBN
-  // of K (t < kBN) or of V of every tile with one bulk copy through the copy engine, into the ring slot
-  // that the consumers have released (empty barrier), completing on that slot's full barrier; rows
+  // of K (t < kBN) or of V of every tile with one bulk copy through the copy engine, into the ring
+  // slot that the consumers have released (empty barrier), completing on that slot's full barrier; rows
   // outside the key range are zero-filled instead. Issuing is slow: a warp's lanes issue their
   // bulk copies one after another (4 warps took 1.1 us to issue a tile's 128, one warp 4 us), so
   // producers that do nothing else keep it off the consumers' path; when the consumers issued the
@@ -288,7 +293,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (producer) {
       if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
       if (warp != Tr::kWarps) return;
-      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: divides 64 or a multiple of it
+      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: divides kBN, or kBN | it
       auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
         const int j = tile0 + tile * kBN + lane * box;
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;

@@ -21,8 +21,9 @@ int sm_count();  // of the current device (cached)
 
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
-// divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches; CUATTN_DECODE_ROW_COPIES=1 turns it off
-// (read every call, so that the two can be compared in one process). False: nothing launched.
+// divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches;
+// CUATTN_DECODE_ROW_COPIES=1 turns it off (read every call, so that the two can be compared in one
+// process). False: nothing launched.
 template <typename T, int kD, bool kFp8, bool kWide = false>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
@@ -35,7 +36,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     // A tile's kBN keys in whole boxes that never cross a page: pages of 16 slots or more that
     // divide kBN or are a multiple of it (a page of 48 or 80 would leave a tile straddling pages
     // at a varying slot).
-    const bool boxes_fit = p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
+    const bool boxes_fit =
+        p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
     const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
     if (off != nullptr && off[0] == '1') return false;
