@@ -63,10 +63,12 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
-  if constexpr (kFp8 && kD <= 128) {  // one CTA an SM or less: the 8-warp shape (PagedTraits);
-    const char* wide = std::getenv("CUATTN_DECODE_WIDE");  // =0 turns it off (read every call)
+  // Rows of at most 128 bytes (fp8 D64 / D128, 16-bit D64) on a grid of one CTA an SM or less: the
+  // 8-warp shape (PagedTraits). CUATTN_DECODE_WIDE=0 turns it off (read every call).
+  if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
+    const char* wide = std::getenv("CUATTN_DECODE_WIDE");
     if ((wide == nullptr || wide[0] != '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
-        run_paged_tma<T, kD, true, true>(p, ws, grid, stream))
+        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream))
       return;
   }
   if (run_paged_tma<T, kD, kFp8>(p, ws, grid, stream)) return;
