@@ -5,9 +5,9 @@
 // of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
 // member), so K and V are read once for all query heads that share them.
 //
-//   consumers  kWarps warps (4; 8 for fp8 caches up to D128); each takes 16 keys of every tile of
-//              16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in registers), its own online
-//              softmax, O += P V; the warp states merge at the end
+//   consumers  kWarps warps (4; 8 at one wave for rows of 128 bytes or less); each takes 16 keys
+//              of every tile of 16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in
+//              registers), its own online softmax, O += P V; the warp states merge at the end
 //   producers  sm90: as many more warps that only copy, into a kStages-deep ring, a slot
 //              completing on its `full` mbarrier and released by the consumers on its `empty`
 //              one. Default (sm_90a, D 64 / 128, a page size that divides a tile or is a multiple
@@ -64,10 +64,10 @@ template <int kD_, bool kFp8 = false, bool kWide = false>
 struct PagedTraits {
   static constexpr int kD = kD_, kDv = kD_;
   // Consumer warps, 16 keys of a tile each: 4, or 8 (kWide) on 128-key tiles, two an SM
-  // sub-partition. The launcher takes the wide shape for fp8 caches up to D128 when the grid is
-  // one CTA an SM or less: one 4-warp CTA alone on an SM leaves the fp8 tile's latency-bound
-  // chain of ldmatrix, widening, MMAs and softmax exposed, where several waves put two on an SM
-  // anyway and overlap their starts and ends (bench/NOTES.md).
+  // sub-partition. The launcher takes the wide shape for rows of at most 128 bytes (fp8 D64 /
+  // D128, 16-bit D64) when the grid is one CTA an SM or less: one 4-warp CTA alone on an SM
+  // leaves such a tile's latency-bound chain of ldmatrix, (widening,) MMAs and softmax exposed,
+  // where several waves put two on an SM anyway and overlap their starts and ends (NOTES).
   static constexpr int kWarps = kWide ? 8 : 4;
   static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: consumers
   static constexpr int kBlock = 2 * kThreads;                                   // + as many producers
