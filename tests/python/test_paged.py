@@ -293,6 +293,52 @@ def test_paged_attention_fp8(rng, device, dtype, case, kv):
     _run_and_check(rng, device, dtype, case, kv, poison=False, k_scale=k_scale, v_scale=v_scale)
 
 
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_paged_fp8_device_scales(rng, device, dtype, shape):
+    """k_scale / v_scale as float32 device scalars (shape () or (1,)): the same bits as the same
+    values passed as floats, for paged_attention and append_paged_kv (uint8 caches), and a
+    scale array of the wrong dtype, size or device is a ValueError naming it."""
+    case = PagedCase((70, 130), 16, hq=8, hkv=2, d=128)
+    dev, host = build_paged(rng, case, dtype, "u8", device)
+    ks, vs = 0.3, 0.15
+    dscale = lambda v: to_device(np.full(shape, v, np.float32), device)  # noqa: E731
+    args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
+    a = cuattn.paged_attention(*args, k_scale=ks, v_scale=vs, kv_cache_dtype="fp8_e4m3")
+    b = cuattn.paged_attention(*args, k_scale=dscale(ks), v_scale=dscale(vs), kv_cache_dtype="fp8_e4m3")
+    assert np.array_equal(to_host(a).astype(np.float32), to_host(b).astype(np.float32))
+    ref, _ = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                              host["seq_lens"], k_scale=ks, v_scale=vs)
+    assert_close(b, ref, dtype)
+    # append: the same cache bytes either way
+    t, hkv, d = 9, case.hkv, case.d
+    k_new, v_new = randn(rng, (t, hkv, d), dtype), randn(rng, (t, hkv, d), dtype)
+    slots = _slots(rng, len(host["k_cache"]), case.page, t, 2)
+    caches, k0 = [], host["k_cache"].view(np.uint8).copy()
+    for k_scale, v_scale in ((ks, vs), (dscale(ks), dscale(vs))):
+        kc = to_device(k0.copy(), device)
+        vc = to_device(host["v_cache"].view(np.uint8).copy(), device)
+        cuattn.append_paged_kv(to_device(k_new, device), to_device(v_new, device), kc, vc,
+                               to_device(slots, device), k_scale=k_scale, v_scale=v_scale,
+                               kv_cache_dtype="fp8_e4m3")
+        caches.append((to_host(kc), to_host(vc)))
+    assert np.array_equal(caches[0][0], caches[1][0]) and np.array_equal(caches[0][1], caches[1][1])
+    assert not np.array_equal(caches[0][0], k0)  # something was written
+    # bad scale arrays
+    for bad, what in ((to_device(np.full(shape, ks, np.float64), device), "float32"),
+                      (to_device(np.full((2,), ks, np.float32), device), "one float32")):
+        with pytest.raises(ValueError, match="k_scale"):
+            cuattn.paged_attention(*args, k_scale=bad, v_scale=vs, kv_cache_dtype="fp8_e4m3")
+        with pytest.raises(ValueError, match="k_scale"):
+            cuattn.append_paged_kv(to_device(k_new, device), to_device(v_new, device), dev["k_cache"],
+                                   dev["v_cache"], to_device(slots, device), k_scale=bad,
+                                   kv_cache_dtype="fp8_e4m3")
+    if device == "cuda":  # a host scale with GPU caches
+        with pytest.raises(ValueError, match="k_scale"):
+            cuattn.paged_attention(*args, k_scale=np.full(shape, ks, np.float32), v_scale=vs,
+                                   kv_cache_dtype="fp8_e4m3")
+
+
 @pytest.mark.parametrize("qmax", [1e5, 1e30])
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
 def test_paged_attention_fp8_large_q(rng, device, dtype, qmax):
