@@ -6,12 +6,12 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
-#           probe trace
+#           probe trace heads
 #   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
 #   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
 #   engine's read rate by copy kind; trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
-#   the splits the scheduler picks)
+#   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -88,6 +88,13 @@ for s in $stages; do
     decode)
       run "bench decode" bench_decode.log python3 bench/bench.py --suite decode --out "$OUT"
       tail -8 "$OUT/logs/bench_decode.log" ;;
+    heads)
+      # Other head dims and fp8 caches at the ANCHORS decode shapes (no plan), one table each.
+      for d in 64 128 256; do for f in "" --fp8; do
+        run "paged D$d ${f:-bf16}" heads_d$d${f:+_fp8}.log ./paged_attention --device cuda --no-gather -d $d $f \
+          --cases 1x32768p16,16x8192p16,64x4096p16,256x2048p16
+        grep "^  paged  " "$OUT/logs/heads_d$d${f:+_fp8}.log"
+      done; done ;;
     ncu)
       for c in $(echo "${NCU_CASES:-1x32768p16,16x8192p16}" | tr , ' '); do
         run "ncu paged $c" ncu_$c.log ncu --kernel-name regex:paged_decode --launch-skip 2 --launch-count 1 \
