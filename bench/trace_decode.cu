@@ -71,8 +71,7 @@ int run(int argc, char** argv) {
   auto kern = tma ? paged_decode_kernel<__nv_bfloat16, 128, kFp8, true, kWide>
                   : paged_decode_kernel<__nv_bfloat16, 128, kFp8, false, kWide>;
   using Tr = PagedTraits<128, kFp8, kWide>;
-  const size_t smem = std::max({Tr::kRingBytes, size_t(Tr::kStages) * 2 * Tr::kBN * 128 * es + 1024,  // row-copy or TMA ring
-                                Tr::kMergeBytes});                                                   // or the merge
+  const size_t smem = std::max({Tr::kRingBytes, Tr::kTmaRingBytes, Tr::kMergeBytes});  // either ring, or the merge
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   PagedTmaMaps maps{};
   if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, std::min(ps, Tr::kBN)) ||

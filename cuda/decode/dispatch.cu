@@ -49,7 +49,6 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
   return ws;
 }
 
-
 // Workspace for plan-less calls: one growing buffer per (device, stream), stream-ordered
 // (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on the caller's stream: no host sync).
 // Its counter region keeps the size it was zeroed with (see WorkspaceLayout).

@@ -84,6 +84,9 @@ struct PagedTraits {
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
+  // The TMA ring: unpadded swizzled rows, plus the slack to align it to 1024 bytes (the kernel
+  // rounds its start up).
+  static constexpr size_t kTmaRingBytes = size_t(kStages) * 2 * kBN * kD * (kFp8 ? 1 : 2) + 1024;
   // The merge at the end reuses the ring: every consumer warp's 16 rows of O, maxima and sums.
   static constexpr size_t kMergeBytes = size_t(kWarps) * 16 * (kD + 2) * sizeof(float);
   // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two 4-warp CTAs up to

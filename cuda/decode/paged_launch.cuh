@@ -21,9 +21,8 @@ int sm_count();  // of the current device (cached)
 
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
-// divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches;
-// CUATTN_DECODE_ROW_COPIES=1 turns it off (read every call, so that the two can be compared in one
-// process). False: nothing launched.
+// divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
+// nothing launched.
 template <typename T, int kD, bool kFp8, bool kWide = false>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
@@ -39,10 +38,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     const bool boxes_fit =
         p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
-    const char* off = std::getenv("CUATTN_DECODE_ROW_COPIES");
-    if (off != nullptr && off[0] == '1') return false;
     auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide>;
-    const size_t smem = std::max(size_t(Tr::kStages) * 2 * Tr::kBN * kRowBytes + 1024, Tr::kMergeBytes);
+    const size_t smem = std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
@@ -60,18 +57,21 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 }
 
 // One kernel: the TMA variant where it applies, else the row-copy (sm90) / cp.async (sm80) one.
+// Rows of at most 128 bytes (fp8 D64 / D128, 16-bit D64) on a grid of one CTA an SM or less take
+// the 8-warp TMA shape (PagedTraits). Experiment switches, read every call so that variants can be
+// compared in one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
-  // Rows of at most 128 bytes (fp8 D64 / D128, 16-bit D64) on a grid of one CTA an SM or less: the
-  // 8-warp shape (PagedTraits). CUATTN_DECODE_WIDE=0 turns it off (read every call).
+  const char* rows = std::getenv("CUATTN_DECODE_ROW_COPIES");
+  const bool tma = rows == nullptr || rows[0] != '1';
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
     const char* wide = std::getenv("CUATTN_DECODE_WIDE");
-    if ((wide == nullptr || wide[0] != '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
+    if (tma && (wide == nullptr || wide[0] != '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
         run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream))
       return;
   }
-  if (run_paged_tma<T, kD, kFp8>(p, ws, grid, stream)) return;
+  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream)) return;
   auto kernel = paged_decode_kernel<T, kD, kFp8>;
   const size_t smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
   set_smem_limit(kernel, smem);
