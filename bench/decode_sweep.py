@@ -6,9 +6,15 @@ larger k several waves of smaller splits that the hardware scheduler balances. T
 bench.py times decode (zeroing L2 flush, median of CUDA events). --layouts NHD,HND also times
 the HND cache layout ([page, kv head, slot, dim]: a page's rows of one kv head contiguous, where
 NHD puts them 2 KB apart); --order random,ordered also times pages in sequence order (as a
-contiguous cache would be); k < 1 (e.g. 0.5) gives fewer splits than one wave. Run on a GPU machine:
+contiguous cache would be); k < 1 (e.g. 0.5) gives fewer splits than one wave.
+--chain N times N decode steps back to back instead (each an append_paged_kv of one token a
+sequence, then paged_attention), rotating over three caches so that no step finds its KV in L2,
+one flush before the N steps; it prints GB/s of a step's KV read. That is how a serving loop
+issues them: a launch follows a kernel, not an event, so programmatic dependent launch (compare
+default,CUATTN_PDL=0) can hide the launch gap. Run on a GPU machine:
     python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 0.5,1,2,4,8] [--layouts NHD,HND]
         [--order random,ordered] [--page 16] [--flush write|read] [--variants default,NAME=VALUE]
+        [--chain N]
 """
 import argparse
 import os
@@ -34,6 +40,7 @@ ap.add_argument("--order", default="random", help="page order in the cache: rand
 ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
                 "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
                 "library reads on every call)")
+ap.add_argument("--chain", type=int, default=0, help="time N append + decode steps back to back")
 a = ap.parse_args()
 timer = Timer(torch, iters=a.iters, flush=a.flush)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -63,15 +70,33 @@ for case in a.cases.split(","):
         shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
         kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
+        if a.chain:  # three caches (the same pages, copied), each step writing its last token again
+            caches = [(kc, vc)] + [(kc.clone(), vc.clone()) for _ in range(2)]
+            last = torch.full((B,), L - 1, device="cuda")
+            slots = (table[torch.arange(B, device="cuda"), last // ps].to(torch.int64) * ps + last % ps)
+            k_new = torch.randn(B, Hkv, D, device="cuda", dtype=torch.bfloat16)
+            v_new = torch.randn_like(k_new)
         for k in (float(x) for x in a.k.split(",")):
             plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,
                                       device="cuda", num_sms=round(k * sms))
+
+            def steps():
+                for i in range(a.chain):
+                    kci, vci = caches[i % 3]
+                    cuattn.append_paged_kv(k_new, v_new, kci, vci, slots, kv_layout=layout)
+                    cuattn.paged_attention(q, kci, vci, table, lens, plan=plan, out=out, kv_layout=layout)
+
+            def call():
+                cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out, kv_layout=layout)
+
             xs = {v: [] for v in variants}
             for _ in range(3):
                 for v in variants:
                     set_variant(v)
-                    xs[v] += timer.samples(lambda: cuattn.paged_attention(q, kc, vc, table, lens, plan=plan,
-                                                                          out=out, kv_layout=layout))
+                    if a.chain:
+                        xs[v] += [t / a.chain for t in timer.samples(steps, iters=max(3, a.iters // 3))]
+                    else:
+                        xs[v] += timer.samples(call)
             set_variant("default")
             print(f"B{B} L{L:<6} {layout:<6} {order:<8} {k:>4} {plan.max_splits:>6} "
                   + " ".join(f"{nbytes / statistics.median(xs[v]) / 1e6:24.0f}" for v in variants), flush=True)

@@ -33,6 +33,23 @@ CUATTN_DEVICE void arch_unsupported() {
 #endif
 }
 
+// Programmatic dependent launch (sm90+). A grid launched with programmatic stream serialization
+// may start while the kernel before it in the stream is still finishing; it must call
+// grid_dependency_wait() before its first global memory access, which returns once that kernel
+// has completed and its writes are visible. grid_dependents_launch() lets the next such grid be
+// scheduled early (it still waits for this one to complete). Both are no-ops below sm90 and on a
+// grid launched without the attribute.
+CUATTN_DEVICE void grid_dependency_wait() {
+#ifdef CUATTN_SM90
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+CUATTN_DEVICE void grid_dependents_launch() {
+#ifdef CUATTN_SM90
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 CUATTN_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 CUATTN_DEVICE int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 

@@ -50,4 +50,44 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
   });
 }
 
+// Whether `kernel` may overlap the kernel before it in the stream (programmatic dependent
+// launch): a device of compute capability 9.0 or later running code compiled for sm90 or later,
+// where grid_dependency_wait() is a real wait. (An sm80 build's PTX, JIT-compiled for a Hopper
+// card, has no wait in it and must be launched the plain way.)
+template <typename Kernel>
+bool kernel_has_pdl(Kernel kernel) {
+  return once_per_device<bool>(reinterpret_cast<const void*>(kernel), [&](int dev) {
+    int major = 0;
+    cudaFuncAttributes attr{};
+    check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+               "cudaDeviceGetAttribute(ComputeCapabilityMajor)");
+    check_cuda(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+    return major >= 9 && attr.ptxVersion >= 90;
+  });
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with programmatic stream serialization when
+// `pdl` and kernel_has_pdl(kernel): the grid may then be scheduled before the previous kernel in
+// the stream has finished. Only kernels that call grid_dependency_wait() (common/arch.cuh) before
+// touching global memory may be launched with pdl = true.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+                   Args&&... args) {
+  if (!pdl || !kernel_has_pdl(kernel)) {
+    kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+    return;
+  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
+
 }  // namespace cuattn

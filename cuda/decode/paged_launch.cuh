@@ -24,7 +24,7 @@ int sm_count();  // of the current device (cached)
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
 // nothing launched.
 template <typename T, int kD, bool kFp8, bool kWide = false>
-bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
+bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kD > 128) {
@@ -51,31 +51,37 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
         !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, p.head_dim_v, p.page_size, p.num_heads_kv, p.num_pages,
                       p.v_slot_stride, p.v_head_stride, p.v_page_stride, box, kBoxBytes))
       return false;
-    kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, maps);
+    launch_kernel(kernel, grid, Tr::kBlock, smem, stream, pdl, p, ws, maps);
     return true;
   }
 }
 
 // One kernel: the TMA variant where it applies, else the row-copy (sm90) / cp.async (sm80) one.
 // Rows of at most 128 bytes (fp8 D64 / D128, 16-bit D64) on a grid of one CTA an SM or less take
-// the 8-warp TMA shape (PagedTraits). Experiment switches, read every call so that variants can be
-// compared in one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps).
+// the 8-warp TMA shape (PagedTraits). On sm90 the kernel is launched with programmatic dependent
+// launch: its CTAs may be scheduled while the previous kernel in the stream finishes, and wait
+// for it in the kernel. Experiment switches, read every call so that variants can be compared in
+// one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps),
+// CUATTN_PDL=0 (a plain launch).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
-  const char* rows = std::getenv("CUATTN_DECODE_ROW_COPIES");
-  const bool tma = rows == nullptr || rows[0] != '1';
+  auto env_off = [](const char* name, char off) {
+    const char* v = std::getenv(name);
+    return v != nullptr && v[0] == off;
+  };
+  const bool tma = !env_off("CUATTN_DECODE_ROW_COPIES", '1');
+  const bool pdl = !env_off("CUATTN_PDL", '0');
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
-    const char* wide = std::getenv("CUATTN_DECODE_WIDE");
-    if (tma && (wide == nullptr || wide[0] != '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
-        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream))
+    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
+        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl))
       return;
   }
-  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream)) return;
+  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream, pdl)) return;
   auto kernel = paged_decode_kernel<T, kD, kFp8>;
   const size_t smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
   set_smem_limit(kernel, smem);
-  kernel<<<grid, Tr::kBlock, smem, stream>>>(p, ws, PagedTmaMaps{});
+  launch_kernel(kernel, grid, Tr::kBlock, smem, stream, pdl, p, ws, PagedTmaMaps{});
 }
 
 template <typename T, int kD>

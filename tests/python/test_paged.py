@@ -545,3 +545,86 @@ def test_append_then_decode(rng, device, dtype, kv_dtype):
             vv = v_new[starts[b]:starts[b + 1]][None]
             r, _ = oracle.attention_ref(q[b][None, None], kk, vv)
             assert_close(to_host(out)[b], r[0, 0], dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# A serving step in a CUDA graph
+
+
+@pytest.mark.parametrize("kv_dtype", ["same", "fp8"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_decode_step_in_cuda_graph(rng, device, dtype, kv_dtype):
+    """One decode step — append each sequence's new token, then paged_attention with a plan —
+    captured once in a CUDA graph and replayed for several steps with new tokens and longer
+    sequences, every replay against the oracle and bitwise against the same step run eagerly.
+    Covers the split-KV counters left ready for the next replay and, on sm90, the programmatic
+    dependent launch of the decode kernel: it must read the keys appended just before it."""
+    if gpu_framework() != "torch":
+        pytest.skip("CUDA-graph capture is exercised through torch.cuda.graph")
+    import torch
+
+    lens = np.asarray([3000, 1, 700, 129], np.int64)  # before the first step
+    n_steps, page, hq, hkv, d = 4, 16, 8, 2, 128
+    bsz = len(lens)
+    max_blocks = -(-(int(lens.max()) + n_steps) // page)
+    num_blocks = bsz * max_blocks + 3
+    table = rng.permutation(num_blocks)[:bsz * max_blocks].reshape(bsz, max_blocks).astype(np.int32)
+    cdt = FP8 if kv_dtype == "fp8" else DTYPES[dtype]
+    scales = dict(k_scale=0.05, v_scale=0.05) if kv_dtype == "fp8" else {}
+    kc = to_device((rng.standard_normal((num_blocks, page, hkv, d)) * (20 if scales else 1)).astype(cdt), device)
+    vc = to_device((rng.standard_normal((num_blocks, page, hkv, d)) * (20 if scales else 1)).astype(cdt), device)
+    table_d = to_device(table, device)
+    # Static inputs of the graph, refilled in place before every replay.
+    q_d = to_device(np.zeros((bsz, hq, d), DTYPES[dtype]), device)
+    k_new_d = to_device(np.zeros((bsz, hkv, d), DTYPES[dtype]), device)
+    v_new_d = to_device(np.zeros((bsz, hkv, d), DTYPES[dtype]), device)
+    slots_d = to_device(np.zeros(bsz, np.int64), device)
+    sl_d = to_device(np.zeros(bsz, np.int32), device)
+    out = to_device(np.full((bsz, hq, d), np.nan, DTYPES[dtype]), device)
+    lse = to_device(np.full((bsz, hq), np.nan, np.float32), device)
+    plan = cuattn.plan_decode(lens + 1, num_q_heads=hq, num_kv_heads=hkv, head_dim=d, page_size=page,
+                              device=device)
+    assert plan.max_splits > 1  # the 3000-token sequence is split: the fused merge is in the graph
+
+    def step():
+        cuattn.append_paged_kv(k_new_d, v_new_d, kc, vc, slots_d, **scales)
+        cuattn.paged_attention(q_d, kc, vc, table_d, sl_d, plan=plan, out=out, lse_out=lse, **scales)
+
+    def fill(t):
+        """Step t's inputs: sequence b appends its token at position lens[b] + t."""
+        pos = lens + t
+        slots = table[np.arange(bsz), pos // page].astype(np.int64) * page + pos % page
+        q = randn(rng, (bsz, hq, d), dtype)
+        for dst, src in ((q_d, q), (k_new_d, randn(rng, (bsz, hkv, d), dtype)),
+                         (v_new_d, randn(rng, (bsz, hkv, d), dtype)), (slots_d, slots),
+                         (sl_d, (pos + 1).astype(np.int32))):
+            dst.copy_(to_device(src, device))
+        return q, (pos + 1).astype(np.int32)
+
+    def check(q, sl):
+        ref, ref_lse = oracle.paged_ref(q, to_host(kc), to_host(vc), table, sl, **scales)
+        assert_close(out, ref, dtype)
+        assert_lse(lse, ref_lse, dtype)
+
+    side = torch.cuda.Stream()  # capture (and its warm-up) off the default stream
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        q, sl = fill(0)
+        step()  # eager first step, which also warms up (workspace, TMA maps, attributes)
+        torch.cuda.synchronize()
+        check(q, sl)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            step()
+        for t in range(1, n_steps):
+            q, sl = fill(t)
+            out.fill_(float("nan"))
+            graph.replay()
+            torch.cuda.synchronize()
+            check(q, sl)
+            got = to_host(out).copy(), to_host(lse).copy()
+            step()  # the same step eagerly: the append rewrites the same values
+            torch.cuda.synchronize()
+            np.testing.assert_array_equal(to_host(out).view(np.uint8), got[0].view(np.uint8))
+            np.testing.assert_array_equal(to_host(lse), got[1])
+    torch.cuda.current_stream().wait_stream(side)
