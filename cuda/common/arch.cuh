@@ -36,17 +36,11 @@ CUATTN_DEVICE void arch_unsupported() {
 // Programmatic dependent launch (sm90+). A grid launched with programmatic stream serialization
 // may start while the kernel before it in the stream is still finishing; it must call
 // grid_dependency_wait() before its first global memory access, which returns once that kernel
-// has completed and its writes are visible. grid_dependents_launch() lets the next such grid be
-// scheduled early (it still waits for this one to complete). Both are no-ops below sm90 and on a
-// grid launched without the attribute.
+// has completed and its writes are visible. A no-op below sm90 and on a grid launched without
+// the attribute.
 CUATTN_DEVICE void grid_dependency_wait() {
 #ifdef CUATTN_SM90
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-CUATTN_DEVICE void grid_dependents_launch() {
-#ifdef CUATTN_SM90
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

@@ -11,9 +11,6 @@ namespace {
 
 template <typename T, bool kFp8>
 __global__ void append_kernel(const __grid_constant__ AppendParams p) {
-  // A paged_attention launched next (with programmatic dependent launch) may be scheduled now:
-  // it waits for this grid to complete before it reads the cache.
-  grid_dependents_launch();
   const int chunks_k = p.head_dim / 8, chunks_v = p.head_dim_v / 8;
   const int per_head = chunks_k + chunks_v;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;

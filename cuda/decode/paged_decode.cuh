@@ -159,9 +159,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   KV* ring = reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0));
 
   CUATTN_TRACE(0);
-  // Launched with programmatic dependent launch on sm90 (the launcher): the previous kernel in
-  // the stream (say, the one that appended this step's keys) may still be running. Everything
-  // below reads its outputs, so wait for it here.
+  // Launched with programmatic dependent launch on sm90 (the launcher): the CTAs may start while
+  // the previous kernel in the stream (say, the one that appended this step's keys) drains.
+  // Everything below reads its outputs, so wait for it here. No kernel here triggers its
+  // dependents early (griddepcontrol.launch_dependents): a decode grid scheduled while
+  // append_paged_kv still ran was 2 % slower at B16 (bench/NOTES.md, seventh session).
   grid_dependency_wait();
   const int split = blockIdx.x, b = blockIdx.z;
   const int n_rc = gridDim.y / p.num_heads_kv;  // row chunks per kv head
@@ -538,7 +540,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     CUATTN_TRACE_TILE(it, 2);
   }
   CUATTN_TRACE(2);
-  grid_dependents_launch();  // the next grid may be scheduled (it waits for this one to finish)
   if constexpr (!kBulk) cp_async_wait<0>();
   consumer_sync();  // the ring is free (every tile landed and was used): reuse it for the merge
 
