@@ -6,12 +6,13 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
-#           probe trace heads
+#           probe trace heads chain
 #   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
 #   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
 #   engine's read rate by copy kind; trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
-#   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches)
+#   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
+#   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -88,6 +89,12 @@ for s in $stages; do
     decode)
       run "bench decode" bench_decode.log python3 bench/bench.py --suite decode --out "$OUT"
       tail -8 "$OUT/logs/bench_decode.log" ;;
+    chain)
+      # Decode steps back to back (append + paged_attention, as a serving loop issues them), with
+      # and without programmatic dependent launch.
+      run "decode chain" chain.log python3 bench/decode_sweep.py --cases 1x32768,16x8192,64x4096,256x2048 \
+        --k 1 --chain 24 --variants CUATTN_PDL=0,default
+      tail -5 "$OUT/logs/chain.log" ;;
     heads)
       # Other head dims and fp8 caches at the ANCHORS decode shapes (no plan), one table each.
       for d in 64 128 256; do for f in "" --fp8; do
