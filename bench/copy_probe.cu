@@ -18,11 +18,16 @@
 //   ldg256     the same with the .L2::256B prefetch hint (TMA maps above ask L2 for 256 B too)
 // GB/s = bytes / median CUDA-event time over 15 calls, a 256 MB zeroing L2 flush before each (as
 // bench.py), for 128 CTAs (one an SM, like cuDNN's decode) and 264 (two an SM, like ours).
+// Arguments: the MiB streamed (default 512: B16 L8192's K and V; 128 is B1 L32768's) and the
+// flush, `write` (zeroing, default) or `read` (a kernel reads the flush buffer: L2 left clean).
+// The fastest mode at a size is a ceiling for any kernel that reads those bytes once.
 // Not part of the build:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src \
-//     -o /tmp/cp bench/copy_probe.cu && /tmp/cp
+//     -o /tmp/cp bench/copy_probe.cu && /tmp/cp [MiB=512] [write|read]
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common/copy.cuh"
@@ -123,8 +128,17 @@ probe(const char* src, size_t per_cta, int mode, unsigned* sink, const __grid_co
   }
 }
 
-int main() {
-  const size_t total = size_t(512) << 20, flush_bytes = size_t(256) << 20;
+// The read flush: every line of the 256 MB buffer read once (folded into *sink so it stays).
+__global__ void read_flush(const uint4* p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    acc ^= p[i].x;
+  if (acc == 0x12345678u) *sink = acc;
+}
+
+int main(int argc, char** argv) {
+  const size_t total = size_t(argc > 1 ? atoi(argv[1]) : 512) << 20, flush_bytes = size_t(256) << 20;
+  const bool read_flush_mode = argc > 2 && std::string(argv[2]) == "read";
   char *src, *flush;
   unsigned* sink;
   cudaMalloc(&src, total + (size_t(8) << 20));
@@ -141,6 +155,8 @@ int main() {
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
+  cudaMemset(flush, 0, flush_bytes);
+  printf("%zu MiB streamed, %s flush\n", total >> 20, read_flush_mode ? "read" : "zeroing");
   printf("%-8s %6s %10s %8s\n", "mode", "CTAs", "median us", "GB/s");
   for (int grid : {128, 264}) {
     const size_t per_cta = total / grid / kTile * kTile;
@@ -149,7 +165,10 @@ int main() {
       const CUtensorMap& map = mode == kTmaNhd ? nhd_map : rows_map;
       std::vector<float> ms;
       for (int rep = 0; rep < 18; ++rep) {
-        cudaMemsetAsync(flush, 0, flush_bytes);
+        if (read_flush_mode)
+          read_flush<<<1056, 256>>>(reinterpret_cast<const uint4*>(flush), flush_bytes / 16, sink);
+        else
+          cudaMemsetAsync(flush, 0, flush_bytes);
         cudaEventRecord(e0);
         probe<<<grid, kBlock, smem>>>(src, per_cta, mode, sink, map);
         cudaEventRecord(e1);

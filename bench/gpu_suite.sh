@@ -10,7 +10,7 @@
 #   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
 #   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
-#   engine's read rate by copy kind; trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
+#   engine's read rate by copy kind (128 and 512 MiB, zeroing and read flush); trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL)
 #   (default: build test check sanitize bench)
@@ -113,7 +113,8 @@ for s in $stages; do
     probe)
       nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src \
         -o /tmp/copy_probe bench/copy_probe.cu > "$OUT/logs/probe_build.log" 2>&1
-      run "copy probe" probe.log /tmp/copy_probe; cat "$OUT/logs/probe.log" ;;
+      run "copy probe" probe.log bash -c "for m in 128 512; do for f in write read; do /tmp/copy_probe \$m \$f; done; done"
+      cat "$OUT/logs/probe.log" ;;
     trace)
       nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src \
         -o /tmp/trace_decode bench/trace_decode.cu > "$OUT/logs/trace_build.log" 2>&1
