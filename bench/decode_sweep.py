@@ -35,8 +35,9 @@ ap.add_argument("--iters", type=int, default=30)
 ap.add_argument("--layouts", default="NHD")
 ap.add_argument("--flush", choices=("read", "write"), default="write")
 ap.add_argument("--page", type=int, default=16)
-ap.add_argument("--order", default="random", help="page order in the cache: random (a permutation) "
-                "and/or ordered (sequence by sequence, as a contiguous cache)")
+ap.add_argument("--order", default="random", help="page order in the cache: random (a permutation), "
+                "ordered (sequence by sequence, as a contiguous cache), sorted (random pages, each "
+                "sequence's in increasing address order), blocks (sorted within runs of 64 pages)")
 ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
                 "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
                 "library reads on every call)")
@@ -65,8 +66,12 @@ for case in a.cases.split(","):
     out = torch.empty_like(q)
     nbytes = 2 * B * L * Hkv * D * 2
     for layout, order in ((x, o) for x in a.layouts.split(",") for o in a.order.split(",")):
-        perm = torch.randperm(nb, device="cuda") if order == "random" else torch.arange(nb, device="cuda")
+        perm = torch.arange(nb, device="cuda") if order == "ordered" else torch.randperm(nb, device="cuda")
         table = perm.to(torch.int32).view(B, L // ps)
+        if order == "sorted":  # random pages, each sequence's in increasing address order
+            table = table.sort(dim=1).values.contiguous()
+        elif order == "blocks":  # random pages, each sequence's sorted within runs of 64 pages
+            table = table.view(B, -1, 64).sort(dim=2).values.view(B, L // ps).contiguous()
         shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
         kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
