@@ -37,7 +37,8 @@ ap.add_argument("--flush", choices=("read", "write"), default="write")
 ap.add_argument("--page", type=int, default=16)
 ap.add_argument("--order", default="random", help="page order in the cache: random (a permutation), "
                 "ordered (sequence by sequence, as a contiguous cache), sorted (random pages, each "
-                "sequence's in increasing address order), blocks (sorted within runs of 64 pages)")
+                "sequence's in increasing address order), blocks (sorted within runs of 64 pages), bucketN "
+                "(grouped by address into N ranges, in table order within a range)")
 ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
                 "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
                 "library reads on every call)")
@@ -72,6 +73,11 @@ for case in a.cases.split(","):
             table = table.sort(dim=1).values.contiguous()
         elif order == "blocks":  # random pages, each sequence's sorted within runs of 64 pages
             table = table.view(B, -1, 64).sort(dim=2).values.view(B, L // ps).contiguous()
+        elif order.startswith("bucket"):  # bucketN: each sequence's pages grouped by address range (N)
+            nbk = int(order[6:])
+            key = table.to(torch.int64) * nbk // nb
+            idx = torch.sort(key, dim=1, stable=True).indices
+            table = torch.gather(table, 1, idx).contiguous()
         shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
         kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
