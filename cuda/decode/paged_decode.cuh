@@ -118,6 +118,7 @@ struct SplitWorkspace {
 // common/tma_host.cuh).
 struct PagedTmaMaps {
   CUtensorMap k, v;
+  int reorder = 0;  // 1: visit the boxes grouped by page address (the kernel's "order of the boxes")
 };
 
 // kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
@@ -240,6 +241,31 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   const FastDivmod page_of(p.page_size);
   const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
+
+  // ---- the order of the boxes (TMA) ------------------------------------------------------------
+  // A box is min(page size, kBN) keys of one page, what one tensor copy reads; a tile is kBN / box
+  // of them. Pages come in whatever order the cache's owner allocated them, and a random order
+  // costs DRAM efficiency: when every CTA visits its pages grouped by address range, all of them
+  // sweep the cache together (B16 L8192: +1 %, what pages in address order give; bench/NOTES.md).
+  // So with maps.reorder the boxes after the first kStages tiles (issued at once, in sequence
+  // order, while the order is made) are visited grouped by their page's address range (kBuckets
+  // of them), in sequence order within a range: a stable counting sort of up to kOrderBoxes boxes
+  // by the idle producer warps; any further boxes keep sequence order. The order depends on the
+  // page ids alone, so results stay bitwise reproducible. Box b holds keys tile0 + b * box ..
+  // + box - 1 wherever it is visited: masks and key ranges are unchanged.
+  constexpr int kOrderBoxes = kTma ? 1024 : 1, kBuckets = 32;
+  __shared__ int s_order[kOrderBoxes];       // [position - o_first] -> box
+  __shared__ uint8_t s_bucket[kOrderBoxes];  // [box - o_first] -> address range of its page
+  __shared__ int s_count[kTma ? kBuckets : 1];
+  const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
+  const int o_first = Tr::kStages * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
+  const bool reorder = kTma && maps.reorder && o_end - o_first > 1;  // the same for the whole CTA
+  auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? s_order[pos - o_first] : pos; };
+  // The sorter warp hands the order to the producer warp on named barrier 2. The producer tells
+  // the consumers where each box of a tile starts: s_first_key[stage][i], written before the
+  // tile's `full` arrival, read after its wait.
+  constexpr int kOrderBarrier = 2, kOrderThreads = 64;
+  __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];
   auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
     for (int i = 0; i < kCopyPasses; ++i) {
@@ -301,21 +327,67 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if constexpr (kTma) {
     if (producer) {
       if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
-      if (warp != Tr::kWarps) return;
-      const int box = min(p.page_size, kBN), nbox = kBN / box;  // page size: divides kBN, or kBN | it
+      if (warp != Tr::kWarps) {  // warps kWarps + 1 .. + 3 make the order of the boxes
+        if (!reorder || warp > Tr::kWarps + 3) return;
+        static_assert(kBuckets == 32, "one address range a lane");
+        const int t = tid - Tr::kThreads - 32, n = o_end - o_first;  // t: 0..95
+        if (t < kBuckets) s_count[t] = 0;
+#pragma unroll 4
+        for (int i = t; i < n; i += 96) {  // every box's address range, the page ids in flight
+          const int j = tile0 + (o_first + i) * box;
+          const int id = min(max(__ldg(table + min(page_of.div(j), p.max_blocks - 1)), 0), p.num_pages - 1);
+          s_bucket[i] = uint8_t(int64_t(id) * kBuckets / p.num_pages);
+        }
+        named_barrier_sync(3, 96);
+        if (warp != Tr::kWarps + 1) return;
+        // One warp, rounds of 32 boxes in sequence order: count each range, then place each box
+        // after the earlier ones of its range (match_any ranks a round's equal ranges by lane).
+        for (int base = 0; base < n; base += 32) {
+          const int i = base + lane, k = i < n ? s_bucket[i] : kBuckets + lane;
+          const unsigned same = __match_any_sync(~0u, k);
+          if (i < n && lane == __ffs(same) - 1) s_count[k] += __popc(same);
+          __syncwarp();
+        }
+        const int c = s_count[lane];
+        int incl = c;
+#pragma unroll
+        for (int o = 1; o < 32; o *= 2) {
+          const int y = __shfl_up_sync(~0u, incl, o);
+          if (lane >= o) incl += y;
+        }
+        __syncwarp();
+        s_count[lane] = incl - c;  // first position of range `lane`
+        __syncwarp();
+        for (int base = 0; base < n; base += 32) {
+          const int i = base + lane, k = i < n ? s_bucket[i] : kBuckets + lane;
+          const unsigned same = __match_any_sync(~0u, k);
+          if (i < n) s_order[s_count[k] + __popc(same & ((1u << lane) - 1u))] = o_first + i;
+          __syncwarp();
+          if (i < n && lane == __ffs(same) - 1) s_count[k] += __popc(same);
+          __syncwarp();
+        }
+        named_barrier_sync(kOrderBarrier, kOrderThreads);
+        return;
+      }
       auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
-        const int j = tile0 + tile * kBN + lane * box;
+        const int j = tile0 + box_at(tile * nbox + lane) * box;
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
       int id = box_page(0);
       for (int tile = 0; tile < n_tiles; ++tile) {
-        const int next = box_page(tile + 1);  // in flight while this tile waits for its slot
+        // The next tile's page ids, in flight while this tile waits for its slot; the first
+        // reordered tile's once the order is there (after the last of the first kStages tiles
+        // is issued: those never wait for it).
+        const bool order_next = reorder && tile + 1 == Tr::kStages;
+        int next = order_next ? 0 : box_page(tile + 1);
         const int stage = tile % Tr::kStages;
         if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);
+        const int j = tile0 + box_at(tile * nbox + lane) * box;  // first key of box `lane`
+        if (lane < nbox) s_first_key[stage][lane] = j;
+        __syncwarp();
         if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
         __syncwarp();
         if (lane < nbox) {
-          const int j = tile0 + tile * kBN + lane * box;
           const int page = min(max(id, 0), p.num_pages - 1);
           const int slot = page_of.mod(j, page_of.div(j));
           unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
@@ -324,6 +396,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
             tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
             tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
           }
+        }
+        if (order_next) {
+          named_barrier_sync(kOrderBarrier, kOrderThreads);
+          next = box_page(tile + 1);
         }
         id = next;
       }
@@ -428,18 +504,21 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   for (int it = 0; it < n_tiles; ++it) {
     const int stage = it % Tr::kStages;
+    // This warp's 16 keys of the tile: keys n0 .. n0 + 15 (TMA: where the producer put this
+    // warp's box, see the order of the boxes).
+    int n0 = tile0 + it * kBN + warp * 16;
     if constexpr (kBulk) {
       mbar_wait(&full[stage], uint32_t(it / Tr::kStages) & 1u);
       if constexpr (kTma) {
+        n0 = s_first_key[stage][warp * 16 / box] + warp * 16 % box;
         // TMA copied whole boxes: V rows outside the key range hold whatever those slots hold
         // (past the sequence's end, or a clamped page), and P = 0 times a NaN there is NaN. Each
         // warp zeroes its own 16 rows of them (it alone reads them); K rows need nothing, their
         // scores (NaN or not) are overwritten with -inf by the mask.
-        const int first = tile0 + it * kBN;
-        if (first < lo || first + kBN > hi) {
+        if (n0 < lo || n0 + 16 > hi) {
           unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);
           for (int e = lane; e < 16 * kPanels * kChunks; e += 32) {  // 16 rows x their 16-byte chunks
-            const int r = warp * 16 + e / (kPanels * kChunks), c = e % (kPanels * kChunks), j = first + r;
+            const int r = warp * 16 + e / (kPanels * kChunks), c = e % (kPanels * kChunks), j = n0 + r - warp * 16;
             if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + swizzled(r, c)) = make_uint4(0, 0, 0, 0);
           }
           fence_proxy_async();  // before the copy engine writes these rows again
@@ -461,7 +540,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const KV* sv = sk + kRawTile;
 
     // S = Q K^T over this warp's 16 keys of the tile.
-    const int n0 = tile0 + it * kBN + warp * 16;  // first key of this warp's slice
     float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
     const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
 #pragma unroll

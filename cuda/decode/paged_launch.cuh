@@ -24,7 +24,8 @@ int sm_count();  // of the current device (cached)
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
 // nothing launched.
 template <typename T, int kD, bool kFp8, bool kWide = false>
-bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl) {
+bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl,
+                   bool reorder) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kD > 128) {
@@ -43,6 +44,7 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
+    maps.reorder = reorder;
     // The maps describe the caches' true rows (head_dim == kD: the paged kernels take D = Dv in
     // {64, 128, 256}), so a box never reaches past a row into the next one.
     constexpr int kBoxBytes = kRowBytes < 128 ? kRowBytes : 128;
@@ -62,7 +64,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 // launch: its CTAs may be scheduled while the previous kernel in the stream finishes, and wait
 // for it in the kernel. Experiment switches, read every call so that variants can be compared in
 // one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps),
-// CUATTN_PDL=0 (a plain launch).
+// CUATTN_PDL=0 (a plain launch), CUATTN_DECODE_PAGE_ORDER=0 (the TMA kernel visits the pages in
+// sequence order instead of grouped by address).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
@@ -71,13 +74,13 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
     return v != nullptr && v[0] == off;
   };
   const bool tma = !env_off("CUATTN_DECODE_ROW_COPIES", '1');
-  const bool pdl = !env_off("CUATTN_PDL", '0');
+  const bool pdl = !env_off("CUATTN_PDL", '0'), reorder = !env_off("CUATTN_DECODE_PAGE_ORDER", '0');
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
     if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
-        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl))
+        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder))
       return;
   }
-  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream, pdl)) return;
+  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream, pdl, reorder)) return;
   auto kernel = paged_decode_kernel<T, kD, kFp8>;
   const size_t smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
   set_smem_limit(kernel, smem);

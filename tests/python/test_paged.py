@@ -237,6 +237,8 @@ def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch)
     wide = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
     assert_close(wide, ref, dtype)
     monkeypatch.setenv("CUATTN_DECODE_WIDE", "0")
+    assert_close(cuattn.paged_attention(*args, sinks=dev["sinks"], **kw), ref, dtype)
+    monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", "0")  # the row copies visit pages in order
     out = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
     assert_close(out, ref, dtype)
     a = to_host(out).astype(np.float32)
@@ -244,6 +246,47 @@ def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch)
     monkeypatch.setenv("CUATTN_DECODE_ROW_COPIES", "1")
     b = to_host(cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)).astype(np.float32)
     assert np.array_equal(a, b, equal_nan=True)
+
+
+ORDER_CASES = [
+    PagedCase((3000, 1999, 517, 70), 16),
+    PagedCase((20000, 40), 16, hq=4, hkv=1, d=64),  # more boxes than the kernel reorders
+    PagedCase((2500, 900), 32, sq=3, window=(700, 0), sinks=True, softcap=3.0, hq=4, hkv=1, d=64),
+    PagedCase((1500, 333), 64, kv_layout="HND", share_prefix=True),
+    PagedCase((2100, 129), 128, hq=16, hkv=1),
+]
+
+
+@pytest.mark.parametrize("num_sms", [2, 0])
+@pytest.mark.parametrize("kv", ["same", "u8"])
+@pytest.mark.parametrize("case", ORDER_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_paged_page_order(rng, device, dtype, case, kv, num_sms, monkeypatch):
+    """The TMA kernel visits a CTA's pages grouped by address (past its first tiles) when it has
+    enough of them; a plan for 2 SMs gives each CTA a whole sequence, the default plan short
+    splits. Against the oracle, bitwise the same on a second call (the order depends on the page
+    ids only), and against the visit in sequence order (CUATTN_DECODE_PAGE_ORDER=0)."""
+    dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
+    kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
+    ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                                    host["seq_lens"], sinks=host["sinks"], window=case.window,
+                                    kv_layout=case.kv_layout, softcap=case.softcap,
+                                    **(dict(k_scale=0.25, v_scale=0.5) if kv == "u8" else {}))
+    if kv == "u8":
+        kw.update(kv_cache_dtype="fp8_e4m3", k_scale=0.25, v_scale=0.5)
+    plan = cuattn.plan_decode(host["seq_lens"], num_q_heads=case.hq, num_kv_heads=case.hkv,
+                              head_dim=case.d, page_size=case.page, q_len=case.sq or 1,
+                              device=device, num_sms=num_sms)
+    args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
+    out, lse = cuattn.paged_attention(*args, plan=plan, return_lse=True, **kw)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    again = cuattn.paged_attention(*args, plan=plan, **kw)
+    assert np.array_equal(to_host(out).astype(np.float32), to_host(again).astype(np.float32))
+    monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", "0")
+    in_order = cuattn.paged_attention(*args, plan=plan, **kw)
+    assert_close(in_order, ref, dtype)
+    assert_close(out, f64(in_order), dtype)
 
 
 @pytest.mark.parametrize("kv", ["same", "u8"])
