@@ -74,7 +74,7 @@ int run(int argc, char** argv) {
   const size_t smem = std::max({Tr::kRingBytes, Tr::kTmaRingBytes, Tr::kMergeBytes});  // either ring, or the merge
   cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   PagedTmaMaps maps{};
-  maps.reorder = 1;  // as the library does by default
+  maps.reorder_after = 8;  // as the library does by default
   if (tma && (!make_tma_map(&maps.k, p.kv_dtype, p.k_cache, D, ps, Hk, nb, p.k_slot_stride, p.k_head_stride, p.k_page_stride, std::min(ps, Tr::kBN)) ||
               !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, D, ps, Hk, nb, p.v_slot_stride, p.v_head_stride, p.v_page_stride, std::min(ps, Tr::kBN)))) {
     printf("make_tma_map failed\n");

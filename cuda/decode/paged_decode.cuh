@@ -118,7 +118,9 @@ struct SplitWorkspace {
 // common/tma_host.cuh).
 struct PagedTmaMaps {
   CUtensorMap k, v;
-  int reorder = 0;  // 1: visit the boxes grouped by page address (the kernel's "order of the boxes")
+  // > 0: visit the boxes grouped by page address after this many tiles (at least kStages) in
+  // sequence order (the kernel's "order of the boxes"); 0: in sequence order throughout.
+  int reorder_after = 0;
 };
 
 // kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
@@ -258,8 +260,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   __shared__ uint8_t s_bucket[kOrderBoxes];  // [box - o_first] -> address range of its page
   __shared__ int s_count[kTma ? kBuckets : 1];
   const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
-  const int o_first = Tr::kStages * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
-  const bool reorder = kTma && maps.reorder && o_end - o_first > 1;  // the same for the whole CTA
+  const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
+  const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
+  const bool reorder = kTma && maps.reorder_after > 0 && o_end - o_first > 1;  // the same for the whole CTA
   auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? s_order[pos - o_first] : pos; };
   // The sorter warp hands the order to the producer warp on named barrier 2. The producer tells
   // the consumers where each box of a tile starts: s_first_key[stage][i], written before the
@@ -378,7 +381,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         // The next tile's page ids, in flight while this tile waits for its slot; the first
         // reordered tile's once the order is there (after the last of the first kStages tiles
         // is issued: those never wait for it).
-        const bool order_next = reorder && tile + 1 == Tr::kStages;
+        const bool order_next = reorder && tile + 1 == o_tile;
         int next = order_next ? 0 : box_page(tile + 1);
         const int stage = tile % Tr::kStages;
         if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);

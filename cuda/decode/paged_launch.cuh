@@ -25,7 +25,7 @@ int sm_count();  // of the current device (cached)
 // nothing launched.
 template <typename T, int kD, bool kFp8, bool kWide = false>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl,
-                   bool reorder) {
+                   int reorder_after) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kD > 128) {
@@ -44,7 +44,7 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
-    maps.reorder = reorder;
+    maps.reorder_after = reorder_after;
     // The maps describe the caches' true rows (head_dim == kD: the paged kernels take D = Dv in
     // {64, 128, 256}), so a box never reaches past a row into the next one.
     constexpr int kBoxBytes = kRowBytes < 128 ? kRowBytes : 128;
@@ -74,7 +74,9 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
     return v != nullptr && v[0] == off;
   };
   const bool tma = !env_off("CUATTN_DECODE_ROW_COPIES", '1');
-  const bool pdl = !env_off("CUATTN_PDL", '0'), reorder = !env_off("CUATTN_DECODE_PAGE_ORDER", '0');
+  const bool pdl = !env_off("CUATTN_PDL", '0');
+  const char* order_env = std::getenv("CUATTN_DECODE_PAGE_ORDER");
+  const int reorder = order_env != nullptr ? std::atoi(order_env) : 8;
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
     if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
         run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder))
