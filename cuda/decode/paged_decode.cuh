@@ -252,22 +252,22 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // So with maps.reorder the boxes after the first kStages tiles (issued at once, in sequence
   // order, while the order is made) are visited grouped by their page's address range (kBuckets
   // of them), in sequence order within a range: a stable counting sort of up to kOrderBoxes boxes
-  // by the idle producer warps; any further boxes keep sequence order. The order depends on the
+  // by three idle producer warps; any further boxes keep sequence order. The order depends on the
   // page ids alone, so results stay bitwise reproducible. Box b holds keys tile0 + b * box ..
   // + box - 1 wherever it is visited: masks and key ranges are unchanged.
   constexpr int kOrderBoxes = kTma ? 1024 : 1, kBuckets = 32;
   __shared__ int s_order[kOrderBoxes];       // [position - o_first] -> box
   __shared__ uint8_t s_bucket[kOrderBoxes];  // [box - o_first] -> address range of its page
-  __shared__ int s_count[kTma ? kBuckets : 1];
+  __shared__ int s_count[kTma ? 3 * kBuckets : 1];
   const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
   const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
   const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
   const bool reorder = kTma && maps.reorder_after > 0 && o_end - o_first > 1;  // the same for the whole CTA
   auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? s_order[pos - o_first] : pos; };
-  // The sorter warp hands the order to the producer warp on named barrier 2. The producer tells
+  // The sorter warps hand the order to the producer warp on named barrier 2. The producer tells
   // the consumers where each box of a tile starts: s_first_key[stage][i], written before the
   // tile's `full` arrival, read after its wait.
-  constexpr int kOrderBarrier = 2, kOrderThreads = 64;
+  constexpr int kOrderBarrier = 2, kOrderThreads = 128;
   __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];
   auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
@@ -333,40 +333,53 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       if (warp != Tr::kWarps) {  // warps kWarps + 1 .. + 3 make the order of the boxes
         if (!reorder || warp > Tr::kWarps + 3) return;
         static_assert(kBuckets == 32, "one address range a lane");
-        const int t = tid - Tr::kThreads - 32, n = o_end - o_first;  // t: 0..95
-        if (t < kBuckets) s_count[t] = 0;
+        // Sorter warp w takes a third of the boxes, [i0, i1), in rounds of 32 in sequence order:
+        // it counts each range, then places each box after the earlier ones of its range (those of
+        // warps before w, of earlier rounds, and of lower lanes in this round: match_any ranks a
+        // round's boxes of one range by lane).
+        const int w = warp - Tr::kWarps - 1, n = o_end - o_first, per = (n + 2) / 3;
+        const int i0 = min(n, w * per), i1 = min(n, i0 + per);
+        int* count = s_count + w * kBuckets;  // this warp's boxes per range, then next positions
+        count[lane] = 0;
 #pragma unroll 4
-        for (int i = t; i < n; i += 96) {  // every box's address range, the page ids in flight
+        for (int i = i0 + lane; i < i1; i += 32) {  // each box's address range, the page ids in flight
           const int j = tile0 + (o_first + i) * box;
           const int id = min(max(__ldg(table + min(page_of.div(j), p.max_blocks - 1)), 0), p.num_pages - 1);
           s_bucket[i] = uint8_t(int64_t(id) * kBuckets / p.num_pages);
         }
-        named_barrier_sync(3, 96);
-        if (warp != Tr::kWarps + 1) return;
-        // One warp, rounds of 32 boxes in sequence order: count each range, then place each box
-        // after the earlier ones of its range (match_any ranks a round's equal ranges by lane).
-        for (int base = 0; base < n; base += 32) {
-          const int i = base + lane, k = i < n ? s_bucket[i] : kBuckets + lane;
-          const unsigned same = __match_any_sync(~0u, k);
-          if (i < n && lane == __ffs(same) - 1) s_count[k] += __popc(same);
+        __syncwarp();
+        auto round = [&](int base, int& k, unsigned& same) {
+          const int i = base + lane;
+          k = i < i1 ? s_bucket[i] : kBuckets + lane;  // past the end: a range of its own
+          same = __match_any_sync(~0u, k);
+          return i < i1;
+        };
+        for (int base = i0; base < i1; base += 32) {
+          int k;
+          unsigned same;
+          if (round(base, k, same) && lane == __ffs(same) - 1) count[k] += __popc(same);
           __syncwarp();
         }
-        const int c = s_count[lane];
-        int incl = c;
+        named_barrier_sync(3, 96);
+        // Range `lane`: its first position overall, plus the boxes of the warps before this one.
+        const int c0 = s_count[lane], c1 = s_count[kBuckets + lane], c2 = s_count[2 * kBuckets + lane];
+        const int total = c0 + c1 + c2;
+        int incl = total;
 #pragma unroll
         for (int o = 1; o < 32; o *= 2) {
           const int y = __shfl_up_sync(~0u, incl, o);
           if (lane >= o) incl += y;
         }
+        named_barrier_sync(3, 96);  // every warp has read every count
+        count[lane] = incl - total + (w > 0 ? c0 : 0) + (w > 1 ? c1 : 0);
         __syncwarp();
-        s_count[lane] = incl - c;  // first position of range `lane`
-        __syncwarp();
-        for (int base = 0; base < n; base += 32) {
-          const int i = base + lane, k = i < n ? s_bucket[i] : kBuckets + lane;
-          const unsigned same = __match_any_sync(~0u, k);
-          if (i < n) s_order[s_count[k] + __popc(same & ((1u << lane) - 1u))] = o_first + i;
+        for (int base = i0; base < i1; base += 32) {
+          int k;
+          unsigned same;
+          const bool mine = round(base, k, same);
+          if (mine) s_order[count[k] + __popc(same & ((1u << lane) - 1u))] = o_first + base + lane;
           __syncwarp();
-          if (i < n && lane == __ffs(same) - 1) s_count[k] += __popc(same);
+          if (mine && lane == __ffs(same) - 1) count[k] += __popc(same);
           __syncwarp();
         }
         named_barrier_sync(kOrderBarrier, kOrderThreads);
