@@ -248,11 +248,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // A box is min(page size, kBN) keys of one page, what one tensor copy reads; a tile is kBN / box
   // of them. Pages come in whatever order the cache's owner allocated them, and a random order
   // costs DRAM efficiency: when every CTA visits its pages grouped by address range, all of them
-  // sweep the cache together (B16 L8192: +1 %, what pages in address order give; bench/NOTES.md).
-  // So with maps.reorder the boxes after the first kStages tiles (issued at once, in sequence
-  // order, while the order is made) are visited grouped by their page's address range (kBuckets
-  // of them), in sequence order within a range: a stable counting sort of up to kOrderBoxes boxes
-  // by three idle producer warps; any further boxes keep sequence order. The order depends on the
+  // sweep the cache together (random pages, B16 L8192: +1.5-2 %, as much as pages in address
+  // order give; bench/NOTES.md). So the boxes after the first maps.reorder_after tiles (in
+  // sequence order while the order is made: its page-id loads queue behind the first tiles'
+  // copies, and ordering after 3 tiles instead of 8 lost 2 % at B16) are visited grouped by their
+  // page's address range (kBuckets of them), in sequence order within a range: a stable counting
+  // sort of up to kOrderBoxes boxes by three idle producer warps; further boxes keep sequence
+  // order. The order depends on the
   // page ids alone, so results stay bitwise reproducible. Box b holds keys tile0 + b * box ..
   // + box - 1 wherever it is visited: masks and key ranges are unchanged.
   constexpr int kOrderBoxes = kTma ? 1024 : 1, kBuckets = 32;

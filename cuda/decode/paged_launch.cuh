@@ -64,8 +64,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 // launch: its CTAs may be scheduled while the previous kernel in the stream finishes, and wait
 // for it in the kernel. Experiment switches, read every call so that variants can be compared in
 // one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps),
-// CUATTN_PDL=0 (a plain launch), CUATTN_DECODE_PAGE_ORDER=0 (the TMA kernel visits the pages in
-// sequence order instead of grouped by address).
+// CUATTN_PDL=0 (a plain launch), CUATTN_DECODE_PAGE_ORDER=N (the TMA kernel visits pages grouped
+// by address after N tiles, default 8; 0: in sequence order throughout).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;

@@ -257,15 +257,19 @@ ORDER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("after", ["default", "3"])
 @pytest.mark.parametrize("num_sms", [2, 0])
 @pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("case", ORDER_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
-def test_paged_page_order(rng, device, dtype, case, kv, num_sms, monkeypatch):
-    """The TMA kernel visits a CTA's pages grouped by address (past its first tiles) when it has
-    enough of them; a plan for 2 SMs gives each CTA a whole sequence, the default plan short
-    splits. Against the oracle, bitwise the same on a second call (the order depends on the page
-    ids only), and against the visit in sequence order (CUATTN_DECODE_PAGE_ORDER=0)."""
+def test_paged_page_order(rng, device, dtype, case, kv, num_sms, after, monkeypatch):
+    """The TMA kernel visits a CTA's pages grouped by address after its first tiles (8 by
+    default; CUATTN_DECODE_PAGE_ORDER=3: after the ring's first fill) when it has enough of them;
+    a plan for 2 SMs gives each CTA a whole sequence, the default plan short splits. Against the
+    oracle, bitwise the same on a second call (the order depends on the page ids only), and
+    against the visit in sequence order (CUATTN_DECODE_PAGE_ORDER=0)."""
+    if after != "default":
+        monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", after)
     dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
     kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
     ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
