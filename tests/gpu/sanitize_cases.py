@@ -4,6 +4,7 @@ odd sizes, each mask, GQA, padded head dims, block masks, paged with split-KV an
     compute-sanitizer --tool memcheck python tests/gpu/sanitize_cases.py
 """
 
+import os
 import sys
 
 import numpy as np
@@ -71,5 +72,21 @@ for ps in (1, 16, 64):
         cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), kc, vc, slots)
         cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), k8, k8, slots, k_scale=4.0, v_scale=4.0)
         n += 7
+# The TMA kernel's page order (a CTA a sequence: a plan for 2 SMs), after 8 tiles and after 3.
+for after in ("8", "3"):
+    os.environ["CUATTN_DECODE_PAGE_ORDER"] = after
+    for ps, D, fp8 in ((16, 128, False), (32, 64, True), (64, 128, False)):
+        B, Hq, Hkv = 2, 8, 2
+        lens = torch.tensor([3000, 1100], device=dev, dtype=torch.int32)
+        nb = (3000 + ps - 1) // ps
+        kc, vc = r(B * nb + 1, ps, Hkv, D), r(B * nb + 1, ps, Hkv, D)
+        if fp8:
+            kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
+        table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
+        plan = cuattn.plan_decode(lens.cpu().numpy(), num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D,
+                                  page_size=ps, device=dev, num_sms=2)
+        cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, plan=plan, return_lse=True)
+        n += 1
+del os.environ["CUATTN_DECODE_PAGE_ORDER"]
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")
