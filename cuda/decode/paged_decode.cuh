@@ -387,8 +387,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         named_barrier_sync(kOrderBarrier, kOrderThreads);
         return;
       }
+      // First key of box `lane` of `tile` (lanes past the tile's boxes: none, and they never
+      // read the order before it is there).
+      auto box_key = [&](int tile) { return tile0 + (lane < nbox ? box_at(tile * nbox + lane) : 0) * box; };
       auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
-        const int j = tile0 + box_at(tile * nbox + lane) * box;
+        const int j = box_key(tile);
         return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
       };
       int id = box_page(0);
@@ -400,9 +403,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         int next = order_next ? 0 : box_page(tile + 1);
         const int stage = tile % Tr::kStages;
         if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);
-        const int j = tile0 + box_at(tile * nbox + lane) * box;  // first key of box `lane`
-        if (lane < nbox) s_first_key[stage][lane] = j;
-        __syncwarp();
+        const int j = box_key(tile);
+        // Lane 0 publishes the boxes' first keys: its own arrival on `full` orders its writes
+        // before the consumers' reads (and its wait on `empty` their reads of the slot's last use).
+        for (int i = 0; i < nbox; ++i) {
+          const int ji = __shfl_sync(~0u, j, i);
+          if (lane == 0) s_first_key[stage][i] = ji;
+        }
         if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
         __syncwarp();
         if (lane < nbox) {
