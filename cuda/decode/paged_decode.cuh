@@ -397,8 +397,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       int id = box_page(0);
       for (int tile = 0; tile < n_tiles; ++tile) {
         // The next tile's page ids, in flight while this tile waits for its slot; the first
-        // reordered tile's once the order is there (after the last of the first kStages tiles
-        // is issued: those never wait for it).
+        // reordered tile's once the order is there (after tile o_tile - 1 is issued: the tiles
+        // before it never wait for the order).
         const bool order_next = reorder && tile + 1 == o_tile;
         int next = order_next ? 0 : box_page(tile + 1);
         const int stage = tile % Tr::kStages;
