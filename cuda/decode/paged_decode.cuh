@@ -230,10 +230,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // thread's own accesses are ordered by its own arrival (no warp-level hand-off to reason about).
   __shared__ __align__(8) uint64_t full[Tr::kStages];   // bulk: tile landed, one phase per use
   __shared__ __align__(8) uint64_t empty[Tr::kStages];  // bulk: every consumer is done with it
+  __shared__ __align__(8) uint64_t order_ready;         // TMA: the order of the boxes is made
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
       for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], kTma ? 1 : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
+      if constexpr (kTma) mbar_init(&order_ready, 96);  // the three sorter warps' threads
       mbar_fence_init();
     }
     __syncthreads();
@@ -266,10 +268,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
   const bool reorder = kTma && maps.reorder_after > 0 && o_end - o_first > 1;  // the same for the whole CTA
   auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? s_order[pos - o_first] : pos; };
-  // The sorter warps hand the order to the producer warp on named barrier 2. The producer tells
-  // the consumers where each box of a tile starts: s_first_key[stage][i], written before the
-  // tile's `full` arrival, read after its wait.
-  constexpr int kOrderBarrier = 2, kOrderThreads = 128;
+  // The sorter warps hand the order to the producer warp through the order_ready mbarrier (each
+  // sorter thread arrives after its own writes; racecheck flagged a named barrier here). The
+  // producer tells the consumers where each box of a tile starts: s_first_key[stage][i], written
+  // before the tile's `full` arrival, read after its wait.
   __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];
   auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
@@ -384,7 +386,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           if (mine && lane == __ffs(same) - 1) count[k] += __popc(same);
           __syncwarp();
         }
-        named_barrier_sync(kOrderBarrier, kOrderThreads);
+        mbar_arrive(&order_ready);
         return;
       }
       // First key of box `lane` of `tile` (lanes past the tile's boxes: none, and they never
@@ -423,7 +425,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           }
         }
         if (order_next) {
-          named_barrier_sync(kOrderBarrier, kOrderThreads);
+          mbar_wait(&order_ready, 0u);
           next = box_page(tile + 1);
         }
         id = next;
