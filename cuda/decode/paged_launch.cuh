@@ -65,7 +65,7 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 // for it in the kernel. Experiment switches, read every call so that variants can be compared in
 // one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps),
 // CUATTN_PDL=0 (a plain launch), CUATTN_DECODE_PAGE_ORDER=N (the TMA kernel visits pages grouped
-// by address after N tiles, default 8; 0: in sequence order throughout).
+// by address after N tiles, for every grid; 0: in sequence order throughout).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
@@ -75,10 +75,19 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
   };
   const bool tma = !env_off("CUATTN_DECODE_ROW_COPIES", '1');
   const bool pdl = !env_off("CUATTN_PDL", '0');
-  const char* order_env = std::getenv("CUATTN_DECODE_PAGE_ORDER");
-  const int reorder = order_env != nullptr ? std::atoi(order_env) : 8;
+  const int64_t ctas = int64_t(grid.x) * grid.y * grid.z;
+  // Page order (the kernel's "order of the boxes"): after 8 tiles, where it was measured to help
+  // (random pages, H100): a grid of one wave (B1 +1.3 %, B16 +1.2-1.6 %) or CTAs of 4096 keys or
+  // more (B64 L4096 +0.8 %); several waves of 2048-key CTAs lost 0.1-0.4 % (B256 L2048).
+  int reorder = 0;
+  if (const char* v = std::getenv("CUATTN_DECODE_PAGE_ORDER")) {
+    reorder = std::atoi(v);
+  } else {
+    const int64_t keys = ws.chunk_tokens > 0 ? ws.chunk_tokens : int64_t(p.max_blocks) * p.page_size;
+    if (ctas <= sm_count() || keys >= 4096) reorder = 8;
+  }
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
-    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && int64_t(grid.x) * grid.y * grid.z <= sm_count() &&
+    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && ctas <= sm_count() &&
         run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder))
       return;
   }
