@@ -127,6 +127,63 @@ struct PagedTmaMaps {
 // ring is filled by TMA tensor copies, one per (page, column panel of 128 bytes, or fp8 D64's 64)
 // of a tile, into swizzled panels, instead of one bulk copy per row. kWide: 8 consumer warps on
 // 128-key tiles (PagedTraits).
+// The order of the boxes (see paged_decode_kernel): boxes 0 .. n - 1 of a CTA's reordered range
+// (box i: keys first_key + i * box_keys ..) grouped into 32 address ranges of their pages, in
+// sequence order within a range, s_order[position] = i. Three warps (w = 0, 1, 2; named barrier
+// 3) each take a third of the boxes in rounds of 32: they count each range, then place each box
+// after the earlier ones of its range (those of the warps before w, of earlier rounds, and of
+// lower lanes in this round: match_any ranks a round's boxes of one range by lane). A stable
+// counting sort, so the order depends on the page ids alone.
+CUATTN_DEVICE void order_boxes(int w, int lane, int n, int first_key, int box_keys, const int32_t* table,
+                               const FastDivmod& page_of, int max_blocks, int num_pages, int* s_order,
+                               uint8_t* s_bucket, int* s_count) {
+  constexpr int kRanges = 32;  // one a lane
+  const int per = (n + 2) / 3, i0 = min(n, w * per), i1 = min(n, i0 + per);
+  int* count = s_count + w * kRanges;  // this warp's boxes per range, then its next positions
+  count[lane] = 0;
+#pragma unroll 4
+  for (int i = i0 + lane; i < i1; i += 32) {  // each box's address range, the page ids in flight
+    const int j = first_key + i * box_keys;
+    const int id = min(max(__ldg(table + min(page_of.div(j), max_blocks - 1)), 0), num_pages - 1);
+    s_bucket[i] = uint8_t(int64_t(id) * kRanges / num_pages);
+  }
+  __syncwarp();
+  auto round = [&](int base, int& k, unsigned& same) {  // true: lane's box is in this warp's third
+    const int i = base + lane;
+    k = i < i1 ? s_bucket[i] : kRanges + lane;  // past the end: a range of its own
+    same = __match_any_sync(~0u, k);
+    return i < i1;
+  };
+  for (int base = i0; base < i1; base += 32) {
+    int k;
+    unsigned same;
+    if (round(base, k, same) && lane == __ffs(same) - 1) count[k] += __popc(same);
+    __syncwarp();
+  }
+  named_barrier_sync(3, 96);
+  // Range `lane`: its first position overall, plus the boxes of the warps before this one.
+  const int c0 = s_count[lane], c1 = s_count[kRanges + lane], c2 = s_count[2 * kRanges + lane];
+  const int total = c0 + c1 + c2;
+  int incl = total;
+#pragma unroll
+  for (int o = 1; o < 32; o *= 2) {
+    const int y = __shfl_up_sync(~0u, incl, o);
+    if (lane >= o) incl += y;
+  }
+  named_barrier_sync(3, 96);  // every warp has read every count
+  count[lane] = incl - total + (w > 0 ? c0 : 0) + (w > 1 ? c1 : 0);
+  __syncwarp();
+  for (int base = i0; base < i1; base += 32) {
+    int k;
+    unsigned same;
+    const bool mine = round(base, k, same);
+    if (mine) s_order[count[k] + __popc(same & ((1u << lane) - 1u))] = base + lane;
+    __syncwarp();
+    if (mine && lane == __ffs(same) - 1) count[k] += __popc(same);
+    __syncwarp();
+  }
+}
+
 template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
                                   PagedTraits<kD, kFp8, kWide>::kMinBlocks)
@@ -250,24 +307,23 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // A box is min(page size, kBN) keys of one page, what one tensor copy reads; a tile is kBN / box
   // of them. Pages come in whatever order the cache's owner allocated them, and a random order
   // costs DRAM efficiency: when every CTA visits its pages grouped by address range, all of them
-  // sweep the cache together (random pages, B16 L8192: +1.5-2 %, as much as pages in address
-  // order give; bench/NOTES.md). So the boxes after the first maps.reorder_after tiles (in
+  // sweep the cache together (random pages, B16 L8192: +1.8 %, as much as pages in address order
+  // give; bench/NOTES.md). So the boxes after the first maps.reorder_after tiles (in
   // sequence order while the order is made: its page-id loads queue behind the first tiles'
   // copies, and ordering after 3 tiles instead of 8 lost 2 % at B16) are visited grouped by their
-  // page's address range (kBuckets of them), in sequence order within a range: a stable counting
-  // sort of up to kOrderBoxes boxes by three idle producer warps; further boxes keep sequence
-  // order. The order depends on the
-  // page ids alone, so results stay bitwise reproducible. Box b holds keys tile0 + b * box ..
-  // + box - 1 wherever it is visited: masks and key ranges are unchanged.
-  constexpr int kOrderBoxes = kTma ? 1024 : 1, kBuckets = 32;
-  __shared__ int s_order[kOrderBoxes];       // [position - o_first] -> box
+  // page's address range, in sequence order within a range (order_boxes: a stable counting sort
+  // of up to kOrderBoxes boxes by three idle producer warps); further boxes keep sequence order.
+  // The order depends on the page ids alone, so results stay bitwise reproducible. Box b holds
+  // keys tile0 + b * box .. + box - 1 wherever it is visited: masks and key ranges are unchanged.
+  constexpr int kOrderBoxes = kTma ? 1024 : 1;
+  __shared__ int s_order[kOrderBoxes];       // [position - o_first] -> box - o_first
   __shared__ uint8_t s_bucket[kOrderBoxes];  // [box - o_first] -> address range of its page
-  __shared__ int s_count[kTma ? 3 * kBuckets : 1];
+  __shared__ int s_count[kTma ? 3 * 32 : 1];
   const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
   const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
   const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
   const bool reorder = kTma && maps.reorder_after > 0 && o_end - o_first > 1;  // the same for the whole CTA
-  auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? s_order[pos - o_first] : pos; };
+  auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? o_first + s_order[pos - o_first] : pos; };
   // The sorter warps hand the order to the producer warp through the order_ready mbarrier (each
   // sorter thread arrives after its own writes; racecheck flagged a named barrier here). The
   // producer tells the consumers where each box of a tile starts: s_first_key[stage][i], written
@@ -336,57 +392,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
       if (warp != Tr::kWarps) {  // warps kWarps + 1 .. + 3 make the order of the boxes
         if (!reorder || warp > Tr::kWarps + 3) return;
-        static_assert(kBuckets == 32, "one address range a lane");
-        // Sorter warp w takes a third of the boxes, [i0, i1), in rounds of 32 in sequence order:
-        // it counts each range, then places each box after the earlier ones of its range (those of
-        // warps before w, of earlier rounds, and of lower lanes in this round: match_any ranks a
-        // round's boxes of one range by lane).
-        const int w = warp - Tr::kWarps - 1, n = o_end - o_first, per = (n + 2) / 3;
-        const int i0 = min(n, w * per), i1 = min(n, i0 + per);
-        int* count = s_count + w * kBuckets;  // this warp's boxes per range, then next positions
-        count[lane] = 0;
-#pragma unroll 4
-        for (int i = i0 + lane; i < i1; i += 32) {  // each box's address range, the page ids in flight
-          const int j = tile0 + (o_first + i) * box;
-          const int id = min(max(__ldg(table + min(page_of.div(j), p.max_blocks - 1)), 0), p.num_pages - 1);
-          s_bucket[i] = uint8_t(int64_t(id) * kBuckets / p.num_pages);
-        }
-        __syncwarp();
-        auto round = [&](int base, int& k, unsigned& same) {
-          const int i = base + lane;
-          k = i < i1 ? s_bucket[i] : kBuckets + lane;  // past the end: a range of its own
-          same = __match_any_sync(~0u, k);
-          return i < i1;
-        };
-        for (int base = i0; base < i1; base += 32) {
-          int k;
-          unsigned same;
-          if (round(base, k, same) && lane == __ffs(same) - 1) count[k] += __popc(same);
-          __syncwarp();
-        }
-        named_barrier_sync(3, 96);
-        // Range `lane`: its first position overall, plus the boxes of the warps before this one.
-        const int c0 = s_count[lane], c1 = s_count[kBuckets + lane], c2 = s_count[2 * kBuckets + lane];
-        const int total = c0 + c1 + c2;
-        int incl = total;
-#pragma unroll
-        for (int o = 1; o < 32; o *= 2) {
-          const int y = __shfl_up_sync(~0u, incl, o);
-          if (lane >= o) incl += y;
-        }
-        named_barrier_sync(3, 96);  // every warp has read every count
-        count[lane] = incl - total + (w > 0 ? c0 : 0) + (w > 1 ? c1 : 0);
-        __syncwarp();
-        for (int base = i0; base < i1; base += 32) {
-          int k;
-          unsigned same;
-          const bool mine = round(base, k, same);
-          if (mine) s_order[count[k] + __popc(same & ((1u << lane) - 1u))] = o_first + base + lane;
-          __syncwarp();
-          if (mine && lane == __ffs(same) - 1) count[k] += __popc(same);
-          __syncwarp();
-        }
-        mbar_arrive(&order_ready);
+        order_boxes(warp - Tr::kWarps - 1, lane, o_end - o_first, tile0 + o_first * box, box, table, page_of,
+                    p.max_blocks, p.num_pages, s_order, s_bucket, s_count);
+        mbar_arrive(&order_ready);  // each thread after its own writes
         return;
       }
       // First key of box `lane` of `tile` (lanes past the tile's boxes: none, and they never

@@ -77,8 +77,8 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
   const bool pdl = !env_off("CUATTN_PDL", '0');
   const int64_t ctas = int64_t(grid.x) * grid.y * grid.z;
   // Page order (the kernel's "order of the boxes"): after 8 tiles, where it was measured to help
-  // (random pages, H100): a grid of one wave (B1 +1.3 %, B16 +1.2-1.6 %) or CTAs of 4096 keys or
-  // more (B64 L4096 +0.8 %); several waves of 2048-key CTAs lost 0.1-0.4 % (B256 L2048).
+  // (random pages, H100): a grid of one wave (B1 +1.9 %, B16 +1.8 %) or CTAs of 4096 keys or more
+  // (B64 L4096 +1.0 %); several waves of 2048-key CTAs lost 0.1-0.4 % (B256 L2048).
   int reorder = 0;
   if (const char* v = std::getenv("CUATTN_DECODE_PAGE_ORDER")) {
     reorder = std::atoi(v);
