@@ -4,7 +4,8 @@
 // each call (as bench.py). The ring is filled by TMA tensor copies, or with `rows` by one bulk copy
 // per row; with `fp8` the caches are fp8 e4m3 (scales 1). Not part of the build: nvcc -std=c++17 -O3
 //   -gencode=arch=compute_90a,code=sm_90a -Icuda -Icpp/include -Icpp/src -o /tmp/td
-//   bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [tma|rows] [bf16|fp8]
+//   bench/trace_decode.cu && /tmp/td [L=32768] [splits=32] [B=1] [tma|rows] [bf16|fp8|fp8n]
+// (fp8: the 8-warp TMA kernel of one-wave grids; fp8n: the 4-warp one of several waves)
 #include <cstdio>
 #include <vector>
 #include <algorithm>
@@ -40,6 +41,7 @@ int run(int argc, char** argv);
 int main(int argc, char** argv) {
   const bool rows = argc > 4 && std::strcmp(argv[4], "rows") == 0;
   if (argc > 5 && std::strcmp(argv[5], "fp8") == 0) return rows ? run<true, false>(argc, argv) : run<true, true>(argc, argv);
+  if (argc > 5 && std::strcmp(argv[5], "fp8n") == 0) return run<true, false>(argc, argv);  // fp8, 4 warps (several waves)
   return run<false, false>(argc, argv);
 }
 template <bool kFp8, bool kWide>
