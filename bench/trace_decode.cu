@@ -126,8 +126,7 @@ int run(int argc, char** argv) {
         std::vector<double> v; for (int i = 0; i < n; ++i) if (tr[i * 8 + k0] >= t0 && tr[i * 8 + k1] >= tr[i * 8 + k0]) v.push_back((tr[i * 8 + k1] - tr[i * 8 + k0]) / 1000.0);
         if (v.empty()) return; std::sort(v.begin(), v.end());
         double sum = 0; for (double x : v) sum += x;
-        printf("  %-22s n=%4zu min %7.2f med %7.2f max %7.2f mean %7.2f us
-", name, v.size(), v[0], v[v.size() / 2], v.back(), sum / v.size());
+        printf("  %-22s n=%4zu min %7.2f med %7.2f max %7.2f mean %7.2f us\n", name, v.size(), v[0], v[v.size() / 2], v.back(), sum / v.size());
       };
       span(0, 1, "CTA: to first tile"); span(0, 2, "CTA: start to loop done");
       if (rep == 5) {  // is the spread of 'loop done' a property of the sequence, the kv head or the SM?
