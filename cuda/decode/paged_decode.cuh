@@ -123,10 +123,6 @@ struct PagedTmaMaps {
   int reorder_after = 0;
 };
 
-// kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
-// ring is filled by TMA tensor copies, one per (page, column panel of 128 bytes, or fp8 D64's 64)
-// of a tile, into swizzled panels, instead of one bulk copy per row. kWide: 8 consumer warps on
-// 128-key tiles (PagedTraits).
 // The order of the boxes (see paged_decode_kernel): boxes 0 .. n - 1 of a CTA's reordered range
 // (box i: keys first_key + i * box_keys ..) grouped into 32 address ranges of their pages, in
 // sequence order within a range, s_order[position] = i. Three warps (w = 0, 1, 2; named barrier
@@ -184,6 +180,10 @@ CUATTN_DEVICE void order_boxes(int w, int lane, int n, int first_key, int box_ke
   }
 }
 
+// kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
+// ring is filled by TMA tensor copies, one per (page, column panel of 128 bytes, or fp8 D64's 64)
+// of a tile, into swizzled panels, instead of one bulk copy per row. kWide: 8 consumer warps on
+// 128-key tiles (PagedTraits).
 template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
                                   PagedTraits<kD, kFp8, kWide>::kMinBlocks)

@@ -75,7 +75,7 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
   };
   const bool tma = !env_off("CUATTN_DECODE_ROW_COPIES", '1');
   const bool pdl = !env_off("CUATTN_PDL", '0');
-  const int64_t ctas = int64_t(grid.x) * grid.y * grid.z;
+  const bool one_wave = int64_t(grid.x) * grid.y * grid.z <= sm_count();  // one CTA an SM or less
   // Page order (the kernel's "order of the boxes"): after 8 tiles, where it was measured to help
   // (random pages, H100): a grid of one wave (B1 +1.9 %, B16 +1.8 %) or CTAs of 4096 keys or more
   // (B64 L4096 +1.0 %); several waves of 2048-key CTAs lost 0.1-0.4 % (B256 L2048).
@@ -84,10 +84,10 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
     reorder = std::atoi(v);
   } else {
     const int64_t keys = ws.chunk_tokens > 0 ? ws.chunk_tokens : int64_t(p.max_blocks) * p.page_size;
-    if (ctas <= sm_count() || keys >= 4096) reorder = 8;
+    if (one_wave || keys >= 4096) reorder = 8;
   }
   if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
-    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && ctas <= sm_count() &&
+    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && one_wave &&
         run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder))
       return;
   }
