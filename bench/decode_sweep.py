@@ -14,7 +14,8 @@ issues them: a launch follows a kernel, not an event, so programmatic dependent 
 default,CUATTN_PDL=0) can hide the launch gap. Run on a GPU machine:
     python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 0.5,1,2,4,8] [--layouts NHD,HND]
         [--order random,ordered] [--page 16] [--flush write|read] [--variants default,NAME=VALUE]
-        [--chain N]
+        [--chain N] [--kv bf16|fp8] [--d 128]
+--kv fp8 times an e4m3 cache (scales 1; GB/s of its fp8 bytes).
 """
 import argparse
 import os
@@ -41,21 +42,24 @@ ap.add_argument("--order", default="random", help="page order in the cache: rand
                 "(grouped by address into N ranges, in table order within a range)")
 ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
                 "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
-                "library reads on every call)")
+                "library reads on every call; A=1+B=2 sets two)")
+ap.add_argument("--d", type=int, default=128, help="head dim")
+ap.add_argument("--kv", choices=("bf16", "fp8"), default="bf16", help="cache element type")
 ap.add_argument("--chain", type=int, default=0, help="time N append + decode steps back to back")
 a = ap.parse_args()
 timer = Timer(torch, iters=a.iters, flush=a.flush)
 sms = torch.cuda.get_device_properties(0).multi_processor_count
-Hq, Hkv, D, ps = 32, 8, 128, a.page
+Hq, Hkv, D, ps = 32, 8, a.d, a.page
 variants = a.variants.split(",")
 
 
-def set_variant(v):
-    for name in {x.split("=")[0] for x in variants if "=" in x}:
+def set_variant(v):  # v: "default" or NAME=VALUE[+NAME=VALUE...]
+    for name in {y.split("=")[0] for x in variants for y in x.split("+") if "=" in y}:
         os.environ.pop(name, None)
-    if "=" in v:
-        name, value = v.split("=", 1)
-        os.environ[name] = value
+    for y in v.split("+"):
+        if "=" in y:
+            name, value = y.split("=", 1)
+            os.environ[name] = value
 
 
 print(f"{'case':<12} {'layout':<6} {'order':<8} {'k':>4} {'splits':>6} " + " ".join(f"{v[-24:]:>24}" for v in variants))
@@ -65,7 +69,7 @@ for case in a.cases.split(","):
     lens = torch.full((B,), L, device="cuda", dtype=torch.int32)
     q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
     out = torch.empty_like(q)
-    nbytes = 2 * B * L * Hkv * D * 2
+    nbytes = 2 * B * L * Hkv * D * (1 if a.kv == "fp8" else 2)
     for layout, order in ((x, o) for x in a.layouts.split(",") for o in a.order.split(",")):
         perm = torch.arange(nb, device="cuda") if order == "ordered" else torch.randperm(nb, device="cuda")
         table = perm.to(torch.int32).view(B, L // ps)
@@ -81,11 +85,13 @@ for case in a.cases.split(","):
         shape = (nb, ps, Hkv, D) if layout == "NHD" else (nb, Hkv, ps, D)
         kc = torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
+        if a.kv == "fp8":
+            kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
         if a.chain:  # three caches (the same pages, copied), each step writing its last token again
             caches = [(kc, vc)] + [(kc.clone(), vc.clone()) for _ in range(2)]
             last = torch.full((B,), L - 1, device="cuda")
             slots = (table[torch.arange(B, device="cuda"), last // ps].to(torch.int64) * ps + last % ps)
-            k_new = torch.randn(B, Hkv, D, device="cuda", dtype=torch.bfloat16)
+            k_new = torch.randn(B, Hkv, D, device="cuda", dtype=torch.bfloat16)  # (quantised into fp8 caches)
             v_new = torch.randn_like(k_new)
         for k in (float(x) for x in a.k.split(",")):
             plan = cuattn.plan_decode([L] * B, num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D, page_size=ps,

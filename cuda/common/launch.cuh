@@ -50,6 +50,18 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
   });
 }
 
+// How many CTAs of `kernel` (`threads` threads, `smem` bytes of dynamic shared memory; the same
+// for every call with this kernel) fit on one SM at once, once per (kernel, device).
+template <typename Kernel>
+int resident_ctas(Kernel kernel, int threads, size_t smem) {
+  return once_per_device<int>(reinterpret_cast<const void*>(kernel), [&](int) {
+    int n = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return n;
+  });
+}
+
 // Whether `kernel` may overlap the kernel before it in the stream (programmatic dependent
 // launch): a device of compute capability 9.0 or later running code compiled for sm90 or later,
 // where grid_dependency_wait() is a real wait. (An sm80 build's PTX, JIT-compiled for a Hopper

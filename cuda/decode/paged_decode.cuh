@@ -3,7 +3,9 @@
 //
 // Grid: (split, kv head x row chunk, sequence). A CTA owns one kv head of one sequence, one split
 // of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
-// member), so K and V are read once for all query heads that share them.
+// member), so K and V are read once for all query heads that share them. Grids of several waves
+// of fp8 pages run persistent (TMA only): one wave of CTAs, each taking those work units in turn
+// with its ring running on from one into the next (no ramp between units).
 //
 //   consumers  kWarps warps (4; 8 at one wave for rows of 128 bytes or less); each takes 16 keys
 //              of every tile of 16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in
@@ -225,35 +227,22 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // dependents early (griddepcontrol.launch_dependents): a decode grid scheduled while
   // append_paged_kv still ran was 2 % slower at B16 (bench/NOTES.md, seventh session).
   grid_dependency_wait();
-  const int split = blockIdx.x, b = blockIdx.z;
-  const int n_rc = gridDim.y / p.num_heads_kv;  // row chunks per kv head
-  const int hk = blockIdx.y / n_rc, rc = blockIdx.y % n_rc;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int group = p.num_heads_q / p.num_heads_kv;
   const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
-  // ---- this sequence and split --------------------------------------------------------------
-  const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
-  const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
-  const int nsplits = min(max((L + chunk - 1) / chunk, 1), int(gridDim.x));
-  if (split >= nsplits) return;
-  const int k_begin = split * chunk;
-  const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
-
-  // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
-  const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
-  const int t_lo = (rc * 16) / group;
-  const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
-  int lo, hi;
-  mask.key_range(t_lo, t_hi, lo, hi);
-  lo = max(lo, k_begin);
-  hi = min(hi, k_end);
-  const int tile0 = lo / kBN * kBN;  // tiles are aligned to kBN keys of the sequence
-  const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
-
-  const int32_t* table = p.block_table + b * p.bt_batch_stride;
-  const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
-  const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
+  // ---- work units ----------------------------------------------------------------------------
+  // A unit is (split, kv head x row chunk, sequence): the coordinates of the launch grid, whose
+  // CTAs each take one. A persistent launch (the launcher, for grids of several waves) has fewer
+  // CTAs, each taking units first, first + stride, ... in turn; its ring runs on from one unit
+  // into the next (a slot's stage and phase count the tiles of all of this CTA's units), so the
+  // producer copies the next unit's first tiles while the consumers finish the current one, and
+  // the epilogue's scratch lies past the ring instead of reusing it.
+  const int n_y = kTma ? p.num_heads_kv * ((rows_total + 15) / 16) : int(gridDim.y);  // kv heads x row chunks
+  const int n_rc = n_y / p.num_heads_kv;  // row chunks per kv head
+  const int n_units = ws.max_splits * n_y * p.batch;  // < 2^31 (the launcher checks)
+  const int unit_stride = gridDim.x * gridDim.y * gridDim.z;
+  const bool persistent = kTma && unit_stride < n_units;  // (only the TMA kernel is launched so)
 
   // ---- copies and page ids -----------------------------------------------------------------------
   // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % kBN
@@ -288,6 +277,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   __shared__ __align__(8) uint64_t full[Tr::kStages];   // bulk: tile landed, one phase per use
   __shared__ __align__(8) uint64_t empty[Tr::kStages];  // bulk: every consumer is done with it
   __shared__ __align__(8) uint64_t order_ready;         // TMA: the order of the boxes is made
+  constexpr int kOrderBoxes = kTma ? 1024 : 1;            // (the order of the boxes, below)
+  __shared__ int s_order[kOrderBoxes];                    // [position - o_first] -> box - o_first
+  __shared__ uint8_t s_bucket[kOrderBoxes];               // [box - o_first] -> address range of its page
+  __shared__ int s_count[kTma ? 3 * 32 : 1];
+  __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];  // [stage][box]: its first key
+  __shared__ int s_last;                                  // split-KV: this CTA merges the unit
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
@@ -300,534 +295,579 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (producer) return;  // before any barrier: the consumers' barriers count 128 threads
   }
 
-  const FastDivmod page_of(p.page_size);
-  const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
 
-  // ---- the order of the boxes (TMA) ------------------------------------------------------------
-  // A box is min(page size, kBN) keys of one page, what one tensor copy reads; a tile is kBN / box
-  // of them. Pages come in whatever order the cache's owner allocated them, and a random order
-  // costs DRAM efficiency: when every CTA visits its pages grouped by address range, all of them
-  // sweep the cache together (random pages, B16 L8192: +1.8 %, as much as pages in address order
-  // give; bench/NOTES.md). So the boxes after the first maps.reorder_after tiles (in
-  // sequence order while the order is made: its page-id loads queue behind the first tiles'
-  // copies, and ordering after 3 tiles instead of 8 lost 2 % at B16) are visited grouped by their
-  // page's address range, in sequence order within a range (order_boxes: a stable counting sort
-  // of up to kOrderBoxes boxes by three idle producer warps); further boxes keep sequence order.
-  // The order depends on the page ids alone, so results stay bitwise reproducible. Box b holds
-  // keys tile0 + b * box .. + box - 1 wherever it is visited: masks and key ranges are unchanged.
-  constexpr int kOrderBoxes = kTma ? 1024 : 1;
-  __shared__ int s_order[kOrderBoxes];       // [position - o_first] -> box - o_first
-  __shared__ uint8_t s_bucket[kOrderBoxes];  // [box - o_first] -> address range of its page
-  __shared__ int s_count[kTma ? 3 * 32 : 1];
-  const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
-  const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
-  const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
-  const bool reorder = kTma && maps.reorder_after > 0 && o_end - o_first > 1;  // the same for the whole CTA
-  auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? o_first + s_order[pos - o_first] : pos; };
-  // The sorter warps hand the order to the producer warp through the order_ready mbarrier (each
-  // sorter thread arrives after its own writes; racecheck flagged a named barrier here). The
-  // producer tells the consumers where each box of a tile starts: s_first_key[stage][i], written
-  // before the tile's `full` arrival, read after its wait.
-  __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];
-  auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
-#pragma unroll
-    for (int i = 0; i < kCopyPasses; ++i) {
-      const int j = tile0 + tile * kBN + r0 + i * kCopyStep;
-      ids[i] = any_keys ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
-    }
-  };
-  // Element offsets inside one page fit 32 bits (the launcher checks), so a row's address is one
-  // 32x32->64-bit multiply-add past the kv head's base.
-  const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
-  const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
-  auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
-    const int stage = tile % Tr::kStages;
-    KV* sk = ring + stage * 2 * kRawTile;
-    KV* sv = sk + kRawTile;
-    const int first = tile0 + tile * kBN;
-    if constexpr (kBulk) {
-      // Each producer thread zero-fills its row if it lies outside the key range (ordered before
-      // the copy engine's later writes to it, and by its own arrival before the consumers' reads),
-      // else arrives announcing the row's bytes and copies it.
-      const int r = r0, j = first + r;
-      const bool ok = j >= lo && j < hi;
-      KV* dst = (copies_v ? sv : sk) + r * kRawStride;
-      if (!ok) {
-#pragma unroll
-        for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
-        fence_proxy_async();
-      }
-      mbar_arrive_expect_tx(&full[stage], ok ? kRowBytes : 0);
-      if (ok) {
-        const int page = min(max(ids[0], 0), p.num_pages - 1);
-        const int slot = page_of.mod(j, page_of.div(j));
-        const KV* src = copies_v ? vc + (int64_t(page) * v_ps + slot * v_ss) : kc + (int64_t(page) * k_ps + slot * k_ss);
-        bulk_copy(dst, src, kRowBytes, &full[stage]);
-      }
-    } else {
+  int tiles_before = 0;  // ring tiles of this CTA's earlier units
+  auto run_unit = [&](const int split, const int yy, const int b) {
+    const int hk = yy / n_rc, rc = yy % n_rc;
+    // ---- this sequence and split --------------------------------------------------------------
+    const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
+    const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
+    const int nsplits = min(max((L + chunk - 1) / chunk, 1), ws.max_splits);
+    if (split >= nsplits) return;
+    const int k_begin = split * chunk;
+    const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
+
+    // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
+    const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
+    const int t_lo = (rc * 16) / group;
+    const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
+    int lo, hi;
+    mask.key_range(t_lo, t_hi, lo, hi);
+    lo = max(lo, k_begin);
+    hi = min(hi, k_end);
+    const int tile0 = lo / kBN * kBN;  // tiles are aligned to kBN keys of the sequence
+    const int n_tiles = hi > lo ? (hi - tile0 + kBN - 1) / kBN : 0;
+    const int t_base = tiles_before;  // ring tile t of this unit is the CTA's tile t_base + t
+    tiles_before += n_tiles;
+
+    const int32_t* table = p.block_table + b * p.bt_batch_stride;
+    const KV* kc = static_cast<const KV*>(p.k_cache) + hk * p.k_head_stride;
+    const KV* vc = static_cast<const KV*>(p.v_cache) + hk * p.v_head_stride;
+
+    const FastDivmod page_of(p.page_size);
+    const bool any_keys = n_tiles > 0;  // then L > 0, so the table row has at least one entry
+
+    // ---- the order of the boxes (TMA) ------------------------------------------------------------
+    // A box is min(page size, kBN) keys of one page, what one tensor copy reads; a tile is kBN / box
+    // of them. Pages come in whatever order the cache's owner allocated them, and a random order
+    // costs DRAM efficiency: when every CTA visits its pages grouped by address range, all of them
+    // sweep the cache together (random pages, B16 L8192: +1.8 %, as much as pages in address order
+    // give; bench/NOTES.md). So the boxes after the first maps.reorder_after tiles (in
+    // sequence order while the order is made: its page-id loads queue behind the first tiles'
+    // copies, and ordering after 3 tiles instead of 8 lost 2 % at B16) are visited grouped by their
+    // page's address range, in sequence order within a range (order_boxes: a stable counting sort
+    // of up to kOrderBoxes boxes by three idle producer warps); further boxes keep sequence order.
+    // The order depends on the page ids alone, so results stay bitwise reproducible. Box b holds
+    // keys tile0 + b * box .. + box - 1 wherever it is visited: masks and key ranges are unchanged.
+    const int box = kTma ? min(p.page_size, kBN) : kBN, nbox = kBN / box;
+    const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
+    const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
+    // The same for the whole CTA; never on a persistent one (one order buffer, one unit's boxes).
+    const bool reorder = kTma && !persistent && maps.reorder_after > 0 && o_end - o_first > 1;
+    auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? o_first + s_order[pos - o_first] : pos; };
+    // The sorter warps hand the order to the producer warp through the order_ready mbarrier (each
+    // sorter thread arrives after its own writes; racecheck flagged a named barrier here). The
+    // producer tells the consumers where each box of a tile starts: s_first_key[stage][i], written
+    // before the tile's `full` arrival, read after its wait.
+    auto fetch_pages = [&](int tile, int (&ids)[kCopyPasses]) {
 #pragma unroll
       for (int i = 0; i < kCopyPasses; ++i) {
-        const int r = r0 + i * kCopyStep;
-        const int j = first + r;
+        const int j = tile0 + tile * kBN + r0 + i * kCopyStep;
+        ids[i] = any_keys ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
+      }
+    };
+    // Element offsets inside one page fit 32 bits (the launcher checks), so a row's address is one
+    // 32x32->64-bit multiply-add past the kv head's base.
+    const int k_ps = int(p.k_page_stride), k_ss = int(p.k_slot_stride);
+    const int v_ps = int(p.v_page_stride), v_ss = int(p.v_slot_stride);
+    auto issue_tile = [&](int tile, const int (&ids)[kCopyPasses]) {  // into ring slot tile % kStages
+      const int stage = (t_base + tile) % Tr::kStages;
+      KV* sk = ring + stage * 2 * kRawTile;
+      KV* sv = sk + kRawTile;
+      const int first = tile0 + tile * kBN;
+      if constexpr (kBulk) {
+        // Each producer thread zero-fills its row if it lies outside the key range (ordered before
+        // the copy engine's later writes to it, and by its own arrival before the consumers' reads),
+        // else arrives announcing the row's bytes and copies it.
+        const int r = r0, j = first + r;
         const bool ok = j >= lo && j < hi;
-        const int page = min(max(ids[i], 0), p.num_pages - 1);
-        const int slot = page_of.mod(j, page_of.div(j));
-        const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
-        const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
+        KV* dst = (copies_v ? sv : sk) + r * kRawStride;
+        if (!ok) {
 #pragma unroll
-        for (int c = 0; c < kPerLane; ++c) {  // in bounds even when !ok (then nothing is read)
-          const int e = c * kLanesPerRow * kChunkElems;
-          cp_async_16(sk + r * kRawStride + col + e, ks + e, ok);
-          cp_async_16(sv + r * kRawStride + col + e, vs + e, ok);
+          for (int e = 0; e < kRowBytes / 16; ++e) reinterpret_cast<uint4*>(dst)[e] = make_uint4(0, 0, 0, 0);
+          fence_proxy_async();
+        }
+        mbar_arrive_expect_tx(&full[stage], ok ? kRowBytes : 0);
+        if (ok) {
+          const int page = min(max(ids[0], 0), p.num_pages - 1);
+          const int slot = page_of.mod(j, page_of.div(j));
+          const KV* src = copies_v ? vc + (int64_t(page) * v_ps + slot * v_ss) : kc + (int64_t(page) * k_ps + slot * k_ss);
+          bulk_copy(dst, src, kRowBytes, &full[stage]);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kCopyPasses; ++i) {
+          const int r = r0 + i * kCopyStep;
+          const int j = first + r;
+          const bool ok = j >= lo && j < hi;
+          const int page = min(max(ids[i], 0), p.num_pages - 1);
+          const int slot = page_of.mod(j, page_of.div(j));
+          const KV* ks = kc + (int64_t(page) * k_ps + (slot * k_ss + col));
+          const KV* vs = vc + (int64_t(page) * v_ps + (slot * v_ss + col));
+#pragma unroll
+          for (int c = 0; c < kPerLane; ++c) {  // in bounds even when !ok (then nothing is read)
+            const int e = c * kLanesPerRow * kChunkElems;
+            cp_async_16(sk + r * kRawStride + col + e, ks + e, ok);
+            cp_async_16(sv + r * kRawStride + col + e, vs + e, ok);
+          }
         }
       }
-    }
-  };
+    };
 
-  // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or kBN slots of
-  // one), each column panel of K and of V with one tensor copy, the whole tile on lane 0's
-  // arrival. The other producer warps have nothing to do. -----------------------------------------
-  if constexpr (kTma) {
-    if (producer) {
-      if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
-      if (warp != Tr::kWarps) {  // warps kWarps + 1 .. + 3 make the order of the boxes
-        if (!reorder || warp > Tr::kWarps + 3) return;
-        order_boxes(warp - Tr::kWarps - 1, lane, o_end - o_first, tile0 + o_first * box, box, table, page_of,
-                    p.max_blocks, p.num_pages, s_order, s_bucket, s_count);
-        mbar_arrive(&order_ready);  // each thread after its own writes
+    // ---- producer (sm90, TMA): one warp; lane i copies box i of every tile (a page, or kBN slots of
+    // one), each column panel of K and of V with one tensor copy, the whole tile on lane 0's
+    // arrival. The other producer warps have nothing to do. -----------------------------------------
+    if constexpr (kTma) {
+      if (producer) {
+        if (warp != Tr::kWarps) {  // warps kWarps + 1 .. + 3 make the order of the boxes
+          if (!reorder || warp > Tr::kWarps + 3) return;  // (reorder: one unit, never persistent)
+          order_boxes(warp - Tr::kWarps - 1, lane, o_end - o_first, tile0 + o_first * box, box, table, page_of,
+                      p.max_blocks, p.num_pages, s_order, s_bucket, s_count);
+          mbar_arrive(&order_ready);  // each thread after its own writes
+          return;
+        }
+        // First key of box `lane` of `tile` (lanes past the tile's boxes: none, and they never
+        // read the order before it is there).
+        auto box_key = [&](int tile) { return tile0 + (lane < nbox ? box_at(tile * nbox + lane) : 0) * box; };
+        auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
+          const int j = box_key(tile);
+          return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
+        };
+        int id = box_page(0);
+        for (int tile = 0; tile < n_tiles; ++tile) {
+          // The next tile's page ids, in flight while this tile waits for its slot; the first
+          // reordered tile's once the order is there (after tile o_tile - 1 is issued: the tiles
+          // before it never wait for the order).
+          const bool order_next = reorder && tile + 1 == o_tile;
+          int next = order_next ? 0 : box_page(tile + 1);
+          const int gt = t_base + tile, stage = gt % Tr::kStages;
+          if (gt >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(gt / Tr::kStages - 1) & 1u);
+          const int j = box_key(tile);
+          // Lane 0 publishes the boxes' first keys: its own arrival on `full` orders its writes
+          // before the consumers' reads (and its wait on `empty` their reads of the slot's last use).
+          for (int i = 0; i < nbox; ++i) {
+            const int ji = __shfl_sync(~0u, j, i);
+            if (lane == 0) s_first_key[stage][i] = ji;
+          }
+          if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
+          __syncwarp();
+          if (lane < nbox) {
+            const int page = min(max(id, 0), p.num_pages - 1);
+            const int slot = page_of.mod(j, page_of.div(j));
+            unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
+#pragma unroll
+            for (int pn = 0; pn < kPanels; ++pn) {
+              tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
+              tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
+            }
+          }
+          if (order_next) {
+            mbar_wait(&order_ready, 0u);
+            next = box_page(tile + 1);
+          }
+          id = next;
+        }
         return;
       }
-      // First key of box `lane` of `tile` (lanes past the tile's boxes: none, and they never
-      // read the order before it is there).
-      auto box_key = [&](int tile) { return tile0 + (lane < nbox ? box_at(tile * nbox + lane) : 0) * box; };
-      auto box_page = [&](int tile) {  // id of the page that box `lane` of `tile` reads
-        const int j = box_key(tile);
-        return any_keys && lane < nbox ? __ldg(table + min(page_of.div(j), p.max_blocks - 1)) : 0;
-      };
-      int id = box_page(0);
-      for (int tile = 0; tile < n_tiles; ++tile) {
-        // The next tile's page ids, in flight while this tile waits for its slot; the first
-        // reordered tile's once the order is there (after tile o_tile - 1 is issued: the tiles
-        // before it never wait for the order).
-        const bool order_next = reorder && tile + 1 == o_tile;
-        int next = order_next ? 0 : box_page(tile + 1);
-        const int stage = tile % Tr::kStages;
-        if (tile >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(tile / Tr::kStages - 1) & 1u);
-        const int j = box_key(tile);
-        // Lane 0 publishes the boxes' first keys: its own arrival on `full` orders its writes
-        // before the consumers' reads (and its wait on `empty` their reads of the slot's last use).
-        for (int i = 0; i < nbox; ++i) {
-          const int ji = __shfl_sync(~0u, j, i);
-          if (lane == 0) s_first_key[stage][i] = ji;
+    }
+
+    // ---- producer (sm90): fill the ring as fast as the consumers release it ----------------------
+    if constexpr (kBulk && !kTma) {
+      if (producer) {
+        int ids[kCopyPasses], next[kCopyPasses];
+        fetch_pages(0, ids);
+        for (int tile = 0; tile < n_tiles; ++tile) {
+          fetch_pages(tile + 1, next);  // in flight while this tile waits for its slot
+          const int gt = t_base + tile;
+          if (gt >= Tr::kStages) mbar_wait(&empty[gt % Tr::kStages], uint32_t(gt / Tr::kStages - 1) & 1u);
+          issue_tile(tile, ids);
+#pragma unroll
+          for (int i = 0; i < kCopyPasses; ++i) ids[i] = next[i];
         }
-        if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
-        __syncwarp();
-        if (lane < nbox) {
-          const int page = min(max(id, 0), p.num_pages - 1);
-          const int slot = page_of.mod(j, page_of.div(j));
-          unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
-#pragma unroll
-          for (int pn = 0; pn < kPanels; ++pn) {
-            tma_load_4d(sk + pn * kPanelBytes, &maps.k, &full[stage], kPanelElems * pn, slot, hk, page);
-            tma_load_4d(sk + (kPanels + pn) * kPanelBytes, &maps.v, &full[stage], kPanelElems * pn, slot, hk, page);
-          }
-        }
-        if (order_next) {
-          mbar_wait(&order_ready, 0u);
-          next = box_page(tile + 1);
-        }
-        id = next;
-      }
-      return;
-    }
-  }
-
-  // ---- producer (sm90): fill the ring as fast as the consumers release it ----------------------
-  if constexpr (kBulk && !kTma) {
-    if (producer) {
-      if constexpr (Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();
-      int ids[kCopyPasses], next[kCopyPasses];
-      fetch_pages(0, ids);
-      for (int tile = 0; tile < n_tiles; ++tile) {
-        fetch_pages(tile + 1, next);  // in flight while this tile waits for its slot
-        if (tile >= Tr::kStages) mbar_wait(&empty[tile % Tr::kStages], uint32_t(tile / Tr::kStages - 1) & 1u);
-        issue_tile(tile, ids);
-#pragma unroll
-        for (int i = 0; i < kCopyPasses; ++i) ids[i] = next[i];
-      }
-      return;  // the consumers' remaining barriers count their 128 threads
-    }
-  }
-
-  if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_inc<Tr::kConsumerRegs>();
-
-  // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
-  constexpr int kKS = kD / 16;
-  uint32_t qa[kKS][4];
-  {
-    // Rows g and g + 8 of the chunk, columns 2*t4 (+1) and 2*t4 + 8 (+9) of every k step.
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int R = rc * 16 + g + 8 * hf;
-      const bool valid = R < rows_total;
-      const int tq = valid ? R / group : 0, hq = hk * group + (valid ? R % group : 0);
-      const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + tq * p.q_row_stride + hq * p.q_head_stride;
-#pragma unroll
-      for (int ks = 0; ks < kKS; ++ks) {
-        // k positions 2t4 (+1) and 2t4 + 8 (+9) of the step are dims c and c + c8 (fp8: K's order)
-        const int c = ks * 16 + (kFp8 ? 4 : 2) * t4, c8 = kFp8 ? 2 : 8;
-        qa[ks][hf] = valid && c < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c) : 0u;
-        qa[ks][hf + 2] = valid && c + c8 < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c + c8) : 0u;
+        return;
       }
     }
-  }
-  // bf16 q against an fp8 cache: q to f16 for the f16 MMAs. f16 stops at 65504, so if any of
-  // these 16 rows is larger, q is scaled by a power of two (exact) that the score scale undoes.
-  float q_unscale = 1.f;
-  if constexpr (kFp8 && std::is_same_v<T, __nv_bfloat16>) {
-    float big = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
-        big = fmaxf(big, fmaxf(fabsf(x.x), fabsf(x.y)));
-      }
-    big = warp_max(big);
-    const float qs = big > 32768.f ? exp2f(-ceilf(log2f(big / 32768.f))) : 1.f;
-    q_unscale = 1.f / qs;
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
-        qa[ks][i] = pack2<__half>(x.x * qs, x.y * qs);
-      }
-  }
 
-  // ---- sm80 prologue: the page ids of the first kStages tiles all in flight, then their copies ----
-  int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
-  if constexpr (!kBulk) {
-    int first[Tr::kStages - 1][kCopyPasses];
-#pragma unroll
-    for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
-    fetch_pages(Tr::kStages - 1, pages);
-#pragma unroll
-    for (int s = 0; s < Tr::kStages - 1; ++s) {
-      if (s < n_tiles) issue_tile(s, first[s]);
-      cp_async_commit();
-    }
-  }
-
-  // The consumers (warps 0..kWarps-1) synchronise among themselves (named barrier 1): the
-  // producer warps have left by then. Each consumer thread releases a ring slot it has read.
-  auto consumer_sync = [] { named_barrier_sync(1, Tr::kThreads); };
-  auto release = [&](int stage) { mbar_arrive(&empty[stage]); };
-
-  const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
-  const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
-  // As in flash_fwd: raw scores with the scale (times k_scale) folded into the exp2, or softcapped.
-  const bool softcap = p.softcap > 0.f;
-  const float cap_in = p.scale * k_scale * q_unscale / (softcap ? p.softcap : 1.f);
-  const float sl2 = softcap ? kLog2e : p.scale * k_scale * q_unscale * kLog2e;
-
-  OnlineSoftmax<1> softmax;
-  softmax.init();
-  float o[1][kOT][4];
-#pragma unroll
-  for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
-
-  for (int it = 0; it < n_tiles; ++it) {
-    const int stage = it % Tr::kStages;
-    // This warp's 16 keys of the tile: keys n0 .. n0 + 15 (TMA: where the producer put this
-    // warp's box, see the order of the boxes).
-    int n0 = tile0 + it * kBN + warp * 16;
-    if constexpr (kBulk) {
-      mbar_wait(&full[stage], uint32_t(it / Tr::kStages) & 1u);
-      if constexpr (kTma) {
-        n0 = s_first_key[stage][warp * 16 / box] + warp * 16 % box;
-        // TMA copied whole boxes: V rows outside the key range hold whatever those slots hold
-        // (past the sequence's end, or a clamped page), and P = 0 times a NaN there is NaN. Each
-        // warp zeroes its own 16 rows of them (it alone reads them); K rows need nothing, their
-        // scores (NaN or not) are overwritten with -inf by the mask.
-        if (n0 < lo || n0 + 16 > hi) {
-          unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);
-          for (int e = lane; e < 16 * kPanels * kChunks; e += 32) {  // 16 rows x their 16-byte chunks
-            const int r = warp * 16 + e / (kPanels * kChunks), c = e % (kPanels * kChunks), j = n0 + r - warp * 16;
-            if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + swizzled(r, c)) = make_uint4(0, 0, 0, 0);
-          }
-          fence_proxy_async();  // before the copy engine writes these rows again
-          __syncwarp();
-        }
-      }
-    } else {
-      // Tile `it` landed; after the barrier every warp is done with tile it - 1, whose slot we refill.
-      cp_async_wait<Tr::kStages - 2>();
-      consumer_sync();
-      if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
-      cp_async_commit();
-      fetch_pages(it + Tr::kStages, pages);
-    }
-    if (it == 0) CUATTN_TRACE(1);
-    CUATTN_TRACE_TILE(it, 0);
-
-    const KV* sk = ring + stage * 2 * kRawTile;
-    const KV* sv = sk + kRawTile;
-
-    // S = Q K^T over this warp's 16 keys of the tile.
-    float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
-    const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks) {
-      uint32_t kb[4];
-      if constexpr (kFp8) {  // two k steps at once: matrices (keys 0-7 | 8-15) x (step ks | ks + 1)
-        if (ks % 2 == 1) continue;
-        const int kr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, kc = ks + lane / 16;  // row, 16-byte chunk
-        ldmatrix_x4(kb, k_base + (kTma ? swizzled(kr, kc) : kr * kRawStride + kc * 16));
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
-            mma_m16n8k16<MT>(s[0][nt], qa[ks + h], fp8x2_to_f16x2(uint16_t(kb[2 * h + nt])),
-                             fp8x2_to_f16x2(uint16_t(kb[2 * h + nt] >> 16)));
-        continue;
-      }
-      if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
-        const int kr = warp * 16 + lane % 8 + (lane / 16) * 8, kc = ks * 2 + (lane / 8) % 2;
-        ldmatrix_x4(kb, k_base + swizzled(kr, kc));
-      } else {
-        ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
-      }
-      mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
-      mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
-    }
-    if (softcap) softcap_scores(s, p.softcap, cap_in);
-    if (n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16)) {
-      int jlo[2], jhi[2];  // keys row g (+8) may see, relative to n0
+    // ---- Q fragments (A operand) straight from global memory, scaled later ----------------------
+    constexpr int kKS = kD / 16;
+    uint32_t qa[kKS][4];
+    {
+      // Rows g and g + 8 of the chunk, columns 2*t4 (+1) and 2*t4 + 8 (+9) of every k step.
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        mask.row_range(min(rc * 16 + g + 8 * hf, rows_total - 1) / group, jlo[hf], jhi[hf]);
-        jlo[hf] = max(jlo[hf], lo) - n0, jhi[hf] = min(jhi[hf], hi) - n0;
+        const int R = rc * 16 + g + 8 * hf;
+        const bool valid = R < rows_total;
+        const int tq = valid ? R / group : 0, hq = hk * group + (valid ? R % group : 0);
+        const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + tq * p.q_row_stride + hq * p.q_head_stride;
+#pragma unroll
+        for (int ks = 0; ks < kKS; ++ks) {
+          // k positions 2t4 (+1) and 2t4 + 8 (+9) of the step are dims c and c + c8 (fp8: K's order)
+          const int c = ks * 16 + (kFp8 ? 4 : 2) * t4, c8 = kFp8 ? 2 : 8;
+          qa[ks][hf] = valid && c < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c) : 0u;
+          qa[ks][hf + 2] = valid && c + c8 < p.head_dim ? *reinterpret_cast<const uint32_t*>(qrow + c + c8) : 0u;
+        }
       }
+    }
+    // bf16 q against an fp8 cache: q to f16 for the f16 MMAs. f16 stops at 65504, so if any of
+    // these 16 rows is larger, q is scaled by a power of two (exact) that the score scale undoes.
+    float q_unscale = 1.f;
+    if constexpr (kFp8 && std::is_same_v<T, __nv_bfloat16>) {
+      float big = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
+      for (int ks = 0; ks < kKS; ++ks)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = nt * 8 + 2 * t4 + (e % 2);
-          if (c < jlo[e / 2] || c >= jhi[e / 2]) s[0][nt][e] = -CUDART_INF_F;
+        for (int i = 0; i < 4; ++i) {
+          const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
+          big = fmaxf(big, fmaxf(fabsf(x.x), fabsf(x.y)));
+        }
+      big = warp_max(big);
+      const float qs = big > 32768.f ? exp2f(-ceilf(log2f(big / 32768.f))) : 1.f;
+      q_unscale = 1.f / qs;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa[ks][i]));
+          qa[ks][i] = pack2<__half>(x.x * qs, x.y * qs);
         }
     }
-    float alpha[2];
-    softmax.update(s, sl2, alpha);
-    CUATTN_TRACE_TILE(it, 1);
-    uint32_t pa[4];
-    acc_to_a<MT>(s[0], 0, pa);
-    rescale_output(o, alpha);
+
+    // ---- sm80 prologue: the page ids of the first kStages tiles all in flight, then their copies ----
+    int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
+    if constexpr (!kBulk) {
+      int first[Tr::kStages - 1][kCopyPasses];
 #pragma unroll
-    for (int dp = 0; dp < kDv / 16; ++dp) {
-      uint32_t vb[4];
-      if constexpr (kFp8) {  // two 16-dim blocks at once: matrices (keys 0-7 | 8-15) x (dp | dp + 1)
-        if (dp % 2 == 1) continue;
-        const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp + lane / 16;
-        ldmatrix_x4_trans(vb, v_base + (kTma ? swizzled(vr, vc) : vr * kRawStride + vc * 16));
+      for (int s = 0; s < Tr::kStages - 1; ++s) fetch_pages(s, first[s]);
+      fetch_pages(Tr::kStages - 1, pages);
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+      for (int s = 0; s < Tr::kStages - 1; ++s) {
+        if (s < n_tiles) issue_tile(s, first[s]);
+        cp_async_commit();
+      }
+    }
+
+    // The consumers (warps 0..kWarps-1) synchronise among themselves (named barrier 1): the
+    // producer warps have left by then. Each consumer thread releases a ring slot it has read.
+    auto consumer_sync = [] { named_barrier_sync(1, Tr::kThreads); };
+    auto release = [&](int stage) { mbar_arrive(&empty[stage]); };
+
+    const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
+    const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
+    // As in flash_fwd: raw scores with the scale (times k_scale) folded into the exp2, or softcapped.
+    const bool softcap = p.softcap > 0.f;
+    const float cap_in = p.scale * k_scale * q_unscale / (softcap ? p.softcap : 1.f);
+    const float sl2 = softcap ? kLog2e : p.scale * k_scale * q_unscale * kLog2e;
+
+    OnlineSoftmax<1> softmax;
+    softmax.init();
+    float o[1][kOT][4];
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {  // even dims (bytes 0, 2 of each word), odd dims (1, 3)
-            const uint32_t sel = e ? 0x31u : 0x20u;
-            mma_m16n8k16<MT>(o[0][2 * (dp + h) + e], pa, fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h], 0, sel))),
-                             fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h + 1], 0, sel))));
+    for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
+
+    for (int it = 0; it < n_tiles; ++it) {
+      const int stage = (t_base + it) % Tr::kStages;
+      // This warp's 16 keys of the tile: keys n0 .. n0 + 15 (TMA: where the producer put this
+      // warp's box, see the order of the boxes).
+      int n0 = tile0 + it * kBN + warp * 16;
+      if constexpr (kBulk) {
+        mbar_wait(&full[stage], uint32_t((t_base + it) / Tr::kStages) & 1u);
+        if constexpr (kTma) {
+          n0 = s_first_key[stage][warp * 16 / box] + warp * 16 % box;
+          // TMA copied whole boxes: V rows outside the key range hold whatever those slots hold
+          // (past the sequence's end, or a clamped page), and P = 0 times a NaN there is NaN. Each
+          // warp zeroes its own 16 rows of them (it alone reads them); K rows need nothing, their
+          // scores (NaN or not) are overwritten with -inf by the mask.
+          if (n0 < lo || n0 + 16 > hi) {
+            unsigned char* sv = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile + kRawTile);
+            for (int e = lane; e < 16 * kPanels * kChunks; e += 32) {  // 16 rows x their 16-byte chunks
+              const int r = warp * 16 + e / (kPanels * kChunks), c = e % (kPanels * kChunks), j = n0 + r - warp * 16;
+              if (j < lo || j >= hi) *reinterpret_cast<uint4*>(sv + swizzled(r, c)) = make_uint4(0, 0, 0, 0);
+            }
+            fence_proxy_async();  // before the copy engine writes these rows again
+            __syncwarp();
           }
-        continue;
-      }
-      if constexpr (kTma) {
-        const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
-        ldmatrix_x4_trans(vb, v_base + swizzled(vr, vc));
+        }
       } else {
-        ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
+        // Tile `it` landed; after the barrier every warp is done with tile it - 1, whose slot we refill.
+        cp_async_wait<Tr::kStages - 2>();
+        consumer_sync();
+        if (it + Tr::kStages - 1 < n_tiles) issue_tile(it + Tr::kStages - 1, pages);
+        cp_async_commit();
+        fetch_pages(it + Tr::kStages, pages);
       }
-      mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
-      mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
-    }
-    if constexpr (kBulk) release(stage);
-    CUATTN_TRACE_TILE(it, 2);
-  }
-  CUATTN_TRACE(2);
-  if constexpr (!kBulk) cp_async_wait<0>();
-  consumer_sync();  // the ring is free (every tile landed and was used): reuse it for the merge
+      if (it == 0) CUATTN_TRACE(1);
+      CUATTN_TRACE_TILE(it, 0);
 
-  // ---- merge the warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
-  // common max and summed in a fixed order (deterministic) ---------------------------------------
-  constexpr int kW = Tr::kWarps;
-  float* s_m = reinterpret_cast<float*>(smem_raw);  // [kW][16]
-  float* s_l = s_m + kW * 16;                       // [kW][16]
-  float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
-  auto max_of_warps = [&](int r) {
-    float m = s_m[r];
-#pragma unroll
-    for (int w = 1; w < kW; ++w) m = fmaxf(m, s_m[w * 16 + r]);
-    return m;
-  };
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const float l = quad_sum(softmax.row_sum[hf]);
-    if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf] * sl2, s_l[warp * 16 + g + 8 * hf] = l;
-  }
-  consumer_sync();
-  float wscale[2];
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const float m = max_of_warps(g + 8 * hf);
-    wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] * sl2 - m);
-  }
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    float* row = s_ow + (warp * 16 + g + 8 * hf) * kDv;
-    const float w = wscale[hf];
-    if constexpr (kFp8) {  // n-blocks 2c (dims 16c + 2j) and 2c + 1 (dims 16c + 2j + 1): dims 16c + 4t4 .. + 3
-#pragma unroll
-      for (int c = 0; c < kOT / 2; ++c)
-        *reinterpret_cast<float4*>(row + c * 16 + 4 * t4) =
-            make_float4(o[0][2 * c][2 * hf] * w, o[0][2 * c + 1][2 * hf] * w, o[0][2 * c][2 * hf + 1] * w, o[0][2 * c + 1][2 * hf + 1] * w);
-    } else {
-#pragma unroll
-      for (int ot = 0; ot < kOT; ++ot)
-        *reinterpret_cast<float2*>(row + ot * 8 + 2 * t4) = make_float2(o[0][ot][2 * hf] * w, o[0][ot][2 * hf + 1] * w);
-    }
-  }
-  consumer_sync();
-  auto sum_of_warps = [&](int r, int d) {
-    float x = s_ow[r * kDv + d];
-#pragma unroll
-    for (int w = 1; w < kW; ++w) x += s_ow[(w * 16 + r) * kDv + d];
-    return x;
-  };
+      const KV* sk = ring + stage * 2 * kRawTile;
+      const KV* sv = sk + kRawTile;
 
-  // Per row: the CTA's max (log2), sum and natural-log LSE of its keys.
-  const int rows_here = min(16, rows_total - rc * 16);
-  auto row_stats = [&](int r, float& inv, float& lse) {
-    const float m = max_of_warps(r);
-    if (m == -CUDART_INF_F) {
-      inv = 0.f, lse = -CUDART_INF_F;
+      // S = Q K^T over this warp's 16 keys of the tile.
+      float s[1][2][4] = {{{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}};
+      const uint32_t k_base = smem_addr(sk), v_base = smem_addr(sv);
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) {
+        uint32_t kb[4];
+        if constexpr (kFp8) {  // two k steps at once: matrices (keys 0-7 | 8-15) x (step ks | ks + 1)
+          if (ks % 2 == 1) continue;
+          const int kr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, kc = ks + lane / 16;  // row, 16-byte chunk
+          ldmatrix_x4(kb, k_base + (kTma ? swizzled(kr, kc) : kr * kRawStride + kc * 16));
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+              mma_m16n8k16<MT>(s[0][nt], qa[ks + h], fp8x2_to_f16x2(uint16_t(kb[2 * h + nt])),
+                               fp8x2_to_f16x2(uint16_t(kb[2 * h + nt] >> 16)));
+          continue;
+        }
+        if constexpr (kTma) {  // row kr, 16-byte chunk kc of the row, in 128-byte-swizzled panels
+          const int kr = warp * 16 + lane % 8 + (lane / 16) * 8, kc = ks * 2 + (lane / 8) % 2;
+          ldmatrix_x4(kb, k_base + swizzled(kr, kc));
+        } else {
+          ldmatrix_x4(kb, k_base + 2 * ((warp * 16 + lane % 8 + (lane / 16) * 8) * Tr::kStride + ks * 16 + ((lane / 8) % 2) * 8));
+        }
+        mma_m16n8k16<T>(s[0][0], qa[ks], kb[0], kb[1]);
+        mma_m16n8k16<T>(s[0][1], qa[ks], kb[2], kb[3]);
+      }
+      if (softcap) softcap_scores(s, p.softcap, cap_in);
+      if (n0 < lo || n0 + 15 >= hi || mask.is_partial(t_lo, t_hi, n0, 16)) {
+        int jlo[2], jhi[2];  // keys row g (+8) may see, relative to n0
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          mask.row_range(min(rc * 16 + g + 8 * hf, rows_total - 1) / group, jlo[hf], jhi[hf]);
+          jlo[hf] = max(jlo[hf], lo) - n0, jhi[hf] = min(jhi[hf], hi) - n0;
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = nt * 8 + 2 * t4 + (e % 2);
+            if (c < jlo[e / 2] || c >= jhi[e / 2]) s[0][nt][e] = -CUDART_INF_F;
+          }
+      }
+      float alpha[2];
+      softmax.update(s, sl2, alpha);
+      CUATTN_TRACE_TILE(it, 1);
+      uint32_t pa[4];
+      acc_to_a<MT>(s[0], 0, pa);
+      rescale_output(o, alpha);
+#pragma unroll
+      for (int dp = 0; dp < kDv / 16; ++dp) {
+        uint32_t vb[4];
+        if constexpr (kFp8) {  // two 16-dim blocks at once: matrices (keys 0-7 | 8-15) x (dp | dp + 1)
+          if (dp % 2 == 1) continue;
+          const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp + lane / 16;
+          ldmatrix_x4_trans(vb, v_base + (kTma ? swizzled(vr, vc) : vr * kRawStride + vc * 16));
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {  // even dims (bytes 0, 2 of each word), odd dims (1, 3)
+              const uint32_t sel = e ? 0x31u : 0x20u;
+              mma_m16n8k16<MT>(o[0][2 * (dp + h) + e], pa, fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h], 0, sel))),
+                               fp8x2_to_f16x2(uint16_t(__byte_perm(vb[2 * h + 1], 0, sel))));
+            }
+          continue;
+        }
+        if constexpr (kTma) {
+          const int vr = warp * 16 + lane % 8 + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
+          ldmatrix_x4_trans(vb, v_base + swizzled(vr, vc));
+        } else {
+          ldmatrix_x4_trans(vb, v_base + 2 * ((warp * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + dp * 16 + (lane / 16) * 8));
+        }
+        mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
+        mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
+      }
+      if constexpr (kBulk) release(stage);
+      CUATTN_TRACE_TILE(it, 2);
+    }
+    CUATTN_TRACE(2);
+    if constexpr (!kBulk) cp_async_wait<0>();
+    consumer_sync();  // the ring is free (every tile landed and was used): reuse it for the merge
+
+    // ---- merge the warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
+    // common max and summed in a fixed order (deterministic) ---------------------------------------
+    constexpr int kW = Tr::kWarps;
+    // In the ring (free by then), or past it when the ring already holds the next unit's tiles.
+    float* s_m = reinterpret_cast<float*>(smem_raw + (persistent ? Tr::kTmaRingBytes : 0));  // [kW][16]
+    float* s_l = s_m + kW * 16;                       // [kW][16]
+    float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
+    auto max_of_warps = [&](int r) {
+      float m = s_m[r];
+#pragma unroll
+      for (int w = 1; w < kW; ++w) m = fmaxf(m, s_m[w * 16 + r]);
+      return m;
+    };
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const float l = quad_sum(softmax.row_sum[hf]);
+      if (t4 == 0) s_m[warp * 16 + g + 8 * hf] = softmax.row_max[hf] * sl2, s_l[warp * 16 + g + 8 * hf] = l;
+    }
+    consumer_sync();
+    float wscale[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const float m = max_of_warps(g + 8 * hf);
+      wscale[hf] = m == -CUDART_INF_F ? 0.f : exp2f(softmax.row_max[hf] * sl2 - m);
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float* row = s_ow + (warp * 16 + g + 8 * hf) * kDv;
+      const float w = wscale[hf];
+      if constexpr (kFp8) {  // n-blocks 2c (dims 16c + 2j) and 2c + 1 (dims 16c + 2j + 1): dims 16c + 4t4 .. + 3
+#pragma unroll
+        for (int c = 0; c < kOT / 2; ++c)
+          *reinterpret_cast<float4*>(row + c * 16 + 4 * t4) =
+              make_float4(o[0][2 * c][2 * hf] * w, o[0][2 * c + 1][2 * hf] * w, o[0][2 * c][2 * hf + 1] * w, o[0][2 * c + 1][2 * hf + 1] * w);
+      } else {
+#pragma unroll
+        for (int ot = 0; ot < kOT; ++ot)
+          *reinterpret_cast<float2*>(row + ot * 8 + 2 * t4) = make_float2(o[0][ot][2 * hf] * w, o[0][ot][2 * hf + 1] * w);
+      }
+    }
+    consumer_sync();
+    auto sum_of_warps = [&](int r, int d) {
+      float x = s_ow[r * kDv + d];
+#pragma unroll
+      for (int w = 1; w < kW; ++w) x += s_ow[(w * 16 + r) * kDv + d];
+      return x;
+    };
+
+    // Per row: the CTA's max (log2), sum and natural-log LSE of its keys.
+    const int rows_here = min(16, rows_total - rc * 16);
+    auto row_stats = [&](int r, float& inv, float& lse) {
+      const float m = max_of_warps(r);
+      if (m == -CUDART_INF_F) {
+        inv = 0.f, lse = -CUDART_INF_F;
+        return;
+      }
+      float l = 0.f;
+#pragma unroll
+      for (int w = 0; w < kW; ++w) l += s_m[w * 16 + r] == -CUDART_INF_F ? 0.f : s_l[w * 16 + r] * exp2f(s_m[w * 16 + r] - m);
+      inv = 1.f / l;
+      lse = (m + __log2f(l)) * kLn2;
+    };
+    // Final store of row r (o already normalised over all keys, lse natural): sinks, v_scale, dtype.
+    auto store_row = [&](int r, const float* orow, float lse) {
+      const int R = rc * 16 + r, tq = R / group, hq = hk * group + R % group;
+      float f = v_scale;
+      if (p.sinks != nullptr && lse != -CUDART_INF_F) {
+        const float sink = p.sinks[hq];
+        const float top = fmaxf(lse, sink);
+        const float l = __expf(lse - top) + __expf(sink - top);
+        f *= __expf(lse - top) / l;
+        lse = top + __logf(l);
+      }
+      T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + tq * p.o_row_stride + hq * p.o_head_stride;
+      for (int d = lane * 2; d < p.head_dim_v; d += 64)
+        *reinterpret_cast<uint32_t*>(out + d) = pack2<T>(orow[d] * f, orow[d + 1] * f);
+      if (p.lse != nullptr && lane == 0) p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + tq] = lse;
+    };
+
+    if (nsplits == 1) {
+      for (int r = warp; r < rows_here; r += Tr::kWarps) {
+        float inv, lse;
+        row_stats(r, inv, lse);
+        float* orow = s_ow + r * kDv;  // warp 0's slice of row r becomes the result row
+        for (int d = lane; d < kDv; d += 32) orow[d] = sum_of_warps(r, d) * inv;
+        __syncwarp();
+        store_row(r, orow, lse);
+      }
       return;
     }
-    float l = 0.f;
-#pragma unroll
-    for (int w = 0; w < kW; ++w) l += s_m[w * 16 + r] == -CUDART_INF_F ? 0.f : s_l[w * 16 + r] * exp2f(s_m[w * 16 + r] - m);
-    inv = 1.f / l;
-    lse = (m + __log2f(l)) * kLn2;
-  };
-  // Final store of row r (o already normalised over all keys, lse natural): sinks, v_scale, dtype.
-  auto store_row = [&](int r, const float* orow, float lse) {
-    const int R = rc * 16 + r, tq = R / group, hq = hk * group + R % group;
-    float f = v_scale;
-    if (p.sinks != nullptr && lse != -CUDART_INF_F) {
-      const float sink = p.sinks[hq];
-      const float top = fmaxf(lse, sink);
-      const float l = __expf(lse - top) + __expf(sink - top);
-      f *= __expf(lse - top) / l;
-      lse = top + __logf(l);
-    }
-    T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + tq * p.o_row_stride + hq * p.o_head_stride;
-    for (int d = lane * 2; d < p.head_dim_v; d += 64)
-      *reinterpret_cast<uint32_t*>(out + d) = pack2<T>(orow[d] * f, orow[d + 1] * f);
-    if (p.lse != nullptr && lane == 0) p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + tq] = lse;
-  };
 
-  if (nsplits == 1) {
+    // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
+    const int64_t unit = int64_t(b) * n_y + yy;  // (sequence, kv head, row chunk)
+    float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
+    float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
     for (int r = warp; r < rows_here; r += Tr::kWarps) {
       float inv, lse;
       row_stats(r, inv, lse);
-      float* orow = s_ow + r * kDv;  // warp 0's slice of row r becomes the result row
-      for (int d = lane; d < kDv; d += 32) orow[d] = sum_of_warps(r, d) * inv;
-      __syncwarp();
-      store_row(r, orow, lse);
+      for (int d = lane; d < kDv; d += 32) __stcg(wo + r * kDv + d, sum_of_warps(r, d) * inv);
+      if (lane == 0) __stcg(wl + r, lse);
     }
+    __threadfence();
+    consumer_sync();
+    CUATTN_TRACE(3);
+    if (tid == 0) {
+      const int done = atomicAdd(ws.counters + unit, 1);
+      s_last = done == nsplits - 1;
+      if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
+    }
+    consumer_sync();
+    if (!s_last) return;
+    __threadfence();
+
+    // Merge the nsplits partials, one warp a row, each lane owning kPer adjacent columns. The
+    // partial rows of the first kPre splits are requested before the LSEs are turned into weights,
+    // so the two L2 round trips overlap; the rest stream with many loads in flight. Loads are
+    // unconditional: an empty split (weight 0) left its partial unwritten this launch, and its
+    // stale values are selected away, never multiplied.
+    constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
+    const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
+    const float* pl = ws.lse + unit * ws.max_splits * 16;
+    float* s_w = s_ow + 16 * kDv + warp * kMaxSplits;  // this warp's weights (past the result rows)
+    auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
+      return __ldcg(reinterpret_cast<const float2*>(po + (sp * 16 + r) * kDv + lane * kPer) + c);
+    };
+    for (int r = warp; r < rows_here; r += Tr::kWarps) {
+      float2 pre[kPre][kPer / 2];
+#pragma unroll
+      for (int i = 0; i < kPre; ++i)
+#pragma unroll
+        for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < nsplits ? partial(i, r, c) : make_float2(0.f, 0.f);
+      float m = -CUDART_INF_F;
+      for (int sp = lane; sp < nsplits; sp += 32) {
+        s_w[sp] = __ldcg(pl + sp * 16 + r);
+        m = fmaxf(m, s_w[sp]);
+      }
+      m = warp_max(m);
+      float sum = 0.f;
+      for (int sp = lane; sp < nsplits; sp += 32) {
+        s_w[sp] = combine_weight(s_w[sp], m);
+        sum += s_w[sp];
+      }
+      sum = warp_sum(sum);
+      __syncwarp();
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+      float acc[kPer];
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) acc[c] = 0.f;
+      auto add = [&](float w, float2 x, int c) {
+        acc[2 * c] += w != 0.f ? w * x.x : 0.f;
+        acc[2 * c + 1] += w != 0.f ? w * x.y : 0.f;
+      };
+#pragma unroll
+      for (int i = 0; i < kPre; ++i) {
+        const float w = i < nsplits ? s_w[i] : 0.f;
+#pragma unroll
+        for (int c = 0; c < kPer / 2; ++c) add(w, pre[i][c], c);
+      }
+#pragma unroll 16
+      for (int sp = kPre; sp < nsplits; ++sp) {
+        const float w = s_w[sp];
+#pragma unroll
+        for (int c = 0; c < kPer / 2; ++c) add(w, partial(sp, r, c), c);
+      }
+      float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) orow[lane * kPer + c] = acc[c] * inv;
+      __syncwarp();
+      store_row(r, orow, combined_lse(m, sum));
+    }
+    consumer_sync();
+    CUATTN_TRACE(4);
+  };
+
+  // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
+  // under that role's register budget (one loop after both would have the smaller one). Only the
+  // TMA kernel is ever launched persistent; the others run their one unit without a loop.
+  auto run_units = [&] {
+    if constexpr (kTma) {
+      const int first_unit = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+      for (int u = first_unit; u < n_units; u += unit_stride)
+        run_unit(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y);
+    } else {
+      run_unit(blockIdx.x, blockIdx.y, blockIdx.z);
+    }
+  };
+  if (producer) {
+    if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();  // the whole warpgroup
+    // (the sorter warps of the TMA path have work only on a CTA of one unit that orders its boxes)
+    if (kTma && warp != Tr::kWarps && (persistent || maps.reorder_after <= 0)) return;
+    run_units();
     return;
   }
-
-  // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
-  const int64_t unit = int64_t(b) * gridDim.y + blockIdx.y;  // (sequence, kv head, row chunk)
-  float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
-  float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
-  for (int r = warp; r < rows_here; r += Tr::kWarps) {
-    float inv, lse;
-    row_stats(r, inv, lse);
-    for (int d = lane; d < kDv; d += 32) __stcg(wo + r * kDv + d, sum_of_warps(r, d) * inv);
-    if (lane == 0) __stcg(wl + r, lse);
-  }
-  __threadfence();
-  consumer_sync();
-  CUATTN_TRACE(3);
-  __shared__ int s_last;
-  if (tid == 0) {
-    const int done = atomicAdd(ws.counters + unit, 1);
-    s_last = done == nsplits - 1;
-    if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
-  }
-  consumer_sync();
-  if (!s_last) return;
-  __threadfence();
-
-  // Merge the nsplits partials, one warp a row, each lane owning kPer adjacent columns. The
-  // partial rows of the first kPre splits are requested before the LSEs are turned into weights,
-  // so the two L2 round trips overlap; the rest stream with many loads in flight. Loads are
-  // unconditional: an empty split (weight 0) left its partial unwritten this launch, and its
-  // stale values are selected away, never multiplied.
-  constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
-  const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
-  const float* pl = ws.lse + unit * ws.max_splits * 16;
-  float* s_w = s_ow + 16 * kDv + warp * kMaxSplits;  // this warp's weights (past the result rows)
-  auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
-    return __ldcg(reinterpret_cast<const float2*>(po + (sp * 16 + r) * kDv + lane * kPer) + c);
-  };
-  for (int r = warp; r < rows_here; r += Tr::kWarps) {
-    float2 pre[kPre][kPer / 2];
-#pragma unroll
-    for (int i = 0; i < kPre; ++i)
-#pragma unroll
-      for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < nsplits ? partial(i, r, c) : make_float2(0.f, 0.f);
-    float m = -CUDART_INF_F;
-    for (int sp = lane; sp < nsplits; sp += 32) {
-      s_w[sp] = __ldcg(pl + sp * 16 + r);
-      m = fmaxf(m, s_w[sp]);
-    }
-    m = warp_max(m);
-    float sum = 0.f;
-    for (int sp = lane; sp < nsplits; sp += 32) {
-      s_w[sp] = combine_weight(s_w[sp], m);
-      sum += s_w[sp];
-    }
-    sum = warp_sum(sum);
-    __syncwarp();
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    float acc[kPer];
-#pragma unroll
-    for (int c = 0; c < kPer; ++c) acc[c] = 0.f;
-    auto add = [&](float w, float2 x, int c) {
-      acc[2 * c] += w != 0.f ? w * x.x : 0.f;
-      acc[2 * c + 1] += w != 0.f ? w * x.y : 0.f;
-    };
-#pragma unroll
-    for (int i = 0; i < kPre; ++i) {
-      const float w = i < nsplits ? s_w[i] : 0.f;
-#pragma unroll
-      for (int c = 0; c < kPer / 2; ++c) add(w, pre[i][c], c);
-    }
-#pragma unroll 16
-    for (int sp = kPre; sp < nsplits; ++sp) {
-      const float w = s_w[sp];
-#pragma unroll
-      for (int c = 0; c < kPer / 2; ++c) add(w, partial(sp, r, c), c);
-    }
-    float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
-#pragma unroll
-    for (int c = 0; c < kPer; ++c) orow[lane * kPer + c] = acc[c] * inv;
-    __syncwarp();
-    store_row(r, orow, combined_lse(m, sum));
-  }
-  consumer_sync();
-  CUATTN_TRACE(4);
+  if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_inc<Tr::kConsumerRegs>();
+  run_units();
 }
 
 }  // namespace cuattn
