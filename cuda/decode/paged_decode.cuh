@@ -3,9 +3,9 @@
 //
 // Grid: (split, kv head x row chunk, sequence). A CTA owns one kv head of one sequence, one split
 // of its KV range, and 16 query rows: the whole GQA group of that kv head (rows = token x group
-// member), so K and V are read once for all query heads that share them. Grids of several waves
-// of fp8 pages run persistent (TMA only): one wave of CTAs, each taking those work units in turn
-// with its ring running on from one into the next (no ramp between units).
+// member), so K and V are read once for all query heads that share them. kPersistent (the TMA
+// kernel of 4 consumer warps, for fp8 grids of several waves): one wave of CTAs, each taking those
+// work units in turn with its ring running on from one into the next (no ramp between units).
 //
 //   consumers  kWarps warps (4; 8 at one wave for rows of 128 bytes or less); each takes 16 keys
 //              of every tile of 16 x kWarps keys: S = Q K^T (m16n8k16, Q fragments in
@@ -185,8 +185,8 @@ CUATTN_DEVICE void order_boxes(int w, int lane, int n, int first_key, int box_ke
 // kTma (sm_90a, D <= 128, a page size that divides a tile of kBN keys or is a multiple of it): the
 // ring is filled by TMA tensor copies, one per (page, column panel of 128 bytes, or fp8 D64's 64)
 // of a tile, into swizzled panels, instead of one bulk copy per row. kWide: 8 consumer warps on
-// 128-key tiles (PagedTraits).
-template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false>
+// 128-key tiles (PagedTraits). kPersistent: see "work units" below.
+template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false, bool kPersistent = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
                                   PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
@@ -196,6 +196,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     return;
   }
   using Tr = PagedTraits<kD, kFp8, kWide>;
+  static_assert(!kPersistent || (kTma && !kWide), "persistent CTAs: the 4-warp TMA kernel");
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
   // MMA operand type: fp8 pages widen to f16 in one instruction (to bf16 it takes four), so with
@@ -233,16 +234,14 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   // ---- work units ----------------------------------------------------------------------------
   // A unit is (split, kv head x row chunk, sequence): the coordinates of the launch grid, whose
-  // CTAs each take one. A persistent launch (the launcher, for grids of several waves) has fewer
-  // CTAs, each taking units first, first + stride, ... in turn; its ring runs on from one unit
-  // into the next (a slot's stage and phase count the tiles of all of this CTA's units), so the
-  // producer copies the next unit's first tiles while the consumers finish the current one, and
-  // the epilogue's scratch lies past the ring instead of reusing it.
-  const int n_y = kTma ? p.num_heads_kv * ((rows_total + 15) / 16) : int(gridDim.y);  // kv heads x row chunks
+  // CTAs each take one. A persistent kernel is launched as one wave of CTAs (the launcher), each
+  // taking units first, first + stride, ... in turn; its ring runs on from one unit into the next
+  // (a slot's stage and phase count the tiles of all of this CTA's units), so the producer copies
+  // the next unit's first tiles while the consumers finish the current one, and the epilogue's
+  // scratch lies past the ring instead of reusing it. (A separate instantiation: the loop costs
+  // the one-unit kernel 1-11 % where it has no use, B16 fp8 D64 the most.)
+  const int n_y = kPersistent ? p.num_heads_kv * ((rows_total + 15) / 16) : int(gridDim.y);  // kv heads x row chunks
   const int n_rc = n_y / p.num_heads_kv;  // row chunks per kv head
-  const int n_units = ws.max_splits * n_y * p.batch;  // < 2^31 (the launcher checks)
-  const int unit_stride = gridDim.x * gridDim.y * gridDim.z;
-  const bool persistent = kTma && unit_stride < n_units;  // (only the TMA kernel is launched so)
 
   // ---- copies and page ids -----------------------------------------------------------------------
   // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % kBN
@@ -343,7 +342,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const int o_tile = kTma ? max(maps.reorder_after, Tr::kStages) : 0;  // first reordered tile
     const int o_first = o_tile * nbox, o_end = min(n_tiles * nbox, o_first + kOrderBoxes);
     // The same for the whole CTA; never on a persistent one (one order buffer, one unit's boxes).
-    const bool reorder = kTma && !persistent && maps.reorder_after > 0 && o_end - o_first > 1;
+    const bool reorder = kTma && !kPersistent && maps.reorder_after > 0 && o_end - o_first > 1;
     auto box_at = [&](int pos) { return reorder && pos >= o_first && pos < o_end ? o_first + s_order[pos - o_first] : pos; };
     // The sorter warps hand the order to the producer warp through the order_ready mbarrier (each
     // sorter thread arrives after its own writes; racecheck flagged a named barrier here). The
@@ -677,7 +676,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     // common max and summed in a fixed order (deterministic) ---------------------------------------
     constexpr int kW = Tr::kWarps;
     // In the ring (free by then), or past it when the ring already holds the next unit's tiles.
-    float* s_m = reinterpret_cast<float*>(smem_raw + (persistent ? Tr::kTmaRingBytes : 0));  // [kW][16]
+    float* s_m = reinterpret_cast<float*>(smem_raw + (kPersistent ? Tr::kTmaRingBytes : 0));  // [kW][16]
     float* s_l = s_m + kW * 16;                       // [kW][16]
     float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
     auto max_of_warps = [&](int r) {
@@ -848,12 +847,11 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   };
 
   // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
-  // under that role's register budget (one loop after both would have the smaller one). Only the
-  // TMA kernel is ever launched persistent; the others run their one unit without a loop.
+  // under that role's register budget (one loop after both would have the smaller one).
   auto run_units = [&] {
-    if constexpr (kTma) {
-      const int first_unit = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-      for (int u = first_unit; u < n_units; u += unit_stride)
+    if constexpr (kPersistent) {
+      const int n_units = ws.max_splits * n_y * p.batch;  // < 2^31 (the launcher checks)
+      for (int u = blockIdx.x; u < n_units; u += gridDim.x)
         run_unit(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y);
     } else {
       run_unit(blockIdx.x, blockIdx.y, blockIdx.z);
@@ -862,7 +860,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (producer) {
     if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();  // the whole warpgroup
     // (the sorter warps of the TMA path have work only on a CTA of one unit that orders its boxes)
-    if (kTma && warp != Tr::kWarps && (persistent || maps.reorder_after <= 0)) return;
+    if (kTma && warp != Tr::kWarps && (kPersistent || maps.reorder_after <= 0)) return;
     run_units();
     return;
   }

@@ -24,12 +24,13 @@ int sm_count();  // of the current device (cached)
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
-// nothing launched. persistent_ctas > 0: a grid of more CTAs than fit on the GPU at once (or
-// than persistent_ctas) is launched as one wave of at most that many CTAs that take its units in
-// turn (paged_decode_kernel's work units), with the merge scratch past the ring.
-template <typename T, int kD, bool kFp8, bool kWide = false>
+// nothing launched. kPersistent: a grid of more CTAs than fit on the GPU at once (or than
+// max_ctas) is launched as one wave of at most that many CTAs that take its units in turn
+// (paged_decode_kernel's work units), with the merge scratch past the ring; false (nothing
+// launched) for a grid that fits.
+template <typename T, int kD, bool kFp8, bool kWide = false, bool kPersistent = false>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl,
-                   int reorder_after, int persistent_ctas) {
+                   int reorder_after, int max_ctas = INT32_MAX) {
   using Tr = PagedTraits<kD, kFp8, kWide>;
   constexpr int kRowBytes = kD * (kFp8 ? 1 : 2);
   if constexpr (kD > 128) {
@@ -43,17 +44,13 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     const bool boxes_fit =
         p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
-    auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide>;
-    size_t smem = std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
-    const size_t smem_persistent = Tr::kTmaRingBytes + Tr::kMergeBytes;
-    if (!prepare_sm90a_kernel(kernel, smem_persistent)) return false;
-    if (persistent_ctas > 0) {
-      const int64_t wave = std::min<int64_t>(int64_t(sm_count()) * resident_ctas(kernel, Tr::kBlock, smem_persistent),
-                                             persistent_ctas);
-      if (wave > 0 && int64_t(grid.x) * grid.y * grid.z > wave) {
-        grid = dim3(unsigned(wave));
-        smem = smem_persistent;
-      }
+    auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide, kPersistent>;
+    const size_t smem = kPersistent ? Tr::kTmaRingBytes + Tr::kMergeBytes : std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
+    if (!prepare_sm90a_kernel(kernel, smem)) return false;
+    if constexpr (kPersistent) {
+      const int64_t wave = std::min<int64_t>(int64_t(sm_count()) * resident_ctas(kernel, Tr::kBlock, smem), max_ctas);
+      if (wave <= 0 || int64_t(grid.x) * grid.y * grid.z <= wave) return false;
+      grid = dim3(unsigned(wave));
     }
     const int box = std::min(p.page_size, Tr::kBN);
     PagedTmaMaps maps;
@@ -79,9 +76,9 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
 // one process: CUATTN_DECODE_ROW_COPIES=1 (no TMA), CUATTN_DECODE_WIDE=0 (no 8 warps),
 // CUATTN_PDL=0 (a plain launch), CUATTN_DECODE_PAGE_ORDER=N (the TMA kernel visits pages grouped
 // by address after N tiles, for every grid; 0: in sequence order throughout),
-// CUATTN_DECODE_PERSISTENT=0 / 1 / w (grids of several waves: as they are / persistent CTAs /
-// persistent CTAs of the 8-warp shape), CUATTN_DECODE_PERSISTENT_CTAS=N (at most N persistent
-// CTAs, on any grid of more units: tests run the persistent kernel on small problems with it).
+// CUATTN_DECODE_PERSISTENT=0 (fp8 grids of several waves as they are, not persistent),
+// CUATTN_DECODE_PERSISTENT_CTAS=N (at most N persistent CTAs, on any fp8 grid of more units:
+// tests run the persistent kernel on small problems with it).
 template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
@@ -102,18 +99,22 @@ void launch_paged(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cud
     const int64_t keys = ws.chunk_tokens > 0 ? ws.chunk_tokens : int64_t(p.max_blocks) * p.page_size;
     if (one_wave || keys >= 4096) reorder = 8;
   }
-  const char* pv = std::getenv("CUATTN_DECODE_PERSISTENT");
-  const char* cv = std::getenv("CUATTN_DECODE_PERSISTENT_CTAS");
-  const char mode = pv != nullptr ? pv[0] : kFp8 ? '1' : '0';
-  const int cap = cv != nullptr ? std::max(std::atoi(cv), 0) : 0;
-  const bool persist = (mode == '1' || mode == 'w') && (!one_wave || cap > 0);
-  const int persistent_ctas = !persist ? 0 : cap > 0 ? cap : INT32_MAX;
-  if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
-    const bool wide = persist ? mode == 'w' : one_wave && !env_off("CUATTN_DECODE_WIDE", '0');
-    if (tma && wide && run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder, persistent_ctas))
+  if constexpr (kFp8 && kD <= 128) {
+    // Persistent CTAs for fp8 grids of several waves (H100, fp8 D128: B64 L4096 +1.3 %, B128
+    // L4096 +3.2 %, B256 L2048 +4.7 %). 16-bit caches lost 1-2 %: their kernel runs two CTAs an
+    // SM, but with the merge scratch past its 96 KB ring only one fits (bench/NOTES.md).
+    const char* cv = std::getenv("CUATTN_DECODE_PERSISTENT_CTAS");
+    const int cap = cv != nullptr ? std::max(std::atoi(cv), 0) : 0;
+    if (tma && !env_off("CUATTN_DECODE_PERSISTENT", '0') && (!one_wave || cap > 0) &&
+        run_paged_tma<T, kD, kFp8, false, true>(p, ws, grid, stream, pdl, 0, cap > 0 ? cap : INT32_MAX))
       return;
   }
-  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream, pdl, reorder, persistent_ctas)) return;
+  if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
+    if (tma && !env_off("CUATTN_DECODE_WIDE", '0') && one_wave &&
+        run_paged_tma<T, kD, kFp8, true>(p, ws, grid, stream, pdl, reorder))
+      return;
+  }
+  if (tma && run_paged_tma<T, kD, kFp8>(p, ws, grid, stream, pdl, reorder)) return;
   auto kernel = paged_decode_kernel<T, kD, kFp8>;
   const size_t smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
   set_smem_limit(kernel, smem);

@@ -88,22 +88,18 @@ for after in ("8", "3"):
         cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, plan=plan, return_lse=True)
         n += 1
 del os.environ["CUATTN_DECODE_PAGE_ORDER"]
-# Persistent CTAs (capped at 3, so each takes several units; the merge of a split computed by
-# the same CTA): the 4-warp and the 8-warp TMA kernels, 16-bit and fp8 caches.
+# Persistent CTAs (fp8; capped at 3, so each takes several units, and merges splits it computed).
 os.environ["CUATTN_DECODE_PERSISTENT_CTAS"] = "3"
-for mode in ("1", "w"):
-    os.environ["CUATTN_DECODE_PERSISTENT"] = mode
-    for ps, D, fp8 in ((16, 128, False), (32, 64, True), (64, 128, True)):
-        B, Hq, Hkv = 3, 8, 2
-        lens = torch.tensor([900, 0, 333], device=dev, dtype=torch.int32)
-        nb = (900 + ps - 1) // ps
-        kc, vc = r(B * nb + 1, ps, Hkv, D), r(B * nb + 1, ps, Hkv, D)
-        if fp8:
-            kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
-        table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-        cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True)
-        cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200)
-        n += 2
-del os.environ["CUATTN_DECODE_PERSISTENT"], os.environ["CUATTN_DECODE_PERSISTENT_CTAS"]
+for ps, D in ((16, 128), (32, 64), (64, 128)):
+    B, Hq, Hkv = 3, 8, 2
+    lens = torch.tensor([900, 0, 333], device=dev, dtype=torch.int32)
+    nb = (900 + ps - 1) // ps
+    kc = r(B * nb + 1, ps, Hkv, D).to(torch.float8_e4m3fn)
+    vc = r(B * nb + 1, ps, Hkv, D).to(torch.float8_e4m3fn)
+    table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
+    cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True)
+    cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200)
+    n += 2
+del os.environ["CUATTN_DECODE_PERSISTENT_CTAS"]
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")
