@@ -80,9 +80,11 @@ struct PagedTraits {
   static constexpr int kProducerRegs = 40, kConsumerRegs = 216;
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
   // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
-  // 4: one CTA an SM needs them), D128 loses 3-4 % at 6; wide (128-key) tiles: 3.
+  // 4: one CTA an SM needs them), D128 loses 3-4 % at 6; wide (128-key) tiles: 3, but 6 for fp8
+  // D64's 16 KB tiles (B16 +14 %: three were too few bytes in flight for one CTA an SM; 8 gave
+  // no more, and fp8 D128 lost 3 % at 4).
   static constexpr int kStages =
-      kWide ? 3 : kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
+      kWide ? (kFp8 && kD == 64 ? 6 : 3) : kFp8 ? (kD == 64 ? 6 : kD == 128 ? 3 : 4) : (kD <= 128 ? 3 : 2);
   static constexpr int kStride = kD + 8;  // 16-bit smem rows, padded (conflict-free ldmatrix)
   // The ring of the row-copy / cp.async paths (padded rows; the TMA ring is never larger).
   static constexpr size_t kRingBytes = size_t(kStages) * 2 * kBN * (kFp8 ? kD + 16 : 2 * kStride);
@@ -285,7 +287,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if constexpr (kBulk) {
     if (tid == 0) {
 #pragma unroll
-      for (int st = 0; st < Tr::kStages; ++st) mbar_init(&full[st], kTma ? 1 : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
+      for (int st = 0; st < Tr::kStages; ++st)  // TMA: one arrival a box of the tile (the producer's lanes)
+        mbar_init(&full[st], kTma ? kBN / min(p.page_size, kBN) : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
       if constexpr (kTma) mbar_init(&order_ready, 96);  // the three sorter warps' threads
       mbar_fence_init();
     }
@@ -432,15 +435,12 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
           const int gt = t_base + tile, stage = gt % Tr::kStages;
           if (gt >= Tr::kStages) mbar_wait(&empty[stage], uint32_t(gt / Tr::kStages - 1) & 1u);
           const int j = box_key(tile);
-          // Lane 0 publishes the boxes' first keys: its own arrival on `full` orders its writes
-          // before the consumers' reads (and its wait on `empty` their reads of the slot's last use).
-          for (int i = 0; i < nbox; ++i) {
-            const int ji = __shfl_sync(~0u, j, i);
-            if (lane == 0) s_first_key[stage][i] = ji;
-          }
-          if (lane == 0) mbar_arrive_expect_tx(&full[stage], uint32_t(2 * kBN * kD * kKvBytes));
-          __syncwarp();
+          // Lane i < nbox publishes box i's first key, then arrives on `full` announcing the box's
+          // bytes (the barrier counts nbox arrivals) and copies it: its own arrival orders its
+          // write before the consumers' reads, its wait on `empty` their reads of the last use.
           if (lane < nbox) {
+            s_first_key[stage][lane] = j;
+            mbar_arrive_expect_tx(&full[stage], uint32_t(2 * box * kD * kKvBytes));
             const int page = min(max(id, 0), p.num_pages - 1);
             const int slot = page_of.mod(j, page_of.div(j));
             unsigned char* sk = reinterpret_cast<unsigned char*>(ring + stage * 2 * kRawTile) + lane * box * kPanelRow;
