@@ -297,7 +297,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (producer) return;  // before any barrier: the consumers' barriers count 128 threads
   }
 
-
   int tiles_before = 0;  // ring tiles of this CTA's earlier units
   auto run_unit = [&](const int split, const int yy, const int b) {
     const int hk = yy / n_rc, rc = yy % n_rc;
