@@ -858,8 +858,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   };
   if (producer) {
     if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();  // the whole warpgroup
-    // (the sorter warps of the TMA path have work only on a CTA of one unit that orders its boxes)
-    if (kTma && warp != Tr::kWarps && (kPersistent || maps.reorder_after <= 0)) return;
+    if (kPersistent && warp != Tr::kWarps) return;  // the sorter warps: a persistent CTA never orders
     run_units();
     return;
   }

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
 
 #include "common/launch.cuh"
 #include "common/tma_host.cuh"
@@ -26,8 +25,8 @@ int sm_count();  // of the current device (cached)
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
 // nothing launched. kPersistent: a grid of more CTAs than fit on the GPU at once (or than
 // max_ctas) is launched as one wave of at most that many CTAs that take its units in turn
-// (paged_decode_kernel's work units), with the merge scratch past the ring; false (nothing
-// launched) for a grid that fits.
+// (paged_decode_kernel's work units, numbered in 32 bits), with the merge scratch past the ring;
+// false (nothing launched) for a grid that fits, or one of 2^31 units or more.
 template <typename T, int kD, bool kFp8, bool kWide = false, bool kPersistent = false>
 bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cudaStream_t stream, bool pdl,
                    int reorder_after, int max_ctas = INT32_MAX) {
@@ -49,7 +48,8 @@ bool run_paged_tma(const PagedParams& p, const SplitWorkspace& ws, dim3 grid, cu
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     if constexpr (kPersistent) {
       const int64_t wave = std::min<int64_t>(int64_t(sm_count()) * resident_ctas(kernel, Tr::kBlock, smem), max_ctas);
-      if (wave <= 0 || int64_t(grid.x) * grid.y * grid.z <= wave) return false;
+      const int64_t units = int64_t(grid.x) * grid.y * grid.z;
+      if (wave <= 0 || units <= wave || units > INT32_MAX) return false;
       grid = dim3(unsigned(wave));
     }
     const int box = std::min(p.page_size, Tr::kBN);
@@ -129,9 +129,6 @@ void run_paged(const PagedParams& p, const DecodePlan* plan, cudaStream_t stream
   const int row_chunks = (group * p.seqlen_q + kRows - 1) / kRows;
   const SplitWorkspace ws = decode_workspace(p, plan, row_chunks, stream);
   const dim3 grid(ws.max_splits, p.num_heads_kv * row_chunks, p.batch);
-  if (int64_t(grid.x) * grid.y * grid.z > INT32_MAX)  // the kernel numbers its work units in 32 bits
-    throw ValueError("paged_attention: " + std::to_string(int64_t(grid.x) * grid.y * grid.z) +
-                     " work units (splits x kv heads x query-row chunks x sequences); at most 2^31 - 1");
   if (p.kv_dtype == DType::fp8_e4m3)
     launch_paged<T, kD, true>(p, ws, grid, stream);
   else
