@@ -1,9 +1,10 @@
-"""python -m cuattn demo | info
+"""python -m cuattn demo | info | --version
 
 demo: runs every attention variant at small sizes on the best device present (the GPU when
       there is one, through cuattn.Array, no framework needed; else the CPU backend), checks each
       result against a float64 NumPy reference and prints a table.
 info: prints how cuattn was built and which GPU it sees (or why none).
+--version: prints the package version.
 """
 
 from __future__ import annotations
@@ -236,6 +237,7 @@ def demo(seed: int | None, force_cpu: bool) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cuattn", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"cuattn {cuattn.__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="run and check every variant at small sizes")
     p.add_argument("--seed", type=int, default=None)
