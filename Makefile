@@ -3,8 +3,11 @@
 # make clean  removes build outputs only
 #
 # The programs come from the same CMake tree that `pip install --no-build-isolation .` builds
-# (build/), so kernels compile once. Knobs: CUATTN_CUDA_ARCHS="90a" CUATTN_HEAD_DIMS="128" for a
-# quick development build.
+# (build/), so kernels compile once. After a plain `pip install .` (build isolation on), that tree
+# points at a temporary environment pip has deleted (its nanobind, sometimes its cmake or ninja):
+# `make` then configures build/ again (and compiles once more). Knobs: CUATTN_CUDA_ARCHS="90a"
+# CUATTN_HEAD_DIMS="128" for a quick development build, CMAKE_ARGS for extra CMake options
+# (e.g. -DCUATTN_ENABLE_CUDA=OFF).
 
 PROGRAMS := flash_attention sliding_window_attention paged_attention mla_attention \
             persistent_decode attention_variants
@@ -23,14 +26,28 @@ all: programs
 # Python module; pip's build of the package later turns it on in the same tree.
 PYMODULE := $(shell $(PYTHON) -c "import nanobind" >/dev/null 2>&1 && echo ON || echo OFF)
 
-$(BUILD)/CMakeCache.txt:
-	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=$$(command -v $(PYTHON)) \
-	  -DCUATTN_BUILD_PYTHON=$(PYMODULE) \
-	  "-DCUATTN_CUDA_ARCHS=$(CUATTN_CUDA_ARCHS)" "-DCUATTN_HEAD_DIMS=$(CUATTN_HEAD_DIMS)"
+# Ninja when it is on PATH, as pip's build picks it, so both can share the tree.
+GENERATOR := $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 
-configure: $(BUILD)/CMakeCache.txt
+# The cache entries that name files of the environment that configured the tree.
+CACHE_PATHS := CMAKE_COMMAND CMAKE_MAKE_PROGRAM Python_EXECUTABLE nanobind_DIR
 
-programs: $(BUILD)/CMakeCache.txt
+configure:
+	@cache=$(BUILD)/CMakeCache.txt; \
+	if [ -f $$cache ]; then \
+	  for v in $(CACHE_PATHS); do \
+	    p=$$(sed -n "s/^$$v:[A-Z]*=//p" $$cache); \
+	    if [ -n "$$p" ] && [ ! -e "$$p" ]; then \
+	      echo "make: $(BUILD)/ was configured by an environment that is gone ($$v=$$p; a plain 'pip install .' builds in a temporary one): configuring $(BUILD)/ again"; \
+	      rm -rf $$cache $(BUILD)/CMakeFiles; break; \
+	    fi; \
+	  done; \
+	fi; \
+	[ -f $$cache ] || $(CMAKE) -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release \
+	  -DPython_EXECUTABLE=$$(command -v $(PYTHON)) -DCUATTN_BUILD_PYTHON=$(PYMODULE) \
+	  "-DCUATTN_CUDA_ARCHS=$(CUATTN_CUDA_ARCHS)" "-DCUATTN_HEAD_DIMS=$(CUATTN_HEAD_DIMS)" $(CMAKE_ARGS)
+
+programs: configure
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 	@for p in $(PROGRAMS); do ln -sf $(BUILD)/bin/$$p $$p; done
 

@@ -3,10 +3,10 @@
     python bench/bench.py [--suite prefill,masks,decode,overhead,memory] [--quick] [--out DIR]
 
 Times cuattn and, where PyTorch is installed, its peers (SDPA flash and cuDNN backends,
-FlexAttention with the same masks, plain-torch paged gather + SDPA) on the shapes of ANCHORS.md,
-plus a bf16 GEMM and a device-to-device copy as same-run ceilings. Every number is the median of
-CUDA-event timings after warm-up, on fresh random inputs, with the L2 cache flushed before each
-timed call. Prints a table with ratios and writes JSON (git sha, device, date) and PNG plots to
+FlexAttention with the same masks, plain-torch paged gather + SDPA) on the reference shapes
+(16k-token prefill, the mask cases at S16384, decode GQA 32/8 D128), plus a bf16 GEMM and a
+device-to-device copy as same-run ceilings. Every number is the median of CUDA-event timings
+after warm-up, on fresh random inputs, with the L2 cache flushed before each timed call. Prints a table with ratios and writes JSON (git sha, device, date) and PNG plots to
 bench/results/.
 """
 
@@ -51,7 +51,7 @@ class Timer:
         self.warmup, self.iters = warmup, iters
         self.flush_buf = torch.ones(int(256e6) // 4, dtype=torch.int32, device="cuda")
         # "write" empties L2 by zeroing 256 MB (what triton.testing.do_bench does; the default,
-        # and what ANCHORS.md's peer numbers match). It leaves ~50 MB of dirty lines whose
+        # and the method of the reference peer numbers). It leaves ~50 MB of dirty lines whose
         # write-back is charged to whatever runs next, ~17 us at 3 TB/s: a quarter of a B1 decode
         # call. "read" empties it by reading (lines left clean), closer to a decode step that
         # follows GEMMs; it raises every memory-bound row, peers' included.

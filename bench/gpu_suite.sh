@@ -96,7 +96,7 @@ for s in $stages; do
         --k 1 --chain 24 --variants CUATTN_PDL=0,default
       tail -5 "$OUT/logs/chain.log" ;;
     heads)
-      # Other head dims and fp8 caches at the ANCHORS decode shapes (no plan), one table each.
+      # Other head dims and fp8 caches at the benchmark's decode shapes (no plan), one table each.
       for d in 64 128 256; do for f in "" --fp8; do
         run "paged D$d ${f:-bf16}" heads_d$d${f:+_fp8}.log ./paged_attention --device cuda --no-gather -d $d $f \
           --cases 1x32768p16,16x8192p16,64x4096p16,256x2048p16

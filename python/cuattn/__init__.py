@@ -2,7 +2,8 @@
 
 Every function takes anything with ``__dlpack__`` (NumPy, CuPy, PyTorch, JAX, ``cuattn.Array``)
 and runs where its inputs live: CUDA arrays on the GPU kernels, host arrays on the CPU backend.
-Forward pass only. See README.md and DESIGN.md for the conventions (layouts, masks, dtypes).
+Forward pass only. The conventions every function shares (layouts, masks, dtypes, streams,
+errors) are described in docs/conventions.md of the source tree, and in each function's docstring.
 """
 
 from . import _cuattn
@@ -20,8 +21,7 @@ from ._api import (
 )
 from ._arrays import Array, CudaError, asarray, empty
 from .block_mask import BlockMask, create_block_mask
-
-__version__ = _cuattn.build_info()["version"]
+from ._version import __version__
 
 __all__ = [
     "Array", "BlockMask", "CudaError", "DecodePlan", "append_paged_kv", "asarray", "attention",

@@ -1,9 +1,10 @@
-"""python -m cuattn demo | info
+"""python -m cuattn demo | info | --version
 
 demo: runs every attention variant at small sizes on the best device present (the GPU when
       there is one, through cuattn.Array, no framework needed; else the CPU backend), checks each
       result against a float64 NumPy reference and prints a table.
 info: prints how cuattn was built and which GPU it sees (or why none).
+--version: prints the package version.
 """
 
 from __future__ import annotations
@@ -190,14 +191,14 @@ def demo(seed: int | None, force_cpu: bool) -> int:
           lambda: (cuattn.append_paged_kv(d.dev(kn), d.dev(vn), kc2, vc2, d.dev(slots, np.int64)), kc2)[1],
           lambda c: ref.rel_err(d.host(c)[table[:, 0], 3], d.rounded(kn)))
 
-    # The chapter's MLA (runs on the CPU backend) and DeepSeek-style MLA decode.
+    # Multi-head latent attention (runs on the CPU backend) and DeepSeek-style MLA decode.
     Bm, Hm, Sm, Dm, Lm = 1, 4, 33, 64, 96
     qm, klat, vlat = d.rand(Bm, Hm, Sm, Dm), d.rand(Bm, Sm, Lm), d.rand(Bm, Sm, Lm)
     kp, vp = d.rand(Hm, Lm, Dm, scale=Lm ** -0.5), d.rand(Hm, Lm, Dm, scale=Lm ** -0.5)
     kh = np.einsum("bsl,hld->bshd", klat, kp)
     vh = np.einsum("bsl,hld->bshd", vlat, vp)
     want = ref.mha(qm.transpose(0, 2, 1, 3), kh, vh, causal=True)[0].transpose(0, 2, 1, 3)
-    d.run("mla_attention (chapter)", f"B{Bm} H{Hm} S{Sm} D{Dm} L{Lm}",
+    d.run("mla_attention", f"B{Bm} H{Hm} S{Sm} D{Dm} L{Lm}",
           lambda: cuattn.mla_attention(qm, klat, vlat, kp, vp, causal=True),
           lambda o: ref.rel_err(np.asarray(o, np.float64), want), device="cpu")
 
@@ -236,6 +237,7 @@ def demo(seed: int | None, force_cpu: bool) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cuattn", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"cuattn {cuattn.__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("demo", help="run and check every variant at small sizes")
     p.add_argument("--seed", type=int, default=None)

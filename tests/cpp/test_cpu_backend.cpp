@@ -2,7 +2,7 @@
 //
 // Every attention case is checked against a reference written here: plain double loops over a
 // dense [len_q, len_k] boolean mask that the test materialises from the definitions in
-// DESIGN.md (causal, window, block-mask predicate), reading the inputs with the test's own
+// docs/conventions.md (causal, window, block-mask predicate), reading the inputs with the test's own
 // decoders of f16 / bf16 / fp8. Outputs are poisoned with NaN before every call; NaN is never
 // accepted; empty rows must give exactly 0 and lse = -inf. Prints one line per case and a
 // summary; exits non-zero on any failure.
@@ -168,7 +168,7 @@ static uint64_t seed_of(const std::string& s) { return std::hash<std::string>{}(
 
 // ---- reference attention and comparisons ------------------------------------------------------
 
-// The mask rule of DESIGN.md, written out again: offset o = len_k - len_q.
+// The mask rule of docs/conventions.md, written out again: offset o = len_k - len_q.
 static bool ref_visible(int64_t i, int64_t j, int64_t o, bool causal, int left, int right) {
   const int64_t diag = i + o;
   bool vis = true;
@@ -1560,7 +1560,7 @@ static void parallel_for_case() {
 static void scheduler_cases() {
   auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
   const int sms = 132, per_sm = ctas_per_sm();
-  // The ANCHORS shapes (GQA 32/8): B1 L32768 is cut into 132 * per_sm / 8 splits, rounded down.
+  // The benchmark's decode shapes (GQA 32/8): B1 L32768 is cut into 132 * per_sm / 8 splits, rounded down.
   {
     const int c = choose_chunk(1, 8, 32768, 32768, 16, sms);
     const int64_t want = int64_t(sms) * per_sm / 8;

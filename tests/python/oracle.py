@@ -1,9 +1,9 @@
-"""NumPy float64 reference implementations, written from DESIGN.md and independent of cuattn.
+"""NumPy float64 reference implementations, written from docs/conventions.md and independent of cuattn.
 
 Every function takes host NumPy arrays (ml_dtypes bf16/fp8 allowed), computes in float64 and
 returns float64 arrays: ``(out, lse)`` with ``lse`` as the library lays it out.
 
-Mask rule (DESIGN.md, "Masks"): with offset ``o = Sk - Sq`` per sequence, key ``j`` is visible
+Mask rule (docs/conventions.md, "Masks"): with offset ``o = Sk - Sq`` per sequence, key ``j`` is visible
 from query ``i`` when
   causal          -> j <= i + o
   window (l, r)   -> i + o - l <= j <= i + o + r      (-1 = unbounded on that side)

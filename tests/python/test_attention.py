@@ -225,7 +225,7 @@ def test_attention_empty_rows(rng, device, dtype, window, causal, sq, sk, with_s
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
 def test_attention_head_dims(rng, device, dtype, d, dv):
     if device == "cuda" and d != dv and (d, dv) != (192, 128):
-        pytest.skip("DESIGN.md documents Dv != D on the GPU only for (192, 128)")
+        pytest.skip("the GPU runs Dv != D only for (192, 128) (docs/conventions.md)")
     case = Case(2, 23, 37, 4, 2, d, dv=dv, causal=True)
     (q, k, v), host = build(rng, case, dtype, device, "bshd")
     out, lse = cuattn.attention(q, k, v, causal=True, return_lse=True)

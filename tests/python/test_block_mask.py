@@ -102,7 +102,7 @@ CASES = [
 
 def _skip_gpu_block_size(case, device):
     """create_block_mask's docstring: the GPU kernels need block sizes that are multiples of
-    128 (q) and 64 (kv). DESIGN.md does not restrict block_size; other sizes run on the CPU."""
+    128 (q) and 64 (kv). The API does not restrict block_size; other sizes run on the CPU."""
     if device != "cuda":
         return
     bs = case.block_size

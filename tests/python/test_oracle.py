@@ -1,5 +1,5 @@
 """The oracle against a per-element brute force (tiny sizes), so its mask/sink/softcap reading of
-DESIGN.md is checked on its own, without cuattn."""
+docs/conventions.md is checked on its own, without cuattn."""
 
 import math
 
@@ -10,7 +10,7 @@ import oracle
 
 
 def brute_force(q, k, v, *, causal, left, right, scale, softcap, sinks):
-    """q [Sq, Hq, D], k/v [Sk, Hkv, D]: scalar loops, straight from the DESIGN.md wording."""
+    """q [Sq, Hq, D], k/v [Sk, Hkv, D]: scalar loops, straight from the wording of docs/conventions.md."""
     sq, hq, _ = q.shape
     sk, hkv, _ = k.shape
     out = np.zeros((sq, hq, v.shape[-1]))

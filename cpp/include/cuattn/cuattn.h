@@ -58,7 +58,7 @@ struct AttentionArgs {
 };
 void attention(const AttentionArgs& a, Stream stream = nullptr);
 
-// Materialises the [Sq, Sk] score matrix (O(S^2) memory): the chapter's baseline.
+// Materialises the [Sq, Sk] score matrix (O(S^2) memory): the baseline flash attention avoids.
 // On the GPU it allocates B*H*Sq*Sk floats of workspace with cudaMallocAsync on `stream`.
 struct NaiveArgs {
   TensorView q, k, v, out;  // as AttentionArgs (dense only)
@@ -123,7 +123,7 @@ struct MlaDecodeArgs {
 };
 void mla_decode(const MlaDecodeArgs& a, Stream stream = nullptr);
 
-// The chapter's MLA: out[b,h] = softmax(q[b,h] (Kl Kp[h])^T * scale) (Vl Vp[h]), computed exactly
+// Multi-head latent attention: out[b,h] = softmax(q[b,h] (Kl Kp[h])^T * scale) (Vl Vp[h]), computed exactly
 // without per-(query, key) re-projection.
 struct MlaArgs {
   TensorView q;                   // [B, H, S, D]
