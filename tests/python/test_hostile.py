@@ -44,7 +44,7 @@ class Case:
     exc: type | None  # None: must run without error
     name: str = ""  # must appear in the message
     content: bool = False  # a content rule: on the GPU only checked with check=True
-    where: str = "any"  # "any", "cpu" or "gpu"
+    where: str = "any"  # "any", "cpu", "gpu" or "none" (not runnable here)
 
 
 def r(rng, *shape, dtype=None):
@@ -141,6 +141,33 @@ def paged_zero_length(rng):
     out, lse = cuattn.paged_attention(q, kc, vc, bt, i32(0, 5), return_lse=True)
     assert (to_host(out)[0].astype(np.float64) == 0).all()
     assert np.isneginf(to_host(lse)[0]).all()
+
+
+def paged_reversed_rows(rng):
+    q, kc, vc, _, sl = paged_parts(rng)
+    table = np.array([[4, 5, 6, 7], [0, 1, 2, 3]], np.int32)
+    out = cuattn.paged_attention(q, kc, vc, dev(table)[::-1], sl)
+    ref, _ = oracle.paged_ref(to_host(q), to_host(kc), to_host(vc), table[::-1], [9, 5])
+    assert_close(out, ref, F32)
+
+
+def _plan_mismatch(rng):
+    plan = cuattn.plan_decode([9, 5, 3], num_q_heads=2, num_kv_heads=1, head_dim=D, page_size=16,
+                              device="cuda" if GPU else "cpu")
+    return paged(rng, plan=plan)
+
+
+def _requires_grad(rng):
+    import torch
+
+    q, k, v = (torch.randn(1, 5, 2, D, device="cuda", dtype=torch.float16, requires_grad=True)
+               for _ in range(3))
+    return cuattn.attention(q, k, v)
+
+
+def _mixed_devices(rng):
+    q, k, v = qkv(rng)
+    return cuattn.attention(q, to_host(k), v)
 
 
 def append_halves(rng):
@@ -249,6 +276,12 @@ CASES = [
                                                          for _ in range(3))),
          ValueError, "float32", where="gpu"),
     # shapes, strides, alignment, head dims
+    Case("q-9-dims", lambda rng: cuattn.attention(r(rng, *([1] * 8 + [D])), *qkv(rng)[1:]),
+         ValueError, "q"),
+    Case("mixed-devices-gpu", _mixed_devices, ValueError, "k", where="gpu"),
+    Case("requires-grad-gpu", _requires_grad, ValueError, "grad",
+         where="gpu" if gpu_framework() == "torch" else "none"),
+    Case("stream-type-gpu", _attn(stream="default"), TypeError, "stream", where="gpu"),
     Case("q-ndim", lambda rng: cuattn.attention(r(rng, 5, 2, D), *qkv(rng)[1:]), ValueError, "q"),
     Case("q-last-stride", lambda rng: cuattn.attention(r(rng, 1, 5, 2, 2 * D)[..., ::2],
                                                        *qkv(rng)[1:]), ValueError, "stride"),
@@ -272,6 +305,7 @@ CASES = [
     *[Case(f"softcap-{v}", _attn(softcap=v), ValueError, "softcap")
       for v in (math.inf, math.nan, -1.0)],
     Case("window-negative", _attn(window=(-2, 0)), ValueError, "window"),
+    Case("window-type", _attn(window="wide"), TypeError, "window"),
     Case("naive-scale-inf", lambda rng: cuattn.naive_attention(*qkv(rng), scale=math.inf),
          ValueError, "scale"),
     # sinks
@@ -364,6 +398,11 @@ CASES = [
     Case("paged-row-stride", paged_row_stride, None),
     Case("paged-unread-entries", paged_unread_entries, None),
     Case("paged-zero-length", paged_zero_length, None),
+    Case("paged-reversed-rows", paged_reversed_rows, None, where="any" if can_reverse() else "cpu"),
+    Case("paged-plan-mismatch", _plan_mismatch, ValueError, "plan"),
+    Case("plan-negative-length", lambda rng: cuattn.plan_decode(
+        [4, -1], num_q_heads=2, num_kv_heads=1, head_dim=D, page_size=16, device="cpu"),
+         ValueError, "seq_lens"),
     # append_paged_kv
     Case("append-new-in-cache", _append_new_in_cache, ValueError, "k_new"),
     Case("append-same-cache", _append_same_cache, ValueError, "v_cache"),
@@ -401,7 +440,7 @@ assert len(BY_ID) == len(CASES), "case ids must be unique"
 
 
 def _applies(c: Case) -> bool:
-    return c.where == "any" or (c.where == "gpu") == GPU
+    return c.where == "any" or c.where == ("gpu" if GPU else "cpu")
 
 
 # ---- the subprocess side -------------------------------------------------------------------------
@@ -458,6 +497,8 @@ def results():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile(case, results):
+    if case.where == "none":
+        pytest.skip("needs PyTorch with CUDA")
     if not _applies(case):
         pytest.skip(f"a {case.where.upper()}-only rule (CUATTN_TEST_DEVICE={DEVICE})")
     res = results.get(case.id)
