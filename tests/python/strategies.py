@@ -38,11 +38,13 @@ def dtypes():
     return st.sampled_from(GPU_DTYPES if GPU else CPU_DTYPES)
 
 
-def head_dims():
-    """Tiny odd head dims on the CPU; the build's GPU head dims (<= 128) on the GPU."""
+def head_dims(paged=False):
+    """Tiny odd head dims on the CPU; the build's GPU head dims (<= 128; for the paged kernels
+    64 and 128) on the GPU."""
     if GPU:
-        dims = [d for d in cuattn.build_info()["head_dims"] if d <= 128] or [64]
-        return st.sampled_from(dims)
+        dims = [d for d in cuattn.build_info()["head_dims"]
+                if d <= 128 and (not paged or d in (64, 128))]
+        return st.sampled_from(dims or [64])
     return st.integers(1, 9)
 
 
@@ -77,14 +79,14 @@ def views():
 def make_view(rng, shape, dtype, kind, axis=0):
     """(device view, host view with the same values) of `shape`, last dim contiguous:
     'contig'; 'padded' every other slice of a base twice as long along `axis` (and a wider last
-    dim, cut); 'transposed' axes `axis` and `axis + 1` of a base swapped; 'reversed' a base read
+    dim, cut: by 3 on the CPU, by 8 on the GPU, whose strides must stay 16-byte multiples); 'transposed' axes `axis` and `axis + 1` of a base swapped; 'reversed' a base read
     backwards along `axis`. On the GPU the base goes to the device and the same view is taken."""
     shape = tuple(shape)
     nd = len(shape)
     if kind == "padded":
         base = list(shape)
         base[axis] = 2 * shape[axis] + 1
-        base[-1] = shape[-1] + 3 if axis != nd - 1 else base[-1]
+        base[-1] = shape[-1] + (8 if GPU else 3) if axis != nd - 1 else base[-1]  # GPU: aligned
         idx = [slice(None)] * nd
         idx[axis] = slice(1, 2 * shape[axis] + 1, 2)
         idx[-1] = slice(0, shape[-1]) if axis != nd - 1 else idx[-1]

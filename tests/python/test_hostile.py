@@ -292,7 +292,7 @@ CASES = [
     Case("out-shape", lambda rng: cuattn.attention(*qkv(rng), out=r(rng, 1, 5, 2, D + 8)),
          ValueError, "out"),
     Case("layout", _attn(layout="sbhd"), ValueError, "layout"),
-    Case("head-dim-gpu", lambda rng: cuattn.attention(*(r(rng, 1, 5, 2, 12) for _ in range(3))),
+    Case("head-dim-gpu", lambda rng: cuattn.attention(*(r(rng, 1, 5, 2, 264) for _ in range(3))),
          ValueError, "head_dim", where="gpu"),
     Case("misaligned-gpu", lambda rng: cuattn.attention(r(rng, 1, 5, 2, 68)[..., :64],
                                                         *qkv(rng, hkv=2)[1:]),

@@ -231,7 +231,7 @@ def paged_case(rng, data, dtype, d, *, dv=None):
 
 
 @settings_for(400)
-@given(seed=seeds(), dtype=dtypes(), data=st.data(), d=head_dims(),
+@given(seed=seeds(), dtype=dtypes(), data=st.data(), d=head_dims(paged=True),
        kv_layout=st.sampled_from(["NHD", "HND"]), fp8=st.booleans(),
        combined=st.booleans(), window=windows(), softcap=st.sampled_from([0.0, 3.0]),
        sinks=st.booleans(), q3=st.booleans(), scale=st.one_of(st.none(), st.floats(0.05, 1.5)))
@@ -269,7 +269,7 @@ def test_paged_attention(seed, dtype, data, d, kv_layout, fp8, combined, window,
 
 
 @settings_for(200)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(), t=st.integers(0, 6), n=st.integers(1, 4),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(0, 6), n=st.integers(1, 4),
        page=st.integers(1, 4), hkv=st.integers(1, 2), kv_layout=st.sampled_from(["NHD", "HND"]),
        fp8=st.booleans(), combined=st.booleans(), data=st.data())
 def test_append_paged_kv(seed, dtype, d, t, n, page, hkv, kv_layout, fp8, combined, data):
@@ -413,7 +413,7 @@ def stride0(shape, dtype):
 
 
 @settings_for(350)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(), b=st.integers(2, 3), hkv=st.integers(1, 2),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), b=st.integers(2, 3), hkv=st.integers(1, 2),
        group=st.integers(1, 2), page=st.integers(1, 4), n=st.integers(2, 6),
        max_blocks=st.integers(1, 3), mutation=st.sampled_from(sorted(PAGED_MUTATIONS)),
        check=st.booleans())
@@ -508,7 +508,7 @@ def hostile_attention(seed, dtype, d, hkv, group, lq, lk, mutation, check):
 
 
 @settings_for(200)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(), t=st.integers(2, 4), n=st.integers(2, 4),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(2, 4), n=st.integers(2, 4),
        page=st.integers(2, 4), hkv=st.integers(1, 2),
        mutation=st.sampled_from(sorted(APPEND_MUTATIONS)), check=st.booleans())
 def hostile_append(seed, dtype, d, t, n, page, hkv, mutation, check):
