@@ -89,7 +89,8 @@ void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
   const CacheView k = as_cache(a.k_cache, kn, a.kv_layout);
   const CacheView v = as_cache(a.v_cache, vn, a.kv_layout);
   if (v.n != k.n || v.bs != k.bs || v.h != k.h)
-    value_error(vn, " shape ", shape_str(a.v_cache), " does not match ", kn, " ", shape_str(a.k_cache));
+    value_error(vn, " shape ", shape_str(a.v_cache), " does not match ", kn, " ",
+                shape_str(a.k_cache));
   if (k.d != D) value_error(kn, " head_dim ", k.d, " != q head_dim ", D);
   if (k.h < 1 || Hq % k.h != 0)
     value_error("num_heads_q (", Hq, ") must be a multiple of num_heads_kv (", k.h, ")");
@@ -111,8 +112,8 @@ void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
                 a.window_left, ", ", a.window_right, ")");
   const bool read = !a.q.is_cuda() || a.check || env_check();  // validate contents (GPU: a sync)
   check_sinks(a.sinks, a.q, Hq, read, stream);
-  check_dequant_scale(a.k_scale, a.k_scale_t, "k_scale", a.q, read, stream);
-  check_dequant_scale(a.v_scale, a.v_scale_t, "v_scale", a.q, read, stream);
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.q, "q"}, read, stream);
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.q, "q"}, read, stream);
   for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn}, {&a.out, "out"}})
     require_gpu_aligned(*t, n);
 
@@ -150,9 +151,9 @@ void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
   }
   if (read) check_paged_contents(a.block_table, a.seq_lens, k.bs, k.n, stream);
   require_no_overlap({{&a.out, "out"}, {&a.lse, "lse"}},
-                     {{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn}, {&a.block_table, "block_table"},
-                      {&a.seq_lens, "seq_lens"}, {&a.sinks, "sinks"}, {&a.k_scale_t, "k_scale"},
-                      {&a.v_scale_t, "v_scale"}});
+                     {{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn},
+                      {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"},
+                      {&a.sinks, "sinks"}, {&a.k_scale_t, "k_scale"}, {&a.v_scale_t, "v_scale"}});
 
   p.q = a.q.data;
   p.k_cache = a.k_cache.data;
@@ -225,8 +226,8 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   require_shape(a.slot_mapping, "slot_mapping", {T}, "[num_tokens]");
   require_last_contiguous(a.slot_mapping, "slot_mapping");
   const bool read = !a.k_new.is_cuda() || a.check || env_check();  // validate contents
-  check_dequant_scale(a.k_scale, a.k_scale_t, "k_scale", a.k_new, read, stream);
-  check_dequant_scale(a.v_scale, a.v_scale_t, "v_scale", a.k_new, read, stream);
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.k_new, "k_new"}, read, stream);
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.k_new, "k_new"}, read, stream);
   for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}})
     require_gpu_aligned(*t, n);
   if (read) {

@@ -22,10 +22,12 @@ std::string shape_str(const TensorView& t) {
 
 void require(const TensorView& t, const char* name) {
   if (!t.present()) value_error(name, " is required");
-  if (t.ndim > kMaxDims) value_error(name, " has ", t.ndim, " dims; at most ", kMaxDims, " are supported");
+  if (t.ndim > kMaxDims)
+    value_error(name, " has ", t.ndim, " dims; at most ", kMaxDims, " are supported");
   for (int i = 0; i < t.ndim; ++i)
     if (t.shape[i] < 0) value_error(name, " has a negative size ", t.shape[i], " in dim ", i);
-  if (!t.data && t.numel() > 0) value_error(name, " has ", t.numel(), " elements but no data pointer");
+  if (!t.data && t.numel() > 0)
+    value_error(name, " has ", t.numel(), " elements but no data pointer");
 }
 
 void require_ndim(const TensorView& t, const char* name, int ndim, const char* layout) {
@@ -100,13 +102,6 @@ void require_shape(const TensorView& t, const char* name, std::initializer_list<
   }
 }
 
-void require_scalar(const TensorView& t, const char* name, const TensorView& ref) {
-  if (!t.present()) return;
-  require_dtype(t, name, {DType::f32});
-  if (t.numel() != 1) value_error(name, " must hold one float32 value, got shape ", shape_str(t));
-  require_same_device(t, name, ref, "q");
-}
-
 void require_cuda_usable(const TensorView& t, const char* name) {
   if (!t.present() || !t.is_cuda()) return;
 #ifndef CUATTN_WITH_CUDA
@@ -139,23 +134,23 @@ std::vector<char> gather(const TensorView& t, Stream stream) {
   const int es = dtype_size(t.dtype);
   std::vector<char> out(size_t(std::max<int64_t>(n, 0) * es));
   if (n <= 0) return out;
-  int64_t lo = 0, hi = 0;  // element offsets of the first and last element of the span
+  int64_t lo = 0, hi = 0;  // element offsets (from t.data) of the lowest and highest element
   for (int i = 0; i < t.ndim; ++i) {
     const int64_t e = (t.shape[i] - 1) * t.stride[i];
     (e < 0 ? lo : hi) += e;
   }
-  const char* base = static_cast<const char*>(t.data);
+  const char* first = static_cast<const char*>(t.data) + lo * es;  // the lowest element
   std::vector<char> host;
   if (t.is_cuda()) {
     host.resize(size_t((hi - lo + 1) * es));
-    memcpy_any(host.data(), base + lo * es, host.size(), stream, /*sync=*/true);
-    base = host.data() - lo * es;
+    memcpy_any(host.data(), first, host.size(), stream, /*sync=*/true);
+    first = host.data();
   }
   std::vector<int64_t> idx(size_t(t.ndim), 0);
   for (int64_t e = 0; e < n; ++e) {
-    int64_t off = 0;
+    int64_t off = -lo;
     for (int i = 0; i < t.ndim; ++i) off += idx[size_t(i)] * t.stride[i];
-    std::memcpy(out.data() + e * es, base + off * es, size_t(es));
+    std::memcpy(out.data() + e * es, first + off * es, size_t(es));
     for (int i = t.ndim - 1; i >= 0; --i) {
       if (++idx[size_t(i)] < t.shape[i]) break;
       idx[size_t(i)] = 0;
@@ -223,14 +218,17 @@ void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool 
       value_error("sinks[", h, "] = ", v[h], " must be finite or -inf (no sink)");
 }
 
-void check_dequant_scale(double value, const TensorView& t, const char* name, const TensorView& ref,
-                         bool read, Stream stream) {
+void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream) {
+  const char* name = t.second;
   if (!(finite_f32(value, name) > 0)) value_error(name, " must be > 0, got ", value);
-  if (!t.present()) return;
-  require(t, name);
-  require_scalar(t, name, ref);
+  if (!t.first->present()) return;
+  require(*t.first, name);
+  require_dtype(*t.first, name, {DType::f32});
+  if (t.first->numel() != 1)
+    value_error(name, " must hold one float32 value, got shape ", shape_str(*t.first));
+  require_same_device(*t.first, name, *ref.first, ref.second);
   if (!read) return;
-  const float v = read_floats(t, stream)[0];
+  const float v = read_floats(*t.first, stream)[0];
   if (!std::isfinite(v) || !(v > 0)) value_error(name, " holds ", v, "; it must be finite and > 0");
 }
 
@@ -243,7 +241,8 @@ struct Span {
   int n = 0;
   int64_t size[kMaxDims] = {}, stride[kMaxDims] = {};
 
-  explicit Span(const TensorView& t) : base(int64_t(reinterpret_cast<uintptr_t>(t.data))), elem(dtype_size(t.dtype)) {
+  explicit Span(const TensorView& t)
+      : base(int64_t(reinterpret_cast<uintptr_t>(t.data))), elem(dtype_size(t.dtype)) {
     for (int i = 0; i < t.ndim; ++i) {
       if (t.shape[i] <= 1) continue;
       int64_t s = t.stride[i] * elem;

@@ -43,8 +43,6 @@ void require_gpu_aligned(const TensorView& t, const char* name);
 // Exactly these dims (-1 = any).
 void require_shape(const TensorView& t, const char* name, std::initializer_list<int64_t> dims,
                    const char* layout);
-// A float32 scalar (numel 1) on ref's device.
-void require_scalar(const TensorView& t, const char* name, const TensorView& ref);
 
 // A CUDA tensor without a usable GPU (or without a CUDA build) -> CudaError.
 void require_cuda_usable(const TensorView& t, const char* name);
@@ -82,10 +80,9 @@ float check_softcap(double softcap);
 void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool read,
                  Stream stream);
 
-// k_scale / v_scale: the float value finite and > 0; a device scalar (optional float32, one
-// element on ref's device) read and checked the same way with `read`.
-void check_dequant_scale(double value, const TensorView& t, const char* name, const TensorView& ref,
-                         bool read, Stream stream);
+// k_scale / v_scale: the float value finite and > 0; a device scalar t (optional: float32, one
+// element, on ref's device) read and checked the same way with `read`.
+void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream);
 
 // Softmax scale: user value when >= 0 (0 gives a uniform softmax over the visible keys), any
 // negative value means the default 1/sqrt(d); non-finite -> ValueError.

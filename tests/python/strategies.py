@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import cuattn
-from conftest import (BF16, CPU_DTYPES, DTYPES, FP8, GPU_DTYPES, gpu_framework, gpu_skip_reason,
-                      to_device)
+from conftest import CPU_DTYPES, DTYPES, GPU_DTYPES, gpu_framework, gpu_skip_reason, to_device
 
 DEVICE = os.environ.get("CUATTN_TEST_DEVICE", "cpu")
 if DEVICE not in ("cpu", "cuda"):
@@ -78,9 +77,10 @@ def views():
 
 def make_view(rng, shape, dtype, kind, axis=0):
     """(device view, host view with the same values) of `shape`, last dim contiguous:
-    'contig'; 'padded' every other slice of a base twice as long along `axis` (and a wider last
-    dim, cut: by 3 on the CPU, by 8 on the GPU, whose strides must stay 16-byte multiples); 'transposed' axes `axis` and `axis + 1` of a base swapped; 'reversed' a base read
-    backwards along `axis`. On the GPU the base goes to the device and the same view is taken."""
+    'contig'; 'padded' every other slice of a base twice as long along `axis`, and a wider last
+    dim, cut (by 3 on the CPU, by 8 on the GPU, whose strides must stay 16-byte multiples);
+    'transposed' axes `axis` and `axis + 1` of a base swapped; 'reversed' a base read backwards
+    along `axis`. On the GPU the base goes to the device and the same view is taken."""
     shape = tuple(shape)
     nd = len(shape)
     if kind == "padded":
@@ -119,5 +119,5 @@ def ints(values, dtype=np.int32):
     return dev(np.asarray(values, dtype=dtype))
 
 
-__all__ = ["BF16", "DEVICE", "FP8", "GPU", "can_reverse", "dev", "device_skip_reason", "dtypes",
+__all__ = ["DEVICE", "GPU", "can_reverse", "dev", "device_skip_reason", "dtypes",
            "head_dims", "host", "ints", "make_view", "poison", "seeds", "settings_for", "views"]

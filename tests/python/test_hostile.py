@@ -204,7 +204,8 @@ def _stride0_out(rng):
         out = one.expand(1, 5, 2, D)
     else:
         xp = np if not GPU else sys.modules["cupy"]
-        out = xp.lib.stride_tricks.as_strided(one, shape=(1, 5, 2, D), strides=(0, 0) + one.strides[2:])
+        out = xp.lib.stride_tricks.as_strided(one, shape=(1, 5, 2, D),
+                                              strides=(0, 0) + one.strides[2:])
     return cuattn.attention(q, k, v, out=out)
 
 
@@ -313,7 +314,8 @@ CASES = [
         *qkv(rng), sinks=dev(np.zeros(4, np.float32))[::2]), ValueError, "sinks"),
     Case("sinks-shape", lambda rng: cuattn.attention(*qkv(rng), sinks=dev(np.zeros(3, np.float32))),
          ValueError, "sinks"),
-    Case("sinks-float16", lambda rng: cuattn.attention(*qkv(rng), sinks=dev(np.zeros(2, np.float16))),
+    Case("sinks-float16", lambda rng: cuattn.attention(
+        *qkv(rng), sinks=dev(np.zeros(2, np.float16))),
          ValueError, "sinks"),
     Case("sinks-nan", lambda rng: cuattn.attention(*qkv(rng), sinks=dev(np.array([0, np.nan],
                                                                                   np.float32))),
@@ -393,7 +395,8 @@ CASES = [
          ValueError, "k_scale"),
     Case("kv_layout", lambda rng: paged(rng, kv_layout="HDN"), ValueError, "kv_layout"),
     Case("k_cache-uint8", lambda rng: cuattn.paged_attention(
-        r(rng, 2, 2, D), dev(np.zeros((8, 16, 1, D), np.uint8)), dev(np.zeros((8, 16, 1, D), np.uint8)),
+        r(rng, 2, 2, D), dev(np.zeros((8, 16, 1, D), np.uint8)),
+        dev(np.zeros((8, 16, 1, D), np.uint8)),
         i32([0, 1, 2, 3], [4, 5, 6, 7]), i32(9, 5)), ValueError, "k_cache"),
     Case("paged-row-stride", paged_row_stride, None),
     Case("paged-unread-entries", paged_unread_entries, None),

@@ -164,9 +164,8 @@ def test_attention_block_mask(seed, dtype, b, hq, d, sq, sk, kind, per_batch, pe
                                   block_size=(bq, bkv))
     q, k, v = host(rng, (b, sq, hq, d), dtype), host(rng, (b, sk, hq, d), dtype), \
         host(rng, (b, sk, hq, d), dtype)
-    dense = np.broadcast_to(fn(np.arange(mb)[:, None, None, None], np.arange(mh)[None, :, None, None],
-                               np.arange(sq)[None, None, :, None], np.arange(sk)[None, None, None, :]),
-                            (mb, mh, sq, sk))
+    bb, hh, qq, kk = np.ix_(np.arange(mb), np.arange(mh), np.arange(sq), np.arange(sk))
+    dense = np.broadcast_to(fn(bb, hh, qq, kk), (mb, mh, sq, sk))
     out, lse = cuattn.attention(dev(q), dev(k), dev(v), block_mask=bm, causal=causal,
                                 return_lse=True)
     ref, ref_lse = oracle.attention_ref(q, k, v, causal=causal, dense_mask=dense)
@@ -269,7 +268,8 @@ def test_paged_attention(seed, dtype, data, d, kv_layout, fp8, combined, window,
 
 
 @settings_for(200)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(0, 6), n=st.integers(1, 4),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(0, 6),
+       n=st.integers(1, 4),
        page=st.integers(1, 4), hkv=st.integers(1, 2), kv_layout=st.sampled_from(["NHD", "HND"]),
        fp8=st.booleans(), combined=st.booleans(), data=st.data())
 def test_append_paged_kv(seed, dtype, d, t, n, page, hkv, kv_layout, fp8, combined, data):
@@ -413,7 +413,8 @@ def stride0(shape, dtype):
 
 
 @settings_for(350)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), b=st.integers(2, 3), hkv=st.integers(1, 2),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), b=st.integers(2, 3),
+       hkv=st.integers(1, 2),
        group=st.integers(1, 2), page=st.integers(1, 4), n=st.integers(2, 6),
        max_blocks=st.integers(1, 3), mutation=st.sampled_from(sorted(PAGED_MUTATIONS)),
        check=st.booleans())
@@ -508,7 +509,8 @@ def hostile_attention(seed, dtype, d, hkv, group, lq, lk, mutation, check):
 
 
 @settings_for(200)
-@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(2, 4), n=st.integers(2, 4),
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(2, 4),
+       n=st.integers(2, 4),
        page=st.integers(2, 4), hkv=st.integers(1, 2),
        mutation=st.sampled_from(sorted(APPEND_MUTATIONS)), check=st.booleans())
 def hostile_append(seed, dtype, d, t, n, page, hkv, mutation, check):
