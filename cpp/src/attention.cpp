@@ -372,6 +372,7 @@ void merge_states(const MergeArgs& a, Stream stream) {
     value_error("o_b has shape ", shape_str(a.o_b), " but o_a has ", shape_str(a.o_a));
   if (o.b != oa.b || o.s != oa.s || o.h != oa.h || o.d != oa.d)
     value_error("out has shape ", shape_str(a.out), " but o_a has ", shape_str(a.o_a));
+  if (oa.d < 1) value_error("head_dim must be >= 1, got o_a shape ", shape_str(a.o_a));
   MergeParams p;
   auto lse3 = [&](const TensorView& t, const char* n, int64_t* st) {
     require_dtype(t, n, {DType::f32});

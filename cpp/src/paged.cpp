@@ -222,6 +222,7 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
     value_error("v_new has shape ", shape_str(a.v_new), "; expected (", T, ", ", v.h, ", ", v.d, ")");
   if (v.n != k.n || v.bs != k.bs || v.h != k.h)
     value_error("v_cache shape ", shape_str(a.v_cache), " does not match k_cache ", shape_str(a.k_cache));
+  if (k.d < 1 || v.d < 1) value_error("head_dim must be >= 1, got ", k.d, " (k) and ", v.d, " (v)");
   require_dtype(a.slot_mapping, "slot_mapping", {DType::i64});
   require_shape(a.slot_mapping, "slot_mapping", {T}, "[num_tokens]");
   require_last_contiguous(a.slot_mapping, "slot_mapping");

@@ -355,6 +355,9 @@ CASES = [
     # merge_states
     Case("merge-out-is-o_a", _merge(out="o_a"), ValueError, "o_a"),
     Case("merge-lse-out-is-lse_b", _merge(lse_out="lse_b"), ValueError, "lse_b"),
+    Case("merge-head-dim-0", lambda rng: cuattn.merge_states(
+        r(rng, 1, 3, 2, 0), r(rng, 1, 2, 3, dtype="float32"), r(rng, 1, 3, 2, 0),
+        r(rng, 1, 2, 3, dtype="float32")), ValueError, "head_dim"),
     Case("merge-lse-shape", _merge(lse_b=lambda rng: r(rng, 1, 3, 2, dtype="float32")),
          ValueError, "lse_b"),
     # paged_attention
@@ -420,6 +423,11 @@ CASES = [
     Case("append-k_scale-nan", lambda rng: append(rng, k_scale=math.nan), ValueError, "k_scale"),
     Case("append-halves", append_halves, None),
     Case("append-empty", append_empty, None),
+    Case("append-head-dim-0", lambda rng: cuattn.append_paged_kv(
+        r(rng, 2, 1, 0), r(rng, 2, 1, 0), r(rng, 4, 16, 1, 0), r(rng, 4, 16, 1, 0),
+        dev(np.array([0, 1], np.int64))), ValueError, "head_dim"),
+    Case("attention-head-dim-0", lambda rng: cuattn.attention(*qkv(rng, d=0)), ValueError,
+         "head_dim"),
     # mla_decode / mla_attention (CPU backend)
     Case("mla_decode-scale-inf", lambda rng: mla_dec(rng, scale=math.inf), ValueError, "scale",
          where="cpu"),
