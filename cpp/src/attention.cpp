@@ -77,15 +77,8 @@ void check_window(int64_t left, int64_t right) {
                 ", ", right, ")");
 }
 
-void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq) {
-  if (!sinks.present()) return;
-  require_dtype(sinks, "sinks", {DType::f32});
-  require_shape(sinks, "sinks", {hq}, "[num_heads_q]");
-  require_same_device(sinks, "sinks", q, "q");
-  require_last_contiguous(sinks, "sinks");
-}
-
-// cu_seqlens contents: start at 0, non-decreasing, last <= total. Returns the max length.
+// cu_seqlens contents: start at 0, non-decreasing, last == total (every packed row belongs to a
+// sequence, so every row of out and lse is written). Returns the max length.
 int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64_t total) {
   if (cu.empty()) value_error(name, " must have at least one element");
   if (cu[0] != 0) value_error(name, "[0] must be 0, got ", cu[0]);
@@ -96,8 +89,8 @@ int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64
                   name, "[", i - 1, "] = ", cu[i - 1]);
     mx = std::max(mx, cu[i] - cu[i - 1]);
   }
-  if (cu.back() > total)
-    value_error(name, "[-1] = ", cu.back(), " exceeds the ", total, " tokens given");
+  if (cu.back() != total)
+    value_error(name, "[-1] = ", cu.back(), " must equal the ", total, " packed rows given");
   return mx;
 }
 
@@ -234,9 +227,10 @@ void fill_qkvo(AttnParams& p, const TensorView& tq, const TensorView& tk, const 
   p.k_batch_stride = x.k.sb, p.k_row_stride = x.k.ss, p.k_head_stride = x.k.sh;
   p.v_batch_stride = x.v.sb, p.v_row_stride = x.v.ss, p.v_head_stride = x.v.sh;
   p.o_batch_stride = x.o.sb, p.o_row_stride = x.o.ss, p.o_head_stride = x.o.sh;
-  p.batch = int(x.q.b), p.seqlen_q = int(x.q.s), p.seqlen_k = int(x.k.s);
-  p.num_heads_q = int(x.q.h), p.num_heads_kv = int(x.k.h);
-  p.head_dim = int(x.q.d), p.head_dim_v = int(x.v.d);
+  p.batch = as_int32(x.q.b, "batch"), p.seqlen_q = as_int32(x.q.s, "seqlen_q");
+  p.seqlen_k = as_int32(x.k.s, "seqlen_k");
+  p.num_heads_q = as_int32(x.q.h, "num_heads_q"), p.num_heads_kv = as_int32(x.k.h, "num_heads_kv");
+  p.head_dim = as_int32(x.q.d, "head_dim"), p.head_dim_v = as_int32(x.v.d, "head_dim_v");
   p.dtype = tq.dtype;
 }
 
@@ -255,7 +249,7 @@ void attention(const AttentionArgs& a, Stream stream) {
   const Bshd &q = x.q, &k = x.k;
   check_head_dims(a.q, int(q.d), int(x.v.d));
   check_window(a.window_left, a.window_right);
-  check_sinks(a.sinks, a.q, q.h);
+  check_sinks(a.sinks, a.q, q.h, !a.q.is_cuda() || a.check || env_check(), stream);
 
   AttnParams p;
   fill_qkvo(p, a.q, a.k, a.v, a.out, x);
@@ -270,7 +264,7 @@ void attention(const AttentionArgs& a, Stream stream) {
       value_error("cu_seqlens_q has ", a.cu_seqlens_q.shape[0], " entries but cu_seqlens_k has ",
                   a.cu_seqlens_k.shape[0]);
     if (a.cu_seqlens_q.shape[0] < 1) value_error("cu_seqlens_q must have at least one entry");
-    p.batch = int(a.cu_seqlens_q.shape[0] - 1);
+    p.batch = as_int32(a.cu_seqlens_q.shape[0] - 1, "number of sequences");
     const bool gpu = a.q.is_cuda();
     if (gpu && (a.max_seqlen_q < 0 || a.max_seqlen_k < 0))
       value_error("max_seqlen_q and max_seqlen_k are required when cu_seqlens live on the GPU "
@@ -282,11 +276,11 @@ void attention(const AttentionArgs& a, Stream stream) {
         value_error("max_seqlen_q = ", a.max_seqlen_q, " is less than the longest q sequence (", mq, ")");
       if (a.max_seqlen_k >= 0 && a.max_seqlen_k < mk)
         value_error("max_seqlen_k = ", a.max_seqlen_k, " is less than the longest k sequence (", mk, ")");
-      p.seqlen_q = int(a.max_seqlen_q >= 0 ? a.max_seqlen_q : mq);
-      p.seqlen_k = int(a.max_seqlen_k >= 0 ? a.max_seqlen_k : mk);
+      p.seqlen_q = as_int32(a.max_seqlen_q >= 0 ? a.max_seqlen_q : mq, "max_seqlen_q");
+      p.seqlen_k = as_int32(a.max_seqlen_k >= 0 ? a.max_seqlen_k : mk, "max_seqlen_k");
     } else {
-      p.seqlen_q = int(a.max_seqlen_q);
-      p.seqlen_k = int(a.max_seqlen_k);
+      p.seqlen_q = as_int32(a.max_seqlen_q, "max_seqlen_q");
+      p.seqlen_k = as_int32(a.max_seqlen_k, "max_seqlen_k");
     }
     p.total_q = q.s;
     p.total_k = k.s;
@@ -318,8 +312,17 @@ void attention(const AttentionArgs& a, Stream stream) {
   p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));
   p.scale = resolve_scale(a.scale, p.head_dim);
   p.scale_log2 = p.scale * kLog2e;
-  p.softcap = float(a.softcap);
-  if (!(a.softcap >= 0)) value_error("softcap must be >= 0, got ", a.softcap);
+  p.softcap = check_softcap(a.softcap);
+  const BlockMaskArgs& m = a.block_mask;
+  require_no_overlap({{&a.out, "out"}, {&a.lse, "lse"}},
+                     {{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}, {&a.cu_seqlens_q, "cu_seqlens_q"},
+                      {&a.cu_seqlens_k, "cu_seqlens_k"}, {&a.sinks, "sinks"},
+                      {&m.kv_num_blocks, "block_mask.kv_num_blocks"},
+                      {&m.kv_indices, "block_mask.kv_indices"},
+                      {&m.partial_ids, "block_mask.partial_ids"},
+                      {&m.full_kv_num_blocks, "block_mask.full_kv_num_blocks"},
+                      {&m.full_kv_indices, "block_mask.full_kv_indices"},
+                      {&m.partial_bits, "block_mask.partial_bits"}});
 
   // Zero-size problems: nothing to compute (rows of an empty kv are still written below).
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
@@ -335,6 +338,7 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
   p.causal = a.causal;
   p.scale = resolve_scale(a.scale, p.head_dim);
   p.scale_log2 = p.scale * kLog2e;
+  require_no_overlap({{&a.out, "out"}}, {{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}});
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
   run_on(a.q, [&] { cpu::naive_attention(p); }, [&] {
     // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`.
@@ -368,6 +372,7 @@ void merge_states(const MergeArgs& a, Stream stream) {
     value_error("o_b has shape ", shape_str(a.o_b), " but o_a has ", shape_str(a.o_a));
   if (o.b != oa.b || o.s != oa.s || o.h != oa.h || o.d != oa.d)
     value_error("out has shape ", shape_str(a.out), " but o_a has ", shape_str(a.o_a));
+  if (oa.d < 1) value_error("head_dim must be >= 1, got o_a shape ", shape_str(a.o_a));
   MergeParams p;
   auto lse3 = [&](const TensorView& t, const char* n, int64_t* st) {
     require_dtype(t, n, {DType::f32});
@@ -388,8 +393,11 @@ void merge_states(const MergeArgs& a, Stream stream) {
   const Bshd* src[3] = {&oa, &ob, &o};
   int64_t* dst[3] = {p.oa_stride, p.ob_stride, p.o_stride};
   for (int i = 0; i < 3; ++i) dst[i][0] = src[i]->sb, dst[i][1] = src[i]->ss, dst[i][2] = src[i]->sh;
-  p.batch = int(oa.b), p.seqlen = int(oa.s), p.num_heads = int(oa.h), p.head_dim = int(oa.d);
+  p.batch = as_int32(oa.b, "batch"), p.seqlen = as_int32(oa.s, "seqlen");
+  p.num_heads = as_int32(oa.h, "num_heads"), p.head_dim = as_int32(oa.d, "head_dim");
   p.dtype = a.o_a.dtype;
+  require_no_overlap({{&a.out, "out"}, {&a.lse_out, "lse_out"}},
+                     {{&a.o_a, "o_a"}, {&a.lse_a, "lse_a"}, {&a.o_b, "o_b"}, {&a.lse_b, "lse_b"}});
   if (p.batch == 0 || p.seqlen == 0 || p.num_heads == 0) return;
   run_on(a.o_a, [&] { cpu::merge_states(p); }, [&] { cuda::merge_states(p, stream); });
 }

@@ -88,10 +88,16 @@ void mla_attention(const MlaArgs& a, Stream stream) {
     throw NotImplementedError("mla_attention runs on the CPU backend only in this version (its GPU "
                               "path, projection GEMMs + the flash kernel, is not built yet); pass "
                               "CPU arrays");
+  for (auto [v, n] : {std::pair{B, "batch"}, {H, "heads"}, {S, "seqlen"}, {D, "head_dim"},
+                      {L, "latent_dim"}, {Dv, "head_dim_v"}})
+    as_int32(v, n);
+  const float scale = resolve_scale(a.scale, int(D));
+  require_no_overlap({{&a.out, "out"}}, {{&a.q, "q"}, {&a.k_latent, "k_latent"},
+                                         {&a.v_latent, "v_latent"}, {&a.k_proj, "k_proj"},
+                                         {&a.v_proj, "v_proj"}});
   if (B == 0 || H == 0 || S == 0) return;
   (void)stream;
 
-  const float scale = resolve_scale(a.scale, int(D));
   const std::vector<float> q = to_float(a.q);    // [B, H, S, D]
   const std::vector<float> kl = to_float(a.k_latent);  // [B, S, L]
   const std::vector<float> vl = to_float(a.v_latent);

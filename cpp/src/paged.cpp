@@ -63,20 +63,20 @@ void check_paged_contents(const TensorView& block_table, const TensorView& seq_l
   }
 }
 
-}  // namespace
-
-void paged_attention(const PagedArgs& a, Stream stream) {
-  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
+// paged_attention, with the cache arguments named as the caller knows them (mla_decode passes
+// one latent cache as both k and v).
+void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
+  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn},
                       {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"}, {&a.out, "out"}})
     require(*t, n);
   require_cuda_usable(a.q, "q");
   require_compute_dtype(a.q, "q");
   require_same_dtype(a.out, "out", a.q, "q");
-  for (auto [t, n] : {std::pair{&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"},
+  for (auto [t, n] : {std::pair{&a.k_cache, kn}, {&a.v_cache, vn},
                       {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"}, {&a.out, "out"}})
     require_same_device(*t, n, a.q, "q");
-  check_kv_dtype(a.k_cache, "k_cache", a.q);
-  require_same_dtype(a.v_cache, "v_cache", a.k_cache, "k_cache");
+  check_kv_dtype(a.k_cache, kn, a.q);
+  require_same_dtype(a.v_cache, vn, a.k_cache, kn);
 
   // q: [B, Hq, D] (one token) or [B, Sq, Hq, D].
   require_last_contiguous(a.q, "q");
@@ -86,11 +86,12 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   const bool multi = a.q.ndim == 4;
   const int64_t B = a.q.shape[0], Sq = multi ? a.q.shape[1] : 1;
   const int64_t Hq = a.q.shape[multi ? 2 : 1], D = a.q.shape[multi ? 3 : 2];
-  const CacheView k = as_cache(a.k_cache, "k_cache", a.kv_layout);
-  const CacheView v = as_cache(a.v_cache, "v_cache", a.kv_layout);
+  const CacheView k = as_cache(a.k_cache, kn, a.kv_layout);
+  const CacheView v = as_cache(a.v_cache, vn, a.kv_layout);
   if (v.n != k.n || v.bs != k.bs || v.h != k.h)
-    value_error("v_cache shape ", shape_str(a.v_cache), " does not match k_cache ", shape_str(a.k_cache));
-  if (k.d != D) value_error("k_cache head_dim ", k.d, " != q head_dim ", D);
+    value_error(vn, " shape ", shape_str(a.v_cache), " does not match ", kn, " ",
+                shape_str(a.k_cache));
+  if (k.d != D) value_error(kn, " head_dim ", k.d, " != q head_dim ", D);
   if (k.h < 1 || Hq % k.h != 0)
     value_error("num_heads_q (", Hq, ") must be a multiple of num_heads_kv (", k.h, ")");
   if (k.bs < 1) value_error("block_size must be >= 1, got ", k.bs);
@@ -105,18 +106,15 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   require_last_contiguous(a.block_table, "block_table");
   require_dtype(a.seq_lens, "seq_lens", {DType::i32});
   require_shape(a.seq_lens, "seq_lens", {B}, "[batch]");
-  require_scalar(a.k_scale_t, "k_scale", a.q);
-  require_scalar(a.v_scale_t, "v_scale", a.q);
+  require_last_contiguous(a.seq_lens, "seq_lens");  // the kernels read it as contiguous
   if (a.window_left < -1 || a.window_right < -1)
     value_error("window must be (left, right) with each >= 0 or -1 (unbounded), got (",
                 a.window_left, ", ", a.window_right, ")");
-  if (!(a.softcap >= 0)) value_error("softcap must be >= 0, got ", a.softcap);
-  if (a.sinks.present()) {
-    require_dtype(a.sinks, "sinks", {DType::f32});
-    require_shape(a.sinks, "sinks", {Hq}, "[num_heads_q]");
-    require_same_device(a.sinks, "sinks", a.q, "q");
-  }
-  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}, {&a.out, "out"}})
+  const bool read = !a.q.is_cuda() || a.check || env_check();  // validate contents (GPU: a sync)
+  check_sinks(a.sinks, a.q, Hq, read, stream);
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.q, "q"}, read, stream);
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.q, "q"}, read, stream);
+  for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn}, {&a.out, "out"}})
     require_gpu_aligned(*t, n);
 
   PagedParams p;
@@ -151,8 +149,11 @@ void paged_attention(const PagedArgs& a, Stream stream) {
                   " but is used with batch ", B, ", heads ", Hq, "/", k.h, ", head_dim ", D,
                   ", page_size ", k.bs, ", seqlen_q ", Sq);
   }
-  if (!a.q.is_cuda() || a.check || env_check())
-    check_paged_contents(a.block_table, a.seq_lens, k.bs, k.n, stream);
+  if (read) check_paged_contents(a.block_table, a.seq_lens, k.bs, k.n, stream);
+  require_no_overlap({{&a.out, "out"}, {&a.lse, "lse"}},
+                     {{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn},
+                      {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"},
+                      {&a.sinks, "sinks"}, {&a.k_scale_t, "k_scale"}, {&a.v_scale_t, "v_scale"}});
 
   p.q = a.q.data;
   p.k_cache = a.k_cache.data;
@@ -172,15 +173,17 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   p.o_batch_stride = a.out.stride[0];
   p.o_row_stride = multi ? a.out.stride[1] : 0;
   p.o_head_stride = a.out.stride[multi ? 2 : 1];
-  p.batch = int(B), p.seqlen_q = int(Sq), p.num_heads_q = int(Hq), p.num_heads_kv = int(k.h);
-  p.head_dim = int(D), p.head_dim_v = int(v.d);
-  p.page_size = int(k.bs), p.num_pages = int(k.n), p.max_blocks = int(a.block_table.shape[1]);
+  p.batch = as_int32(B, "batch"), p.seqlen_q = as_int32(Sq, "seqlen_q");
+  p.num_heads_q = as_int32(Hq, "num_heads_q"), p.num_heads_kv = as_int32(k.h, "num_heads_kv");
+  p.head_dim = as_int32(D, "head_dim"), p.head_dim_v = as_int32(v.d, "head_dim_v");
+  p.page_size = as_int32(k.bs, "block_size"), p.num_pages = as_int32(k.n, "num_blocks");
+  p.max_blocks = as_int32(a.block_table.shape[1], "max_blocks_per_seq");
   p.causal = a.causal;
   p.window_left = int(std::min<int64_t>(a.window_left, INT32_MAX));
   p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));
   p.scale = resolve_scale(a.scale, p.head_dim);
   p.scale_log2 = p.scale * kLog2e;
-  p.softcap = float(a.softcap);
+  p.softcap = check_softcap(a.softcap);
   p.k_scale = float(a.k_scale);
   p.v_scale = float(a.v_scale);
   p.q_dtype = a.q.dtype;
@@ -188,6 +191,10 @@ void paged_attention(const PagedArgs& a, Stream stream) {
   if (B == 0 || Sq == 0 || Hq == 0) return;
   run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, stream); });
 }
+
+}  // namespace
+
+void paged_attention(const PagedArgs& a, Stream stream) { paged(a, stream, "k_cache", "v_cache"); }
 
 void append_paged_kv(const AppendArgs& a, Stream stream) {
   for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"},
@@ -215,14 +222,16 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
     value_error("v_new has shape ", shape_str(a.v_new), "; expected (", T, ", ", v.h, ", ", v.d, ")");
   if (v.n != k.n || v.bs != k.bs || v.h != k.h)
     value_error("v_cache shape ", shape_str(a.v_cache), " does not match k_cache ", shape_str(a.k_cache));
+  if (k.d < 1 || v.d < 1) value_error("head_dim must be >= 1, got ", k.d, " (k) and ", v.d, " (v)");
   require_dtype(a.slot_mapping, "slot_mapping", {DType::i64});
   require_shape(a.slot_mapping, "slot_mapping", {T}, "[num_tokens]");
   require_last_contiguous(a.slot_mapping, "slot_mapping");
-  require_scalar(a.k_scale_t, "k_scale", a.k_new);
-  require_scalar(a.v_scale_t, "v_scale", a.k_new);
+  const bool read = !a.k_new.is_cuda() || a.check || env_check();  // validate contents
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.k_new, "k_new"}, read, stream);
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.k_new, "k_new"}, read, stream);
   for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}})
     require_gpu_aligned(*t, n);
-  if (!a.k_new.is_cuda() || a.check || env_check()) {
+  if (read) {
     const std::vector<int64_t> slots = read_ints(a.slot_mapping, stream);
     for (size_t i = 0; i < slots.size(); ++i)
       if (slots[i] >= k.n * k.bs)
@@ -239,11 +248,14 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   p.vn_row_stride = a.v_new.stride[0], p.vn_head_stride = a.v_new.stride[1];
   p.k_page_stride = k.sp, p.k_slot_stride = k.ss, p.k_head_stride = k.sh;
   p.v_page_stride = v.sp, p.v_slot_stride = v.ss, p.v_head_stride = v.sh;
-  p.num_tokens = int(T), p.num_heads_kv = int(k.h), p.head_dim = int(k.d), p.head_dim_v = int(v.d);
-  p.page_size = int(k.bs), p.num_pages = int(k.n);
+  p.num_tokens = as_int32(T, "num_tokens"), p.num_heads_kv = as_int32(k.h, "num_heads_kv");
+  p.head_dim = as_int32(k.d, "head_dim"), p.head_dim_v = as_int32(v.d, "head_dim_v");
+  p.page_size = as_int32(k.bs, "block_size"), p.num_pages = as_int32(k.n, "num_blocks");
   p.k_scale = float(a.k_scale), p.v_scale = float(a.v_scale);
-  if (!(p.k_scale > 0) || !(p.v_scale > 0))
-    value_error("k_scale and v_scale must be > 0, got ", a.k_scale, ", ", a.v_scale);
+  // The caches are written in place: they are the outputs, everything else is read.
+  require_no_overlap({{&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}},
+                     {{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.slot_mapping, "slot_mapping"},
+                      {&a.k_scale_t, "k_scale"}, {&a.v_scale_t, "v_scale"}});
   p.new_dtype = a.k_new.dtype;
   p.kv_dtype = a.k_cache.dtype;
   if (T == 0 || k.h == 0) return;
@@ -253,7 +265,7 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
 void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   require(a.kv_cache, "kv_cache");
   require(a.q, "q");
-  if (!(a.scale > 0))
+  if (!(finite_f32(a.scale, "scale") > 0))
     value_error("mla_decode needs an explicit scale > 0 (DeepSeek-V3 uses mscale^2/sqrt(192)), got ",
                 a.scale);
   require_ndim(a.q, "q", 4, "[batch, seqlen_q, num_heads_q, 576]");
@@ -284,7 +296,7 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   p.causal = a.causal;
   p.check = a.check;
   p.plan = a.plan;
-  paged_attention(p, stream);
+  paged(p, stream, "kv_cache", "kv_cache");
 }
 
 DecodePlan::~DecodePlan() {

@@ -1,6 +1,8 @@
 // validate.cpp — shared argument checks (see validate.h).
 #include "validate.h"
 
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -20,6 +22,12 @@ std::string shape_str(const TensorView& t) {
 
 void require(const TensorView& t, const char* name) {
   if (!t.present()) value_error(name, " is required");
+  if (t.ndim > kMaxDims)
+    value_error(name, " has ", t.ndim, " dims; at most ", kMaxDims, " are supported");
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 0) value_error(name, " has a negative size ", t.shape[i], " in dim ", i);
+  if (!t.data && t.numel() > 0)
+    value_error(name, " has ", t.numel(), " elements but no data pointer");
 }
 
 void require_ndim(const TensorView& t, const char* name, int ndim, const char* layout) {
@@ -94,13 +102,6 @@ void require_shape(const TensorView& t, const char* name, std::initializer_list<
   }
 }
 
-void require_scalar(const TensorView& t, const char* name, const TensorView& ref) {
-  if (!t.present()) return;
-  require_dtype(t, name, {DType::f32});
-  if (t.numel() != 1) value_error(name, " must hold one float32 value, got shape ", shape_str(t));
-  require_same_device(t, name, ref, "q");
-}
-
 void require_cuda_usable(const TensorView& t, const char* name) {
   if (!t.present() || !t.is_cuda()) return;
 #ifndef CUATTN_WITH_CUDA
@@ -124,41 +125,192 @@ void require_compute_dtype(const TensorView& t, const char* name) {
   }
 }
 
-std::vector<int64_t> read_ints(const TensorView& t, Stream stream) {
+namespace {
+
+// The elements of a 1-D or 2-D view, read with its strides, as row-major host bytes (one sync
+// for GPU data: the byte range the view spans is copied first).
+std::vector<char> gather(const TensorView& t, Stream stream) {
   const int64_t n = t.numel();
-  std::vector<int64_t> out(size_t(std::max<int64_t>(n, 0)));
-  if (n == 0) return out;
-  // Gather the (possibly strided, 1-D or 2-D) elements into a host buffer.
   const int es = dtype_size(t.dtype);
-  int64_t span = 1;  // elements from the base to one past the last one
-  for (int i = 0; i < t.ndim; ++i) span += (t.shape[i] - 1) * t.stride[i];
+  std::vector<char> out(size_t(std::max<int64_t>(n, 0) * es));
+  if (n <= 0) return out;
+  int64_t lo = 0, hi = 0;  // element offsets (from t.data) of the lowest and highest element
+  for (int i = 0; i < t.ndim; ++i) {
+    const int64_t e = (t.shape[i] - 1) * t.stride[i];
+    (e < 0 ? lo : hi) += e;
+  }
+  const char* first = static_cast<const char*>(t.data) + lo * es;  // the lowest element
   std::vector<char> host;
-  const char* base = static_cast<const char*>(t.data);
   if (t.is_cuda()) {
-    host.resize(size_t(span * es));
-    memcpy_any(host.data(), t.data, host.size(), stream, /*sync=*/true);
-    base = host.data();
+    host.resize(size_t((hi - lo + 1) * es));
+    memcpy_any(host.data(), first, host.size(), stream, /*sync=*/true);
+    first = host.data();
   }
   std::vector<int64_t> idx(size_t(t.ndim), 0);
   for (int64_t e = 0; e < n; ++e) {
-    int64_t off = 0;
+    int64_t off = -lo;
     for (int i = 0; i < t.ndim; ++i) off += idx[size_t(i)] * t.stride[i];
-    const char* p = base + off * es;
-    if (t.dtype == DType::i32) {
-      int32_t v;
-      std::memcpy(&v, p, 4);
-      out[size_t(e)] = v;
-    } else {
-      int64_t v;
-      std::memcpy(&v, p, 8);
-      out[size_t(e)] = v;
-    }
+    std::memcpy(out.data() + e * es, first + off * es, size_t(es));
     for (int i = t.ndim - 1; i >= 0; --i) {
       if (++idx[size_t(i)] < t.shape[i]) break;
       idx[size_t(i)] = 0;
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> read_ints(const TensorView& t, Stream stream) {
+  const std::vector<char> raw = gather(t, stream);
+  const int es = dtype_size(t.dtype);
+  std::vector<int64_t> out(raw.size() / size_t(es));
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (t.dtype == DType::i32) {
+      int32_t v;
+      std::memcpy(&v, raw.data() + i * 4, 4);
+      out[i] = v;
+    } else {
+      std::memcpy(&out[i], raw.data() + i * 8, 8);
+    }
+  }
+  return out;
+}
+
+std::vector<float> read_floats(const TensorView& t, Stream stream) {
+  const std::vector<char> raw = gather(t, stream);  // float32 only (checked by the callers)
+  std::vector<float> out(raw.size() / 4);
+  if (!out.empty()) std::memcpy(out.data(), raw.data(), raw.size());
+  return out;
+}
+
+int as_int32(int64_t v, const char* what) {
+  if (v > INT_MAX)
+    value_error(what, " = ", v, " exceeds ", INT_MAX, ", the largest size the kernels index with "
+                "32-bit integers");
+  return int(v);
+}
+
+float finite_f32(double v, const char* name) {
+  if (!std::isfinite(float(v)))
+    value_error(name, " must be a finite number (as float32), got ", v);
+  return float(v);
+}
+
+float check_softcap(double softcap) {
+  const float c = finite_f32(softcap, "softcap");
+  if (!(c >= 0)) value_error("softcap must be >= 0 (0 = off), got ", softcap);
+  return c;
+}
+
+void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool read,
+                 Stream stream) {
+  if (!sinks.present()) return;
+  require(sinks, "sinks");
+  require_dtype(sinks, "sinks", {DType::f32});
+  require_shape(sinks, "sinks", {hq}, "[num_heads_q]");
+  require_same_device(sinks, "sinks", q, "q");
+  require_last_contiguous(sinks, "sinks");
+  if (!read) return;
+  const std::vector<float> v = read_floats(sinks, stream);
+  for (size_t h = 0; h < v.size(); ++h)
+    if (std::isnan(v[h]) || v[h] == INFINITY)
+      value_error("sinks[", h, "] = ", v[h], " must be finite or -inf (no sink)");
+}
+
+void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream) {
+  const char* name = t.second;
+  if (!(finite_f32(value, name) > 0)) value_error(name, " must be > 0, got ", value);
+  if (!t.first->present()) return;
+  require(*t.first, name);
+  require_dtype(*t.first, name, {DType::f32});
+  if (t.first->numel() != 1)
+    value_error(name, " must hold one float32 value, got shape ", shape_str(*t.first));
+  require_same_device(*t.first, name, *ref.first, ref.second);
+  if (!read) return;
+  const float v = read_floats(*t.first, stream)[0];
+  if (!std::isfinite(v) || !(v > 0)) value_error(name, " holds ", v, "; it must be finite and > 0");
+}
+
+namespace {
+
+// A view's bytes as a base address and (size, byte stride) dims: positive strides, sizes > 1,
+// the largest stride first. The view covers base + sum i_k stride_k + [0, elem).
+struct Span {
+  int64_t base = 0, elem = 0;
+  int n = 0;
+  int64_t size[kMaxDims] = {}, stride[kMaxDims] = {};
+
+  explicit Span(const TensorView& t)
+      : base(int64_t(reinterpret_cast<uintptr_t>(t.data))), elem(dtype_size(t.dtype)) {
+    for (int i = 0; i < t.ndim; ++i) {
+      if (t.shape[i] <= 1) continue;
+      int64_t s = t.stride[i] * elem;
+      if (s < 0) base += (t.shape[i] - 1) * s, s = -s;
+      int k = n++;
+      for (; k > 0 && stride[k - 1] < s; --k) size[k] = size[k - 1], stride[k] = stride[k - 1];
+      size[k] = t.shape[i], stride[k] = s;
+    }
+  }
+  // Bytes from the base covered by dims from..n-1.
+  int64_t extent(int from) const {
+    int64_t e = elem;
+    for (int k = from; k < n; ++k) e += (size[k] - 1) * stride[k];
+    return e;
+  }
+};
+
+// Do a (dims ia.., based at 0) and b (dims ib.., based at off) share a byte? Peels the largest
+// stride s while both views lie in bands of width <= s along it (row i of a at i*s, row j of b at
+// off + j*s): only rows with |off - (i - j) s| < s can meet, at most two values of i - j.
+// Views that cannot be peeled are taken to overlap when their byte ranges do.
+bool may_overlap(const Span& a, int ia, const Span& b, int ib, int64_t off) {
+  if (off >= a.extent(ia) || -off >= b.extent(ib)) return false;
+  const int64_t s = std::max(ia < a.n ? a.stride[ia] : 0, ib < b.n ? b.stride[ib] : 0);
+  if (s == 0) return true;
+  const bool pa = ia < a.n && a.stride[ia] == s, pb = ib < b.n && b.stride[ib] == s;
+  const int ja = ia + int(pa), jb = ib + int(pb);
+  if (a.extent(ja) > s || b.extent(jb) > s) return true;
+  const int64_t na = pa ? a.size[ia] : 1, nb = pb ? b.size[ib] : 1;
+  const int64_t k0 = off >= 0 ? off / s : -((-off + s - 1) / s);  // floor(off / s)
+  for (int64_t k = k0; k <= k0 + 1; ++k)
+    if (k >= -(nb - 1) && k <= na - 1 && may_overlap(a, ja, b, jb, off - k * s)) return true;
+  return false;
+}
+
+bool overlaps(const TensorView& a, const TensorView& b) {
+  if (a.device != b.device || a.device_id != b.device_id) return false;
+  const Span sa(a), sb(b);
+  return may_overlap(sa, 0, sb, 0, sb.base - sa.base);
+}
+
+// Does an output write some byte twice (a stride-0 or interleaved dim)? Conservative: each
+// stride must step past everything the smaller strides cover.
+bool self_overlaps(const TensorView& t) {
+  const Span s(t);
+  for (int k = 0; k < s.n; ++k)
+    if (s.stride[k] < s.extent(k + 1)) return true;
+  return false;
+}
+
+bool active(const Named& x) { return x.first->present() && x.first->numel() > 0; }
+
+}  // namespace
+
+void require_no_overlap(std::initializer_list<Named> outputs, std::initializer_list<Named> inputs) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    if (!active(*o)) continue;
+    if (self_overlaps(*o->first))
+      value_error(o->second, " (shape ", shape_str(*o->first), ") has strides under which two of "
+                  "its elements share memory (e.g. a stride of 0); an output must not");
+    for (auto p = outputs.begin(); p != o; ++p)
+      if (active(*p) && overlaps(*o->first, *p->first))
+        value_error(o->second, " and ", p->second, " share memory; outputs must not overlap");
+    for (const Named& i : inputs)
+      if (active(i) && overlaps(*o->first, *i.first))
+        value_error("output ", o->second, " shares memory with input ", i.second,
+                    "; outputs must not overlap inputs (pass a separate buffer)");
+  }
 }
 
 bool env_check() {

@@ -6,6 +6,8 @@
 #include <initializer_list>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuattn/cuattn.h"
 
@@ -26,7 +28,8 @@ template <class... A>
 
 std::string shape_str(const TensorView& t);
 
-void require(const TensorView& t, const char* name);  // present
+// Present, at most kMaxDims dims, no negative size, and a data pointer unless it is empty.
+void require(const TensorView& t, const char* name);
 void require_ndim(const TensorView& t, const char* name, int ndim, const char* layout);
 void require_dtype(const TensorView& t, const char* name, std::initializer_list<DType> ok);
 void require_same_dtype(const TensorView& t, const char* name, const TensorView& ref,
@@ -40,8 +43,6 @@ void require_gpu_aligned(const TensorView& t, const char* name);
 // Exactly these dims (-1 = any).
 void require_shape(const TensorView& t, const char* name, std::initializer_list<int64_t> dims,
                    const char* layout);
-// A float32 scalar (numel 1) on ref's device.
-void require_scalar(const TensorView& t, const char* name, const TensorView& ref);
 
 // A CUDA tensor without a usable GPU (or without a CUDA build) -> CudaError.
 void require_cuda_usable(const TensorView& t, const char* name);
@@ -49,15 +50,45 @@ void require_cuda_usable(const TensorView& t, const char* name);
 // Compute dtypes: CPU f32/f16/bf16, GPU f16/bf16 (float32 on the GPU gets a "convert" message).
 void require_compute_dtype(const TensorView& t, const char* name);
 
-// Copies n int32/int64 values that may live on the GPU to the host (one sync for GPU data).
+// Copies the int32/int64 (read_ints) or float32 (read_floats) elements of a 1-D or 2-D view,
+// read with its strides, to the host in row-major order (one sync for GPU data).
 std::vector<int64_t> read_ints(const TensorView& t, Stream stream);
+std::vector<float> read_floats(const TensorView& t, Stream stream);
+
+// A size, length or count that the kernels hold in an int: ValueError above INT32_MAX.
+int as_int32(int64_t v, const char* what);
+
+// A scalar argument: finite after rounding to float32 (the kernels' type), else ValueError.
+float finite_f32(double v, const char* name);
+
+// A named tensor argument for the overlap check; absent or empty tensors are skipped.
+using Named = std::pair<const TensorView*, const char*>;
+// Outputs must not share memory with any input, with each other, or with themselves (a stride-0
+// or interleaved output): ValueError naming both arguments. Exact for views that step through
+// the same buffer in bands (e.g. k and v halves of one [N, 2, ...] cache), conservative (refuses)
+// for views whose address ranges interleave in any other way.
+void require_no_overlap(std::initializer_list<Named> outputs, std::initializer_list<Named> inputs);
 
 // Is CUATTN_CHECK=1 set in the environment (GPU contents validation)?
 bool env_check();
 
-// Softmax scale: user value when >= 0, else 1/sqrt(d).
+// softcap: finite and >= 0 (0 = off).
+float check_softcap(double softcap);
+
+// sinks: optional float32 [hq] on q's device, contiguous; with `read` (CPU data, or check=True)
+// its values are read too: NaN or +inf -> ValueError (-inf is allowed: no sink).
+void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool read,
+                 Stream stream);
+
+// k_scale / v_scale: the float value finite and > 0; a device scalar t (optional: float32, one
+// element, on ref's device) read and checked the same way with `read`.
+void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream);
+
+// Softmax scale: user value when >= 0 (0 gives a uniform softmax over the visible keys), any
+// negative value means the default 1/sqrt(d); non-finite -> ValueError.
 inline float resolve_scale(double scale, int d) {
-  return scale >= 0 ? float(scale) : float(1.0 / std::sqrt(double(d)));
+  const float s = finite_f32(scale, "scale");
+  return s >= 0 ? s : float(1.0 / std::sqrt(double(d)));
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
