@@ -18,7 +18,7 @@ Def::Def(const char* a, const char* b, const char* c) : cuda(a), cpu(b), small(c
 
 std::string Range::str() const {
   const std::string r = fmt("[%lld, %lld]", (long long)lo, (long long)hi);
-  return multiple > 1 ? fmt("a multiple of %lld in %s", (long long)multiple, r.c_str()) : r;
+  return multiple > 1 ? fmt("%s, a multiple of %lld", r.c_str(), (long long)multiple) : r;
 }
 
 std::string CaseSpec::str() const {

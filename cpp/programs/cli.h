@@ -34,7 +34,7 @@ struct Def {
 struct Range {
   int64_t lo = 0, hi = 0, multiple = 1;
   bool contains(int64_t x) const { return x >= lo && x <= hi && x % multiple == 0; }
-  std::string str() const;  // "[1, 1024]" or "a multiple of 8 in [8, 256]"
+  std::string str() const;  // "[1, 1024]" or "[8, 256], a multiple of 8"
 };
 
 // Limits shared by the programs (the memory check refuses what does not fit before these do).
