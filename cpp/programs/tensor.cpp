@@ -1,5 +1,6 @@
 // tensor.cpp — see tensor.h. Also Env's random tensors.
 #include "tensor.h"
+#include "timing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,15 +15,6 @@
 #endif
 
 namespace harness {
-
-#ifdef CUATTN_WITH_CUDA
-static void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    cudaGetLastError();
-    throw cuattn::CudaError(fmt("%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e)));
-  }
-}
-#endif
 
 // ---------------------------------------------------------------------------------------------
 // Element conversions. One IEEE-style format with E exponent bits and M mantissa bits (bias

@@ -14,7 +14,8 @@
 namespace harness {
 
 #ifdef CUATTN_WITH_CUDA
-static void ck(cudaError_t e, const char* what) {
+void ck(int status, const char* what) {
+  const cudaError_t e = static_cast<cudaError_t>(status);
   if (e != cudaSuccess) {
     cudaGetLastError();
     throw cuattn::CudaError(fmt("%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e)));

@@ -13,6 +13,9 @@ namespace harness {
 
 double median(std::vector<double> v);  // -1 when empty
 
+// Throws cuattn::CudaError naming `what` unless status (a cudaError_t) is cudaSuccess (cuda builds).
+void ck(int status, const char* what);
+
 // Peak device memory allocated inside a region: the high-water mark of the stream-ordered pool
 // (cudaMallocAsync, which the library uses for workspaces) and the drop in free memory.
 class MemProbe {
