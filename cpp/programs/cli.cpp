@@ -94,7 +94,7 @@ void Cli::flag(bool* out, const std::string& names, const std::string& help) {
 
 void Cli::usage(FILE* f) const {
   fprintf(f, "usage: %s [flags]\n\n%s\n\n", program_.c_str(), about_.c_str());
-  fprintf(f, "flags (default on cuda / on cpu / with --small; allowed values in brackets):\n");
+  fprintf(f, "flags (default on cuda / on cpu / with --small), then the values allowed:\n");
   for (size_t k = 0; k < flags_.size(); ++k) {
     const Flag& fl = flags_[k];
     if (k == n_program_flags_) fprintf(f, "\ncommon flags:\n");
@@ -108,7 +108,8 @@ void Cli::usage(FILE* f) const {
     if (fl.kind == Kind::cases) left += " CASES", allowed = " " + fl.spec.str();
     if (fl.kind == Kind::str) {
       left += " S";
-      for (size_t i = 0; i < fl.choices.size(); ++i) allowed += (i ? "|" : " ") + fl.choices[i];
+      for (size_t i = 0; i < fl.choices.size(); ++i) allowed += (i ? ", " : " {") + fl.choices[i];
+      if (!fl.choices.empty()) allowed += "}";
     }
     std::string d;
     if (fl.kind == Kind::boolean) d = "off";

@@ -8,6 +8,8 @@
 #   2:WORD  exit status 2, stderr = one line "program: ..." that contains WORD, then one usage
 #           line (bad flags; WORD is the flag, or "needs" for sizes whose memory does not fit)
 #   ok      exit status 0, 2 or 77 and no signal (odd but possibly valid values)
+#   0       exit status 0 (--help)
+#   json    exit status 0 and, with --json FILE added, FILE holds valid JSON (when python3 is here)
 # Any other exit status, a signal (status > 128), a timeout or a missing message is a failure.
 # Exit status: 0 when every case behaved, 1 otherwise (each failure is printed).
 set -u
@@ -35,6 +37,8 @@ for p in $PROGRAMS; do
     "$p | --json /nonexistent-dir/out.json | 2:--json"
     "$p | --device cuda --dtype f32 | ok"
     "$p | --device cuda | ok"
+    "$p | --help | 0"
+    "$p | --small --iters 1 --warmup 0 | json"
   )
 done
 CASES+=(
@@ -128,6 +132,8 @@ CASES+=(
   "attention_variants | --small --decode-batch 65536 --decode-len 4194304 | 2:needs"
 )
 
+JSON=$(mktemp)
+trap 'rm -f "$JSON"' EXIT
 ran=0 failed=0
 for c in "${CASES[@]}"; do
   IFS='|' read -r prog flags expect <<<"$c"
@@ -135,12 +141,19 @@ for c in "${CASES[@]}"; do
   [ -n "$ONLY" ] && [ "$prog" != "$ONLY" ] && continue
   case " $flags " in *" --device "*) dev=() ;; *) dev=(--device cpu) ;; esac
   eval "args=($flags)"
+  [ "$expect" = json ] && args+=(--json "$JSON")
   err=$(timeout 120 "$BIN/$prog" "${dev[@]}" "${args[@]}" 2>&1 >/dev/null)
   rc=$?
   ran=$((ran + 1))
   why=""
   if [ "$expect" = ok ]; then
     case $rc in 0 | 2 | 77) ;; *) why="exit status $rc (0, 2 or 77 expected)" ;; esac
+  elif [ "$expect" = 0 ] || [ "$expect" = json ]; then
+    if [ $rc -ne 0 ]; then why="exit status $rc, 0 expected"
+    elif [ "$expect" = json ] && command -v python3 >/dev/null &&
+         ! python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["rows"] and d["status"] == 0' "$JSON"; then
+      why="--json did not write valid JSON with rows"
+    fi
   else
     word=${expect#2:}
     first=$(printf '%s\n' "$err" | head -n 1)
