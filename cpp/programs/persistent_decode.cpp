@@ -42,10 +42,8 @@ static int run(int argc, char** argv) {
   // The cache has room for the final lengths L0 + T; pages in random order.
   const int64_t Lmax = L0 + T, blocks = (Lmax + P - 1) / P, N = B * blocks;
   Tensor k_cache = env.random({N, P, Hkv, D}), v_cache = env.random({N, P, Hkv, D});
-  Tensor block_table = env.zeros({B, blocks}, DType::i32);
-  const std::vector<int32_t> pages = env.permutation(N);
-  std::copy(pages.begin(), pages.end(), block_table.host_as<int32_t>());
-  block_table.upload(env.stream);
+  const PageTable pt = make_page_table(env, B, Lmax, P);  // its seq_lens are unused: see lens_all
+  const Tensor& block_table = pt.block_table;
 
   // Every step's inputs, made up front: step t writes token L0 + t of each sequence.
   Tensor q_all = env.random({T, B, Hq, D});
@@ -54,7 +52,7 @@ static int run(int argc, char** argv) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t b = 0; b < B; ++b) {
       const int64_t j = L0 + t;
-      slots_all.host_as<int64_t>()[t * B + b] = int64_t(pages[size_t(b * blocks + j / P)]) * P + j % P;
+      slots_all.host_as<int64_t>()[t * B + b] = int64_t(pt.page(b, j / P)) * P + j % P;
       lens_all.host_as<int32_t>()[t * B + b] = int32_t(j + 1);
     }
   slots_all.upload(env.stream), lens_all.upload(env.stream);

@@ -355,4 +355,16 @@ std::vector<int32_t> Env::permutation(int64_t n) {
   return p;
 }
 
+PageTable make_page_table(Env& env, int64_t B, int64_t len, int64_t page_size) {
+  PageTable t;
+  t.blocks = (len + page_size - 1) / page_size, t.pages = B * t.blocks;
+  t.block_table = env.zeros({B, t.blocks}, DType::i32);
+  t.seq_lens = env.zeros({B}, DType::i32);
+  const std::vector<int32_t> order = env.permutation(t.pages);
+  std::copy(order.begin(), order.end(), t.block_table.host_as<int32_t>());
+  std::fill_n(t.seq_lens.host_as<int32_t>(), B, int32_t(len));
+  t.block_table.upload(env.stream), t.seq_lens.upload(env.stream);
+  return t;
+}
+
 }  // namespace harness

@@ -62,6 +62,16 @@ class Tensor {
   void* dev_ = nullptr;
 };
 
+// The page bookkeeping of a paged KV cache: B sequences of `len` tokens in pages of `page_size`
+// tokens, the B·blocks page ids handed out in random order (as a serving engine's allocator
+// leaves them). block_table int32 [B, blocks] and seq_lens int32 [B] (all `len`), uploaded.
+struct PageTable {
+  int64_t blocks = 0, pages = 0;  // per sequence, in all
+  Tensor block_table, seq_lens;
+  int32_t page(int64_t b, int64_t i) const { return block_table.host_as<int32_t>()[b * blocks + i]; }
+};
+PageTable make_page_table(Env& env, int64_t B, int64_t len, int64_t page_size);
+
 // A view of `len` entries of `dim` starting at `start` (same memory, same strides).
 TensorView narrow(TensorView v, int dim, int64_t start, int64_t len);
 // The same memory with dims a and b swapped (e.g. [B, H, S, D] seen as [B, S, H, D]).
