@@ -179,9 +179,9 @@ static int run(int argc, char** argv) {
   // ---- Paged decode: one new token per sequence, GQA heads, pages in random order. ----------
   {
     const int64_t Hkv = H / G, blocks = (dL + page - 1) / page, N = dB * blocks;
+    Tensor k_cache = env.random({N, page, Hkv, D}), v_cache = env.random({N, page, Hkv, D});
     const PageTable pt = make_page_table(env, dB, dL, page);
     const Tensor &block_table = pt.block_table, &seq_lens = pt.seq_lens;
-    Tensor k_cache = env.random({N, page, Hkv, D}), v_cache = env.random({N, page, Hkv, D});
     Tensor qd = env.random({dB, H, D}), od = env.empty({dB, H, D});
     cuattn::PagedArgs a;
     a.q = qd.view(), a.k_cache = k_cache.view(), a.v_cache = v_cache.view();
@@ -207,9 +207,9 @@ static int run(int argc, char** argv) {
     constexpr int64_t kDk = 576, kDv = 512, kBlock = 64;
     const double mscale = 0.1 * std::log(40.0) + 1.0, scale = mscale * mscale / std::sqrt(192.0);
     const int64_t blocks = (mla_L + kBlock - 1) / kBlock, N = mla_B * blocks;
+    Tensor cache = env.random({N, kBlock, kDk});
     const PageTable pt = make_page_table(env, mla_B, mla_L, kBlock);
     const Tensor &block_table = pt.block_table, &seq_lens = pt.seq_lens;
-    Tensor cache = env.random({N, kBlock, kDk});
     Tensor qm = env.random({mla_B, 1, mla_H, kDk}), om = env.empty({mla_B, 1, mla_H, kDv});
     cuattn::MlaDecodeArgs a;
     a.q = qm.view(), a.kv_cache = cache.view(), a.block_table = block_table.view();

@@ -114,9 +114,9 @@ static int run(int argc, char** argv) {
       const int64_t blocks = (Ld + block - 1) / block, N = Bd * blocks;
       const std::string shape = fmt("B%lld L%lld Hq%lld%s bs%lld", (long long)Bd, (long long)Ld, (long long)Hq,
                                     T > 1 ? fmt(" q%lld", (long long)T).c_str() : "", (long long)block);
+      Tensor cache = env.random({N, block, kDk});
       const PageTable pt = make_page_table(env, Bd, Ld, block);
       const Tensor &block_table = pt.block_table, &seq_lens = pt.seq_lens;
-      Tensor cache = env.random({N, block, kDk});
       Tensor q = env.random({Bd, T, Hq, kDk});
       Tensor out = env.empty({Bd, T, Hq, kDv}), out_plan = env.empty({Bd, T, Hq, kDv});
 

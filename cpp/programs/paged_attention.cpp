@@ -56,10 +56,10 @@ static int run(int argc, char** argv) {
                                   T > 1 ? fmt(" q%lld", (long long)T).c_str() : "");
 
     // The cache: N pages in random order over the sequences.
-    const PageTable pt = make_page_table(env, B, L, P);
-    const Tensor &block_table = pt.block_table, &seq_lens = pt.seq_lens;
     Tensor k_cache = env.random({N, P, Hkv, D}, kv_dtype, 1.0 / kv_scale);
     Tensor v_cache = env.random({N, P, Hkv, D}, kv_dtype, 1.0 / kv_scale);
+    const PageTable pt = make_page_table(env, B, L, P);
+    const Tensor &block_table = pt.block_table, &seq_lens = pt.seq_lens;
 
     const Shape q_shape = T == 1 ? Shape{B, Hq, D} : Shape{B, T, Hq, D};
     Tensor q = env.random(q_shape);

@@ -358,6 +358,7 @@ std::vector<int32_t> Env::permutation(int64_t n) {
 PageTable make_page_table(Env& env, int64_t B, int64_t len, int64_t page_size) {
   PageTable t;
   t.blocks = (len + page_size - 1) / page_size, t.pages = B * t.blocks;
+  if (t.pages > INT32_MAX) throw TooLarge(fmt("%lld pages do not fit int32 page ids", (long long)t.pages));
   t.block_table = env.zeros({B, t.blocks}, DType::i32);
   t.seq_lens = env.zeros({B}, DType::i32);
   const std::vector<int32_t> order = env.permutation(t.pages);

@@ -102,8 +102,8 @@ CASES+=(
   "mla_attention | -s -1 | 2:--seqlen"
   "mla_attention | -d 30 | 2:--headdim"
   "mla_attention | --part prefill -b 65536 -s 4194304 | 2:needs"
-  "mla_attention | --part decode --decode-cases 65536x4194304 | 2:pages"
-  "mla_attention | --part decode --decode-cases 8192x4194304 | 2:needs"
+  "mla_attention | --part decode --decode-cases 65536x4194304 | 2:needs"
+  "mla_attention | --part decode --decode-cases 64x4194304 --block-size 4096 | 2:needs"
   "mla_attention | --small --part decode --decode-cases 1x1 --block-size 1 --iters 1 | ok"
   # persistent_decode
   "persistent_decode | -L -1 | 2:--context"
