@@ -256,7 +256,7 @@ Env Cli::parse(int argc, char** argv, DType default_dtype) {
   if (json_s == "-") {
     env.text = stderr;
   } else if (!json_s.empty()) {  // fail now, not after the run
-    FILE* f = fopen(json_s.c_str(), "w");
+    FILE* f = fopen(json_s.c_str(), "a");  // writable? (no truncation until the results are in)
     if (!f) usage_error(fmt("--json: cannot write '%s': %s", json_s.c_str(), strerror(errno)));
     fclose(f);
   }

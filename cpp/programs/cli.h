@@ -1,4 +1,4 @@
-// cli.h — the programs' command line: a small parser of our own (about 300 lines) rather than a
+// cli.h — the programs' command line: a small parser of our own (about 350 lines) rather than a
 // vendored library, because what the programs need is specific: defaults that depend on the
 // device and on --small, an allowed range on every number (a bad value is ONE line naming the
 // flag and its range, exit status 2), lists and sweep cases checked the same way, and the common
