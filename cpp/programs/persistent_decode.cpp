@@ -24,29 +24,26 @@
 
 using namespace harness;
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   int64_t B, Hq, Hkv, D, L0, T, P;
   Cli cli("persistent_decode", "a decode loop: append + paged attention per step, eager and as a CUDA graph");
-  cli.flag(&B, "--batch,-b", {64, 4, 3}, "sequences");
-  cli.flag(&Hq, "--heads", {32, 8, 4}, "query heads");
-  cli.flag(&Hkv, "--kv-heads", {8, 2, 2}, "kv heads");
-  cli.flag(&D, "--headdim,-d", {128, 64, 64}, "head dim");
-  cli.flag(&L0, "--context,-L", {4096, 512, 40}, "tokens cached before the first step");
-  cli.flag(&T, "--steps,-T", {64, 8, 5}, "decode steps (one new token per sequence each)");
-  cli.flag(&P, "--page-size", {16, 16, 4}, "tokens per cache page");
+  cli.flag(&B, "--batch,-b", {64, 4, 3}, {1, kMaxBatch}, "sequences");
+  cli.flag(&Hq, "--heads", {32, 8, 4}, {1, kMaxHeads}, "query heads");
+  cli.flag(&Hkv, "--kv-heads", {8, 2, 2}, {1, kMaxHeads}, "kv heads");
+  cli.flag(&D, "--headdim,-d", {128, 64, 64}, kHeadDims, "head dim");
+  cli.flag(&L0, "--context,-L", {4096, 512, 40}, {0, kMaxLen}, "tokens cached before the first step");
+  cli.flag(&T, "--steps,-T", {64, 8, 5}, {1, 65536}, "decode steps (one new token per sequence each)");
+  cli.flag(&P, "--page-size", {16, 16, 4}, {1, kMaxPage}, "tokens per cache page");
   Env env = cli.parse(argc, argv, DType::bf16);
-  if (Hkv < 1 || Hq % Hkv != 0) usage_error(env, "--heads must be a multiple of --kv-heads");
-  if (B < 1 || T < 1 || L0 < 0 || P < 1) usage_error(env, "need --batch, --steps, --page-size >= 1");
+  if (Hq % Hkv != 0) usage_error(fmt("--heads (%lld) must be a multiple of --kv-heads (%lld)", (long long)Hq, (long long)Hkv));
 
   Table table(env);
 
   // The cache has room for the final lengths L0 + T; pages in random order.
   const int64_t Lmax = L0 + T, blocks = (Lmax + P - 1) / P, N = B * blocks;
   Tensor k_cache = env.random({N, P, Hkv, D}), v_cache = env.random({N, P, Hkv, D});
-  Tensor block_table = env.zeros({B, blocks}, DType::i32);
-  const std::vector<int32_t> pages = env.permutation(N);
-  std::copy(pages.begin(), pages.end(), block_table.host_as<int32_t>());
-  block_table.upload(env.stream);
+  const PageTable pt = make_page_table(env, B, Lmax, P);  // its seq_lens are unused: see lens_all
+  const Tensor& block_table = pt.block_table;
 
   // Every step's inputs, made up front: step t writes token L0 + t of each sequence.
   Tensor q_all = env.random({T, B, Hq, D});
@@ -55,7 +52,7 @@ int main(int argc, char** argv) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t b = 0; b < B; ++b) {
       const int64_t j = L0 + t;
-      slots_all.host_as<int64_t>()[t * B + b] = int64_t(pages[size_t(b * blocks + j / P)]) * P + j % P;
+      slots_all.host_as<int64_t>()[t * B + b] = int64_t(pt.page(b, j / P)) * P + j % P;
       lens_all.host_as<int32_t>()[t * B + b] = int32_t(j + 1);
     }
   slots_all.upload(env.stream), lens_all.upload(env.stream);
@@ -100,41 +97,35 @@ int main(int argc, char** argv) {
     plan_error = std::string("plan_decode: ") + e.what();
   }
 
-  // --check oracle: the final step over dense K/V rebuilt on the host (initial cache + the T
-  // appended tokens), by the CPU backend's dense attention. The first sequences if B is large.
-  const int64_t nb = std::max<int64_t>(1, std::min<int64_t>(B, int64_t(4e9 / (4.0 * Hq * Lmax * D))));
-  Tensor want({nb, 1, Hq, D}, DType::f32, DeviceType::cpu);
-  std::string oracle_error;
-  if (env.check) {
-    try {
-      Tensor kd({nb, Lmax, Hkv, D}, DType::f32, DeviceType::cpu), vd({nb, Lmax, Hkv, D}, DType::f32, DeviceType::cpu);
-      std::vector<float> kn = to_floats(k_all.host_view()), vn = to_floats(v_all.host_view());
-      for (int64_t b = 0; b < nb; ++b) {
-        const int32_t* row = block_table.host_as<int32_t>() + b * blocks;
-        std::vector<float> kb = gather_pages(k_cache.host_view(), row, Lmax);
-        std::vector<float> vb = gather_pages(v_cache.host_view(), row, Lmax);
-        for (int64_t t = 0; t < T; ++t) {  // token L0 + t was appended by step t
-          std::copy_n(kn.begin() + (t * B + b) * Hkv * D, Hkv * D, kb.begin() + (L0 + t) * Hkv * D);
-          std::copy_n(vn.begin() + (t * B + b) * Hkv * D, Hkv * D, vb.begin() + (L0 + t) * Hkv * D);
-        }
-        std::copy(kb.begin(), kb.end(), kd.host_as<float>() + b * Lmax * Hkv * D);
-        std::copy(vb.begin(), vb.end(), vd.host_as<float>() + b * Lmax * Hkv * D);
+  // --check reference: the final step over dense K/V rebuilt on the host (initial cache + the T
+  // appended tokens) in float64. The first sequences if B is large.
+  const int64_t nb = check_count(B, 4.0 * Hq * Lmax * D);
+  std::vector<double> want;  // computed once, by the first check that needs it
+  auto reference = [&]() -> const std::vector<double>& {
+    if (!want.empty()) return want;
+    const std::vector<double> kn = to_doubles(k_all.host_view()), vn = to_doubles(v_all.host_view());
+    Mask causal;
+    causal.causal = true;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int32_t* row = block_table.host_as<int32_t>() + b * blocks;
+      std::vector<double> kb = gather_pages(k_cache.host_view(), row, Lmax);
+      std::vector<double> vb = gather_pages(v_cache.host_view(), row, Lmax);
+      for (int64_t t = 0; t < T; ++t) {  // token L0 + t was appended by step t
+        std::copy_n(kn.begin() + (t * B + b) * Hkv * D, Hkv * D, kb.begin() + (L0 + t) * Hkv * D);
+        std::copy_n(vn.begin() + (t * B + b) * Hkv * D, Hkv * D, vb.begin() + (L0 + t) * Hkv * D);
       }
-      Tensor qf = to_f32(narrow(narrow(q_all.host_view(), 0, T - 1, 1), 1, 0, nb));  // [1, nb, Hq, D]
-      cuattn::AttentionArgs o;
-      o.q = qf.host_view({nb, 1, Hq, D}), o.k = kd.host_view(), o.v = vd.host_view(), o.out = want.host_view();
-      o.causal = true;
-      cuattn::attention(o);
-    } catch (const std::exception& e) {
-      oracle_error = e.what();
+      const TensorView qb = narrow(q_all.host_view({T * B, 1, Hq, D}), 0, (T - 1) * B + b, 1);  // the last step's
+      const std::vector<double> o = reference_attention(
+          qb, cuattn::make_view(kb.data(), DType::f64, {1, Lmax, Hkv, D}),
+          cuattn::make_view(vb.data(), DType::f64, {1, Lmax, Hkv, D}), causal, -1, Slice{1, Hkv, 1, true});
+      want.insert(want.end(), o.begin(), o.end());
     }
-  }
+    return want;
+  };
   auto check_final = [&](Row& row) {
     if (!env.check) return;
     table.check(row, [&] {
-      if (!oracle_error.empty()) throw cuattn::Error(oracle_error);
-      out.download(env.stream);
-      CheckResult r = compare(to_floats(narrow(out.host_view(), 0, 0, nb)), to_floats(want.host_view()), env.dtype);
+      CheckResult r = compare_first(out, {B, 1, Hq, D}, nb, reference(), env);
       r.note = fmt("final step%s", nb < B ? fmt(", first %lld sequences", (long long)nb).c_str() : "");
       return r;
     });
@@ -229,3 +220,5 @@ int main(int argc, char** argv) {
                  "paged_attention; GB/s on the mean K + V bytes of a step.");
   return table.print();
 }
+
+int main(int argc, char** argv) { return guarded(argc, argv, run); }
