@@ -1,0 +1,280 @@
+"""cuattn's torch.library custom ops: registration and fake implementations (torch.library.opcheck),
+results against the float64 oracle, torch.compile(fullgraph=True) equal to eager (CPU with the
+inductor compiler; GPU with CUDA graphs), the refusals (tensors that require grad, block masks
+under tracing). Skipped without PyTorch; the GPU cases without CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import cuattn  # noqa: E402
+import cuattn._torch_ops  # noqa: E402,F401  (registers the ops)
+import oracle  # noqa: E402
+from conftest import assert_close, assert_lse  # noqa: E402
+from cuattn import compat  # noqa: E402
+
+ops = torch.ops.cuattn
+
+
+def gpu_ready() -> bool:
+    return torch.cuda.is_available() and cuattn.cuda_available()
+
+
+needs_gpu = pytest.mark.skipif(not gpu_ready(), reason="no CUDA GPU usable by both PyTorch and cuattn")
+
+
+@pytest.fixture
+def gen(rng):
+    return torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+
+
+def randn(gen, *shape, dtype=torch.float32, device="cpu"):
+    return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+
+def paged(gen, lens, page, hkv, d, *, device="cpu", dtype=torch.float32, spare=1):
+    """Caches [num_blocks, page, hkv, d] with the pages of each sequence in a random order (plus
+    `spare` pages a sequence), block_table int32, seq_lens int32."""
+    npages = [-(-n // page) + spare for n in lens]
+    perm = torch.randperm(sum(npages) + 2, generator=gen).to(torch.int32)
+    table = torch.zeros(len(lens), max(npages), dtype=torch.int32)
+    at = 0
+    for b, n in enumerate(npages):
+        table[b, :n] = perm[at:at + n]
+        at += n
+    shape = (len(perm), page, hkv, d)
+    return (randn(gen, *shape, dtype=dtype, device=device), randn(gen, *shape, dtype=dtype, device=device),
+            table.to(device), torch.tensor(lens, dtype=torch.int32, device=device))
+
+
+def attention_args(q, k, v, causal=False, window=None, scale=None, softcap=0.0, cu_q=None, cu_k=None,
+                   max_q=None, max_k=None, layout="bshd", return_lse=True):
+    return (q, k, v, causal, window, scale, softcap, None, cu_q, cu_k, max_q, max_k, layout, return_lse,
+            False)
+
+
+def paged_args(q, kc, vc, table, lens, window=None, return_lse=True, k_scale_value=None):
+    return (q, kc, vc, table, lens, None, 0.0, window, None, None, k_scale_value, None, None, "NHD", None,
+            return_lse, False)
+
+
+# ---- registration, fake implementations ---------------------------------------------------------
+
+
+def test_opcheck(gen):
+    q, k, v = randn(gen, 2, 5, 4, 16), randn(gen, 2, 7, 2, 16), randn(gen, 2, 7, 2, 8)
+    for args in (attention_args(q, k, v, True, [3]), attention_args(q, k, v, return_lse=False),
+                 attention_args(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), False, [2, 1],
+                                layout="bhsd", scale=0.5, softcap=3.0)):
+        torch.library.opcheck(ops.attention.default, args)
+    cu = torch.tensor([0, 3, 10], dtype=torch.int32)
+    torch.library.opcheck(ops.attention.default,
+                          attention_args(q.reshape(10, 4, 16), k.reshape(14, 2, 16)[:10],
+                                         v.reshape(14, 2, 8)[:10], True, None, cu_q=cu, cu_k=cu))
+    kc, vc, table, lens = paged(gen, [5, 12, 1], 4, 2, 16)
+    torch.library.opcheck(ops.paged_attention.default, paged_args(randn(gen, 3, 4, 16), kc, vc, table, lens))
+    torch.library.opcheck(ops.paged_attention.default,
+                          paged_args(randn(gen, 3, 2, 4, 16), kc, vc, table, lens + 1, [3], False, 0.5))
+    slots = torch.tensor([0, 5, -1, 39])
+    torch.library.opcheck(ops.append_paged_kv.default,
+                          (randn(gen, 4, 2, 16), randn(gen, 4, 2, 16), kc, vc, slots, None, None, None,
+                           None, "NHD", None, False))
+
+
+# ---- the ops' results ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+@pytest.mark.parametrize("causal, window, oracle_window", [(False, None, None), (True, [5], 5),
+                                                           (False, [5], 5), (False, [3, -1], (3, -1))])
+def test_attention_op(gen, layout, causal, window, oracle_window):
+    q, k, v = randn(gen, 2, 7, 4, 32), randn(gen, 2, 129, 2, 32), randn(gen, 2, 129, 2, 16)
+    if layout == "bhsd":
+        q, k, v = (x.transpose(1, 2) for x in (q, k, v))
+    out, lse = ops.attention(*attention_args(q, k, v, causal, window, scale=0.3, layout=layout))
+    ref, ref_lse = oracle.attention_ref(q.numpy(), k.numpy(), v.numpy(), causal=causal, window=oracle_window,
+                                        scale=0.3, layout=layout)
+    assert_close(out, ref, "float32")
+    assert_lse(lse, ref_lse, "float32")
+    out, lse = ops.attention(*attention_args(q, k, v, causal, window, scale=0.3, layout=layout,
+                                             return_lse=False))
+    assert_close(out, ref, "float32")
+    assert lse.shape == (0,)
+
+
+def test_paged_attention_and_append_ops(gen):
+    lens = [1, 17, 40]
+    kc, vc, table, seq = paged(gen, lens, 16, 2, 64)
+    q = randn(gen, 3, 2, 8, 64)
+    # the two new tokens of each sequence go after its cached ones
+    k_new, v_new = randn(gen, 6, 2, 64), randn(gen, 6, 2, 64)
+    pos = (seq[:, None] + torch.arange(2)).reshape(-1)
+    slots = (table.long()[torch.arange(3).repeat_interleave(2), pos // 16] * 16 + pos % 16)
+    ops.append_paged_kv(k_new, v_new, kc, vc, slots, None, None, None, None, "NHD", None, False)
+    out, lse = ops.paged_attention(*paged_args(q, kc, vc, table, seq + 2, window=[9]))
+    ref, ref_lse = oracle.paged_ref(q.numpy(), kc.numpy(), vc.numpy(), table.numpy(), (seq + 2).numpy(),
+                                    window=9)
+    assert_close(out, ref, "float32")
+    assert_lse(lse, ref_lse, "float32")
+    flat = kc.reshape(-1, 2, 64)
+    assert torch.equal(flat[slots], k_new) and torch.equal(vc.reshape(-1, 2, 64)[slots], v_new)
+
+
+# ---- refusals -----------------------------------------------------------------------------------
+
+
+def test_requires_grad_is_refused(gen):
+    q, k = randn(gen, 1, 4, 2, 16), randn(gen, 1, 4, 2, 16)
+    w = q.clone().requires_grad_()
+    with pytest.raises(ValueError, match="no backward pass"):
+        ops.attention(*attention_args(w, k, k))
+    with pytest.raises(ValueError, match="k requires grad"):
+        ops.attention(*attention_args(q, k.clone().requires_grad_(), k))
+    with torch.no_grad():
+        ops.attention(*attention_args(w, k, k))
+    with torch.inference_mode():
+        ops.attention(*attention_args(w, k, k))
+
+    def f(q, k):
+        return cuattn.attention(q, k, k)
+
+    with pytest.raises(Exception, match="no backward pass"):
+        torch.compile(f, fullgraph=True, backend="aot_eager")(w, k)
+    with torch.no_grad():
+        assert torch.equal(torch.compile(f, fullgraph=True, backend="aot_eager")(w, k), f(q, k))
+
+
+def test_block_mask_under_compile(gen):
+    q, k = randn(gen, 1, 130, 2, 16), randn(gen, 1, 200, 2, 16)
+    bm = cuattn.create_block_mask(lambda b, h, i, j: (i + j) % 3 != 0, None, None, 130, 200)
+
+    def f(q, k):
+        return cuattn.attention(q, k, k, block_mask=bm) * 2
+
+    with pytest.raises(Exception, match="block_mask"):
+        torch.compile(f, fullgraph=True, backend="aot_eager")(q, k)
+    # Without fullgraph the call runs eagerly through a graph break.
+    assert torch.equal(torch.compile(f, backend="aot_eager")(q, k), f(q, k))
+
+
+# ---- torch.compile ------------------------------------------------------------------------------
+
+
+class Model(torch.nn.Module):
+    """Writes new tokens into a paged cache (K and V views of one buffer), decodes over it, and
+    runs dense attention (cuattn's and the drop-ins) between ordinary torch operations."""
+
+    def forward(self, x, k, v, kv, k_new, v_new, slots, table, seq, q_dec, out_buf):
+        cuattn.append_paged_kv(k_new, v_new, kv[:, 0], kv[:, 1], slots)
+        dec, dec_lse = cuattn.paged_attention(q_dec * 0.5, kv[:, 0], kv[:, 1], table, seq, window=33,
+                                              return_lse=True)
+        q = torch.nn.functional.gelu(x)
+        o, lse = cuattn.attention(q, k, v, causal=True, window=(17, 0), return_lse=True)
+        cuattn.sliding_window_attention(q, k, v, 5, out=out_buf)
+        s = compat.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                is_causal=True, enable_gqa=True)
+        f = compat.flash_attn_func(q, k, v, causal=True, window_size=(7, -1), softcap=5.0)
+        return dec + 1, dec_lse, o, lse, s.transpose(1, 2) - f, out_buf * 3
+
+
+def model_inputs(gen, device="cpu", dtype=torch.float32):
+    lens = [3, 40, 70]
+    kc, vc, table, seq = paged(gen, lens, 16, 2, 64, device=device, dtype=dtype)
+    kv = torch.stack([kc, vc], dim=1)  # [N, 2, page, Hkv, D]
+    pos = seq.long()[:, None] + torch.arange(2, device=device)
+    rows = torch.arange(3, device=device)[:, None]
+    slots = (table.long()[rows, pos // 16] * 16 + pos % 16).reshape(-1)
+    x = randn(gen, 2, 50, 8, 64, dtype=dtype, device=device)
+    return (x, randn(gen, 2, 77, 2, 64, dtype=dtype, device=device),
+            randn(gen, 2, 77, 2, 64, dtype=dtype, device=device), kv,
+            randn(gen, 6, 2, 64, dtype=dtype, device=device), randn(gen, 6, 2, 64, dtype=dtype, device=device),
+            slots, table, seq + 2, randn(gen, 3, 8, 64, dtype=dtype, device=device), torch.empty_like(x))
+
+
+def clone(args):
+    return tuple(a.clone() for a in args)
+
+
+def check_compiled(gen, compiled, device="cpu", dtype=torch.float32, runs=1):
+    name = str(dtype).replace("torch.", "")
+    for _ in range(runs):  # fresh values each run (CUDA graphs replay with new inputs)
+        args = model_inputs(gen, device, dtype)
+        eager_args, compiled_args = clone(args), clone(args)
+        want = Model()(*eager_args)
+        got = compiled(*compiled_args)
+        for w, g in zip(want, got):
+            assert_close(g, w.float().cpu().numpy(), name)
+        # the cache writes and out= reached the caller's tensors (the compiler may round the
+        # gelu before attention differently: out= is close, not equal)
+        assert torch.equal(compiled_args[3], eager_args[3])
+        assert_close(compiled_args[-1], eager_args[-1].float().cpu().numpy(), name)
+    # and eager itself matches the oracle (decode after the append)
+    x, k, v, kv, *_, table, seq, q_dec, _ = eager_args
+    ref, _ = oracle.paged_ref((q_dec * 0.5).float().cpu().numpy(), kv[:, 0].float().cpu().numpy(),
+                              kv[:, 1].float().cpu().numpy(), table.cpu().numpy(), seq.cpu().numpy(), window=33)
+    assert_close(want[0] - 1, ref, name)
+
+
+def test_compile_fullgraph_aot_eager(gen):
+    check_compiled(gen, torch.compile(Model(), fullgraph=True, backend="aot_eager"))
+
+
+def test_compile_fullgraph_inductor_cpu(gen):
+    check_compiled(gen, torch.compile(Model(), fullgraph=True), runs=2)
+
+
+def test_compile_dynamic_shapes(gen):
+    def f(q, k):
+        return cuattn.attention(q, k, k, causal=True, return_lse=True)
+
+    c = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    for sq, sk in ((5, 9), (13, 40), (1, 3)):
+        q, k = randn(gen, 2, sq, 4, 16), randn(gen, 2, sk, 2, 16)
+        for w, g in zip(f(q, k), c(q, k)):
+            assert torch.equal(w, g)
+
+
+# ---- GPU: CUDA graphs ---------------------------------------------------------------------------
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_compile_reduce_overhead_gpu(gen, dtype):
+    compiled = torch.compile(Model(), fullgraph=True, mode="reduce-overhead")
+    check_compiled(gen, compiled, "cuda", dtype, runs=3)
+
+
+@needs_gpu
+def test_cuda_graph_capture_of_ops(gen):
+    dev, dt = "cuda", torch.bfloat16
+    q, k, v = (randn(gen, *s, dtype=dt, device=dev) for s in ((2, 65, 8, 128), (2, 300, 2, 128),
+                                                               (2, 300, 2, 128)))
+    kc, vc, table, seq = paged(gen, [33, 700], 16, 2, 128, device=dev, dtype=dt)
+    qd = randn(gen, 2, 8, 128, dtype=dt, device=dev)
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up outside the graph
+        ops.attention(*attention_args(q, k, v, True))
+        ops.paged_attention(*paged_args(qd, kc, vc, table, seq))
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        o, lse = ops.attention(*attention_args(q, k, v, True))
+        od, lsed = ops.paged_attention(*paged_args(qd, kc, vc, table, seq))
+    for _ in range(2):
+        for x in (q, k, v, kc, vc, qd):
+            x.copy_(torch.randn(x.shape, generator=gen).to(dt))
+        g.replay()
+        torch.cuda.synchronize()
+        ref, ref_lse = oracle.attention_ref(q.float().cpu().numpy(), k.float().cpu().numpy(),
+                                            v.float().cpu().numpy(), causal=True)
+        assert_close(o, ref, "bfloat16")
+        assert_lse(lse, ref_lse, "bfloat16")
+        ref, ref_lse = oracle.paged_ref(qd.float().cpu().numpy(), kc.float().cpu().numpy(),
+                                        vc.float().cpu().numpy(), table.cpu().numpy(), seq.cpu().numpy())
+        assert_close(od, ref, "bfloat16")
+        assert_lse(lsed, ref_lse, "bfloat16")
