@@ -284,7 +284,8 @@ def bias_ref(q, k, v, bias, scale=None):
 @pytest.mark.parametrize("sq, sk", [(7, 129), (129, 7), (64, 64), (1, 1000)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_is_causal_top_left(rng, where, dtype, sq, sk, causal):
-    q, k, v = (randn(rng, s, dtype) for s in ((2, 4, sq, 64), (2, 4, sk, 64), (2, 4, sk, 32)))
+    dv = 32 if where == "cpu" else 64  # the GPU kernels pair Dv != D only as (192, 128)
+    q, k, v = (randn(rng, s, dtype) for s in ((2, 4, sq, 64), (2, 4, sk, 64), (2, 4, sk, dv)))
     out = scaled_dot_product_attention(put(q, where), put(k, where), put(v, where),
                                        is_causal=causal)
     top_left = np.tril(np.ones((sq, sk), bool))  # PyTorch's documented mask: ones(L, S).tril()

@@ -254,22 +254,31 @@ def test_cuda_graph_capture_of_ops(gen):
                                                                (2, 300, 2, 128)))
     kc, vc, table, seq = paged(gen, [33, 700], 16, 2, 128, device=dev, dtype=dt)
     qd = randn(gen, 2, 8, 128, dtype=dt, device=dev)
+    k_new, v_new = randn(gen, 2, 2, 128, dtype=dt, device=dev), randn(gen, 2, 2, 128, dtype=dt, device=dev)
+    pos = seq.long() - 1  # the last token of each sequence is the new one
+    slots = table.long()[torch.arange(2, device=dev), pos // 16] * 16 + pos % 16
+
+    def calls():
+        ops.append_paged_kv(k_new, v_new, kc, vc, slots, None, None, None, None, "NHD", None, False)
+        return (*ops.attention(*attention_args(q, k, v, True)),
+                *ops.paged_attention(*paged_args(qd, kc, vc, table, seq)))
+
     torch.cuda.synchronize()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):  # warm-up outside the graph
-        ops.attention(*attention_args(q, k, v, True))
-        ops.paged_attention(*paged_args(qd, kc, vc, table, seq))
+        calls()
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        o, lse = ops.attention(*attention_args(q, k, v, True))
-        od, lsed = ops.paged_attention(*paged_args(qd, kc, vc, table, seq))
+        o, lse, od, lsed = calls()
     for _ in range(2):
-        for x in (q, k, v, kc, vc, qd):
+        for x in (q, k, v, kc, vc, qd, k_new, v_new):
             x.copy_(torch.randn(x.shape, generator=gen).to(dt))
         g.replay()
         torch.cuda.synchronize()
+        assert torch.equal(kc.reshape(-1, 2, 128)[slots], k_new)
+        assert torch.equal(vc.reshape(-1, 2, 128)[slots], v_new)
         ref, ref_lse = oracle.attention_ref(q.float().cpu().numpy(), k.float().cpu().numpy(),
                                             v.float().cpu().numpy(), causal=True)
         assert_close(o, ref, "bfloat16")
