@@ -165,15 +165,25 @@ def test_block_mask_under_compile(gen):
 
 class Model(torch.nn.Module):
     """Writes new tokens into a paged cache (K and V views of one buffer), decodes over it, and
-    runs dense attention (cuattn's and the drop-ins) between ordinary torch operations."""
+    runs dense attention (cuattn's and the drop-ins) between ordinary torch operations. With
+    mutate=False it neither appends nor writes out= (CUDA graph trees skip graphs that mutate
+    their inputs)."""
+
+    def __init__(self, mutate=True):
+        super().__init__()
+        self.mutate = mutate
 
     def forward(self, x, k, v, kv, k_new, v_new, slots, table, seq, q_dec, out_buf):
-        cuattn.append_paged_kv(k_new, v_new, kv[:, 0], kv[:, 1], slots)
+        if self.mutate:
+            cuattn.append_paged_kv(k_new, v_new, kv[:, 0], kv[:, 1], slots)
         dec, dec_lse = cuattn.paged_attention(q_dec * 0.5, kv[:, 0], kv[:, 1], table, seq, window=33,
                                               return_lse=True)
         q = torch.nn.functional.gelu(x)
         o, lse = cuattn.attention(q, k, v, causal=True, window=(17, 0), return_lse=True)
-        cuattn.sliding_window_attention(q, k, v, 5, out=out_buf)
+        if self.mutate:
+            out_buf = cuattn.sliding_window_attention(q, k, v, 5, out=out_buf)
+        else:
+            out_buf = cuattn.sliding_window_attention(q, k, v, 5)
         s = compat.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                 is_causal=True, enable_gqa=True)
         f = compat.flash_attn_func(q, k, v, causal=True, window_size=(7, -1), softcap=5.0)
@@ -198,12 +208,12 @@ def clone(args):
     return tuple(a.clone() for a in args)
 
 
-def check_compiled(gen, compiled, device="cpu", dtype=torch.float32, runs=1):
+def check_compiled(gen, compiled, model, device="cpu", dtype=torch.float32, runs=1):
     name = str(dtype).replace("torch.", "")
     for _ in range(runs):  # fresh values each run (CUDA graphs replay with new inputs)
         args = model_inputs(gen, device, dtype)
         eager_args, compiled_args = clone(args), clone(args)
-        want = Model()(*eager_args)
+        want = model(*eager_args)
         got = compiled(*compiled_args)
         for w, g in zip(want, got):
             assert_close(g, w.float().cpu().numpy(), name)
@@ -219,11 +229,37 @@ def check_compiled(gen, compiled, device="cpu", dtype=torch.float32, runs=1):
 
 
 def test_compile_fullgraph_aot_eager(gen):
-    check_compiled(gen, torch.compile(Model(), fullgraph=True, backend="aot_eager"))
+    check_compiled(gen, torch.compile(Model(), fullgraph=True, backend="aot_eager"), Model())
 
 
 def test_compile_fullgraph_inductor_cpu(gen):
-    check_compiled(gen, torch.compile(Model(), fullgraph=True), runs=2)
+    check_compiled(gen, torch.compile(Model(), fullgraph=True), Model(), runs=2)
+
+
+def test_compile_compat_masks_and_kvcache(gen):
+    """The drop-ins' framework-side work traces too: SDPA's masks (the materialised path while
+    tracing) and flash_attn_with_kvcache's slot arithmetic before the append and the decode."""
+
+    def f(q, k, v, bool_mask, float_mask, qd, kc, vc, table, lens, k_new, v_new):
+        a = compat.scaled_dot_product_attention(q, k, v, attn_mask=bool_mask, enable_gqa=True)
+        b = compat.scaled_dot_product_attention(q, k, v, attn_mask=float_mask, enable_gqa=True)
+        c, lse = compat.flash_attn_with_kvcache(qd, kc, vc, k_new, v_new, cache_seqlens=lens,
+                                                block_table=table, causal=True,
+                                                return_softmax_lse=True)
+        return a, b, c, lse
+
+    q, k, v = randn(gen, 2, 4, 33, 64), randn(gen, 2, 2, 70, 64), randn(gen, 2, 2, 70, 64)
+    bool_mask = torch.rand(2, 1, 33, 70, generator=gen) < 0.7
+    float_mask = torch.where(bool_mask, randn(gen, 2, 1, 33, 70), -torch.inf)
+    kc, vc, table, lens = paged(gen, [5, 40], 16, 2, 64)
+    args = (q, k, v, bool_mask, float_mask, randn(gen, 2, 2, 4, 64), kc, vc, table, lens,
+            randn(gen, 2, 2, 2, 64), randn(gen, 2, 2, 2, 64))
+    eager_args, compiled_args = clone(args), clone(args)
+    want = f(*eager_args)
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(*compiled_args)
+    for w, g in zip(want, got):
+        assert_close(g, w.numpy(), "float32")
+    assert torch.equal(compiled_args[6], eager_args[6]) and torch.equal(compiled_args[7], eager_args[7])
 
 
 def test_compile_dynamic_shapes(gen):
@@ -237,14 +273,27 @@ def test_compile_dynamic_shapes(gen):
             assert torch.equal(w, g)
 
 
+def test_export(gen):
+    class M(torch.nn.Module):
+        def forward(self, q, k):
+            return cuattn.attention(q, k, k, causal=True, window=4) + 1
+
+    q, k = randn(gen, 1, 5, 2, 16), randn(gen, 1, 9, 2, 16)
+    ep = torch.export.export(M(), (q, k))
+    assert ops.attention.default in [n.target for n in ep.graph.nodes]
+    assert torch.equal(ep.module()(q, k), M()(q, k))
+
 # ---- GPU: CUDA graphs ---------------------------------------------------------------------------
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_compile_reduce_overhead_gpu(gen, dtype):
-    compiled = torch.compile(Model(), fullgraph=True, mode="reduce-overhead")
-    check_compiled(gen, compiled, "cuda", dtype, runs=3)
+@pytest.mark.parametrize("mutate", [False, True])
+def test_compile_reduce_overhead_gpu(gen, dtype, mutate):
+    model = Model(mutate)
+    compiled = torch.compile(model, fullgraph=True, mode="reduce-overhead")
+    check_compiled(gen, compiled, model, "cuda", dtype, runs=3)
+
 
 
 @needs_gpu
