@@ -76,9 +76,9 @@ _HINTS = {
 def _traceable(**args):
     for name, x in args.items():
         if x is not None:
-            raise ValueError(f"{name}= cannot be traced by torch.compile ({_HINTS[name]}): call cuattn "
-                             f"outside the compiled region, or compile without fullgraph=True so "
-                             f"that this call runs eagerly")
+            raise ValueError(f"{name}= cannot be traced by torch.compile ({_HINTS[name]}): call "
+                             f"cuattn outside the compiled region, or compile without "
+                             f"fullgraph=True so that this call runs eagerly")
 
 
 def _opt(convert, x):

@@ -298,9 +298,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if hkv != h and not enable_gqa:
         raise ValueError(f"query has {h} heads and key {hkv}: pass enable_gqa=True for "
                          f"grouped-query attention")
+    if hkv < 1 or h % hkv:
+        raise ValueError(f"query's {h} heads are not a multiple of key's {hkv}")
     if attn_mask is None:
         kw = {}
-        if is_causal and sq <= sk:  # keys past Sq - 1 are never visible: then top-left = bottom-right
+        if is_causal and sq <= sk:  # keys past Sq - 1 are never visible: top-left = bottom-right
             key, value, kw = key[:, :, :sq], value[:, :, :sq], {"causal": True}
         elif is_causal:  # j <= i is the window right = Sq - Sk of the bottom-right diagonal
             kw = {"window": (-1, sq - sk)}

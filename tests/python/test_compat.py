@@ -162,7 +162,7 @@ def kvcache_ref(q, keys, values, *, causal, window=(-1, -1), scale=None):
 @pytest.mark.parametrize("batch_idx", [False, True])
 def test_kvcache_contiguous_append(rng, where, dtype, sq, batch_idx):
     b, s_cache, hkv, d = 3, 40, 2, 64
-    k_cache, v_cache = randn(rng, (5, s_cache, hkv, d), dtype), randn(rng, (5, s_cache, hkv, d), dtype)
+    k_cache, v_cache = (randn(rng, (5, s_cache, hkv, d), dtype) for _ in range(2))
     lens = np.array([0, 17, 40 - sq], np.int32)
     rows = np.array([4, 0, 2], np.int32) if batch_idx else np.arange(b, dtype=np.int32)
     q = randn(rng, (b, sq, 8, d), dtype)
@@ -303,6 +303,14 @@ def test_sdpa_enable_gqa(rng, where, dtype):
     assert_close(out, ref, dtype)
     with pytest.raises(ValueError, match="enable_gqa"):
         scaled_dot_product_attention(put(q, where), put(k, where), put(v, where))
+    for mask in (None, np.ones((33, 65), bool), np.zeros((33, 65), np.float32)):
+        mask = None if mask is None else put(mask, where)
+        with pytest.raises(ValueError, match="multiple"):
+            scaled_dot_product_attention(put(q[:, :5], where), put(k, where), put(v, where),
+                                         mask, enable_gqa=True)
+        with pytest.raises(ValueError, match="multiple"):
+            scaled_dot_product_attention(put(q, where), put(k[:, :1].repeat(3, 1), where),
+                                         put(v[:, :1].repeat(3, 1), where), mask, enable_gqa=True)
 
 
 MASK_SHAPES = [(33, 150), (2, 1, 1, 150), (2, 4, 33, 150), (1, 4, 1, 150), (4, 33, 1)]

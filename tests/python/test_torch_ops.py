@@ -23,7 +23,8 @@ def gpu_ready() -> bool:
     return torch.cuda.is_available() and cuattn.cuda_available()
 
 
-needs_gpu = pytest.mark.skipif(not gpu_ready(), reason="no CUDA GPU usable by both PyTorch and cuattn")
+needs_gpu = pytest.mark.skipif(not gpu_ready(),
+                               reason="no CUDA GPU usable by both PyTorch and cuattn")
 
 
 @pytest.fixture
@@ -46,19 +47,21 @@ def paged(gen, lens, page, hkv, d, *, device="cpu", dtype=torch.float32, spare=1
         table[b, :n] = perm[at:at + n]
         at += n
     shape = (len(perm), page, hkv, d)
-    return (randn(gen, *shape, dtype=dtype, device=device), randn(gen, *shape, dtype=dtype, device=device),
-            table.to(device), torch.tensor(lens, dtype=torch.int32, device=device))
+    kc, vc = (randn(gen, *shape, dtype=dtype, device=device) for _ in range(2))
+    return kc, vc, table.to(device), torch.tensor(lens, dtype=torch.int32, device=device)
 
 
-def attention_args(q, k, v, causal=False, window=None, scale=None, softcap=0.0, cu_q=None, cu_k=None,
-                   max_q=None, max_k=None, layout="bshd", return_lse=True):
-    return (q, k, v, causal, window, scale, softcap, None, cu_q, cu_k, max_q, max_k, layout, return_lse,
-            False)
+def attention_args(q, k, v, causal=False, window=None, scale=None, softcap=0.0, cu_q=None,
+                   cu_k=None, layout="bshd", return_lse=True):
+    """The arguments of torch.ops.cuattn.attention, in order."""
+    return (q, k, v, causal, window, scale, softcap, None, cu_q, cu_k, None, None, layout,
+            return_lse, False)
 
 
 def paged_args(q, kc, vc, table, lens, window=None, return_lse=True, k_scale_value=None):
-    return (q, kc, vc, table, lens, None, 0.0, window, None, None, k_scale_value, None, None, "NHD", None,
-            return_lse, False)
+    """The arguments of torch.ops.cuattn.paged_attention, in order."""
+    return (q, kc, vc, table, lens, None, 0.0, window, None, None, k_scale_value, None, None,
+            "NHD", None, return_lse, False)
 
 
 # ---- registration, fake implementations ---------------------------------------------------------
@@ -67,7 +70,7 @@ def paged_args(q, kc, vc, table, lens, window=None, return_lse=True, k_scale_val
 def test_opcheck(gen):
     q, k, v = randn(gen, 2, 5, 4, 16), randn(gen, 2, 7, 2, 16), randn(gen, 2, 7, 2, 8)
     for args in (attention_args(q, k, v, True, [3]), attention_args(q, k, v, return_lse=False),
-                 attention_args(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), False, [2, 1],
+                 attention_args(*(x.transpose(1, 2) for x in (q, k, v)), False, [2, 1],
                                 layout="bhsd", scale=0.5, softcap=3.0)):
         torch.library.opcheck(ops.attention.default, args)
     cu = torch.tensor([0, 3, 10], dtype=torch.int32)
@@ -75,28 +78,30 @@ def test_opcheck(gen):
                           attention_args(q.reshape(10, 4, 16), k.reshape(14, 2, 16)[:10],
                                          v.reshape(14, 2, 8)[:10], True, None, cu_q=cu, cu_k=cu))
     kc, vc, table, lens = paged(gen, [5, 12, 1], 4, 2, 16)
-    torch.library.opcheck(ops.paged_attention.default, paged_args(randn(gen, 3, 4, 16), kc, vc, table, lens))
     torch.library.opcheck(ops.paged_attention.default,
-                          paged_args(randn(gen, 3, 2, 4, 16), kc, vc, table, lens + 1, [3], False, 0.5))
+                          paged_args(randn(gen, 3, 4, 16), kc, vc, table, lens))
+    torch.library.opcheck(ops.paged_attention.default,
+                          paged_args(randn(gen, 3, 2, 4, 16), kc, vc, table, lens + 1, [3], False,
+                                     0.5))
     slots = torch.tensor([0, 5, -1, 39])
     torch.library.opcheck(ops.append_paged_kv.default,
-                          (randn(gen, 4, 2, 16), randn(gen, 4, 2, 16), kc, vc, slots, None, None, None,
-                           None, "NHD", None, False))
+                          (randn(gen, 4, 2, 16), randn(gen, 4, 2, 16), kc, vc, slots, None, None,
+                           None, None, "NHD", None, False))
 
 
 # ---- the ops' results ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("layout", ["bshd", "bhsd"])
-@pytest.mark.parametrize("causal, window, oracle_window", [(False, None, None), (True, [5], 5),
-                                                           (False, [5], 5), (False, [3, -1], (3, -1))])
+@pytest.mark.parametrize("causal, window, oracle_window", [
+    (False, None, None), (True, [5], 5), (False, [5], 5), (False, [3, -1], (3, -1))])
 def test_attention_op(gen, layout, causal, window, oracle_window):
     q, k, v = randn(gen, 2, 7, 4, 32), randn(gen, 2, 129, 2, 32), randn(gen, 2, 129, 2, 16)
     if layout == "bhsd":
         q, k, v = (x.transpose(1, 2) for x in (q, k, v))
     out, lse = ops.attention(*attention_args(q, k, v, causal, window, scale=0.3, layout=layout))
-    ref, ref_lse = oracle.attention_ref(q.numpy(), k.numpy(), v.numpy(), causal=causal, window=oracle_window,
-                                        scale=0.3, layout=layout)
+    ref, ref_lse = oracle.attention_ref(q.numpy(), k.numpy(), v.numpy(), causal=causal,
+                                        window=oracle_window, scale=0.3, layout=layout)
     assert_close(out, ref, "float32")
     assert_lse(lse, ref_lse, "float32")
     out, lse = ops.attention(*attention_args(q, k, v, causal, window, scale=0.3, layout=layout,
@@ -115,8 +120,8 @@ def test_paged_attention_and_append_ops(gen):
     slots = (table.long()[torch.arange(3).repeat_interleave(2), pos // 16] * 16 + pos % 16)
     ops.append_paged_kv(k_new, v_new, kc, vc, slots, None, None, None, None, "NHD", None, False)
     out, lse = ops.paged_attention(*paged_args(q, kc, vc, table, seq + 2, window=[9]))
-    ref, ref_lse = oracle.paged_ref(q.numpy(), kc.numpy(), vc.numpy(), table.numpy(), (seq + 2).numpy(),
-                                    window=9)
+    ref, ref_lse = oracle.paged_ref(q.numpy(), kc.numpy(), vc.numpy(), table.numpy(),
+                                    (seq + 2).numpy(), window=9)
     assert_close(out, ref, "float32")
     assert_lse(lse, ref_lse, "float32")
     flat = kc.reshape(-1, 2, 64)
@@ -176,15 +181,15 @@ class Model(torch.nn.Module):
     def forward(self, x, k, v, kv, k_new, v_new, slots, table, seq, q_dec, out_buf):
         if self.mutate:
             cuattn.append_paged_kv(k_new, v_new, kv[:, 0], kv[:, 1], slots)
-        dec, dec_lse = cuattn.paged_attention(q_dec * 0.5, kv[:, 0], kv[:, 1], table, seq, window=33,
-                                              return_lse=True)
+        dec, dec_lse = cuattn.paged_attention(q_dec * 0.5, kv[:, 0], kv[:, 1], table, seq,
+                                              window=33, return_lse=True)
         q = torch.nn.functional.gelu(x)
         o, lse = cuattn.attention(q, k, v, causal=True, window=(17, 0), return_lse=True)
         if self.mutate:
             out_buf = cuattn.sliding_window_attention(q, k, v, 5, out=out_buf)
         else:
             out_buf = cuattn.sliding_window_attention(q, k, v, 5)
-        s = compat.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        s = compat.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)),
                                                 is_causal=True, enable_gqa=True)
         f = compat.flash_attn_func(q, k, v, causal=True, window_size=(7, -1), softcap=5.0)
         return dec + 1, dec_lse, o, lse, s.transpose(1, 2) - f, out_buf * 3
@@ -197,11 +202,17 @@ def model_inputs(gen, device="cpu", dtype=torch.float32):
     pos = seq.long()[:, None] + torch.arange(2, device=device)
     rows = torch.arange(3, device=device)[:, None]
     slots = (table.long()[rows, pos // 16] * 16 + pos % 16).reshape(-1)
-    x = randn(gen, 2, 50, 8, 64, dtype=dtype, device=device)
-    return (x, randn(gen, 2, 77, 2, 64, dtype=dtype, device=device),
-            randn(gen, 2, 77, 2, 64, dtype=dtype, device=device), kv,
-            randn(gen, 6, 2, 64, dtype=dtype, device=device), randn(gen, 6, 2, 64, dtype=dtype, device=device),
-            slots, table, seq + 2, randn(gen, 3, 8, 64, dtype=dtype, device=device), torch.empty_like(x))
+    def r(*shape):
+        return randn(gen, *shape, dtype=dtype, device=device)
+
+    x = r(2, 50, 8, 64)
+    return (x, r(2, 77, 2, 64), r(2, 77, 2, 64), kv, r(6, 2, 64), r(6, 2, 64), slots, table,
+            seq + 2, r(3, 8, 64), torch.empty_like(x))
+
+
+def host(t):
+    """A host NumPy copy (floating point as float32)."""
+    return (t.float() if t.is_floating_point() else t).cpu().numpy()
 
 
 def clone(args):
@@ -216,15 +227,15 @@ def check_compiled(gen, compiled, model, device="cpu", dtype=torch.float32, runs
         want = model(*eager_args)
         got = compiled(*compiled_args)
         for w, g in zip(want, got):
-            assert_close(g, w.float().cpu().numpy(), name)
+            assert_close(g, host(w), name)
         # the cache writes and out= reached the caller's tensors (the compiler may round the
         # gelu before attention differently: out= is close, not equal)
         assert torch.equal(compiled_args[3], eager_args[3])
-        assert_close(compiled_args[-1], eager_args[-1].float().cpu().numpy(), name)
+        assert_close(compiled_args[-1], host(eager_args[-1]), name)
     # and eager itself matches the oracle (decode after the append)
     x, k, v, kv, *_, table, seq, q_dec, _ = eager_args
-    ref, _ = oracle.paged_ref((q_dec * 0.5).float().cpu().numpy(), kv[:, 0].float().cpu().numpy(),
-                              kv[:, 1].float().cpu().numpy(), table.cpu().numpy(), seq.cpu().numpy(), window=33)
+    ref, _ = oracle.paged_ref(*(host(t) for t in (q_dec * 0.5, kv[:, 0], kv[:, 1], table, seq)),
+                              window=33)
     assert_close(want[0] - 1, ref, name)
 
 
@@ -259,7 +270,8 @@ def test_compile_compat_masks_and_kvcache(gen):
     got = torch.compile(f, fullgraph=True, backend="aot_eager")(*compiled_args)
     for w, g in zip(want, got):
         assert_close(g, w.numpy(), "float32")
-    assert torch.equal(compiled_args[6], eager_args[6]) and torch.equal(compiled_args[7], eager_args[7])
+    for i in (6, 7):  # the caches
+        assert torch.equal(compiled_args[i], eager_args[i])
 
 
 def test_compile_dynamic_shapes(gen):
@@ -303,7 +315,7 @@ def test_cuda_graph_capture_of_ops(gen):
                                                                (2, 300, 2, 128)))
     kc, vc, table, seq = paged(gen, [33, 700], 16, 2, 128, device=dev, dtype=dt)
     qd = randn(gen, 2, 8, 128, dtype=dt, device=dev)
-    k_new, v_new = randn(gen, 2, 2, 128, dtype=dt, device=dev), randn(gen, 2, 2, 128, dtype=dt, device=dev)
+    k_new, v_new = (randn(gen, 2, 2, 128, dtype=dt, device=dev) for _ in range(2))
     pos = seq.long() - 1  # the last token of each sequence is the new one
     slots = table.long()[torch.arange(2, device=dev), pos // 16] * 16 + pos % 16
 
@@ -328,11 +340,9 @@ def test_cuda_graph_capture_of_ops(gen):
         torch.cuda.synchronize()
         assert torch.equal(kc.reshape(-1, 2, 128)[slots], k_new)
         assert torch.equal(vc.reshape(-1, 2, 128)[slots], v_new)
-        ref, ref_lse = oracle.attention_ref(q.float().cpu().numpy(), k.float().cpu().numpy(),
-                                            v.float().cpu().numpy(), causal=True)
+        ref, ref_lse = oracle.attention_ref(host(q), host(k), host(v), causal=True)
         assert_close(o, ref, "bfloat16")
         assert_lse(lse, ref_lse, "bfloat16")
-        ref, ref_lse = oracle.paged_ref(qd.float().cpu().numpy(), kc.float().cpu().numpy(),
-                                        vc.float().cpu().numpy(), table.cpu().numpy(), seq.cpu().numpy())
+        ref, ref_lse = oracle.paged_ref(*(host(t) for t in (qd, kc, vc, table, seq)))
         assert_close(od, ref, "bfloat16")
         assert_lse(lsed, ref_lse, "bfloat16")
