@@ -64,6 +64,22 @@ def paged_args(q, kc, vc, table, lens, window=None, return_lse=True, k_scale_val
             "NHD", None, return_lse, False)
 
 
+# ---- routing ------------------------------------------------------------------------------------
+
+
+def test_eager_calls_do_not_use_the_ops(gen, monkeypatch):
+    import inspect
+
+    for name in ("attention", "sliding_window_attention", "paged_attention", "append_paged_kv"):
+        assert inspect.signature(getattr(cuattn, name)) == inspect.signature(
+            getattr(cuattn._api, name))
+        monkeypatch.setattr(cuattn._torch_ops, name, None)  # a routed call would fail
+    q, k = randn(gen, 1, 4, 2, 16), randn(gen, 1, 6, 2, 16)
+    ref, _ = oracle.attention_ref(q.numpy(), k.numpy(), k.numpy(), window=(2, 2))
+    assert_close(cuattn.attention(q, k, k, window=2), ref, "float32")
+    assert_close(cuattn.sliding_window_attention(q, k, k, 2), ref, "float32")
+
+
 # ---- registration, fake implementations ---------------------------------------------------------
 
 
@@ -152,6 +168,7 @@ def test_requires_grad_is_refused(gen):
         assert torch.equal(torch.compile(f, fullgraph=True, backend="aot_eager")(w, k), f(q, k))
 
 
+@pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace")
 def test_block_mask_under_compile(gen):
     q, k = randn(gen, 1, 130, 2, 16), randn(gen, 1, 200, 2, 16)
     bm = cuattn.create_block_mask(lambda b, h, i, j: (i + j) % 3 != 0, None, None, 130, 200)
