@@ -28,7 +28,9 @@ synchronisation. While tracing:
 - stream= is refused (put the compiled call under `torch.cuda.stream(s)`);
 - out=/lse_out= receive a copy of the op's results;
 - a tensor that requires grad (grad mode on) raises ValueError: cuattn has no backward pass yet.
-  The ops raise the same error when called eagerly with such a tensor.
+  The attention ops raise the same error when called eagerly with such a tensor; the mutating
+  append op cannot (torch.library gives mutating ops no autograd formula and runs them with
+  grad mode off), so a direct call of it leaves that check to the caller.
 """
 
 from typing import List, Optional, Tuple
