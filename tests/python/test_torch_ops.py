@@ -342,13 +342,15 @@ def test_cuda_graph_capture_of_ops(gen):
                 *ops.paged_attention(*paged_args(qd, kc, vc, table, seq)))
 
     torch.cuda.synchronize()
+    # Warm-up and capture on one stream: without a plan, paged decode sizes its split-KV
+    # workspace (cached per stream) in the warm-up, and refuses to allocate one while capturing.
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # warm-up outside the graph
+    with torch.cuda.stream(s):
         calls()
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    with torch.cuda.graph(g, stream=s):
         o, lse, od, lsed = calls()
     for _ in range(2):
         for x in (q, k, v, kc, vc, qd, k_new, v_new):
