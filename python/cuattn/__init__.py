@@ -20,6 +20,8 @@ from ._api import (
     sliding_window_attention,
 )
 from ._arrays import Array, CudaError, asarray, empty
+# The same four functions, calling cuattn's torch custom ops while torch.compile traces them.
+from ._routing import append_paged_kv, attention, paged_attention, sliding_window_attention  # noqa
 from .block_mask import BlockMask, create_block_mask
 from ._version import __version__
 
