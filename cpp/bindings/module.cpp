@@ -332,7 +332,7 @@ NB_MODULE(_cuattn, m) {
   m.def(
       "mla_attention",
       [](In q, In k_latent, In v_latent, In k_proj, In v_proj, Out out, bool causal, double scale,
-         const std::string& dtype, uintptr_t stream) {
+         int method, const std::string& dtype, uintptr_t stream) {
         cuattn::MlaArgs a;
         a.q = view(OptIn(q), "q", dtype);
         a.k_latent = view(OptIn(k_latent), "k_latent", dtype);
@@ -342,12 +342,13 @@ NB_MODULE(_cuattn, m) {
         a.out = view(OptOut(out), "out", dtype);
         a.causal = causal;
         a.scale = scale;
+        a.method = cuattn::MlaMethod(method);
         nb::gil_scoped_release nogil;
         cuattn::mla_attention(a, as_stream(stream));
       },
       "q"_a.noconvert(), "k_latent"_a.noconvert(), "v_latent"_a.noconvert(),
       "k_proj"_a.noconvert(), "v_proj"_a.noconvert(), "out"_a.noconvert(), "causal"_a, "scale"_a,
-      "dtype"_a, "stream"_a, "The chapter's multi-head latent attention (see cuattn.mla_attention).");
+      "method"_a, "dtype"_a, "stream"_a, "The chapter's multi-head latent attention (see cuattn.mla_attention).");
 
   m.def(
       "plan_decode",

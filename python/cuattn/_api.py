@@ -286,14 +286,21 @@ def plan_decode(seq_lens, *, num_q_heads, num_kv_heads, head_dim, page_size, q_l
 # ---- MLA ---------------------------------------------------------------------------------------
 
 
+_MLA_METHODS = {"auto": 0, "materialise": 1, "absorb": 2, "per_pair": 3}
+
+
 def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=None, out=None,
-                  stream=None):
+                  stream=None, _method="auto"):
     """The chapter's multi-head latent attention, computed exactly:
     out[b, h] = softmax(q[b, h] (Kl[b] Kp[h])^T * scale) (Vl[b] Vp[h]).
-    q [B, H, S, D]; k_latent, v_latent [B, S, L]; k_proj [H, L, D]; v_proj [H, L, Dv];
-    returns out [B, H, S, Dv]. Never re-projects per (query, key) pair: per-head K/V are
-    materialised once (prefill) or the projections are absorbed into q and the output (short q),
-    whichever costs fewer FLOPs. scale defaults to 1/sqrt(D)."""
+    q [B, H, Sq, D]; k_latent, v_latent [B, Sk, L]; k_proj [H, L, D]; v_proj [H, L, Dv];
+    returns out [B, H, Sq, Dv]. causal: query i sees keys j <= i + Sk - Sq. Never re-projects
+    per (query, key) pair: per-head K/V are materialised once (prefill) or the projections are
+    absorbed into q and the output (short q), whichever costs fewer FLOPs. scale defaults to
+    1/sqrt(D). _method (benchmarks, tests): "auto", "materialise", "absorb" or "per_pair" (the
+    chapter's re-projecting baseline, GPU only)."""
+    if _method not in _MLA_METHODS:
+        raise ValueError(f"_method must be one of {sorted(_MLA_METHODS)}, got {_method!r}")
     ctx = _Call(q, stream)
     if out is None:
         _needs_outputs(ctx, out, "out")
@@ -301,7 +308,7 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
     _cuattn.mla_attention(ctx.inp(q, "q"), ctx.inp(k_latent, "k_latent"),
                           ctx.inp(v_latent, "v_latent"), ctx.inp(k_proj, "k_proj"),
                           ctx.inp(v_proj, "v_proj"), ctx.out(out, "out"), bool(causal),
-                          _scale(scale), ctx.real, ctx.stream)
+                          _scale(scale), _MLA_METHODS[_method], ctx.real, ctx.stream)
     return ctx.result(out)
 
 

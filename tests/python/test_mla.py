@@ -37,9 +37,15 @@ class MlaCase:
     dv: int
     causal: bool
     scale: float | None = None
+    sk: int | None = None  # keys (default: s)
+
+    @property
+    def nk(self):
+        return self.s if self.sk is None else self.sk
 
     def __str__(self):
-        s = f"b{self.b}-h{self.h}-s{self.s}-L{self.latent}-d{self.d}v{self.dv}"
+        s = f"b{self.b}-h{self.h}-s{self.s}" + ("" if self.sk is None else f"k{self.sk}")
+        s += f"-L{self.latent}-d{self.d}v{self.dv}"
         s += "-causal" if self.causal else ""
         s += "" if self.scale is None else f"-scale{self.scale:g}"
         return s
@@ -53,28 +59,54 @@ MLA_CASES = [
     MlaCase(1, 4, 33, 256, 128, 128, True),
     MlaCase(1, 4, 33, 512, 128, 64, False),
     MlaCase(2, 2, 33, 64, 64, 128, True, scale=0.2),
+    # Sq != Sk: causal is bottom-right aligned (query i sees keys j <= i + Sk - Sq)
+    MlaCase(2, 4, 3, 64, 64, 64, True, sk=70),
+    MlaCase(1, 3, 5, 128, 64, 128, False, sk=129),
+    MlaCase(2, 2, 1, 96, 128, 128, True, sk=257),
+    MlaCase(1, 2, 40, 64, 64, 64, True, sk=17),  # Sq > Sk: the first 23 queries see no key
+    MlaCase(1, 8, 65, 64, 128, 128, True, sk=100),
 ]
+METHODS = ["auto", "materialise", "absorb", "per_pair"]
 
 
-@pytest.mark.parametrize("case", MLA_CASES, ids=str)
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
-def test_mla_attention(rng, device, dtype, case):
+def mla_inputs(rng, case, dtype):
     q = randn(rng, (case.b, case.h, case.s, case.d), dtype)
-    kl = randn(rng, (case.b, case.s, case.latent), dtype)
-    vl = randn(rng, (case.b, case.s, case.latent), dtype)
+    kl = randn(rng, (case.b, case.nk, case.latent), dtype)
+    vl = randn(rng, (case.b, case.nk, case.latent), dtype)
     kp = randn(rng, (case.h, case.latent, case.d), dtype, scale=1 / math.sqrt(case.latent))
     vp = randn(rng, (case.h, case.latent, case.dv), dtype, scale=1 / math.sqrt(case.latent))
+    return q, kl, vl, kp, vp
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", MLA_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_mla_attention(rng, device, dtype, case, method):
+    if device == "cpu" and method == "per_pair":
+        pytest.skip("per_pair is a GPU baseline (the CPU runs absorb for it)")
+    q, kl, vl, kp, vp = mla_inputs(rng, case, dtype)
     dq = to_device(q, device)
-    if _gpu_not_built(device):
-        with pytest.raises(NotImplementedError, match="CPU"):
-            cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)))
-        pytest.skip("mla_attention has no GPU path yet (raises NotImplementedError, checked)")
-    out = cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
-                               causal=case.causal, scale=case.scale)
+    out = poisoned((case.b, case.h, case.s, case.dv), dtype, device)
+    res = cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
+                               causal=case.causal, scale=case.scale, out=out, _method=method)
+    assert res is out
     ref, _ = oracle.mla_ref(q, kl, vl, kp, vp, causal=case.causal, scale=case.scale)
     assert_framework(out, dq)
     assert tuple(out.shape) == (case.b, case.h, case.s, case.dv)
     assert_close(out, ref, dtype, **mla_tol(dtype))
+    assert_empty_rows_zero(out, ref)
+
+
+def test_mla_attention_bad_method(rng):
+    q, kl, vl, kp, vp = mla_inputs(rng, MLA_CASES[0], "float32")
+    with pytest.raises(ValueError, match="_method"):
+        cuattn.mla_attention(q, kl, vl, kp, vp, _method="fastest")
+
+
+def test_mla_attention_key_mismatch(rng):
+    q, kl, vl, kp, vp = mla_inputs(rng, MlaCase(1, 2, 3, 16, 16, 16, True, sk=5), "float32")
+    with pytest.raises(ValueError, match="v_latent"):
+        cuattn.mla_attention(q, kl, vl[:, :4], kp, vp)
 
 
 def test_mla_attention_causal_default(rng):
