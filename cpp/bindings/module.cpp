@@ -306,12 +306,15 @@ NB_MODULE(_cuattn, m) {
 
   m.def(
       "mla_decode",
-      [](In q, In kv_cache, In block_table, In seq_lens, Out out, Out lse, double scale,
-         int head_dim_v, bool causal, bool check, const cuattn::DecodePlan* plan,
-         const std::string& dtype, uintptr_t stream) {
+      [](In q, In kv_cache, In block_table, In seq_lens, Out out, Out lse, OptIn kv_scale_t,
+         double kv_scale, double scale, int head_dim_v, bool causal, bool check,
+         const cuattn::DecodePlan* plan, const std::string& dtype, const std::string& kv_dtype,
+         uintptr_t stream) {
         cuattn::MlaDecodeArgs a;
         a.q = view(OptIn(q), "q", dtype);
-        a.kv_cache = view(OptIn(kv_cache), "kv_cache", dtype);
+        a.kv_cache = view(OptIn(kv_cache), "kv_cache", kv_dtype);
+        a.kv_scale_t = view(kv_scale_t, "kv_scale");
+        a.kv_scale = kv_scale;
         a.block_table = view(OptIn(block_table), "block_table");
         a.seq_lens = view(OptIn(seq_lens), "seq_lens");
         a.out = view(OptOut(out), "out", dtype);
@@ -325,8 +328,9 @@ NB_MODULE(_cuattn, m) {
         cuattn::mla_decode(a, as_stream(stream));
       },
       "q"_a.noconvert(), "kv_cache"_a.noconvert(), "block_table"_a.noconvert(),
-      "seq_lens"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(), "scale"_a,
-      "head_dim_v"_a, "causal"_a, "check"_a, "plan"_a.none(), "dtype"_a, "stream"_a,
+      "seq_lens"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(),
+      "kv_scale_t"_a.noconvert().none(), "kv_scale"_a, "scale"_a, "head_dim_v"_a, "causal"_a,
+      "check"_a, "plan"_a.none(), "dtype"_a, "kv_dtype"_a, "stream"_a,
       "MLA decode over a paged latent cache (see cuattn.mla_decode).");
 
   m.def(

@@ -313,12 +313,15 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
 
 
 def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, causal=True,
-               plan=None, out=None, lse_out=None, stream=None, check=False):
+               kv_scale=None, kv_cache_dtype=None, plan=None, out=None, lse_out=None, stream=None,
+               check=False):
     """DeepSeek-V3 MLA decode over a paged latent cache. q [B, Sq, Hq, 576]; kv_cache
     [num_blocks, block_size, 576] or [num_blocks, block_size, 1, 576] (512 latent + 64 rope; V is
-    the first head_dim_v columns); block_table int32 [B, max_blocks]; seq_lens int32 [B].
-    scale is required (DeepSeek-V3: mscale^2 / sqrt(192)). Returns (out [B, Sq, Hq, 512],
-    lse [B, Hq, Sq])."""
+    the first head_dim_v columns) in q's dtype or fp8 e4m3 (float8_e4m3fn, or uint8 with
+    kv_cache_dtype="fp8_e4m3") dequantised with kv_scale (a float or a device scalar);
+    block_table int32 [B, max_blocks]; seq_lens int32 [B]. Token t of Sq sees keys
+    j <= seq_len - Sq + t when causal. scale is required (DeepSeek-V3: mscale^2 / sqrt(192)).
+    Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq])."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     ctx = _Call(q, stream)
@@ -329,9 +332,11 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     if lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
         lse_out = ctx.empty((qs[0], qs[2], qs[1]) if len(qs) == 4 else (0,), "float32")
+    kst, ks = _scale_arg(ctx, kv_scale, "kv_scale")
     _cuattn.mla_decode(ctx.inp(q, "q"), ctx.inp(kv_cache, "kv_cache"),
                        ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens"),
-                       ctx.out(out, "out"), ctx.out(lse_out, "lse_out"), float(scale),
+                       ctx.out(out, "out"), ctx.out(lse_out, "lse_out"), kst, ks, float(scale),
                        int(head_dim_v), bool(causal), bool(check),
-                       plan._plan if plan is not None else None, ctx.real, ctx.stream)
+                       plan._plan if plan is not None else None, ctx.real,
+                       _kv_real(kv_cache, kv_cache_dtype), ctx.stream)
     return ctx.result(out), ctx.result(lse_out)

@@ -11,13 +11,9 @@ import pytest
 
 import cuattn
 import oracle
-from conftest import (RTOL, MAXABS, assert_close, assert_empty_rows_zero, assert_framework,
-                      assert_lse, device_dtype_params, poisoned, randn, to_device)
-
-def _gpu_not_built(device):
-    """The MLA variants have no GPU kernels yet: on cuda they must say so (NotImplementedError)."""
-    return device != "cpu"
-
+from conftest import (FP8, RTOL, MAXABS, assert_close, assert_empty_rows_zero, assert_framework,
+                      assert_lse, device_dtype_params, f64, gpu_framework, poisoned, randn,
+                      to_device, to_host)
 
 
 def mla_tol(dtype):
@@ -69,6 +65,11 @@ MLA_CASES = [
 METHODS = ["auto", "materialise", "absorb", "per_pair"]
 
 
+def _gpu_flash_has(d, dv):
+    """Whether the GPU flash kernel (the materialised order's attention) is built for d / dv."""
+    return (d == dv or (d, dv) == (192, 128)) and d in cuattn.build_info()["head_dims"]
+
+
 def mla_inputs(rng, case, dtype):
     q = randn(rng, (case.b, case.h, case.s, case.d), dtype)
     kl = randn(rng, (case.b, case.nk, case.latent), dtype)
@@ -87,6 +88,11 @@ def test_mla_attention(rng, device, dtype, case, method):
     q, kl, vl, kp, vp = mla_inputs(rng, case, dtype)
     dq = to_device(q, device)
     out = poisoned((case.b, case.h, case.s, case.dv), dtype, device)
+    if device != "cpu" and method == "materialise" and not _gpu_flash_has(case.d, case.dv):
+        with pytest.raises(ValueError, match="flash kernel"):
+            cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
+                                 causal=case.causal, scale=case.scale, out=out, _method=method)
+        return
     res = cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
                                causal=case.causal, scale=case.scale, out=out, _method=method)
     assert res is out
@@ -146,13 +152,17 @@ DECODE_CASES = [
     DecodeCase((0, 130), 64, 8),                    # an empty sequence: 0 / -inf
     DecodeCase((40, 64, 9), 16, 8, sq=3, squeeze=False),
     DecodeCase((40, 64), 64, 4, sq=2, causal=False),
+    DecodeCase((33, 1), 1, 1),                      # pages of one slot, one head
+    DecodeCase((700, 5), 256, 16, sq=4),
+    DecodeCase((129, 50, 0), 7, 128),               # an odd page size, 128 heads (2 row tiles)
+    DecodeCase((3, 90), 16, 16, sq=8),              # Sq > seq_len: early tokens see nothing
+    DecodeCase((2000,), 48, 128, sq=2),             # long: several splits
 ]
 
 
-@pytest.mark.parametrize("poison", [False, True])
-@pytest.mark.parametrize("case", DECODE_CASES, ids=str)
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
-def test_mla_decode(rng, device, dtype, case, poison):
+def build_decode(rng, case, dtype, kv="16"):
+    """A paged latent cache in random page order (unused table entries hold junk ids) and q.
+    kv: '16' (q's dtype) or 'fp8' (e4m3 values, dequantised with a scale by the caller)."""
     bsz = len(case.lens)
     npages = [-(-n // case.page) for n in case.lens]
     num_blocks = sum(npages) + 2
@@ -161,26 +171,35 @@ def test_mla_decode(rng, device, dtype, case, poison):
     table = np.full((bsz, max_blocks), -1, np.int32)
     for b in range(bsz):
         table[b, :npages[b]] = [perm.pop() for _ in range(npages[b])]
+        table[b, npages[b]:] = rng.choice([-1, num_blocks, 10**6], size=max_blocks - npages[b])
     cshape = (num_blocks, case.page, KV_DIM) if case.squeeze else (num_blocks, case.page, 1, KV_DIM)
-    cache = randn(rng, cshape, dtype)
+    if kv == "fp8":
+        cache = (rng.standard_normal(cshape) * 3).astype(FP8)
+    else:
+        cache = randn(rng, cshape, dtype)
     q = randn(rng, (bsz, case.sq, case.hq, KV_DIM), dtype)
-    sl = np.asarray(case.lens, np.int32)
-    scale = 1 / math.sqrt(192) * 0.8
+    return q, cache, table, np.asarray(case.lens, np.int32)
+
+
+SCALE = 1 / math.sqrt(192) * 0.8
+
+
+@pytest.mark.parametrize("poison", [False, True])
+@pytest.mark.parametrize("case", DECODE_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_mla_decode(rng, device, dtype, case, poison):
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    bsz = len(case.lens)
     extra = {}
     if poison:
         extra = dict(out=poisoned((bsz, case.sq, case.hq, DV), dtype, device),
                      lse_out=poisoned((bsz, case.hq, case.sq), "float32", device))
     dq = to_device(q, device)
-    if _gpu_not_built(device):
-        with pytest.raises(NotImplementedError, match="576/512"):
-            cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                              to_device(sl, device), scale=scale)
-        pytest.skip("mla_decode has no GPU kernel yet (raises NotImplementedError, checked)")
     out, lse = cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                                 to_device(sl, device), scale=scale, causal=case.causal, **extra)
+                                 to_device(sl, device), scale=SCALE, causal=case.causal, **extra)
     if poison:
         assert out is extra["out"] and lse is extra["lse_out"]
-    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=scale, causal=case.causal)
+    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE, causal=case.causal)
     assert_framework(out, dq)
     assert tuple(out.shape) == (bsz, case.sq, case.hq, DV)
     assert_close(out, ref, dtype)
@@ -188,27 +207,85 @@ def test_mla_decode(rng, device, dtype, case, poison):
     assert_empty_rows_zero(out, ref)
 
 
+FP8_CASES = [DecodeCase((1, 65, 300), 64, 16), DecodeCase((40, 0, 9), 16, 8, sq=3),
+             DecodeCase((1500, 7), 32, 128)]
+
+
+@pytest.mark.parametrize("kv", ["fp8", "u8"])
+@pytest.mark.parametrize("scale_kind", ["float", "device"])
+@pytest.mark.parametrize("case", FP8_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv):
+    """fp8 e4m3 latent caches (float8_e4m3fn, or uint8 + kv_cache_dtype='fp8_e4m3'), dequantised
+    with kv_scale as a float or a float32 device scalar."""
+    if device == "cuda" and kv == "fp8" and gpu_framework() == "cupy":
+        pytest.skip("CuPy cannot export float8_e4m3fn through DLPack (uint8 case covers it)")
+    q, cache, table, sl = build_decode(rng, case, dtype, kv="fp8")
+    ks = 0.2
+    kv_scale = ks if scale_kind == "float" else to_device(np.full((), ks, np.float32), device)
+    dcache = to_device(cache.view(np.uint8) if kv == "u8" else cache, device)
+    extra = dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}
+    out, lse = cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),
+                                 to_device(sl, device), scale=SCALE, kv_scale=kv_scale, **extra)
+    ref, ref_lse = oracle.mla_decode_ref(q, f64(cache) * ks, table, sl, scale=SCALE)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    assert_empty_rows_zero(out, ref)
+
+
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("bfloat16",)))
 def test_mla_decode_with_plan(rng, device, dtype):
-    lens, page, hq = [5, 129, 64], 64, 8
-    npages = [-(-n // page) for n in lens]
-    table = np.zeros((3, max(npages)), np.int32)
-    ids = rng.permutation(sum(npages)).astype(np.int32)
-    i = 0
-    for b, m in enumerate(npages):
-        table[b, :m] = ids[i:i + m]
-        i += m
-    cache = randn(rng, (sum(npages), page, KV_DIM), dtype)
-    q = randn(rng, (3, 1, hq, KV_DIM), dtype)
-    sl = np.asarray(lens, np.int32)
+    """With plan= the splits and the workspace are the plan's; the same results on every call."""
+    case = DecodeCase((5, 1200, 64), 64, 8, sq=2)
+    q, cache, table, sl = build_decode(rng, case, dtype)
     args = (to_device(q, device), to_device(cache, device), to_device(table, device),
             to_device(sl, device))
-    if _gpu_not_built(device):
-        pytest.skip("mla_decode has no GPU kernel yet (test_mla_decode checks the error)")
-    plan = cuattn.plan_decode(args[3], num_q_heads=hq, num_kv_heads=1, head_dim=KV_DIM,
-                              head_dim_v=DV, page_size=page, device=device)
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, q_len=case.sq, device=device)
     ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=0.1)
+    first = None
     for _ in range(2):
         out, lse = cuattn.mla_decode(*args, scale=0.1, plan=plan)
         assert_close(out, ref, dtype)
         assert_lse(lse, ref_lse, dtype)
+        if first is None:
+            first = to_host(out).copy()
+        else:
+            assert np.array_equal(f64(first), f64(out))
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_decode_cuda_graph(rng, device, dtype):
+    """With plan= a call does no host work, allocation or sync: it can be captured and replayed."""
+    if gpu_framework() != "torch":
+        pytest.skip("CUDA-graph capture is exercised through torch.cuda.graph")
+    import torch
+
+    case = DecodeCase((300, 17), 16, 16)
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    args = [to_device(x, device) for x in (q, cache, table, sl)]
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, device=device)
+    out = poisoned((2, 1, case.hq, DV), dtype, device)
+    lse = poisoned((2, case.hq, 1), "float32", device)
+    cuattn.mla_decode(*args, scale=0.1, plan=plan, out=out, lse_out=lse)  # warm-up (attributes)
+    torch.cuda.synchronize()
+    out.fill_(float("nan"))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):  # q's framework's current stream: the capturing one
+        cuattn.mla_decode(*args, scale=0.1, plan=plan, out=out, lse_out=lse)
+    g.replay()
+    torch.cuda.synchronize()
+    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=0.1)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+
+
+def test_mla_decode_errors(rng):
+    q, cache, table, sl = build_decode(rng, DecodeCase((5,), 16, 2), "float32")
+    with pytest.raises(ValueError, match="scale"):
+        cuattn.mla_decode(q, cache, table, sl, scale=0.0)
+    with pytest.raises(ValueError, match="kv_scale"):
+        cuattn.mla_decode(q, cache, table, sl, scale=0.1, kv_scale=-1.0)
+    with pytest.raises(ValueError, match="kv_cache"):
+        cuattn.mla_decode(q, cache[:, :, None, None], table, sl, scale=0.1)
