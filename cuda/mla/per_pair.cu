@@ -84,14 +84,13 @@ void mla_per_pair(const MlaPerPairParams& p, CUstream_st* stream) {
   if (p.heads > 65535 || p.batch > 65535)
     throw ValueError("the per-pair MLA kernel supports at most 65535 heads and 65535 sequences");
   const size_t smem = (size_t(p.head_dim) + p.latent + p.head_dim_v + kThreads / 32) * sizeof(float);
+  if (smem > 48 * 1024)
+    throw ValueError("the per-pair MLA kernel keeps q, one latent row and the output row in 48 KB of "
+                     "shared memory: head_dim + latent_dim + head_dim_v must be below 12000, got " +
+                     std::to_string(p.head_dim + p.latent + p.head_dim_v));
   const dim3 grid(p.seqlen_q, p.heads, p.batch);
-  if (p.dtype == DType::bf16) {
-    set_smem_limit(mla_per_pair_kernel<__nv_bfloat16>, smem);
-    mla_per_pair_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(p);
-  } else {
-    set_smem_limit(mla_per_pair_kernel<__half>, smem);
-    mla_per_pair_kernel<__half><<<grid, kThreads, smem, stream>>>(p);
-  }
+  if (p.dtype == DType::bf16) mla_per_pair_kernel<__nv_bfloat16><<<grid, kThreads, smem, stream>>>(p);
+  else mla_per_pair_kernel<__half><<<grid, kThreads, smem, stream>>>(p);
   check_launch("mla_per_pair_kernel launch");
 }
 }  // namespace cuda

@@ -66,8 +66,11 @@ METHODS = ["auto", "materialise", "absorb", "per_pair"]
 
 
 def _gpu_flash_has(d, dv):
-    """Whether the GPU flash kernel (the materialised order's attention) is built for d / dv."""
-    return (d == dv or (d, dv) == (192, 128)) and d in cuattn.build_info()["head_dims"]
+    """Whether the GPU flash kernel (the materialised order's attention) runs d / dv: some built
+    (D, Dv) pair (D, D), or (192, 128) with 192 built, at least as large."""
+    dims = cuattn.build_info()["head_dims"]
+    pairs = [(h, h) for h in dims] + ([(192, 128)] if 192 in dims else [])
+    return any(kd >= d and kv >= dv for kd, kv in pairs)
 
 
 def mla_inputs(rng, case, dtype):
