@@ -297,8 +297,9 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
     returns out [B, H, Sq, Dv]. causal: query i sees keys j <= i + Sk - Sq. Never re-projects
     per (query, key) pair: per-head K/V are materialised once (prefill) or the projections are
     absorbed into q and the output (short q), whichever costs fewer FLOPs. scale defaults to
-    1/sqrt(D). _method (benchmarks, tests): "auto", "materialise", "absorb" or "per_pair" (the
-    chapter's re-projecting baseline, GPU only)."""
+    1/sqrt(D). On the GPU the projections are tensor-core GEMMs into stream-ordered temporaries
+    (head_dim, latent_dim and head_dim_v multiples of 8). _method (benchmarks, tests): "auto",
+    "materialise", "absorb" or "per_pair" (the chapter's re-projecting baseline, GPU only)."""
     if _method not in _MLA_METHODS:
         raise ValueError(f"_method must be one of {sorted(_MLA_METHODS)}, got {_method!r}")
     ctx = _Call(q, stream)
