@@ -13,9 +13,11 @@
 //              whole Dk, masked, into shared memory (fp32). The four warps of a row group then
 //              read the same 16 x 32 block and run the same online softmax on it, so they keep
 //              identical row maxima and sums without talking to each other.
-//   K / V      K(j) double-buffered when V is part of K (16-bit caches); fp8 tiles land raw in a
-//              double-buffered byte ring and are widened to f16/bf16 through registers into
-//              the one K tile; a separate V has one buffer, requested while S is computed.
+//   K / V      when V is part of K, K(j + 1) is requested at the top of iteration j and lands
+//              during all of it: into the second K buffer (16-bit caches), or raw into the other
+//              slot of a byte ring (fp8), whose tile is widened to f16/bf16 through registers
+//              into the one K tile at the top of its iteration. A separate V (absorbed form)
+//              has one buffer, requested while S is computed; K(j + 1) then follows S.
 //   paging     key j of the sequence is slot j % page_size of page block_table[j / page_size]
 //              (page = the batch index when there is no block table: a contiguous latent);
 //              rows past the split's end are zero-filled and masked.
@@ -183,6 +185,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_latent_kernel(const __gri
       __syncthreads();
     }
     T* k_tile = sK + (it % Tr::kKBufs) * (Tr::kKBytes / 2);
+    if (Tr::kSharedV && it + 1 < n_tiles) {  // the other K buffer / raw slot: free since the
+      load_k(it + 1);                        // last iteration's closing barrier
+      cp_async_commit();
+    }
     if constexpr (!Tr::kSharedV) {
       load_key_tile<2, Tr::kDv, Tr::kVStride, kThreads, kBN>(reinterpret_cast<unsigned char*>(sV), v_cache, p, b,
                                                               n0, n_end, v_page_stride, v_slot_stride,
@@ -213,10 +219,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_latent_kernel(const __gri
       v.y = j + 1 < last ? s[2 * hf + 1] : -CUDART_INF_F;
       *reinterpret_cast<float2*>(sS + rl * Tr::kSStride + slice * 8 + 2 * t) = v;
     }
-    cp_async_wait<0>();
+    if constexpr (!Tr::kSharedV) cp_async_wait<0>();  // V(it) (K(it + 1) is not asked for yet)
     __syncthreads();  // S complete; V(it) landed; every warp is done reading K(it) for S
-    if (it + 1 < n_tiles) {  // into a free buffer: the other K buffer, the raw ring's other
-      load_k(it + 1);         // slot, or the one K buffer (S is done) when V has its own
+    if (!Tr::kSharedV && it + 1 < n_tiles) {  // the one K buffer: S is done with it
+      load_k(it + 1);
       cp_async_commit();
     }
 

@@ -12,8 +12,8 @@ import pytest
 import cuattn
 import oracle
 from conftest import (FP8, RTOL, MAXABS, assert_close, assert_empty_rows_zero, assert_framework,
-                      assert_lse, device_dtype_params, f64, gpu_framework, poisoned, randn,
-                      to_device, to_host)
+                      assert_lse, device_dtype_params, f64, gpu_framework, make_input, poisoned,
+                      randn, to_device, to_host)
 
 
 def mla_tol(dtype):
@@ -104,6 +104,35 @@ def test_mla_attention(rng, device, dtype, case, method):
     assert tuple(out.shape) == (case.b, case.h, case.s, case.dv)
     assert_close(out, ref, dtype, **mla_tol(dtype))
     assert_empty_rows_zero(out, ref)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("view", ["heads", "swap"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_mla_attention_views(rng, device, dtype, view, method):
+    """Strided inputs: q every other head of a larger array or a transposed [B, S, H, D] one,
+    the latents a window of longer sequences."""
+    if device == "cpu" and method == "per_pair":
+        pytest.skip("per_pair is a GPU baseline (the CPU runs absorb for it)")
+    b, h, sq, sk, lat, d = 2, 3, 5, 40, 64, 64
+    dq, q = make_input(rng, (b, h, sq, d), dtype, device, view, head_axis=1, seq_axis=2)
+    dkl, kl = make_input(rng, (b, sk, lat), dtype, device, "seq", seq_axis=1)
+    dvl, vl = make_input(rng, (b, sk, lat), dtype, device, "seq", seq_axis=1)
+    kp = randn(rng, (h, lat, d), dtype, scale=1 / math.sqrt(lat))
+    vp = randn(rng, (h, lat, d), dtype, scale=1 / math.sqrt(lat))
+    out = cuattn.mla_attention(dq, dkl, dvl, to_device(kp, device), to_device(vp, device),
+                               _method=method)
+    ref, _ = oracle.mla_ref(q, kl, vl, kp, vp, causal=True)
+    assert_close(out, ref, dtype, **mla_tol(dtype))
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_attention_gpu_dims(rng, device, dtype):
+    """The GPU GEMMs read 16-byte rows: a latent width that is not a multiple of 8 is refused
+    with a ValueError naming the dims, never a crash."""
+    q, kl, vl, kp, vp = mla_inputs(rng, MlaCase(1, 2, 3, 20, 64, 64, True), dtype)
+    with pytest.raises(ValueError, match="8"):
+        cuattn.mla_attention(*(to_device(x, device) for x in (q, kl, vl, kp, vp)))
 
 
 def test_mla_attention_bad_method(rng):
