@@ -155,6 +155,8 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
     value_error("mla_attention: the GPU latent kernel takes latent_dim <= 512, got ", L,
                 "; use _method='materialise'");
   if (B == 0 || H == 0 || Sq == 0) return;
+  if (Sk == 0) method = MlaMethod::per_pair;  // no key: every order writes zeros; this one has no
+                                              // temporaries and no kernel that needs Sk >= 1
   const int dev = q.device_id;
   const int64_t es = dtype_size(q.dtype);
 

@@ -61,6 +61,7 @@ MLA_CASES = [
     MlaCase(2, 2, 1, 96, 128, 128, True, sk=257),
     MlaCase(1, 2, 40, 64, 64, 64, True, sk=17),  # Sq > Sk: the first 23 queries see no key
     MlaCase(1, 8, 65, 64, 128, 128, True, sk=100),
+    MlaCase(2, 3, 4, 64, 64, 64, False, sk=0),  # no key at all: zeros
 ]
 METHODS = ["auto", "materialise", "absorb", "per_pair"]
 
