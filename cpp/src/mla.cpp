@@ -117,11 +117,6 @@ void run_latent(MlaLatentParams& p, int64_t max_keys, int device, Stream stream)
   cuda::mla_latent_attention(p, stream);
 }
 
-// TensorView of a contiguous device temporary.
-TensorView device_view(void* data, DType t, std::initializer_list<int64_t> shape, int device) {
-  return make_view(data, t, shape, DeviceType::cuda, device);
-}
-
 GemmParams gemm_params(DType t, int64_t m, int64_t n, int64_t k, int64_t batch1, int64_t batch2) {
   GemmParams g;
   g.dtype = t;
@@ -186,8 +181,8 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
     }
     AttentionArgs at;
     at.q = q;
-    at.k = device_view(kbuf.ptr, q.dtype, {B, H, Sk, D}, dev);
-    at.v = device_view(vbuf.ptr, q.dtype, {B, H, Sk, Dv}, dev);
+    at.k = make_view(kbuf.ptr, q.dtype, {B, H, Sk, D}, DeviceType::cuda, dev);
+    at.v = make_view(vbuf.ptr, q.dtype, {B, H, Sk, Dv}, DeviceType::cuda, dev);
     at.out = a.out;
     at.causal = a.causal;
     at.scale = scale;
