@@ -306,12 +306,15 @@ NB_MODULE(_cuattn, m) {
 
   m.def(
       "mla_decode",
-      [](In q, In kv_cache, In block_table, In seq_lens, Out out, Out lse, double scale,
-         int head_dim_v, bool causal, bool check, const cuattn::DecodePlan* plan,
-         const std::string& dtype, uintptr_t stream) {
+      [](In q, In kv_cache, In block_table, In seq_lens, Out out, Out lse, OptIn kv_scale_t,
+         double kv_scale, double scale, int head_dim_v, bool causal, bool check,
+         const cuattn::DecodePlan* plan, const std::string& dtype, const std::string& kv_dtype,
+         uintptr_t stream) {
         cuattn::MlaDecodeArgs a;
         a.q = view(OptIn(q), "q", dtype);
-        a.kv_cache = view(OptIn(kv_cache), "kv_cache", dtype);
+        a.kv_cache = view(OptIn(kv_cache), "kv_cache", kv_dtype);
+        a.kv_scale_t = view(kv_scale_t, "kv_scale");
+        a.kv_scale = kv_scale;
         a.block_table = view(OptIn(block_table), "block_table");
         a.seq_lens = view(OptIn(seq_lens), "seq_lens");
         a.out = view(OptOut(out), "out", dtype);
@@ -325,14 +328,15 @@ NB_MODULE(_cuattn, m) {
         cuattn::mla_decode(a, as_stream(stream));
       },
       "q"_a.noconvert(), "kv_cache"_a.noconvert(), "block_table"_a.noconvert(),
-      "seq_lens"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(), "scale"_a,
-      "head_dim_v"_a, "causal"_a, "check"_a, "plan"_a.none(), "dtype"_a, "stream"_a,
+      "seq_lens"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(),
+      "kv_scale_t"_a.noconvert().none(), "kv_scale"_a, "scale"_a, "head_dim_v"_a, "causal"_a,
+      "check"_a, "plan"_a.none(), "dtype"_a, "kv_dtype"_a, "stream"_a,
       "MLA decode over a paged latent cache (see cuattn.mla_decode).");
 
   m.def(
       "mla_attention",
       [](In q, In k_latent, In v_latent, In k_proj, In v_proj, Out out, bool causal, double scale,
-         const std::string& dtype, uintptr_t stream) {
+         int method, const std::string& dtype, uintptr_t stream) {
         cuattn::MlaArgs a;
         a.q = view(OptIn(q), "q", dtype);
         a.k_latent = view(OptIn(k_latent), "k_latent", dtype);
@@ -342,12 +346,13 @@ NB_MODULE(_cuattn, m) {
         a.out = view(OptOut(out), "out", dtype);
         a.causal = causal;
         a.scale = scale;
+        a.method = cuattn::MlaMethod(method);
         nb::gil_scoped_release nogil;
         cuattn::mla_attention(a, as_stream(stream));
       },
       "q"_a.noconvert(), "k_latent"_a.noconvert(), "v_latent"_a.noconvert(),
       "k_proj"_a.noconvert(), "v_proj"_a.noconvert(), "out"_a.noconvert(), "causal"_a, "scale"_a,
-      "dtype"_a, "stream"_a, "The chapter's multi-head latent attention (see cuattn.mla_attention).");
+      "method"_a, "dtype"_a, "stream"_a, "The chapter's multi-head latent attention (see cuattn.mla_attention).");
 
   m.def(
       "plan_decode",

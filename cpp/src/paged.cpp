@@ -1,6 +1,5 @@
-// paged.cpp — host entry points for the paged KV cache: paged_attention, append_paged_kv,
-// mla_decode (a paged attention whose V is the first 512 columns of the latent K) and the
-// decode plan.
+// paged.cpp — host entry points for the paged KV cache: paged_attention, append_paged_kv and
+// the decode plan.
 #include <algorithm>
 #include <cmath>
 
@@ -63,9 +62,10 @@ void check_paged_contents(const TensorView& block_table, const TensorView& seq_l
   }
 }
 
-// paged_attention, with the cache arguments named as the caller knows them (mla_decode passes
-// one latent cache as both k and v).
-void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
+}  // namespace
+
+PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* kn,
+                                  const char* vn) {
   for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn},
                       {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"}, {&a.out, "out"}})
     require(*t, n);
@@ -128,17 +128,6 @@ void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
     p.lse_batch_stride = a.lse.stride[0];
     p.lse_head_stride = a.lse.stride[1];
   }
-  if (a.q.is_cuda()) {
-    if (D == 576 && v.d == 512)
-      throw NotImplementedError("MLA decode (576/512) has no GPU kernel in this version; pass CPU "
-                                "arrays (the CPU backend runs it)");
-#ifdef CUATTN_WITH_CUDA
-    if (!cuda::paged_supported(a.q.dtype, a.k_cache.dtype, int(D), int(v.d)))
-      value_error("no GPU paged kernel for q ", dtype_name(a.q.dtype), ", cache ",
-                  dtype_name(a.k_cache.dtype), ", head_dim ", D, "/", v.d,
-                  " in this build (head dims 64, 128, 256)");
-#endif
-  }
   if (a.plan) {
     const PlanOptions& o = a.plan->opt;
     if (a.plan->batch != B || o.num_heads_q != Hq || o.num_heads_kv != k.h || o.head_dim != D ||
@@ -188,13 +177,19 @@ void paged(const PagedArgs& a, Stream stream, const char* kn, const char* vn) {
   p.v_scale = float(a.v_scale);
   p.q_dtype = a.q.dtype;
   p.kv_dtype = a.k_cache.dtype;
-  if (B == 0 || Sq == 0 || Hq == 0) return;
-  run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, stream); });
+  return p;
 }
 
-}  // namespace
-
-void paged_attention(const PagedArgs& a, Stream stream) { paged(a, stream, "k_cache", "v_cache"); }
+void paged_attention(const PagedArgs& a, Stream stream) {
+  const PagedParams p = paged_params(a, stream, "k_cache", "v_cache");
+#ifdef CUATTN_WITH_CUDA
+  if (a.q.is_cuda() && !cuda::paged_supported(p.q_dtype, p.kv_dtype, p.head_dim, p.head_dim_v))
+    value_error("no GPU paged kernel for q ", dtype_name(p.q_dtype), ", cache ", dtype_name(p.kv_dtype),
+                ", head_dim ", p.head_dim, "/", p.head_dim_v, " in this build (head dims 64, 128, 256)");
+#endif
+  if (p.batch == 0 || p.seqlen_q == 0 || p.num_heads_q == 0) return;
+  run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, stream); });
+}
 
 void append_paged_kv(const AppendArgs& a, Stream stream) {
   for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"},
@@ -260,43 +255,6 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   p.kv_dtype = a.k_cache.dtype;
   if (T == 0 || k.h == 0) return;
   run_on(a.k_new, [&] { cpu::append_paged_kv(p); }, [&] { cuda::append_paged_kv(p, stream); });
-}
-
-void mla_decode(const MlaDecodeArgs& a, Stream stream) {
-  require(a.kv_cache, "kv_cache");
-  require(a.q, "q");
-  if (!(finite_f32(a.scale, "scale") > 0))
-    value_error("mla_decode needs an explicit scale > 0 (DeepSeek-V3 uses mscale^2/sqrt(192)), got ",
-                a.scale);
-  require_ndim(a.q, "q", 4, "[batch, seqlen_q, num_heads_q, 576]");
-  const int64_t dk = a.q.shape[3];
-  // The latent cache as a one-head NHD cache; V is a narrower view of the same memory.
-  TensorView kc = a.kv_cache;
-  if (kc.ndim == 3) {
-    kc.ndim = 4;
-    kc.shape[3] = kc.shape[2], kc.stride[3] = kc.stride[2];
-    kc.shape[2] = 1, kc.stride[2] = kc.shape[3];
-  } else if (!(kc.ndim == 4 && kc.shape[2] == 1)) {
-    value_error("kv_cache must be [num_blocks, block_size, ", dk, "] or [num_blocks, block_size, 1, ",
-                dk, "], got shape ", shape_str(a.kv_cache));
-  }
-  if (a.head_dim_v < 1 || a.head_dim_v > kc.shape[3])
-    value_error("head_dim_v ", a.head_dim_v, " must be in [1, ", kc.shape[3], "]");
-  TensorView vc = kc;
-  vc.shape[3] = a.head_dim_v;
-  PagedArgs p;
-  p.q = a.q;
-  p.k_cache = kc;
-  p.v_cache = vc;
-  p.block_table = a.block_table;
-  p.seq_lens = a.seq_lens;
-  p.out = a.out;
-  p.lse = a.lse;
-  p.scale = a.scale;
-  p.causal = a.causal;
-  p.check = a.check;
-  p.plan = a.plan;
-  paged(p, stream, "kv_cache", "kv_cache");
 }
 
 DecodePlan::~DecodePlan() {

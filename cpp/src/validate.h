@@ -93,5 +93,9 @@ inline float resolve_scale(double scale, int d) {
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Validates a paged_attention call and fills its params (paged.cpp); mla_decode reuses it.
+PagedParams paged_params(const PagedArgs& a, Stream stream, const char* k_name = "k_cache",
+                         const char* v_name = "v_cache");
+
 }  // namespace detail
 }  // namespace cuattn

@@ -286,14 +286,22 @@ def plan_decode(seq_lens, *, num_q_heads, num_kv_heads, head_dim, page_size, q_l
 # ---- MLA ---------------------------------------------------------------------------------------
 
 
+_MLA_METHODS = {"auto": 0, "materialise": 1, "absorb": 2, "per_pair": 3}
+
+
 def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=None, out=None,
-                  stream=None):
+                  stream=None, _method="auto"):
     """The chapter's multi-head latent attention, computed exactly:
     out[b, h] = softmax(q[b, h] (Kl[b] Kp[h])^T * scale) (Vl[b] Vp[h]).
-    q [B, H, S, D]; k_latent, v_latent [B, S, L]; k_proj [H, L, D]; v_proj [H, L, Dv];
-    returns out [B, H, S, Dv]. Never re-projects per (query, key) pair: per-head K/V are
-    materialised once (prefill) or the projections are absorbed into q and the output (short q),
-    whichever costs fewer FLOPs. scale defaults to 1/sqrt(D)."""
+    q [B, H, Sq, D]; k_latent, v_latent [B, Sk, L]; k_proj [H, L, D]; v_proj [H, L, Dv];
+    returns out [B, H, Sq, Dv]. causal: query i sees keys j <= i + Sk - Sq. Never re-projects
+    per (query, key) pair: per-head K/V are materialised once (prefill) or the projections are
+    absorbed into q and the output (short q), whichever costs fewer FLOPs. scale defaults to
+    1/sqrt(D). On the GPU the projections are tensor-core GEMMs into stream-ordered temporaries
+    (head_dim, latent_dim and head_dim_v multiples of 8). _method (benchmarks, tests): "auto",
+    "materialise", "absorb" or "per_pair" (the chapter's re-projecting baseline, GPU only)."""
+    if _method not in _MLA_METHODS:
+        raise ValueError(f"_method must be one of {sorted(_MLA_METHODS)}, got {_method!r}")
     ctx = _Call(q, stream)
     if out is None:
         _needs_outputs(ctx, out, "out")
@@ -301,17 +309,20 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
     _cuattn.mla_attention(ctx.inp(q, "q"), ctx.inp(k_latent, "k_latent"),
                           ctx.inp(v_latent, "v_latent"), ctx.inp(k_proj, "k_proj"),
                           ctx.inp(v_proj, "v_proj"), ctx.out(out, "out"), bool(causal),
-                          _scale(scale), ctx.real, ctx.stream)
+                          _scale(scale), _MLA_METHODS[_method], ctx.real, ctx.stream)
     return ctx.result(out)
 
 
 def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, causal=True,
-               plan=None, out=None, lse_out=None, stream=None, check=False):
+               kv_scale=None, kv_cache_dtype=None, plan=None, out=None, lse_out=None, stream=None,
+               check=False):
     """DeepSeek-V3 MLA decode over a paged latent cache. q [B, Sq, Hq, 576]; kv_cache
     [num_blocks, block_size, 576] or [num_blocks, block_size, 1, 576] (512 latent + 64 rope; V is
-    the first head_dim_v columns); block_table int32 [B, max_blocks]; seq_lens int32 [B].
-    scale is required (DeepSeek-V3: mscale^2 / sqrt(192)). Returns (out [B, Sq, Hq, 512],
-    lse [B, Hq, Sq])."""
+    the first head_dim_v columns) in q's dtype or fp8 e4m3 (float8_e4m3fn, or uint8 with
+    kv_cache_dtype="fp8_e4m3") dequantised with kv_scale (a float or a device scalar);
+    block_table int32 [B, max_blocks]; seq_lens int32 [B]. Token t of Sq sees keys
+    j <= seq_len - Sq + t when causal. scale is required (DeepSeek-V3: mscale^2 / sqrt(192)).
+    Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq])."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     ctx = _Call(q, stream)
@@ -322,9 +333,11 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     if lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
         lse_out = ctx.empty((qs[0], qs[2], qs[1]) if len(qs) == 4 else (0,), "float32")
+    kst, ks = _scale_arg(ctx, kv_scale, "kv_scale")
     _cuattn.mla_decode(ctx.inp(q, "q"), ctx.inp(kv_cache, "kv_cache"),
                        ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens"),
-                       ctx.out(out, "out"), ctx.out(lse_out, "lse_out"), float(scale),
+                       ctx.out(out, "out"), ctx.out(lse_out, "lse_out"), kst, ks, float(scale),
                        int(head_dim_v), bool(causal), bool(check),
-                       plan._plan if plan is not None else None, ctx.real, ctx.stream)
+                       plan._plan if plan is not None else None, ctx.real,
+                       _kv_real(kv_cache, kv_cache_dtype), ctx.stream)
     return ctx.result(out), ctx.result(lse_out)

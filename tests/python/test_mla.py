@@ -11,13 +11,9 @@ import pytest
 
 import cuattn
 import oracle
-from conftest import (RTOL, MAXABS, assert_close, assert_empty_rows_zero, assert_framework,
-                      assert_lse, device_dtype_params, poisoned, randn, to_device)
-
-def _gpu_not_built(device):
-    """The MLA variants have no GPU kernels yet: on cuda they must say so (NotImplementedError)."""
-    return device != "cpu"
-
+from conftest import (FP8, RTOL, MAXABS, assert_close, assert_empty_rows_zero, assert_framework,
+                      assert_lse, device_dtype_params, f64, gpu_framework, make_input, poisoned,
+                      randn, to_device, to_host)
 
 
 def mla_tol(dtype):
@@ -37,9 +33,15 @@ class MlaCase:
     dv: int
     causal: bool
     scale: float | None = None
+    sk: int | None = None  # keys (default: s)
+
+    @property
+    def nk(self):
+        return self.s if self.sk is None else self.sk
 
     def __str__(self):
-        s = f"b{self.b}-h{self.h}-s{self.s}-L{self.latent}-d{self.d}v{self.dv}"
+        s = f"b{self.b}-h{self.h}-s{self.s}" + ("" if self.sk is None else f"k{self.sk}")
+        s += f"-L{self.latent}-d{self.d}v{self.dv}"
         s += "-causal" if self.causal else ""
         s += "" if self.scale is None else f"-scale{self.scale:g}"
         return s
@@ -53,28 +55,97 @@ MLA_CASES = [
     MlaCase(1, 4, 33, 256, 128, 128, True),
     MlaCase(1, 4, 33, 512, 128, 64, False),
     MlaCase(2, 2, 33, 64, 64, 128, True, scale=0.2),
+    # Sq != Sk: causal is bottom-right aligned (query i sees keys j <= i + Sk - Sq)
+    MlaCase(2, 4, 3, 64, 64, 64, True, sk=70),
+    MlaCase(1, 3, 5, 128, 64, 128, False, sk=129),
+    MlaCase(2, 2, 1, 96, 128, 128, True, sk=257),
+    MlaCase(1, 2, 40, 64, 64, 64, True, sk=17),  # Sq > Sk: the first 23 queries see no key
+    MlaCase(1, 8, 65, 64, 128, 128, True, sk=100),
+    MlaCase(2, 3, 4, 64, 64, 64, False, sk=0),  # no key at all: zeros
 ]
+METHODS = ["auto", "materialise", "absorb", "per_pair"]
 
 
-@pytest.mark.parametrize("case", MLA_CASES, ids=str)
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
-def test_mla_attention(rng, device, dtype, case):
+def _gpu_flash_has(d, dv):
+    """Whether the GPU flash kernel (the materialised order's attention) runs d / dv: some built
+    (D, Dv) pair (D, D), or (192, 128) with 192 built, at least as large."""
+    dims = cuattn.build_info()["head_dims"]
+    pairs = [(h, h) for h in dims] + ([(192, 128)] if 192 in dims else [])
+    return any(kd >= d and kv >= dv for kd, kv in pairs)
+
+
+def mla_inputs(rng, case, dtype):
     q = randn(rng, (case.b, case.h, case.s, case.d), dtype)
-    kl = randn(rng, (case.b, case.s, case.latent), dtype)
-    vl = randn(rng, (case.b, case.s, case.latent), dtype)
+    kl = randn(rng, (case.b, case.nk, case.latent), dtype)
+    vl = randn(rng, (case.b, case.nk, case.latent), dtype)
     kp = randn(rng, (case.h, case.latent, case.d), dtype, scale=1 / math.sqrt(case.latent))
     vp = randn(rng, (case.h, case.latent, case.dv), dtype, scale=1 / math.sqrt(case.latent))
+    return q, kl, vl, kp, vp
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", MLA_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_mla_attention(rng, device, dtype, case, method):
+    if device == "cpu" and method == "per_pair":
+        pytest.skip("per_pair is a GPU baseline (the CPU runs absorb for it)")
+    q, kl, vl, kp, vp = mla_inputs(rng, case, dtype)
     dq = to_device(q, device)
-    if _gpu_not_built(device):
-        with pytest.raises(NotImplementedError, match="CPU"):
-            cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)))
-        pytest.skip("mla_attention has no GPU path yet (raises NotImplementedError, checked)")
-    out = cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
-                               causal=case.causal, scale=case.scale)
+    out = poisoned((case.b, case.h, case.s, case.dv), dtype, device)
+    if device != "cpu" and method == "materialise" and not _gpu_flash_has(case.d, case.dv):
+        with pytest.raises(ValueError, match="flash kernel"):
+            cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
+                                 causal=case.causal, scale=case.scale, out=out, _method=method)
+        return
+    res = cuattn.mla_attention(dq, *(to_device(x, device) for x in (kl, vl, kp, vp)),
+                               causal=case.causal, scale=case.scale, out=out, _method=method)
+    assert res is out
     ref, _ = oracle.mla_ref(q, kl, vl, kp, vp, causal=case.causal, scale=case.scale)
     assert_framework(out, dq)
     assert tuple(out.shape) == (case.b, case.h, case.s, case.dv)
     assert_close(out, ref, dtype, **mla_tol(dtype))
+    assert_empty_rows_zero(out, ref)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("view", ["heads", "swap"])
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_mla_attention_views(rng, device, dtype, view, method):
+    """Strided inputs: q every other head of a larger array or a transposed [B, S, H, D] one,
+    the latents a window of longer sequences."""
+    if device == "cpu" and method == "per_pair":
+        pytest.skip("per_pair is a GPU baseline (the CPU runs absorb for it)")
+    b, h, sq, sk, lat, d = 2, 3, 5, 40, 64, 64
+    dq, q = make_input(rng, (b, h, sq, d), dtype, device, view, head_axis=1, seq_axis=2)
+    dkl, kl = make_input(rng, (b, sk, lat), dtype, device, "seq", seq_axis=1)
+    dvl, vl = make_input(rng, (b, sk, lat), dtype, device, "seq", seq_axis=1)
+    kp = randn(rng, (h, lat, d), dtype, scale=1 / math.sqrt(lat))
+    vp = randn(rng, (h, lat, d), dtype, scale=1 / math.sqrt(lat))
+    out = cuattn.mla_attention(dq, dkl, dvl, to_device(kp, device), to_device(vp, device),
+                               _method=method)
+    ref, _ = oracle.mla_ref(q, kl, vl, kp, vp, causal=True)
+    assert_close(out, ref, dtype, **mla_tol(dtype))
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_attention_gpu_dims(rng, device, dtype):
+    """The GPU GEMMs read 16-byte rows: a latent width that is not a multiple of 8 is refused
+    with a ValueError naming the dims, never a crash."""
+    q, kl, vl, kp, vp = mla_inputs(rng, MlaCase(1, 2, 3, 20, 64, 64, True), dtype)
+    with pytest.raises(ValueError, match="8"):
+        cuattn.mla_attention(*(to_device(x, device) for x in (q, kl, vl, kp, vp)))
+
+
+def test_mla_attention_bad_method(rng):
+    q, kl, vl, kp, vp = mla_inputs(rng, MLA_CASES[0], "float32")
+    with pytest.raises(ValueError, match="_method"):
+        cuattn.mla_attention(q, kl, vl, kp, vp, _method="fastest")
+
+
+def test_mla_attention_key_mismatch(rng):
+    q, kl, vl, kp, vp = mla_inputs(rng, MlaCase(1, 2, 3, 16, 16, 16, True, sk=5), "float32")
+    with pytest.raises(ValueError, match="v_latent"):
+        cuattn.mla_attention(q, kl, vl[:, :4], kp, vp)
 
 
 def test_mla_attention_causal_default(rng):
@@ -100,6 +171,7 @@ class DecodeCase:
     sq: int = 1
     causal: bool = True
     squeeze: bool = True  # kv_cache [N, bs, 576] (else [N, bs, 1, 576])
+    gpu_only: bool = False  # long: for the GPU's split-KV path (seconds on the CPU backend)
 
     def __str__(self):
         s = f"L{'_'.join(map(str, self.lens))}-p{self.page}-h{self.hq}-sq{self.sq}"
@@ -114,13 +186,17 @@ DECODE_CASES = [
     DecodeCase((0, 130), 64, 8),                    # an empty sequence: 0 / -inf
     DecodeCase((40, 64, 9), 16, 8, sq=3, squeeze=False),
     DecodeCase((40, 64), 64, 4, sq=2, causal=False),
+    DecodeCase((33, 1), 1, 1),                      # pages of one slot, one head
+    DecodeCase((700, 5), 256, 16, sq=4),
+    DecodeCase((129, 50, 0), 7, 128),               # an odd page size, 128 heads (2 row tiles)
+    DecodeCase((3, 90), 16, 16, sq=8),              # Sq > seq_len: early tokens see nothing
+    DecodeCase((2000,), 48, 128, sq=2, gpu_only=True),  # several splits
 ]
 
 
-@pytest.mark.parametrize("poison", [False, True])
-@pytest.mark.parametrize("case", DECODE_CASES, ids=str)
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
-def test_mla_decode(rng, device, dtype, case, poison):
+def build_decode(rng, case, dtype, kv="16"):
+    """A paged latent cache in random page order (unused table entries hold junk ids) and q.
+    kv: '16' (q's dtype) or 'fp8' (e4m3 values, dequantised with a scale by the caller)."""
     bsz = len(case.lens)
     npages = [-(-n // case.page) for n in case.lens]
     num_blocks = sum(npages) + 2
@@ -129,26 +205,41 @@ def test_mla_decode(rng, device, dtype, case, poison):
     table = np.full((bsz, max_blocks), -1, np.int32)
     for b in range(bsz):
         table[b, :npages[b]] = [perm.pop() for _ in range(npages[b])]
+        table[b, npages[b]:] = rng.choice([-1, num_blocks, 10**6], size=max_blocks - npages[b])
     cshape = (num_blocks, case.page, KV_DIM) if case.squeeze else (num_blocks, case.page, 1, KV_DIM)
-    cache = randn(rng, cshape, dtype)
+    if kv == "fp8":
+        cache = (rng.standard_normal(cshape) * 3).astype(FP8)
+    else:
+        cache = randn(rng, cshape, dtype)
     q = randn(rng, (bsz, case.sq, case.hq, KV_DIM), dtype)
-    sl = np.asarray(case.lens, np.int32)
-    scale = 1 / math.sqrt(192) * 0.8
+    return q, cache, table, np.asarray(case.lens, np.int32)
+
+
+SCALE = 1 / math.sqrt(192) * 0.8
+
+
+def skip_long_on_cpu(device, case):
+    if device == "cpu" and case.gpu_only:
+        pytest.skip("a long case for the GPU's split-KV path; the CPU backend runs the short ones")
+
+
+@pytest.mark.parametrize("poison", [False, True])
+@pytest.mark.parametrize("case", DECODE_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+def test_mla_decode(rng, device, dtype, case, poison):
+    skip_long_on_cpu(device, case)
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    bsz = len(case.lens)
     extra = {}
     if poison:
         extra = dict(out=poisoned((bsz, case.sq, case.hq, DV), dtype, device),
                      lse_out=poisoned((bsz, case.hq, case.sq), "float32", device))
     dq = to_device(q, device)
-    if _gpu_not_built(device):
-        with pytest.raises(NotImplementedError, match="576/512"):
-            cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                              to_device(sl, device), scale=scale)
-        pytest.skip("mla_decode has no GPU kernel yet (raises NotImplementedError, checked)")
     out, lse = cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                                 to_device(sl, device), scale=scale, causal=case.causal, **extra)
+                                 to_device(sl, device), scale=SCALE, causal=case.causal, **extra)
     if poison:
         assert out is extra["out"] and lse is extra["lse_out"]
-    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=scale, causal=case.causal)
+    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE, causal=case.causal)
     assert_framework(out, dq)
     assert tuple(out.shape) == (bsz, case.sq, case.hq, DV)
     assert_close(out, ref, dtype)
@@ -156,27 +247,87 @@ def test_mla_decode(rng, device, dtype, case, poison):
     assert_empty_rows_zero(out, ref)
 
 
+FP8_CASES = [DecodeCase((1, 65, 300), 64, 16), DecodeCase((40, 0, 9), 16, 8, sq=3),
+             DecodeCase((1500, 7), 32, 128, gpu_only=True)]
+
+
+
+@pytest.mark.parametrize("kv", ["fp8", "u8"])
+@pytest.mark.parametrize("scale_kind", ["float", "device"])
+@pytest.mark.parametrize("case", FP8_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv):
+    """fp8 e4m3 latent caches (float8_e4m3fn, or uint8 + kv_cache_dtype='fp8_e4m3'), dequantised
+    with kv_scale as a float or a float32 device scalar."""
+    skip_long_on_cpu(device, case)
+    if device == "cuda" and kv == "fp8" and gpu_framework() == "cupy":
+        pytest.skip("CuPy cannot export float8_e4m3fn through DLPack (uint8 case covers it)")
+    q, cache, table, sl = build_decode(rng, case, dtype, kv="fp8")
+    ks = 0.2
+    kv_scale = ks if scale_kind == "float" else to_device(np.full((), ks, np.float32), device)
+    dcache = to_device(cache.view(np.uint8) if kv == "u8" else cache, device)
+    extra = dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}
+    out, lse = cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),
+                                 to_device(sl, device), scale=SCALE, kv_scale=kv_scale, **extra)
+    ref, ref_lse = oracle.mla_decode_ref(q, f64(cache) * ks, table, sl, scale=SCALE)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    assert_empty_rows_zero(out, ref)
+
+
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("bfloat16",)))
 def test_mla_decode_with_plan(rng, device, dtype):
-    lens, page, hq = [5, 129, 64], 64, 8
-    npages = [-(-n // page) for n in lens]
-    table = np.zeros((3, max(npages)), np.int32)
-    ids = rng.permutation(sum(npages)).astype(np.int32)
-    i = 0
-    for b, m in enumerate(npages):
-        table[b, :m] = ids[i:i + m]
-        i += m
-    cache = randn(rng, (sum(npages), page, KV_DIM), dtype)
-    q = randn(rng, (3, 1, hq, KV_DIM), dtype)
-    sl = np.asarray(lens, np.int32)
+    """With plan= the splits and the workspace are the plan's; the same results on every call."""
+    case = DecodeCase((5, 1200, 64), 64, 8, sq=2)
+    q, cache, table, sl = build_decode(rng, case, dtype)
     args = (to_device(q, device), to_device(cache, device), to_device(table, device),
             to_device(sl, device))
-    if _gpu_not_built(device):
-        pytest.skip("mla_decode has no GPU kernel yet (test_mla_decode checks the error)")
-    plan = cuattn.plan_decode(args[3], num_q_heads=hq, num_kv_heads=1, head_dim=KV_DIM,
-                              head_dim_v=DV, page_size=page, device=device)
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, q_len=case.sq, device=device)
     ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=0.1)
+    first = None
     for _ in range(2):
         out, lse = cuattn.mla_decode(*args, scale=0.1, plan=plan)
         assert_close(out, ref, dtype)
         assert_lse(lse, ref_lse, dtype)
+        if first is None:
+            first = to_host(out).copy()
+        else:
+            assert np.array_equal(f64(first), f64(out))
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_decode_cuda_graph(rng, device, dtype):
+    """With plan= a call does no host work, allocation or sync: it can be captured and replayed."""
+    if gpu_framework() != "torch":
+        pytest.skip("CUDA-graph capture is exercised through torch.cuda.graph")
+    import torch
+
+    case = DecodeCase((300, 17), 16, 16)
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    args = [to_device(x, device) for x in (q, cache, table, sl)]
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, device=device)
+    out = poisoned((2, 1, case.hq, DV), dtype, device)
+    lse = poisoned((2, case.hq, 1), "float32", device)
+    cuattn.mla_decode(*args, scale=0.1, plan=plan, out=out, lse_out=lse)  # warm-up (attributes)
+    torch.cuda.synchronize()
+    out.fill_(float("nan"))
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):  # q's framework's current stream: the capturing one
+        cuattn.mla_decode(*args, scale=0.1, plan=plan, out=out, lse_out=lse)
+    g.replay()
+    torch.cuda.synchronize()
+    ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=0.1)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+
+
+def test_mla_decode_errors(rng):
+    q, cache, table, sl = build_decode(rng, DecodeCase((5,), 16, 2), "float32")
+    with pytest.raises(ValueError, match="scale"):
+        cuattn.mla_decode(q, cache, table, sl, scale=0.0)
+    with pytest.raises(ValueError, match="kv_scale"):
+        cuattn.mla_decode(q, cache, table, sl, scale=0.1, kv_scale=-1.0)
+    with pytest.raises(ValueError, match="kv_cache"):
+        cuattn.mla_decode(q, cache[:, :, None, None], table, sl, scale=0.1)

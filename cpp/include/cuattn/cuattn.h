@@ -112,9 +112,13 @@ void append_paged_kv(const AppendArgs& a, Stream stream = nullptr);
 
 // DeepSeek-V3 MLA decode over a paged latent cache: kv_cache [N, bs, 576] or [N, bs, 1, 576],
 // V = the first head_dim_v (512) columns of each entry. q [B, Sq, Hq, 576], out [B, Sq, Hq, 512],
-// lse [B, Hq, Sq].
+// lse [B, Hq, Sq]. An fp8 e4m3 cache stores x / kv_scale (kv_scale_t: a float32 device scalar
+// that overrides kv_scale). On the GPU: one latent-attention kernel (cuda/mla/), split-KV with
+// the plan's workspace, or without a plan a stream-ordered temporary (cudaMallocAsync).
 struct MlaDecodeArgs {
   TensorView q, kv_cache, block_table, seq_lens, out, lse;
+  TensorView kv_scale_t;  // optional
+  double kv_scale = 1;
   double scale = 0;  // required (> 0)
   int head_dim_v = 512;
   bool causal = true;
@@ -124,14 +128,23 @@ struct MlaDecodeArgs {
 void mla_decode(const MlaDecodeArgs& a, Stream stream = nullptr);
 
 // Multi-head latent attention: out[b,h] = softmax(q[b,h] (Kl Kp[h])^T * scale) (Vl Vp[h]), computed exactly
-// without per-(query, key) re-projection.
+// without per-(query, key) re-projection. Sq queries over Sk keys; causal uses the bottom-right
+// rule of attention() (query i sees keys j <= i + Sk - Sq).
+enum class MlaMethod {
+  automatic,    // whichever of materialise / absorb needs fewer FLOPs
+  materialise,  // K_h = Kl Kp[h], V_h = Vl Vp[h], then flash attention
+  absorb,       // q' = q Kp[h]^T, attention over the shared latents, out = o' Vp[h]
+  per_pair,     // the textbook baseline: re-projects K and V for every (query, key) pair (GPU
+                // only; the CPU runs absorb for it)
+};
 struct MlaArgs {
-  TensorView q;                   // [B, H, S, D]
-  TensorView k_latent, v_latent;  // [B, S, L]
+  TensorView q;                   // [B, H, Sq, D]
+  TensorView k_latent, v_latent;  // [B, Sk, L]
   TensorView k_proj, v_proj;      // [H, L, D], [H, L, Dv]
-  TensorView out;                 // [B, H, S, Dv]
+  TensorView out;                 // [B, H, Sq, Dv]
   bool causal = true;
   double scale = -1;
+  MlaMethod method = MlaMethod::automatic;  // for benchmarks and tests; results agree
 };
 void mla_attention(const MlaArgs& a, Stream stream = nullptr);
 
