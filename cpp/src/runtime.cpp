@@ -120,7 +120,8 @@ BuildInfo build_info() {
   b.cuda = true;
   b.cuda_version = CUATTN_CUDA_VERSION_STR;
   b.archs = CUATTN_CUDA_ARCHS_STR;
-  for (int d : kBuiltHeadDims) b.head_dims.push_back(d);
+  for (const HeadDimPair& k : kFlashHeadDims)
+    if (head_dim_built(k.d) && (b.head_dims.empty() || b.head_dims.back() != k.d)) b.head_dims.push_back(k.d);
 #endif
   return b;
 }

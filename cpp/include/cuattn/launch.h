@@ -41,11 +41,12 @@ inline constexpr int kDecodeRows = 16;
 inline constexpr int kMaxDecodeSplits = 512;
 inline constexpr int kMinDecodeChunk = 256;
 
-// The head dims this build instantiates (CMake's CUATTN_HEAD_DIMS), in CUDA builds.
+// The head dims this build instantiates, in CUDA builds: CMake's CUATTN_HEAD_DIMS as a string,
+// e.g. "64:128" (a define with commas would not survive nvcc's command line).
 #ifdef CUATTN_BUILT_HEAD_DIMS
-inline constexpr int kBuiltHeadDims[] = {CUATTN_BUILT_HEAD_DIMS};
+inline constexpr char kBuiltHeadDims[] = CUATTN_BUILT_HEAD_DIMS;
 #else
-inline constexpr int kBuiltHeadDims[] = {0};
+inline constexpr char kBuiltHeadDims[] = "";
 #endif
 
 template <int N>
@@ -54,7 +55,18 @@ constexpr bool contains(const int (&list)[N], int x) {
     if (v == x) return true;
   return false;
 }
-constexpr bool head_dim_built(int d) { return d > 0 && contains(kBuiltHeadDims, d); }
+constexpr bool head_dim_built(int d) {
+  int x = 0;
+  for (const char* c = kBuiltHeadDims;; ++c) {
+    if (*c >= '0' && *c <= '9') {
+      x = x * 10 + (*c - '0');
+      continue;
+    }
+    if (d > 0 && x == d) return true;
+    if (*c == '\0') return false;
+    x = 0;
+  }
+}
 
 // ---- launches ---------------------------------------------------------------------------------
 // Where a paged call's split-KV partial results live (the plan's workspace, or the host's cached
