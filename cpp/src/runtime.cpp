@@ -1,5 +1,7 @@
 // runtime.cpp — build/device information and the few CUDA runtime calls the host layer makes
-// (device memory for cuattn.Array and the programs). Without CUDA every GPU request throws.
+// (device memory for cuattn.Array and the programs, the device properties the kernel variants are
+// chosen from, the decode plans' and the plan-less calls' split workspaces). Without CUDA every
+// GPU request throws.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
