@@ -11,9 +11,9 @@ contiguous cache would be); k < 1 (e.g. 0.5) gives fewer splits than one wave.
 sequence, then paged_attention), rotating over three caches so that no step finds its KV in L2,
 one flush before the N steps; it prints GB/s of a step's KV read. That is how a serving loop
 issues them: a launch follows a kernel, not an event, so programmatic dependent launch (compare
-default,CUATTN_PDL=0) can hide the launch gap. Run on a GPU machine:
+default,pdl=0) can hide the launch gap. Run on a GPU machine:
     python bench/decode_sweep.py [--cases 1x32768,16x8192,64x4096] [--k 0.5,1,2,4,8] [--layouts NHD,HND]
-        [--order random,ordered] [--page 16] [--flush write|read] [--variants default,NAME=VALUE]
+        [--order random,ordered] [--page 16] [--flush write|read] [--variants default,KEY=VALUE]
         [--chain N] [--kv bf16|fp8] [--d 128]
 --kv fp8 times an e4m3 cache (scales 1; GB/s of its fp8 bytes).
 """
@@ -40,9 +40,10 @@ ap.add_argument("--order", default="random", help="page order in the cache: rand
                 "ordered (sequence by sequence, as a contiguous cache), sorted (random pages, each "
                 "sequence's in increasing address order), blocks (sorted within runs of 64 pages), bucketN "
                 "(grouped by address into N ranges, in table order within a range)")
-ap.add_argument("--variants", default="default", help="comma list of environment settings timed "
-                "interleaved in one process, e.g. default,CUATTN_DECODE_ROW_COPIES=1 (for knobs the "
-                "library reads on every call; A=1+B=2 sets two)")
+ap.add_argument("--variants", default="default", help="comma list of kernel variants timed "
+                "interleaved in one process, each paged_attention's internal _variant setting, e.g. "
+                "default,tma=0 (keys: tma, wide, persistent, persistent_ctas, page_order, pdl; "
+                "A=1+B=2 sets two)")
 ap.add_argument("--d", type=int, default=128, help="head dim")
 ap.add_argument("--kv", choices=("bf16", "fp8"), default="bf16", help="cache element type")
 ap.add_argument("--chain", type=int, default=0, help="time N append + decode steps back to back")
@@ -53,13 +54,11 @@ Hq, Hkv, D, ps = 32, 8, a.d, a.page
 variants = a.variants.split(",")
 
 
-def set_variant(v):  # v: "default" or NAME=VALUE[+NAME=VALUE...]
-    for name in {y.split("=")[0] for x in variants for y in x.split("+") if "=" in y}:
-        os.environ.pop(name, None)
-    for y in v.split("+"):
-        if "=" in y:
-            name, value = y.split("=", 1)
-            os.environ[name] = value
+def variant_arg(v):  # v: "default" or KEY=VALUE[+KEY=VALUE...] -> paged_attention's _variant
+    return "" if v == "default" else v.replace("+", ",")
+
+
+current = {"variant": ""}  # the variant the timed calls run
 
 
 print(f"{'case':<12} {'layout':<6} {'order':<8} {'k':>4} {'splits':>6} " + " ".join(f"{v[-24:]:>24}" for v in variants))
@@ -101,20 +100,21 @@ for case in a.cases.split(","):
                 for i in range(a.chain):
                     kci, vci = caches[i % 3]
                     cuattn.append_paged_kv(k_new, v_new, kci, vci, slots, kv_layout=layout)
-                    cuattn.paged_attention(q, kci, vci, table, lens, plan=plan, out=out, kv_layout=layout)
+                    cuattn.paged_attention(q, kci, vci, table, lens, plan=plan, out=out, kv_layout=layout,
+                                           _variant=current["variant"])
 
             def call():
-                cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out, kv_layout=layout)
+                cuattn.paged_attention(q, kc, vc, table, lens, plan=plan, out=out, kv_layout=layout,
+                                       _variant=current["variant"])
 
             xs = {v: [] for v in variants}
             for _ in range(3):
                 for v in variants:
-                    set_variant(v)
+                    current["variant"] = variant_arg(v)
                     if a.chain:
                         xs[v] += [t / a.chain for t in timer.samples(steps, iters=max(3, a.iters // 3))]
                     else:
                         xs[v] += timer.samples(call)
-            set_variant("default")
             print(f"B{B} L{L:<6} {layout:<6} {order:<8} {k:>4} {plan.max_splits:>6} "
                   + " ".join(f"{nbytes / statistics.median(xs[v]) / 1e6:24.0f}" for v in variants), flush=True)
         del kc, vc

@@ -7,8 +7,8 @@
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
 #           probe trace heads chain
-#   (portable: the attention tests again with CUATTN_FLASH_PORTABLE=1, i.e. on the mma.sync
-#   kernel instead of the Hopper one; prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
+#   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
+#   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
 #   engine's read rate by copy kind (128 and 512 MiB, zeroing and read flush); trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
@@ -59,11 +59,9 @@ for s in $stages; do
         tail -1 "$OUT/logs/pytest_$(basename $f .py).log"
       done ;;
     portable)
-      for f in tests/python/test_attention.py tests/python/test_block_mask.py; do
-        CUATTN_FLASH_PORTABLE=1 run "portable pytest $(basename $f)" portable_$(basename $f .py).log \
-          python3 -X faulthandler -m pytest -q -rs --maxfail=20 "$f"
-        tail -1 "$OUT/logs/portable_$(basename $f .py).log"
-      done ;;
+      run "portable pytest" portable.log python3 -X faulthandler -m pytest -q -rs --maxfail=20 \
+        -k portable tests/python/test_attention.py
+      tail -1 "$OUT/logs/portable.log" ;;
     check)
       for p in flash_attention sliding_window_attention paged_attention mla_attention persistent_decode attention_variants; do
         run "$p --check" check_$p.log ./$p --check --device cuda --small
@@ -93,7 +91,7 @@ for s in $stages; do
       # Decode steps back to back (append + paged_attention, as a serving loop issues them), with
       # and without programmatic dependent launch.
       run "decode chain" chain.log python3 bench/decode_sweep.py --cases 1x32768,16x8192,64x4096,256x2048 \
-        --k 1 --chain 24 --variants CUATTN_PDL=0,default
+        --k 1 --chain 24 --variants pdl=0,default
       tail -5 "$OUT/logs/chain.log" ;;
     heads)
       # Other head dims and fp8 caches at the benchmark's decode shapes (no plan), one table each.

@@ -13,17 +13,39 @@ set(CUATTN_CUDA_SOURCES
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/per_pair.cu)
 
 set(_gen ${CMAKE_CURRENT_BINARY_DIR}/generated)
+
+# The instantiation tables are written once, in cpp/include/cuattn/launch.h (which the host reads
+# too); `name` is one of its `inline constexpr ... name[] = {...};` lists, `out` gets its entries
+# (pairs as "d_dv").
+function(cuattn_read_table name out)
+  file(READ ${CMAKE_CURRENT_SOURCE_DIR}/cpp/include/cuattn/launch.h _h)
+  string(REGEX MATCH "${name}\\[\\] = {([^;]*)};" _m "${_h}")
+  if(NOT _m)
+    message(FATAL_ERROR "cuattn: ${name} not found in cpp/include/cuattn/launch.h")
+  endif()
+  string(REGEX REPLACE "{([0-9]+), ([0-9]+)}" "\\1_\\2" _list "${CMAKE_MATCH_1}")
+  string(REGEX REPLACE "[ ]*,[ ]*" ";" _list "${_list}")
+  set(${out} ${_list} PARENT_SCOPE)
+endfunction()
+cuattn_read_table(kFlashHeadDims _all_pairs)
+cuattn_read_table(kHopperFlashHeadDims _hopper_dims)
+cuattn_read_table(kPagedHeadDims _paged_dims)
+
 set(_flash_pairs "")
 foreach(d IN LISTS CUATTN_HEAD_DIMS)
-  if(NOT d MATCHES "^(64|96|128|192|256)$")
-    message(FATAL_ERROR "CUATTN_HEAD_DIMS: ${d} is not one of 64, 96, 128, 192, 256")
+  set(_found OFF)
+  foreach(pair IN LISTS _all_pairs)
+    if(pair MATCHES "^${d}_")
+      list(APPEND _flash_pairs ${pair})
+      set(_found ON)
+    endif()
+  endforeach()
+  if(NOT _found)
+    message(FATAL_ERROR "CUATTN_HEAD_DIMS: ${d} is not a head dim of kFlashHeadDims (cpp/include/cuattn/launch.h)")
   endif()
-  list(APPEND _flash_pairs "${d}_${d}")
-  if(d EQUAL 192)
-    list(APPEND _flash_pairs "192_128")  # DeepSeek-style D=192 / Dv=128
-  endif()
-  list(APPEND CUATTN_CUDA_DEFINES CUATTN_HDIM_${d}=1)
 endforeach()
+string(REPLACE ";" ":" _built "${CUATTN_HEAD_DIMS}")
+list(APPEND CUATTN_CUDA_DEFINES "CUATTN_BUILT_HEAD_DIMS=\"${_built}\"")
 
 foreach(pair IN LISTS _flash_pairs)
   string(REPLACE "_" ";" _dv "${pair}")
@@ -81,11 +103,12 @@ if("90a" IN_LIST CUATTN_CUDA_ARCHS)
   list(APPEND CUATTN_CUDA_DEFINES CUATTN_BUILD_SM90A=1)
 endif()
 cuattn_instantiate(flash_fwd_sm90 "Hopper flash forward kernels" flash/flash_launch_sm90.cuh
-  "template bool run_flash_fwd_sm90<@TYPE@, @D@>(const AttnParams&, cudaStream_t);" "64;128")
+  "template bool run_flash_fwd_sm90<@TYPE@, @D@>(const AttnParams&, cudaStream_t);" "${_hopper_dims}")
 
-# Paged decode kernels: each file holds the fp16/bf16-cache and the fp8-cache kernels.
+# Paged decode kernels (D == Dv): each file holds the fp16/bf16-cache and the fp8-cache kernels.
 cuattn_instantiate(paged "paged decode kernels" decode/paged_launch.cuh
-  "template void run_paged<@TYPE@, @D@>(const PagedParams&, const DecodePlan*, cudaStream_t);" "64;128;256")
+  "template void run_paged<@TYPE@, @D@>(const PagedParams&, const DecodeConfig&, const SplitWorkspace&, cudaStream_t);"
+  "${_paged_dims}")
 
 # MLA latent attention (independent of CUATTN_HEAD_DIMS): DeepSeek decode (576 / 512, V inside
 # the latent, 16-bit or fp8 cache) and the absorbed mla_attention (K and V latents of width L,

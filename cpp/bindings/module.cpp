@@ -136,7 +136,7 @@ NB_MODULE(_cuattn, m) {
          int bm_block_kv, int64_t bm_q_len, int64_t bm_kv_len, int64_t max_seqlen_q,
          int64_t max_seqlen_k, bool causal, int64_t window_left, int64_t window_right, double scale,
          double softcap, const std::string& layout, bool check, const std::string& dtype,
-         uintptr_t stream) {
+         uintptr_t stream, const std::string& variant) {
         cuattn::AttentionArgs a;
         a.q = view(OptIn(q), "q", dtype);
         a.k = view(OptIn(k), "k", dtype);
@@ -165,6 +165,7 @@ NB_MODULE(_cuattn, m) {
         a.softcap = softcap;
         a.layout = cuattn::parse_layout(layout);
         a.check = check;
+        a.variant = variant;
         nb::gil_scoped_release nogil;
         cuattn::attention(a, as_stream(stream));
       },
@@ -176,7 +177,7 @@ NB_MODULE(_cuattn, m) {
       "bm_bits"_a.noconvert().none(), "bm_block_q"_a, "bm_block_kv"_a, "bm_q_len"_a,
       "bm_kv_len"_a, "max_seqlen_q"_a, "max_seqlen_k"_a, "causal"_a, "window_left"_a,
       "window_right"_a, "scale"_a, "softcap"_a, "layout"_a, "check"_a, "dtype"_a, "stream"_a,
-      "Dense / varlen / block-sparse attention into `out` (see cuattn.attention).");
+      "variant"_a = "", "Dense / varlen / block-sparse attention into `out` (see cuattn.attention).");
 
   m.def(
       "naive_attention",
@@ -221,7 +222,6 @@ NB_MODULE(_cuattn, m) {
                                  "Host-side decode schedule and device workspace (see "
                                  "cuattn.plan_decode). Reusable for calls of the same shapes.")
       .def_ro("batch", &cuattn::DecodePlan::batch)
-      .def_ro("num_splits", &cuattn::DecodePlan::num_splits)
       .def_ro("max_splits", &cuattn::DecodePlan::max_splits)
       .def_ro("chunk_tokens", &cuattn::DecodePlan::chunk_tokens)
       .def_ro("seq_lens", &cuattn::DecodePlan::seq_lens)
@@ -247,7 +247,8 @@ NB_MODULE(_cuattn, m) {
          OptIn sinks, OptIn k_scale_t, OptIn v_scale_t, double k_scale, double v_scale,
          double scale, double softcap, int64_t window_left, int64_t window_right,
          const std::string& kv_layout, bool check, const cuattn::DecodePlan* plan,
-         const std::string& dtype, const std::string& kv_dtype, uintptr_t stream) {
+         const std::string& dtype, const std::string& kv_dtype, uintptr_t stream,
+         const std::string& variant) {
         cuattn::PagedArgs a;
         a.q = view(OptIn(q), "q", dtype);
         a.k_cache = view(OptIn(k_cache), "k_cache", kv_dtype);
@@ -268,6 +269,7 @@ NB_MODULE(_cuattn, m) {
         a.kv_layout = cuattn::parse_kv_layout(kv_layout);
         a.check = check;
         a.plan = plan;
+        a.variant = variant;
         nb::gil_scoped_release nogil;
         cuattn::paged_attention(a, as_stream(stream));
       },
@@ -276,7 +278,7 @@ NB_MODULE(_cuattn, m) {
       "lse"_a.noconvert().none(), "sinks"_a.noconvert().none(), "k_scale_t"_a.noconvert().none(),
       "v_scale_t"_a.noconvert().none(), "k_scale"_a, "v_scale"_a, "scale"_a, "softcap"_a,
       "window_left"_a, "window_right"_a, "kv_layout"_a, "check"_a, "plan"_a.none(), "dtype"_a,
-      "kv_dtype"_a, "stream"_a, "Paged KV-cache attention (see cuattn.paged_attention).");
+      "kv_dtype"_a, "stream"_a, "variant"_a = "", "Paged KV-cache attention (see cuattn.paged_attention).");
 
   m.def(
       "append_paged_kv",

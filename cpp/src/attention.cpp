@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend.h"
+#include "cuattn/launch.h"
 #include "validate.h"
 
 namespace cuattn {
@@ -58,15 +59,16 @@ const char* layout_desc(Layout l, bool varlen) {
 void check_head_dims(const TensorView& q, int d, int dv) {
   if (d < 1 || dv < 1) value_error("head_dim must be >= 1, got q head_dim ", d, ", v head_dim ", dv);
   if (!q.is_cuda()) return;
-  if (d > 256 || d % 8 != 0 || dv > 256 || dv % 8 != 0)
-    value_error("head_dim ", d, " (v head_dim ", dv,
-                ") is not supported on the GPU: it must be a multiple of 8 and at most 256");
+  if (d > kMaxHeadDim || d % kHeadDimMultiple != 0 || dv > kMaxHeadDim || dv % kHeadDimMultiple != 0)
+    value_error("head_dim ", d, " (v head_dim ", dv, ") is not supported on the GPU: it must be a multiple of ",
+                kHeadDimMultiple, " and at most ", kMaxHeadDim);
 #ifdef CUATTN_WITH_CUDA
   if (!cuda::attention_supported(q.dtype, d, dv)) {
     std::string dims;
-    for (int x : build_info().head_dims) dims += cat(dims.empty() ? "" : ", ", x);
+    for (const HeadDimPair& k : kFlashHeadDims)
+      if (head_dim_built(k.d)) dims += cat(dims.empty() ? "" : ", ", k.d, "/", k.dv);
     value_error("head_dim ", d, " with v head_dim ", dv, " has no GPU kernel in this build "
-                "(CUATTN_HEAD_DIMS: ", dims, "; also D=192/Dv=128)");
+                "(head_dim/v head_dim: ", dims, ")");
   }
 #endif
 }
@@ -327,7 +329,7 @@ void attention(const AttentionArgs& a, Stream stream) {
   // Zero-size problems: nothing to compute (rows of an empty kv are still written below).
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
 
-  run_on(a.q, [&] { cpu::attention(p); }, [&] { cuda::attention(p, stream); });
+  run_on(a.q, [&] { cpu::attention(p); }, [&] { cuda::attention(p, a.variant, stream); });
 }
 
 void naive_attention(const NaiveArgs& a, Stream stream) {

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "cuattn/cuattn.h"
 #include "cuattn/params.h"
+#include "scheduler.h"
 
 namespace cuattn {
 namespace cpu {
@@ -45,10 +47,12 @@ class DeviceGuard {
   int prev_ = -1;
 };
 
-// Defined in cuda/*.cu when built with CUDA (flash/, decode/, common/merge.cu).
-void attention(const AttnParams& p, Stream stream);
+// GPU dispatch (dispatch.cpp, CUDA builds): the kernels' limits, the variant (choose_*_config
+// with the call's internal `variant` string over it), the split-KV workspace, then the launch
+// through cuattn/launch.h. Run with the tensors' device current.
+void attention(const AttnParams& p, const std::string& variant, Stream stream);
 void naive_attention(const AttnParams& p, void* workspace, Stream stream);
-void paged_attention(const PagedParams& p, const DecodePlan* plan, Stream stream);
+void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::string& variant, Stream stream);
 void append_paged_kv(const AppendParams& p, Stream stream);
 void merge_states(const MergeParams& p, Stream stream);
 // True where the CUDA build has a kernel for this (dtype, head dim, head dim v) combination.
@@ -57,6 +61,18 @@ bool paged_supported(DType q, DType kv, int d, int dv);
 // Allocates a plan's device workspace (partial outputs and lse of every split).
 void plan_workspace(DecodePlan& plan);
 void plan_free(DecodePlan& plan);  // cudaFree: waits for work that may still use it
+
+// CUDA runtime pieces (runtime.cpp).
+DeviceProps current_device_props();  // of the current device, cached
+// A zeroed device allocation of `bytes` on `device` (a sync), and its release (cudaFree: waits
+// for work that may still use it).
+void* alloc_zeroed(size_t bytes, int device);
+void free_sync(void* ptr, int device);
+// The plan-less split workspace: one growing buffer per (device, stream), stream-ordered
+// (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on `stream`: no host sync), all zeros when
+// it grows. Its counter region keeps the size it was zeroed with: `counter_bytes` is raised to
+// it. Under CUDA-graph capture it cannot grow (ValueError).
+void* cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream);
 }  // namespace cuda
 
 // Runs `gpu` (with the tensor's device current) for a CUDA tensor, `cpu` otherwise.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backend.h"
+#include "cuattn/launch.h"
 #include "scheduler.h"
 #include "validate.h"
 
@@ -31,6 +32,14 @@ CacheView as_cache(const TensorView& t, const char* name, KVLayout layout) {
     c.sp = t.stride[0], c.sh = t.stride[1], c.ss = t.stride[2];
   }
   return c;
+}
+
+// "64, 128, 256": the paged head dims this build has kernels for.
+[[maybe_unused]] std::string built_paged_head_dims() {
+  std::string r;
+  for (int d : kPagedHeadDims)
+    if (head_dim_built(d)) r += cat(r.empty() ? "" : ", ", d);
+  return r.empty() ? "none" : r;
 }
 
 void check_kv_dtype(const TensorView& cache, const char* name, const TensorView& q) {
@@ -185,10 +194,11 @@ void paged_attention(const PagedArgs& a, Stream stream) {
 #ifdef CUATTN_WITH_CUDA
   if (a.q.is_cuda() && !cuda::paged_supported(p.q_dtype, p.kv_dtype, p.head_dim, p.head_dim_v))
     value_error("no GPU paged kernel for q ", dtype_name(p.q_dtype), ", cache ", dtype_name(p.kv_dtype),
-                ", head_dim ", p.head_dim, "/", p.head_dim_v, " in this build (head dims 64, 128, 256)");
+                ", head_dim ", p.head_dim, "/", p.head_dim_v, " in this build (head dims ",
+                built_paged_head_dims(), ")");
 #endif
   if (p.batch == 0 || p.seqlen_q == 0 || p.num_heads_q == 0) return;
-  run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, stream); });
+  run_on(a.q, [&] { cpu::paged_attention(p); }, [&] { cuda::paged_attention(p, a.plan, a.variant, stream); });
 }
 
 void append_paged_kv(const AppendArgs& a, Stream stream) {
@@ -280,16 +290,23 @@ std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
   for (int b = 0; b < batch; ++b)
     if (plan->seq_lens[size_t(b)] < 0)
       value_error("plan_decode: seq_lens[", b, "] = ", plan->seq_lens[size_t(b)], " is negative");
-  int sms = opt.num_sms;
+  DecodeShape s;
+  s.batch = batch, s.heads_q = opt.num_heads_q, s.heads_kv = opt.num_heads_kv, s.seqlen_q = opt.seqlen_q;
+  s.page_size = opt.page_size;
+  for (int32_t L : plan->seq_lens) s.total_len += L, s.max_len = std::max<int64_t>(s.max_len, L);
+  s.split_sms = std::max(opt.num_sms, 0);
+  DeviceProps dev;  // a CPU plan: splits for num_sms (or 1)
   if (opt.device == DeviceType::cuda) {
     const DeviceInfo d = device_info(opt.device_id);
     if (!d.available) throw CudaError(cat("plan_decode on cuda: ", d.reason));
-    if (sms <= 0) sms = d.sm_count;
+    dev.sm_count = d.sm_count, dev.cc_major = d.cc_major, dev.cc_minor = d.cc_minor;
+  } else if (opt.num_sms > 0) {
+    dev.sm_count = opt.num_sms;
   }
-  const SplitPlan s = plan_splits(plan->seq_lens.data(), batch, plan->opt, std::max(sms, 1));
-  plan->num_splits = s.num_splits;
-  plan->max_splits = s.max_splits;
-  plan->chunk_tokens = s.chunk_tokens;
+  const DecodeSchedule d = choose_decode(s, dev);
+  plan->max_splits = d.max_splits;
+  plan->chunk_tokens = d.chunk_tokens;
+  plan->config = d.config;
 #ifdef CUATTN_WITH_CUDA
   if (opt.device == DeviceType::cuda) cuda::plan_workspace(*plan);
 #endif

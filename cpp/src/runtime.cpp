@@ -1,11 +1,17 @@
 // runtime.cpp — build/device information and the few CUDA runtime calls the host layer makes
-// (device memory for cuattn.Array and the programs). Without CUDA every GPU request throws.
+// (device memory for cuattn.Array and the programs, the device properties the kernel variants are
+// chosen from, the decode plans' and the plan-less calls' split workspaces). Without CUDA every
+// GPU request throws.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "cuattn/cuattn.h"
 #include "backend.h"
+#include "cuattn/launch.h"
 #include "validate.h"
 
 #ifdef CUATTN_WITH_CUDA
@@ -40,6 +46,73 @@ cuda::DeviceGuard::DeviceGuard(int device) {
 cuda::DeviceGuard::~DeviceGuard() {
   if (prev_ >= 0) cudaSetDevice(prev_);
 }
+
+DeviceProps cuda::current_device_props() {
+  static std::mutex mu;
+  static std::map<int, DeviceProps> cache;
+  int dev = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  DeviceProps d;
+  cuda_check(cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&d.cc_major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  cuda_check(cudaDeviceGetAttribute(&d.cc_minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+  cache.emplace(dev, d);
+  return d;
+}
+
+void* cuda::alloc_zeroed(size_t bytes, int device) {
+  int cur = 0;
+  cuda_check(cudaGetDevice(&cur), "cudaGetDevice");
+  cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  void* ptr = nullptr;
+  cudaError_t e = cudaMalloc(&ptr, bytes);
+  if (e == cudaSuccess) e = cudaMemset(ptr, 0, bytes);
+  cudaSetDevice(cur);
+  cuda_check(e, "plan_decode workspace allocation");
+  return ptr;
+}
+
+void cuda::free_sync(void* ptr, int device) {
+  if (ptr == nullptr) return;
+  int cur = 0;
+  cudaGetDevice(&cur);
+  cudaSetDevice(device);
+  cudaFree(ptr);  // synchronises: no launch can still be using it
+  cudaSetDevice(cur);
+}
+
+void* cuda::cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream) {
+  struct Cached {
+    void* ptr = nullptr;
+    size_t bytes = 0, counter_bytes = 0;
+  };
+  static std::mutex mu;
+  static std::map<std::pair<int, Stream>, Cached> cache;
+  int dev = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(mu);
+  Cached& w = cache[{dev, stream}];
+  if (w.counter_bytes < counter_bytes || w.bytes < w.counter_bytes + partial_bytes) {
+    if (stream_is_capturing(stream))
+      throw ValueError("paged_attention needs plan= (from plan_decode) under CUDA-graph capture: "
+                       "without one it would allocate its split-KV workspace while capturing");
+    // Headroom in both regions, so that it grows rarely; never smaller than before.
+    const size_t counters = std::max((counter_bytes + counter_bytes / 2 + 255) / 256 * 256, w.counter_bytes);
+    const size_t partials = std::max(partial_bytes * 3 / 2, w.bytes - w.counter_bytes);
+    if (w.ptr) cuda_check(cudaFreeAsync(w.ptr, stream), "cudaFreeAsync(decode workspace)");
+    w.ptr = nullptr;
+    w.bytes = w.counter_bytes = 0;
+    cuda_check(cudaMallocAsync(&w.ptr, counters + partials, stream), "cudaMallocAsync(decode workspace)");
+    cuda_check(cudaMemsetAsync(w.ptr, 0, counters + partials, stream), "cudaMemsetAsync(decode workspace)");
+    w.bytes = counters + partials;
+    w.counter_bytes = counters;
+  }
+  counter_bytes = w.counter_bytes;
+  return w.ptr;
+}
 #endif
 
 BuildInfo build_info() {
@@ -49,8 +122,8 @@ BuildInfo build_info() {
   b.cuda = true;
   b.cuda_version = CUATTN_CUDA_VERSION_STR;
   b.archs = CUATTN_CUDA_ARCHS_STR;
-  for (int d : {64, 96, 128, 192, 256})
-    if (cuda::attention_supported(DType::f16, d, d)) b.head_dims.push_back(d);
+  for (const HeadDimPair& k : kFlashHeadDims)
+    if (head_dim_built(k.d) && (b.head_dims.empty() || b.head_dims.back() != k.d)) b.head_dims.push_back(k.d);
 #endif
   return b;
 }

@@ -2,24 +2,22 @@
 #include "scheduler.h"
 
 #include <algorithm>
-#include <cstdlib>
+#include <map>
+
+#include "validate.h"
 
 namespace cuattn {
 
-int ctas_per_sm() {
-  static const int n = [] {
-    const char* e = std::getenv("CUATTN_DECODE_CTAS_PER_SM");
-    const int v = e ? std::atoi(e) : 0;
-    return v >= 1 && v <= 64 ? v : kCtasPerSm;
-  }();
-  return n;
+int64_t decode_row_chunks(int64_t heads_q, int64_t heads_kv, int64_t seqlen_q) {
+  const int64_t group = heads_q / std::max<int64_t>(heads_kv, 1);
+  return (group * seqlen_q + kDecodeRows - 1) / kDecodeRows;
 }
 
 int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max_len,
-                 int page_size, int num_sms) {
-  const int64_t ps = std::max(page_size, 1);
+                 int64_t page_size, int num_sms, int ctas_per_sm) {
+  const int64_t ps = std::max<int64_t>(page_size, 1);
   const int64_t longest = std::max<int64_t>(max_len, 1);
-  const int64_t target = int64_t(std::max(num_sms, 1)) * ctas_per_sm();  // CTAs we would like
+  const int64_t target = int64_t(std::max(num_sms, 1)) * std::max(ctas_per_sm, 1);  // CTAs we would like
   int64_t chunk = longest;  // one split per sequence
   const int64_t units = std::max<int64_t>(batch * heads_kv, 1);
   if (units < target) {
@@ -31,29 +29,113 @@ int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max
     // (72 CTAs) 2503, 2 splits 2357.
     const int64_t splits = std::max<int64_t>(target / units, 1);
     const int64_t mean = (std::max<int64_t>(total_len, 1) + batch - 1) / std::max<int64_t>(batch, 1);
-    chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinChunk);
+    chunk = std::max<int64_t>((mean + splits - 1) / splits, kMinDecodeChunk);
   }
-  chunk = std::max<int64_t>(chunk, (longest + kMaxSplitsPerSeq - 1) / kMaxSplitsPerSeq);
+  chunk = std::max<int64_t>(chunk, (longest + kMaxDecodeSplits - 1) / kMaxDecodeSplits);
   chunk = (chunk + ps - 1) / ps * ps;  // whole pages: a split never shares a page
   chunk = std::min(chunk, (longest + ps - 1) / ps * ps);
   return int(std::min<int64_t>(chunk, INT32_MAX / 2));
 }
 
-SplitPlan plan_splits(const int32_t* seq_lens, int batch, const PlanOptions& opt, int num_sms) {
-  SplitPlan s;
-  int64_t total = 0, longest = 0;
-  for (int b = 0; b < batch; ++b) {
-    total += std::max(seq_lens[b], 0);
-    longest = std::max<int64_t>(longest, seq_lens[b]);
+DecodeConfig choose_decode_config(const DecodeShape& s, int chunk_tokens, int max_splits,
+                                  const DeviceProps& dev) {
+  DecodeConfig c;
+  c.sm_count = std::max(dev.sm_count, 1);
+  const int64_t ctas = int64_t(max_splits) * s.heads_kv * decode_row_chunks(s.heads_q, s.heads_kv, s.seqlen_q) * s.batch;
+  const bool one_wave = ctas <= c.sm_count;  // one CTA an SM or less
+  // Rows of at most 128 bytes (fp8 D64 / D128, 16-bit D64) on a grid of one wave take the 8-warp
+  // TMA kernel (the launcher knows the row size).
+  c.wide = one_wave;
+  // Persistent CTAs for grids of several waves, where the kernel has them (fp8; H100, fp8 D128:
+  // B64 L4096 +1.3 %, B128 L4096 +3.2 %, B256 L2048 +4.7 %). 16-bit caches lost 1-2 %: their
+  // kernel runs two CTAs an SM, but with the merge scratch past its 96 KB ring only one fits.
+  c.persistent = !one_wave;
+  // Page order: after 8 tiles, where it was measured to help (random pages, H100): a grid of one
+  // wave (B1 +1.9 %, B16 +1.8 %) or CTAs of 4096 keys or more (B64 L4096 +1.0 %); several waves
+  // of 2048-key CTAs lost 0.1-0.4 % (B256 L2048).
+  if (one_wave || chunk_tokens >= 4096) c.page_order_after = 8;
+  return c;
+}
+
+DecodeSchedule choose_decode(const DecodeShape& s, const DeviceProps& dev) {
+  DecodeSchedule r;
+  const int sms = s.split_sms > 0 ? s.split_sms : dev.sm_count;
+  r.chunk_tokens = choose_chunk(s.batch, s.heads_kv, s.total_len, s.max_len, s.page_size, sms, s.ctas_per_sm);
+  r.max_splits = int(std::max<int64_t>(1, (s.max_len + r.chunk_tokens - 1) / r.chunk_tokens));
+  r.config = choose_decode_config(s, r.chunk_tokens, r.max_splits, dev);
+  return r;
+}
+
+bool choose_flash_config(const AttnParams& p, const DeviceProps& dev, FlashConfig& out) {
+  bool found = false;
+  for (const HeadDimPair& k : kFlashHeadDims)
+    if (head_dim_built(k.d) && k.d >= p.head_dim && k.dv >= p.head_dim_v &&
+        (!found || k.d + k.dv < out.head_dim + out.head_dim_v)) {
+      out.head_dim = k.d, out.head_dim_v = k.dv;
+      found = true;
+    }
+  // The Hopper kernel where it exists for this instantiation and the device is sm_90 (it also
+  // needs sm_90a code in the build and more than one kv tile: the launcher checks those).
+  out.hopper = found && contains(kHopperFlashHeadDims, out.head_dim) && out.head_dim == out.head_dim_v &&
+               dev.cc_major == 9 && dev.cc_minor == 0;
+  return found;
+}
+
+namespace {
+
+// "a=1,b=2" -> {a: 1, b: 2}; every key must be one of `keys`.
+std::map<std::string, int> parse_variant(const std::string& spec, std::initializer_list<const char*> keys) {
+  std::map<std::string, int> r;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(pos, end - pos);
+    pos = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return key == k; }))
+      detail::value_error("variant: unknown setting '", key, "' in '", spec, "'");
+    try {
+      size_t used = 0;
+      const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+      r[key] = std::stoi(value, &used);
+      if (used != value.size()) throw std::invalid_argument(value);
+    } catch (const std::exception&) {
+      detail::value_error("variant: '", item, "' needs an integer value");
+    }
   }
-  s.chunk_tokens = choose_chunk(batch, opt.num_heads_kv, total, longest, opt.page_size, num_sms);
-  s.num_splits.resize(size_t(batch));
-  for (int b = 0; b < batch; ++b) {
-    const int64_t L = std::max(seq_lens[b], 0);
-    s.num_splits[size_t(b)] = int32_t(std::max<int64_t>(1, (L + s.chunk_tokens - 1) / s.chunk_tokens));
-    s.max_splits = std::max(s.max_splits, int(s.num_splits[size_t(b)]));
+  return r;
+}
+
+}  // namespace
+
+void apply_variant(const std::string& variant, FlashConfig& c) {
+  if (variant.empty()) return;
+  const auto v = parse_variant(variant, {"portable"});
+  if (v.count("portable") && v.at("portable") != 0) c.hopper = false;
+}
+
+void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm) {
+  if (variant.empty()) return;
+  const auto v = parse_variant(variant, {"tma", "wide", "persistent", "persistent_ctas", "page_order",
+                                         "pdl", "ctas_per_sm"});
+  const auto get = [&](const char* k, auto& field) {
+    if (v.count(k)) field = std::remove_reference_t<decltype(field)>(v.at(k));
+  };
+  get("tma", c.tma);
+  get("wide", c.wide);
+  get("pdl", c.pdl);
+  get("page_order", c.page_order_after);
+  // A cap on the persistent CTAs runs them on any grid of more units; persistent=0 wins.
+  if (v.count("persistent_ctas") && v.at("persistent_ctas") > 0) {
+    c.persistent_ctas = v.at("persistent_ctas");
+    c.persistent = true;
   }
-  return s;
+  get("persistent", c.persistent);
+  if (ctas_per_sm != nullptr && v.count("ctas_per_sm"))
+    *ctas_per_sm = std::clamp(v.at("ctas_per_sm"), 1, 64);
 }
 
 }  // namespace cuattn

@@ -1,35 +1,63 @@
-// scheduler.h — the one decode scheduler: how many splits each sequence's KV range is cut into
-// so that batch x kv-heads x splits fills the GPU (flash-decoding). Used by plan_decode (host,
-// from the real lengths) and by the plan-less path (from shapes alone, no sync).
+// scheduler.h — the host's choices for the kernels, as pure functions of shapes and device
+// properties: how many splits each sequence's KV range is cut into so that batch x kv-heads x
+// splits fills the GPU (flash-decoding), and which kernel variant a call runs. Used by
+// plan_decode (from the real lengths; the result is stored in the plan) and by plan-less calls
+// (from shapes alone, no sync). Tests and benchmarks override the variant through an internal
+// `variant` string (AttentionArgs / PagedArgs), never through the environment.
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <string>
 
 #include "cuattn/cuattn.h"
+#include "cuattn/launch.h"
 
 namespace cuattn {
 
-struct SplitPlan {
-  std::vector<int32_t> num_splits;  // per sequence
-  int max_splits = 1;
-  int chunk_tokens = 0;  // KV tokens per split, a multiple of the page size
+struct DeviceProps {
+  int sm_count = 1;
+  int cc_major = 0, cc_minor = 0;
 };
 
-// Work units are (sequence, kv head, split); we aim for at most ctas_per_sm() CTAs per SM, and never
-// cut a split shorter than kMinChunk tokens (below that the merge costs more than it saves).
-constexpr int kMinChunk = 256;
-constexpr int kMaxSplitsPerSeq = 512;  // the decode kernels' combine holds this many weights
 // One CTA per SM: the TMA-fed paged kernel streams as fast with one CTA an SM as with two, and
 // fewer splits mean less merging (decode_sweep, H100: B16 L8192 2770 GB/s with 1 split vs 2722
 // with 2; B2 L32768 2487 with 8 splits vs 2160 with 17).
-constexpr int kCtasPerSm = 1;  // default; CUATTN_DECODE_CTAS_PER_SM=N overrides (experiments)
-int ctas_per_sm();
+constexpr int kCtasPerSm = 1;
 
-// chunk size for `batch` sequences of at most `max_len` tokens (or total_len tokens in all).
+// A paged decode call (or a plan) as the scheduler sees it.
+struct DecodeShape {
+  int64_t batch = 0, heads_q = 1, heads_kv = 1, seqlen_q = 1, page_size = 1;
+  int64_t total_len = 0, max_len = 0;  // tokens of all sequences / of the longest
+  int split_sms = 0;                   // SMs the splits should fill (plan_decode's num_sms); 0: the device's
+  int ctas_per_sm = kCtasPerSm;        // CTAs an SM the splits aim for
+};
+
+struct DecodeSchedule {
+  int chunk_tokens = 0;  // KV tokens per split, a multiple of the page size
+  int max_splits = 1;    // splits of the longest sequence
+  DecodeConfig config;
+};
+
+// Row chunks of kDecodeRows query rows (GQA group x new tokens) per kv head.
+int64_t decode_row_chunks(int64_t heads_q, int64_t heads_kv, int64_t seqlen_q);
+
+// Chunk size for `batch` sequences of at most `max_len` tokens (or total_len tokens in all).
 int choose_chunk(int64_t batch, int64_t heads_kv, int64_t total_len, int64_t max_len,
-                 int page_size, int num_sms);
+                 int64_t page_size, int num_sms, int ctas_per_sm);
 
-SplitPlan plan_splits(const int32_t* seq_lens, int batch, const PlanOptions& opt, int num_sms);
+// The splits and the kernel variant of a decode call.
+DecodeSchedule choose_decode(const DecodeShape& s, const DeviceProps& dev);
+DecodeConfig choose_decode_config(const DecodeShape& s, int chunk_tokens, int max_splits,
+                                  const DeviceProps& dev);
+
+// The flash instantiation and kernel of an attention call; false when no instantiation covers
+// its head dims in this build.
+bool choose_flash_config(const AttnParams& p, const DeviceProps& dev, FlashConfig& out);
+
+// Applies an internal variant string ("key=value,...", see AttentionArgs / PagedArgs::variant)
+// over a chosen config; ValueError for an unknown key or a value that is not an integer.
+void apply_variant(const std::string& variant, FlashConfig& c);
+// ctas_per_sm: set when the string has it (it changes the splits of a plan-less call).
+void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm = nullptr);
 
 }  // namespace cuattn

@@ -1,9 +1,9 @@
 // merge.cu — merge_states: two partial attention results over disjoint key sets become one,
 // through the shared LSE combine (softmax.cuh). One warp per (b, s, h) row, 8 values a lane.
-#include "backend.h"
 #include "common/launch.cuh"
 #include "common/softmax.cuh"
 #include "common/types.cuh"
+#include "cuattn/launch.h"
 
 namespace cuattn {
 namespace {
@@ -37,8 +37,7 @@ __global__ void merge_states_kernel(const __grid_constant__ MergeParams p) {
 
 }  // namespace
 
-namespace cuda {
-void merge_states(const MergeParams& p, Stream stream) {
+void kernels::merge_states(const MergeParams& p, Stream stream) {
   const int64_t rows = int64_t(p.batch) * p.seqlen * p.num_heads;
   if (p.dtype == DType::bf16)
     merge_states_kernel<__nv_bfloat16><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(p);
@@ -46,5 +45,4 @@ void merge_states(const MergeParams& p, Stream stream) {
     merge_states_kernel<__half><<<unsigned((rows + 7) / 8), 256, 0, stream>>>(p);
   check_launch("merge_states_kernel launch");
 }
-}  // namespace cuda
 }  // namespace cuattn

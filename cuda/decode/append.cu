@@ -2,9 +2,9 @@
 // One thread per 8 elements of a (token, head) row: a 16-byte load, then a 16-byte store into a
 // 16-bit cache or an 8-byte store of quantised values into an fp8 cache. Negative slots are
 // skipped; slots past the cache are skipped too (clamping, as everywhere on the GPU).
-#include "backend.h"
 #include "common/launch.cuh"
 #include "common/types.cuh"
+#include "cuattn/launch.h"
 
 namespace cuattn {
 namespace {
@@ -63,13 +63,8 @@ __global__ void append_kernel(const __grid_constant__ AppendParams p) {
 
 }  // namespace
 
-namespace cuda {
-void append_paged_kv(const AppendParams& p, Stream stream) {
-  if (p.head_dim % 8 != 0 || p.head_dim_v % 8 != 0)
-    throw ValueError("append_paged_kv on the GPU needs head dims that are multiples of 8, got " +
-                     std::to_string(p.head_dim) + " / " + std::to_string(p.head_dim_v));
-  if (p.kv_dtype != p.new_dtype && p.kv_dtype != DType::fp8_e4m3)
-    throw ValueError("cache dtype must match k_new's or be fp8_e4m3");
+// Head dims are multiples of 8 and the cache dtype is k_new's or fp8 (the host checked).
+void kernels::append_paged_kv(const AppendParams& p, Stream stream) {
   const int64_t total = int64_t(p.num_tokens) * p.num_heads_kv * (p.head_dim + p.head_dim_v) / 8;
   const unsigned blocks = unsigned((total + 255) / 256);
   const bool fp8 = p.kv_dtype == DType::fp8_e4m3;
@@ -82,5 +77,4 @@ void append_paged_kv(const AppendParams& p, Stream stream) {
   }
   check_launch("append_kernel launch");
 }
-}  // namespace cuda
 }  // namespace cuattn

@@ -16,8 +16,8 @@
 //              of it): one warp issues TMA tensor copies, one per (page, 128-byte column panel)
 //              of a tile, 128-byte swizzled (fp8 D64: 64-byte rows, 64-byte swizzle); the
 //              consumers zero V rows outside the key range (garbage x P = 0 could be NaN).
-//              Otherwise (D256, other page sizes,
-//              CUATTN_DECODE_ROW_COPIES=1): one bulk copy per K or V row, a producer thread each.
+//              Otherwise (D256, other page sizes, DecodeConfig::tma false): one bulk copy per K or
+//              V row, a producer thread each.
 //              TMA streams 3-7 % faster on 16-bit caches, and fp8 far more (bench/NOTES.md):
 //              16 copies a tile issue far sooner than 128. sm80: the producers leave and the
 //              consumers copy with cp.async, 16 bytes a thread, eight threads a row, a barrier per
@@ -48,6 +48,7 @@
 #include "common/mma.cuh"
 #include "common/softmax.cuh"
 #include "common/types.cuh"
+#include "cuattn/launch.h"
 #include "cuattn/params.h"
 
 // Timeline hook: bench/trace_decode.cu defines it to record %globaltimer at five points of every
@@ -71,7 +72,7 @@ struct PagedTraits {
   // leaves such a tile's latency-bound chain of ldmatrix, (widening,) MMAs and softmax exposed,
   // where several waves put two on an SM anyway and overlap their starts and ends (NOTES).
   static constexpr int kWarps = kWide ? 8 : 4;
-  static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = 16;  // kThreads: consumers
+  static constexpr int kBN = 16 * kWarps, kThreads = 32 * kWarps, kRows = kDecodeRows;  // kThreads: consumers
   static constexpr int kBlock = 2 * kThreads;                                   // + as many producers
   // sm90 up to D128: the producers hand registers to the consumers (setmaxnreg), as many as the
   // register file holds at kBlock threads an SM, two CTAs of 4 + 4 warps or one of 8 + 8:
@@ -103,18 +104,6 @@ struct PagedTraits {
 #else
   static constexpr int kMinBlocks = kD <= 128 && kWarps == 4 ? 2 : 1;
 #endif
-};
-
-// Where the split-KV partial results live (allocated by the plan or the workspace cache).
-// At most this many splits per sequence (the scheduler never asks for more).
-constexpr int kMaxSplits = 512;
-
-struct SplitWorkspace {
-  float* o = nullptr;         // [b, hk * row chunks, max_splits, 16, dv]
-  float* lse = nullptr;       // [b, hk * row chunks, max_splits, 16]
-  int* counters = nullptr;    // [b, hk * row chunks], zero between launches
-  int chunk_tokens = 0;       // keys per split (multiple of the page size)
-  int max_splits = 1;
 };
 
 // The K and V caches as 4-d tensors (dim, slot, kv head, page) read in boxes of 128 bytes of
@@ -792,7 +781,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
     const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
     const float* pl = ws.lse + unit * ws.max_splits * 16;
-    float* s_w = s_ow + 16 * kDv + warp * kMaxSplits;  // this warp's weights (past the result rows)
+    float* s_w = s_ow + 16 * kDv + warp * kMaxDecodeSplits;  // this warp's weights (past the result rows)
     auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
       return __ldcg(reinterpret_cast<const float2*>(po + (sp * 16 + r) * kDv + lane * kPer) + c);
     };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common/launch.cuh"
+#include "cuattn/launch.h"
 #include "flash/flash_fwd.cuh"
 
 namespace cuattn {
@@ -13,12 +14,9 @@ void run_flash_fwd(const AttnParams& p, cudaStream_t stream) {
   const size_t smem = Tr::kSmemElems * sizeof(T);
   const dim3 grid((p.seqlen_q + Tr::kBM - 1) / Tr::kBM, p.num_heads_q, p.batch);
   if (grid.x == 0) return;
+  static_assert(Tr::kBM == kFlashTileQ && Tr::kBN == kFlashTileKV,
+                "block masks come in multiples of the tile the host checks them against");
   if (p.block_mask.present()) {
-    if (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)
-      throw ValueError("block_mask block_size (" + std::to_string(p.block_mask.block_q) + ", " +
-                       std::to_string(p.block_mask.block_kv) + ") is not supported on the GPU: use "
-                       "multiples of (" + std::to_string(Tr::kBM) + ", " + std::to_string(Tr::kBN) +
-                       "), e.g. the default 128");
     auto kernel = flash_fwd_kernel<T, kD, kDv, true>;
     set_smem_limit(kernel, smem);
     kernel<<<grid, Tr::kThreads, smem, stream>>>(p);

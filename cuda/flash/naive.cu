@@ -1,10 +1,10 @@
 // naive.cu — the chapter's baseline: materialise S = scale * Q K^T for a whole (batch, head),
 // softmax it row by row in place, then O = P V. O(Sq * Sk) memory; three plain launches with
 // shared-memory tiling and fp32 arithmetic. Used only for comparisons.
-#include "backend.h"
 #include "common/launch.cuh"
 #include "common/softmax.cuh"  // warp_max, warp_sum
 #include "common/types.cuh"
+#include "cuattn/launch.h"
 
 #include <math_constants.h>
 
@@ -96,13 +96,8 @@ void run_naive(const AttnParams& p, float* S, cudaStream_t s) {
 
 }  // namespace
 
-namespace cuda {
-void naive_attention(const AttnParams& p, void* workspace, Stream stream) {
-  if (p.batch * int64_t(p.num_heads_q) > 65535)
-    throw ValueError("naive_attention on the GPU supports at most 65535 (batch x heads)");
-  float* S = static_cast<float*>(workspace);
-  if (p.dtype == DType::bf16) run_naive<__nv_bfloat16>(p, S, stream);
-  else run_naive<__half>(p, S, stream);
+void kernels::naive_attention(const AttnParams& p, float* scores, Stream stream) {
+  if (p.dtype == DType::bf16) run_naive<__nv_bfloat16>(p, scores, stream);
+  else run_naive<__half>(p, scores, stream);
 }
-}  // namespace cuda
 }  // namespace cuattn

@@ -52,7 +52,7 @@ def _shape(x):
 def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, sinks=None,
               cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None,
               block_mask=None, layout="bshd", return_lse=False, out=None, lse_out=None,
-              stream=None, check=False):
+              stream=None, check=False, _variant=""):
     """Scaled dot-product attention, forward pass (flash attention on the GPU).
 
     q: [B, Sq, Hq, D] (layout="bshd") or [B, Hq, Sq, D] ("bhsd"); k, v: [B, Sk, Hkv, D|Dv] in the
@@ -71,6 +71,7 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
     [B, Hq, Sq] (varlen: [Hq, total_q]), natural log. out=/lse_out= write into caller buffers.
     stream: int handle or stream object; default the current stream of q's framework.
     check=True validates GPU cu_seqlens contents (one device sync).
+    _variant is internal (tests, benchmarks): "portable=1" forces the portable GPU kernel.
     """
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'bshd' or 'bhsd', got {layout!r}")
@@ -101,7 +102,7 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
         -1 if max_seqlen_q is None else int(max_seqlen_q),
         -1 if max_seqlen_k is None else int(max_seqlen_k),
         bool(causal), wl, wr, -1.0 if scale is None else _scale(scale), float(softcap), layout,
-        bool(check), ctx.real, ctx.stream)
+        bool(check), ctx.real, ctx.stream, str(_variant))
     if ctx.fw == "jax":
         out = ctx.result(out)
     if return_lse:
@@ -177,7 +178,7 @@ def _scale_arg(ctx, s, name):
 def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, softcap=0.0,
                     window=None, sinks=None, k_scale=None, v_scale=None, kv_layout="NHD",
                     kv_cache_dtype=None, plan=None, check=False, return_lse=False, out=None,
-                    lse_out=None, stream=None):
+                    lse_out=None, stream=None, _variant=""):
     """Attention of new tokens over a paged KV cache (vLLM layout).
 
     q: [B, Hq, D] (one new token per sequence) or [B, Sq, Hq, D] (token t sees keys
@@ -190,6 +191,8 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     GPU inputs are validated with check=True or CUATTN_CHECK=1 (one sync); otherwise out-of-range
     ids and lengths are clamped (no out-of-bounds access, values unspecified).
     Returns out [B, (Sq,) Hq, Dv] or (out, lse) with lse [B, Hq] / [B, Hq, Sq].
+    _variant is internal (tests, benchmarks): a comma list that forces GPU kernel variants, e.g.
+    "tma=0,wide=0,page_order=0,persistent=0,persistent_ctas=5,pdl=0,ctas_per_sm=2".
     """
     ctx = _Call(q, stream)
     qs = _shape(q)
@@ -215,7 +218,7 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
         ctx.out(lse_out, "lse_out") if want_lse else None, ctx.inp(sinks, "sinks"), kst, vst, ks, vs,
         _scale(scale), float(softcap), wl, wr, str(kv_layout), bool(check),
         plan._plan if plan is not None else None, ctx.real, _kv_real(k_cache, kv_cache_dtype),
-        ctx.stream)
+        ctx.stream, str(_variant))
     out = ctx.result(out)
     if return_lse:
         return out, ctx.result(lse_out)

@@ -1555,30 +1555,30 @@ static void parallel_for_case() {
   CHECK(threw, "an exception in a work item reaches the caller");
 }
 
-// The decode split scheduler: whole pages, at most kMaxSplitsPerSeq splits, one split when the
-// batch alone fills the GPU, and at most ctas_per_sm() CTAs per SM otherwise.
+// The decode split scheduler: whole pages, at most kMaxDecodeSplits splits, one split when the
+// batch alone fills the GPU, and at most kCtasPerSm CTAs per SM otherwise.
 static void scheduler_cases() {
   auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
-  const int sms = 132, per_sm = ctas_per_sm();
+  const int sms = 132, per_sm = kCtasPerSm;
   // The benchmark's decode shapes (GQA 32/8): B1 L32768 is cut into 132 * per_sm / 8 splits, rounded down.
   {
-    const int c = choose_chunk(1, 8, 32768, 32768, 16, sms);
+    const int c = choose_chunk(1, 8, 32768, 32768, 16, sms, per_sm);
     const int64_t want = int64_t(sms) * per_sm / 8;
     CHECK(c % 16 == 0, cat("chunk ", c, " is not whole pages"));
     CHECK(splits(32768, c) == want, cat("B1 L32768: ", splits(32768, c), " splits, want ", want));
   }
   if (per_sm == 1) {
-    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms)) == 1, "B16 L8192: want 1 split");
-    CHECK(splits(32768, choose_chunk(2, 8, 2 * 32768, 32768, 16, sms)) == 8, "B2 L32768: want 8 splits");
-    CHECK(splits(16384, choose_chunk(3, 8, 3 * 16384, 16384, 16, sms)) == 5, "B3 L16384: want 5 splits");
-    CHECK(splits(8192, choose_chunk(6, 8, 6 * 8192, 8192, 16, sms)) == 2, "B6 L8192: want 2 splits (96 CTAs)");
-    CHECK(splits(8192, choose_chunk(9, 8, 9 * 8192, 8192, 16, sms)) == 1,
+    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms, per_sm)) == 1, "B16 L8192: want 1 split");
+    CHECK(splits(32768, choose_chunk(2, 8, 2 * 32768, 32768, 16, sms, per_sm)) == 8, "B2 L32768: want 8 splits");
+    CHECK(splits(16384, choose_chunk(3, 8, 3 * 16384, 16384, 16, sms, per_sm)) == 5, "B3 L16384: want 5 splits");
+    CHECK(splits(8192, choose_chunk(6, 8, 6 * 8192, 8192, 16, sms, per_sm)) == 2, "B6 L8192: want 2 splits (96 CTAs)");
+    CHECK(splits(8192, choose_chunk(9, 8, 9 * 8192, 8192, 16, sms, per_sm)) == 1,
           "B9 L8192: want 1 split (72 CTAs, not 144: no partial second wave)");
-    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
+    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms, per_sm)) == 1, "B64 L4096: want 1 split");
   }
   if (per_sm == 2) {
-    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms)) == 2, "B16 L8192: want 2 splits");
-    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms)) == 1, "B64 L4096: want 1 split");
+    CHECK(splits(8192, choose_chunk(16, 8, 16 * 8192, 8192, 16, sms, per_sm)) == 2, "B16 L8192: want 2 splits");
+    CHECK(splits(4096, choose_chunk(64, 8, 64 * 4096, 4096, 16, sms, per_sm)) == 1, "B64 L4096: want 1 split");
   }
   // Random shapes, page sizes and SM counts: the invariants.
   Rng rng(7);
@@ -1588,20 +1588,68 @@ static void scheduler_cases() {
     const int64_t longest = rng.randint(1, trial % 10 == 0 ? (int64_t(1) << 30) : 200000);
     const int64_t total = std::max(longest, batch * rng.randint(0, longest));
     const int nsm = int(rng.randint(1, 200));
-    const int c = choose_chunk(batch, heads, total, longest, page, nsm);
+    const int c = choose_chunk(batch, heads, total, longest, page, nsm, per_sm);
     const std::string at = cat("batch ", batch, " heads ", heads, " page ", page, " longest ", longest,
                                " total ", total, " sms ", nsm, ": chunk ", c);
     CHECK(c >= page && c % page == 0, at + " is not whole pages");
-    CHECK(splits(longest, c) <= kMaxSplitsPerSeq, at + " gives too many splits");
+    CHECK(splits(longest, c) <= kMaxDecodeSplits, at + " gives too many splits");
     if (batch * heads >= int64_t(nsm) * per_sm) CHECK(splits(longest, c) == 1, at + ": the batch fills the GPU");
-    if (splits(longest, c) > 1) CHECK(c >= kMinChunk, at + " is shorter than kMinChunk");
-    // Equal lengths, splits not bounded by kMinChunk or kMaxSplitsPerSeq: no more than
-    // ctas_per_sm() CTAs an SM.
+    if (splits(longest, c) > 1) CHECK(c >= kMinDecodeChunk, at + " is shorter than kMinDecodeChunk");
+    // Equal lengths, splits not bounded by kMinDecodeChunk or kMaxDecodeSplits: no more than
+    // kCtasPerSm CTAs an SM.
     const int64_t units = batch * heads, target = int64_t(nsm) * per_sm, n = splits(longest, c);
-    if (total == batch * longest && units < target && n > 1 && c > kMinChunk + page &&
-        longest / kMaxSplitsPerSeq < c - page)
+    if (total == batch * longest && units < target && n > 1 && c > kMinDecodeChunk + page &&
+        longest / kMaxDecodeSplits < c - page)
       CHECK(units * n <= target, at + cat(": ", units * n, " CTAs for ", target, " slots"));
   }
+
+  // The variant of a call: one wave -> the 8-warp kernel, pages in address order after 8 tiles;
+  // several waves -> persistent CTAs (where the kernel has them), sequence order below 4096-key
+  // splits. The internal variant string overrides it.
+  DeviceProps h100;
+  h100.sm_count = 132, h100.cc_major = 9;
+  DecodeShape one;
+  one.batch = 16, one.heads_q = 32, one.heads_kv = 8, one.page_size = 16, one.max_len = 8192;
+  one.total_len = 16 * 8192;
+  const DecodeSchedule a = choose_decode(one, h100);
+  CHECK(a.max_splits == 1 && a.config.wide && !a.config.persistent && a.config.page_order_after == 8 &&
+            a.config.tma && a.config.pdl && a.config.sm_count == 132,
+        "B16 L8192: one wave, 8 warps, page order after 8");
+  DecodeShape many = one;
+  many.batch = 256, many.max_len = 2048, many.total_len = 256 * 2048;
+  const DecodeSchedule b = choose_decode(many, h100);
+  CHECK(b.max_splits == 1 && !b.config.wide && b.config.persistent && b.config.page_order_after == 0,
+        "B256 L2048: several waves, persistent, sequence order");
+  DecodeConfig v = b.config;
+  int per = kCtasPerSm;
+  apply_variant("tma=0,wide=1,persistent=0,persistent_ctas=5,page_order=3,pdl=0,ctas_per_sm=2", v, &per);
+  CHECK(!v.tma && v.wide && !v.persistent && v.persistent_ctas == 5 && v.page_order_after == 3 && !v.pdl &&
+            per == 2,
+        "apply_variant sets every field (persistent=0 wins over a CTA cap)");
+  v = a.config;
+  apply_variant("persistent_ctas=3", v);
+  CHECK(v.persistent && v.persistent_ctas == 3, "a CTA cap makes any grid persistent");
+  for (const char* bad : {"tma", "wide=x", "colour=1", "tma=1x"}) {
+    bool threw = false;
+    try {
+      apply_variant(bad, v);
+    } catch (const ValueError&) {
+      threw = true;
+    }
+    CHECK(threw, cat("apply_variant('", bad, "') is a ValueError"));
+  }
+  // The flash instantiation: the smallest built pair that covers the call; Hopper on sm_90 only.
+  AttnParams fp;
+  fp.head_dim = 40, fp.head_dim_v = 40;
+  FlashConfig fc;
+  const bool any = head_dim_built(64);
+  CHECK(choose_flash_config(fp, h100, fc) == any && (!any || (fc.head_dim == 64 && fc.hopper)),
+        "D40 runs padded to the D64 kernel, Hopper on sm_90");
+  DeviceProps a100;
+  a100.sm_count = 108, a100.cc_major = 8;
+  CHECK(!choose_flash_config(fp, a100, fc) || !fc.hopper, "no Hopper kernel on sm_80");
+  apply_variant("portable=1", fc);
+  CHECK(!fc.hopper, "portable=1 turns the Hopper kernel off");
 }
 
 int main() {

@@ -4,7 +4,6 @@ odd sizes, each mask, GQA, padded head dims, block masks, paged with split-KV an
     compute-sanitizer --tool memcheck python tests/gpu/sanitize_cases.py
 """
 
-import os
 import sys
 
 import numpy as np
@@ -28,11 +27,13 @@ for D, Dv in [(64, 64), (96, 96), (128, 128), (192, 128), (192, 192), (256, 256)
         q, k, v = r(2, 77, 4, D), r(2, 130, 2, D), r(2, 130, 2, Dv)
         cuattn.attention(q, k, v, causal=causal, window=window, return_lse=True)
         n += 1
-# Sk 65 runs the portable kernel, Sk 200 the Hopper one (where the build and the card have it).
-for S in (65, 200):
+# Sk 65 runs the portable kernel, Sk 200 the Hopper one (where the build and the card have it),
+# and the portable one again when asked for.
+for S, variant in ((65, ""), (200, ""), (200, "portable=1")):
     q, k, v = r(1, S, 8, 128), r(1, S, 8, 128), r(1, S, 8, 128)
-    cuattn.attention(q, k, v, softcap=20.0, sinks=torch.randn(8, device=dev), causal=True)
-    cuattn.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bhsd", causal=True)
+    cuattn.attention(q, k, v, softcap=20.0, sinks=torch.randn(8, device=dev), causal=True, _variant=variant)
+    cuattn.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layout="bhsd", causal=True,
+                     _variant=variant)
 # Varlen with an empty sequence (short documents, then long ones).
 for cu_list in ([0, 33, 33, 100], [0, 150, 150, 457]):
     cu = torch.tensor(cu_list, device=dev, dtype=torch.int32)
@@ -68,13 +69,13 @@ for ps in (1, 16, 64):
         k8 = (kc.float() / 4).to(torch.float8_e4m3fn)
         cuattn.paged_attention(q, k8, k8, table, lens, k_scale=4.0, v_scale=4.0)
         cuattn.paged_attention(q, kc.transpose(1, 2), vc.transpose(1, 2), table, lens, kv_layout="HND")
+        cuattn.paged_attention(q, k8, k8, table, lens, _variant="tma=0")  # row copies
         slots = torch.tensor([0, 5, -1, ps * nb - 1], device=dev, dtype=torch.int64)
         cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), kc, vc, slots)
         cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), k8, k8, slots, k_scale=4.0, v_scale=4.0)
-        n += 7
+        n += 8
 # The TMA kernel's page order (a CTA a sequence: a plan for 2 SMs), after 8 tiles and after 3.
 for after in ("8", "3"):
-    os.environ["CUATTN_DECODE_PAGE_ORDER"] = after
     for ps, D, fp8 in ((16, 128, False), (32, 64, True), (64, 128, False)):
         B, Hq, Hkv = 2, 8, 2
         lens = torch.tensor([3000, 1100], device=dev, dtype=torch.int32)
@@ -85,11 +86,10 @@ for after in ("8", "3"):
         table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
         plan = cuattn.plan_decode(lens.cpu().numpy(), num_q_heads=Hq, num_kv_heads=Hkv, head_dim=D,
                                   page_size=ps, device=dev, num_sms=2)
-        cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, plan=plan, return_lse=True)
+        cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, plan=plan, return_lse=True,
+                               _variant=f"page_order={after}")
         n += 1
-del os.environ["CUATTN_DECODE_PAGE_ORDER"]
 # Persistent CTAs (fp8; capped at 3, so each takes several units, and merges splits it computed).
-os.environ["CUATTN_DECODE_PERSISTENT_CTAS"] = "3"
 for ps, D in ((16, 128), (32, 64), (64, 128)):
     B, Hq, Hkv = 3, 8, 2
     lens = torch.tensor([900, 0, 333], device=dev, dtype=torch.int32)
@@ -97,9 +97,8 @@ for ps, D in ((16, 128), (32, 64), (64, 128)):
     kc = r(B * nb + 1, ps, Hkv, D).to(torch.float8_e4m3fn)
     vc = r(B * nb + 1, ps, Hkv, D).to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-    cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True)
-    cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200)
+    cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant="persistent_ctas=3")
+    cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200, _variant="persistent_ctas=3")
     n += 2
-del os.environ["CUATTN_DECODE_PERSISTENT_CTAS"]
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")

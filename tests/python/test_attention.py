@@ -130,6 +130,37 @@ def test_attention(rng, device, dtype, case, layout):
     assert_empty_rows_zero(out, ref)
 
 
+# Cases where a Hopper card runs the sm_90a kernel by default (more than one 128-key tile).
+HOPPER_CASES = [c for c in CASES if c.sk > 128]
+
+
+@pytest.mark.parametrize("block_mask", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", HOPPER_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_attention_portable_kernel(rng, device, dtype, case, layout, block_mask):
+    """The portable (mma.sync) kernel where the Hopper one would run, through the internal
+    _variant="portable=1": against the oracle, with poisoned outputs; block_mask: the case's
+    causal mask (or none) as a block mask of 128 x 128 blocks."""
+    (q, k, v), host = build(rng, case, dtype, device, layout)
+    sinks, sinks_h = sinks_for(rng, case, device)
+    kw = kwargs_for(case)
+    if block_mask:
+        causal = kw.pop("causal")
+        off = case.sk - case.sq
+        kw["block_mask"] = cuattn.create_block_mask(
+            (lambda b, h, i, j: j <= i + off) if causal else (lambda b, h, i, j: j >= 0),
+            None, None, case.sq, case.sk, device=device)
+    lse_shape = (case.b, case.hq, case.sq)
+    out, lse = cuattn.attention(q, k, v, sinks=sinks, layout=layout, return_lse=True, _variant="portable=1",
+                                out=poisoned(out_shape(case, layout), dtype, device),
+                                lse_out=poisoned(lse_shape, "float32", device), **kw)
+    ref, ref_lse = oracle.attention_ref(*host, sinks=sinks_h, layout=layout, **kwargs_for(case))
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    assert_empty_rows_zero(out, ref)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", [CASES[2], CASES[5], CASES[11], CASES[16]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params())

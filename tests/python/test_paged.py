@@ -220,11 +220,11 @@ def test_paged_attention_nan_outside_sequences(rng, device, dtype, case, kv):
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], CASES[10], CASES[11], NAN_CASES[3]], ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 @pytest.mark.parametrize("kv", ["same", "u8"])
-def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch):
-    """The TMA ring and the row-copy ring (CUATTN_DECODE_ROW_COPIES=1) give the same bits, for
+def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv):
+    """The TMA ring and the row-copy ring (internal _variant "tma=0") give the same bits, for
     16-bit caches and fp8 ones (uint8 + kv_cache_dtype='fp8_e4m3'). fp8 grids of one CTA an SM
     or less take the 8-warp kernel (128-key tiles: another summation order), checked against the
-    oracle; CUATTN_DECODE_WIDE=0 gives the 4-warp TMA kernel that the row copies must match."""
+    oracle; "wide=0" gives the 4-warp TMA kernel that the row copies must match."""
     dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
     kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap)
     if kv == "u8":
@@ -236,15 +236,14 @@ def test_paged_tma_matches_row_copies(rng, device, dtype, case, kv, monkeypatch)
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
     wide = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
     assert_close(wide, ref, dtype)
-    monkeypatch.setenv("CUATTN_DECODE_WIDE", "0")
-    assert_close(cuattn.paged_attention(*args, sinks=dev["sinks"], **kw), ref, dtype)
-    monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", "0")  # the row copies visit pages in order
-    out = cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)
+    assert_close(cuattn.paged_attention(*args, sinks=dev["sinks"], _variant="wide=0", **kw), ref, dtype)
+    # the row copies visit pages in order
+    out = cuattn.paged_attention(*args, sinks=dev["sinks"], _variant="wide=0,page_order=0", **kw)
     assert_close(out, ref, dtype)
     a = to_host(out).astype(np.float32)
     assert not np.isnan(a).any()
-    monkeypatch.setenv("CUATTN_DECODE_ROW_COPIES", "1")
-    b = to_host(cuattn.paged_attention(*args, sinks=dev["sinks"], **kw)).astype(np.float32)
+    b = to_host(cuattn.paged_attention(*args, sinks=dev["sinks"], _variant="wide=0,page_order=0,tma=0",
+                                       **kw)).astype(np.float32)
     assert np.array_equal(a, b, equal_nan=True)
 
 
@@ -262,14 +261,13 @@ ORDER_CASES = [
 @pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("case", ORDER_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
-def test_paged_page_order(rng, device, dtype, case, kv, num_sms, after, monkeypatch):
+def test_paged_page_order(rng, device, dtype, case, kv, num_sms, after):
     """The TMA kernel visits a CTA's pages grouped by address after its first tiles (8 by
-    default; CUATTN_DECODE_PAGE_ORDER=3: after the ring's first fill) when it has enough of them;
-    a plan for 2 SMs gives each CTA a whole sequence, the default plan short splits. Against the
-    oracle, bitwise the same on a second call (the order depends on the page ids only), and
-    against the visit in sequence order (CUATTN_DECODE_PAGE_ORDER=0)."""
-    if after != "default":
-        monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", after)
+    default; internal _variant "page_order=3": after the ring's first fill) when it has enough of
+    them; a plan for 2 SMs gives each CTA a whole sequence, the default plan short splits. Against
+    the oracle, bitwise the same on a second call (the order depends on the page ids only), and
+    against the visit in sequence order ("page_order=0")."""
+    variant = "" if after == "default" else f"page_order={after}"
     dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
     kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
     ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
@@ -282,13 +280,12 @@ def test_paged_page_order(rng, device, dtype, case, kv, num_sms, after, monkeypa
                               head_dim=case.d, page_size=case.page, q_len=case.sq or 1,
                               device=device, num_sms=num_sms)
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
-    out, lse = cuattn.paged_attention(*args, plan=plan, return_lse=True, **kw)
+    out, lse = cuattn.paged_attention(*args, plan=plan, return_lse=True, _variant=variant, **kw)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
-    again = cuattn.paged_attention(*args, plan=plan, **kw)
+    again = cuattn.paged_attention(*args, plan=plan, _variant=variant, **kw)
     assert np.array_equal(to_host(out).astype(np.float32), to_host(again).astype(np.float32))
-    monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", "0")
-    in_order = cuattn.paged_attention(*args, plan=plan, **kw)
+    in_order = cuattn.paged_attention(*args, plan=plan, _variant="page_order=0", **kw)
     assert_close(in_order, ref, dtype)
     assert_close(out, f64(in_order), dtype)
 
@@ -303,9 +300,9 @@ PERSISTENT_CASES = [
 @pytest.mark.parametrize("kv", ["fp8", "u8"])
 @pytest.mark.parametrize("case", PERSISTENT_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
-def test_paged_persistent(rng, device, dtype, case, kv, ctas, monkeypatch):
+def test_paged_persistent(rng, device, dtype, case, kv, ctas):
     """Persistent CTAs (fp8 caches, grids of several waves), here capped at 1 or 5 CTAs
-    (CUATTN_DECODE_PERSISTENT_CTAS) so that each takes many work units in turn, its ring running
+    (internal _variant "persistent_ctas=N") so that each takes many work units in turn, its ring running
     on from one unit into the next (empty sequences, split merges done by a CTA that computed the
     other splits too, LSE out). Against the oracle, and bitwise against the 4-warp kernel
     launched one CTA a unit (pages in sequence order: a persistent CTA does not reorder them)."""
@@ -320,16 +317,13 @@ def test_paged_persistent(rng, device, dtype, case, kv, ctas, monkeypatch):
     kw.update(k_scale=0.25, v_scale=0.5, **(dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}))
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
     oshape, lshape = out_shapes(case)
-    monkeypatch.setenv("CUATTN_DECODE_PERSISTENT_CTAS", str(ctas))
     out, lse = cuattn.paged_attention(*args, return_lse=True, out=poisoned(oshape, dtype, device),
-                                      lse_out=poisoned(lshape, "float32", device), **kw)
+                                      lse_out=poisoned(lshape, "float32", device),
+                                      _variant=f"persistent_ctas={ctas}", **kw)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
     assert_empty_rows_zero(out, ref)
-    monkeypatch.setenv("CUATTN_DECODE_PERSISTENT", "0")
-    monkeypatch.setenv("CUATTN_DECODE_PAGE_ORDER", "0")
-    monkeypatch.setenv("CUATTN_DECODE_WIDE", "0")
-    one_each = cuattn.paged_attention(*args, **kw)
+    one_each = cuattn.paged_attention(*args, _variant="persistent=0,page_order=0,wide=0", **kw)
     assert np.array_equal(to_host(out).astype(np.float32), to_host(one_each).astype(np.float32))
 
 

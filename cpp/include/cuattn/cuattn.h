@@ -55,6 +55,9 @@ struct AttentionArgs {
   double softcap = 0;
   Layout layout = Layout::bshd;
   bool check = false;  // GPU: validate cu_seqlens contents (one sync)
+  // Internal (tests and benchmarks): forces a kernel variant over the chosen one, "portable=1"
+  // (the mma.sync kernel on Hopper too). Empty: the default choice.
+  std::string variant;
 };
 void attention(const AttentionArgs& a, Stream stream = nullptr);
 
@@ -96,6 +99,10 @@ struct PagedArgs {
   bool causal = true;
   bool check = false;                 // GPU: validate block ids and lengths (one sync)
   const DecodePlan* plan = nullptr;   // optional; splits from shapes when null
+  // Internal (tests and benchmarks): forces kernel variants over the chosen ones, a comma list
+  // of tma=0|1, wide=0|1, persistent=0|1, persistent_ctas=N, page_order=N, pdl=0|1 and (calls
+  // without a plan) ctas_per_sm=N. Empty: the default choice.
+  std::string variant;
 };
 void paged_attention(const PagedArgs& a, Stream stream = nullptr);
 
@@ -164,9 +171,9 @@ struct DecodePlan {
   PlanOptions opt;
   int batch = 0;
   std::vector<int32_t> seq_lens;    // as planned
-  std::vector<int32_t> num_splits;  // per sequence
-  int max_splits = 1;
+  int max_splits = 1;    // splits of the longest sequence (the kernel cuts each by its length)
   int chunk_tokens = 0;  // KV tokens per split (a multiple of page_size)
+  DecodeConfig config;   // the kernel variant for these shapes on this device
   // Device workspace (CUDA plans): partial outputs, lse and merge counters of every split.
   // Allocated by plan_decode, freed (after a device sync) when the plan is destroyed.
   void* workspace = nullptr;

@@ -136,6 +136,26 @@ struct MergeParams {
   DType dtype = DType::f16;
 };
 
+// Which kernel variant a call launches: chosen on the host by one function of shapes and device
+// (choose_flash_config / choose_decode_config), stored in a DecodePlan, taken by the launchers.
+// A variant the call cannot take (no sm_90a code on the device, a page size TMA cannot tile,
+// tensors TMA cannot describe) falls back to the portable kernel.
+struct FlashConfig {
+  int head_dim = 0, head_dim_v = 0;  // the instantiation (>= the call's, padded)
+  bool hopper = false;               // the sm_90a kernel (else the portable mma.sync one)
+};
+
+struct DecodeConfig {
+  bool tma = true;           // TMA-fed ring (else row copies on sm90 / cp.async on sm80)
+  bool wide = false;         // the 8-warp TMA kernel (rows of at most 128 bytes)
+  bool persistent = false;   // persistent CTAs (fp8 caches, D <= 128) for grids of several waves
+  int persistent_ctas = 0;   // > 0: at most this many persistent CTAs (and persistent on any grid
+                             // of more units); 0: one wave
+  int page_order_after = 0;  // > 0: a CTA visits its pages grouped by address after this many tiles
+  bool pdl = true;           // programmatic dependent launch (sm90)
+  int sm_count = 1;          // of the device (a persistent grid is one wave)
+};
+
 // Is key j visible from query i of a sequence with offset o = sk - sq (dense masks only)?
 // Shared by the CPU backend and the CUDA mask policies, so both read the same definition.
 CUATTN_HD constexpr bool mask_visible(int64_t i, int64_t j, int64_t offset, bool causal, int left,

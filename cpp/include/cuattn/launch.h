@@ -1,0 +1,90 @@
+// cuattn/launch.h — the launch-only interface between the host library and the CUDA kernels.
+//
+// The host library validates every argument, fills the params structs, chooses the kernel
+// variant (a FlashConfig or DecodeConfig), carves the workspace, and only then calls one of the
+// launch functions below. They launch on `stream` and check the launch; they validate nothing
+// and read no environment. The rules both sides need (head dims, tile sizes, split limits) are
+// written once, here.
+#pragma once
+
+#include <cstdint>
+
+#include "cuattn/cuattn.h"
+#include "cuattn/params.h"
+
+namespace cuattn {
+
+// ---- rules ------------------------------------------------------------------------------------
+struct HeadDimPair {
+  int d, dv;
+};
+
+// The flash kernels' (head dim, v head dim) instantiations, for the head dims a build selects
+// (CMake's CUATTN_HEAD_DIMS names the first of each pair; cuda/sources.cmake reads this table).
+// Other head dims up to kMaxHeadDim that are multiples of kHeadDimMultiple run padded to the
+// smallest pair that covers them.
+inline constexpr HeadDimPair kFlashHeadDims[] = {{64, 64}, {96, 96}, {128, 128}, {192, 128}, {192, 192}, {256, 256}};
+// Head dims of the Hopper (sm_90a) flash kernel, of the paged decode kernels (D == Dv).
+inline constexpr int kHopperFlashHeadDims[] = {64, 128};
+inline constexpr int kPagedHeadDims[] = {64, 128, 256};
+inline constexpr int kMaxHeadDim = 256, kHeadDimMultiple = 8;
+
+inline constexpr int kMaxGridYZ = 65535;  // batch and heads ride on grid y / z
+// The portable flash kernel's tile: query rows x keys a CTA step holds (block masks come in
+// multiples of it). The Hopper kernel's is 128 x 128; calls it cannot take run the portable one.
+inline constexpr int kFlashTileQ = 128, kFlashTileKV = 64;
+
+// Split-KV decode: a CTA holds kDecodeRows query rows (GQA group x new tokens) of one kv head;
+// a sequence is cut into at most kMaxDecodeSplits splits, each at least kMinDecodeChunk keys long
+// (shorter ones cost more to merge than they save) unless the sequence is shorter.
+inline constexpr int kDecodeRows = 16;
+inline constexpr int kMaxDecodeSplits = 512;
+inline constexpr int kMinDecodeChunk = 256;
+
+// The head dims this build instantiates, in CUDA builds: CMake's CUATTN_HEAD_DIMS as a string,
+// e.g. "64:128" (a define with commas would not survive nvcc's command line).
+#ifdef CUATTN_BUILT_HEAD_DIMS
+inline constexpr char kBuiltHeadDims[] = CUATTN_BUILT_HEAD_DIMS;
+#else
+inline constexpr char kBuiltHeadDims[] = "";
+#endif
+
+template <int N>
+constexpr bool contains(const int (&list)[N], int x) {
+  for (int v : list)
+    if (v == x) return true;
+  return false;
+}
+constexpr bool head_dim_built(int d) {
+  int x = 0;
+  for (const char* c = kBuiltHeadDims;; ++c) {
+    if (*c >= '0' && *c <= '9') {
+      x = x * 10 + (*c - '0');
+      continue;
+    }
+    if (d > 0 && x == d) return true;
+    if (*c == '\0') return false;
+    x = 0;
+  }
+}
+
+// ---- launches ---------------------------------------------------------------------------------
+// Where a paged call's split-KV partial results live (the plan's workspace, or the host's cached
+// one); the kernels return every counter they use to zero.
+struct SplitWorkspace {
+  float* o = nullptr;       // [b, hk * row chunks, max_splits, kDecodeRows, dv]
+  float* lse = nullptr;     // [b, hk * row chunks, max_splits, kDecodeRows]
+  int* counters = nullptr;  // [b, hk * row chunks], zero between launches
+  int chunk_tokens = 0;     // keys per split (a multiple of the page size)
+  int max_splits = 1;
+};
+
+namespace kernels {
+void attention(const AttnParams& p, const FlashConfig& c, Stream stream);
+void naive_attention(const AttnParams& p, float* scores, Stream stream);  // scores [b*h, sq, sk]
+void paged_attention(const PagedParams& p, const DecodeConfig& c, const SplitWorkspace& ws, Stream stream);
+void append_paged_kv(const AppendParams& p, Stream stream);
+void merge_states(const MergeParams& p, Stream stream);
+}  // namespace kernels
+
+}  // namespace cuattn

@@ -1,0 +1,153 @@
+// dispatch.cpp — the GPU side of every host entry point, after validation: the limits of the
+// kernels, the variant (chosen by scheduler.h's pure functions, with a call's internal `variant`
+// string over it), the split-KV workspace, then the launch through cuattn/launch.h.
+#ifdef CUATTN_WITH_CUDA
+#include <algorithm>
+#include <cstdlib>
+
+#include "backend.h"
+#include "cuattn/launch.h"
+#include "scheduler.h"
+#include "validate.h"
+
+namespace cuattn::cuda {
+using namespace detail;
+
+namespace {
+
+// Byte layout of a split workspace: the counters first, then partial O and partial LSE. The
+// kernels return every counter they use to zero, so a counter region that only ever grows (and is
+// zeroed when it does) is all zeros between launches, whatever shapes earlier calls had; partials
+// need no initialisation.
+struct WorkspaceLayout {
+  size_t counter_bytes, o_bytes, lse_bytes;
+  size_t total() const { return counter_bytes + o_bytes + lse_bytes; }
+};
+
+WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t dv) {
+  WorkspaceLayout l;
+  // one merge count per unit, rounded to 256 bytes so the partials stay aligned
+  l.counter_bytes = (size_t(batch * units) * sizeof(int) + 255) / 256 * 256;
+  l.o_bytes = size_t(batch * units * max_splits * kDecodeRows * dv) * sizeof(float);
+  l.lse_bytes = size_t(batch * units * max_splits * kDecodeRows) * sizeof(float);
+  return l;
+}
+
+SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_splits) {
+  SplitWorkspace ws;
+  char* c = static_cast<char*>(base);
+  ws.counters = reinterpret_cast<int*>(c);
+  ws.o = reinterpret_cast<float*>(c + l.counter_bytes);
+  ws.lse = reinterpret_cast<float*>(c + l.counter_bytes + l.o_bytes);
+  ws.chunk_tokens = chunk;
+  ws.max_splits = max_splits;
+  return ws;
+}
+
+int64_t units_of(const PagedParams& p) {
+  return p.num_heads_kv * decode_row_chunks(p.num_heads_q, p.num_heads_kv, p.seqlen_q);
+}
+
+}  // namespace
+
+bool attention_supported(DType t, int d, int dv) {
+  FlashConfig c;
+  AttnParams p;
+  p.head_dim = d, p.head_dim_v = dv;
+  return (t == DType::f16 || t == DType::bf16) && d % kHeadDimMultiple == 0 && dv % kHeadDimMultiple == 0 &&
+         choose_flash_config(p, DeviceProps{}, c);
+}
+
+bool paged_supported(DType q, DType kv, int d, int dv) {
+  return (q == DType::f16 || q == DType::bf16) && (kv == q || kv == DType::fp8_e4m3) && d == dv &&
+         contains(kPagedHeadDims, d) && head_dim_built(d);
+}
+
+void attention(const AttnParams& p, const std::string& variant, Stream stream) {
+  if (p.batch > kMaxGridYZ || p.num_heads_q > kMaxGridYZ)
+    value_error("the GPU kernel supports at most ", kMaxGridYZ, " sequences and ", kMaxGridYZ,
+                " heads, got batch ", p.batch, ", heads ", p.num_heads_q);
+  FlashConfig c;
+  if (!choose_flash_config(p, current_device_props(), c))
+    value_error("no GPU kernel for head_dim ", p.head_dim, " / ", p.head_dim_v, " in this build");
+  apply_variant(variant, c);
+  const BlockMaskParams& m = p.block_mask;
+  if (m.present() && (m.block_q % kFlashTileQ != 0 || m.block_kv % kFlashTileKV != 0))
+    value_error("block_mask block_size (", m.block_q, ", ", m.block_kv, ") is not supported on the GPU: "
+                "use multiples of (", kFlashTileQ, ", ", kFlashTileKV, "), e.g. the default 128");
+  kernels::attention(p, c, stream);
+}
+
+void naive_attention(const AttnParams& p, void* workspace, Stream stream) {
+  if (int64_t(p.batch) * p.num_heads_q > kMaxGridYZ)
+    value_error("naive_attention on the GPU supports at most ", kMaxGridYZ, " (batch x heads), got ",
+                int64_t(p.batch) * p.num_heads_q);
+  kernels::naive_attention(p, static_cast<float*>(workspace), stream);
+}
+
+void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::string& variant, Stream stream) {
+  if (p.batch > kMaxGridYZ) value_error("the GPU paged kernel supports at most ", kMaxGridYZ, " sequences");
+  if (!paged_supported(p.q_dtype, p.kv_dtype, p.head_dim, p.head_dim_v))
+    value_error("no paged kernel for head_dim ", p.head_dim, " in this build");
+  // The kernel addresses a row inside the cache with 32-bit page/slot strides.
+  const auto fits = [&](int64_t page_stride, int64_t slot_stride) {
+    return std::abs(page_stride) < INT32_MAX && std::abs(slot_stride) * p.page_size < INT32_MAX / 2;
+  };
+  if (!fits(p.k_page_stride, p.k_slot_stride) || !fits(p.v_page_stride, p.v_slot_stride))
+    value_error("the GPU paged kernel needs cache page and slot strides under 2^31 elements, got k (",
+                p.k_page_stride, ", ", p.k_slot_stride, "), v (", p.v_page_stride, ", ", p.v_slot_stride, ")");
+  const int64_t units = units_of(p);
+  if (plan != nullptr) {
+    const WorkspaceLayout l = layout(p.batch, units, plan->max_splits, p.head_dim_v);
+    if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
+      value_error("plan has no device workspace for this call (make it with device='cuda')");
+    DecodeConfig c = plan->config;
+    apply_variant(variant, c);
+    kernels::paged_attention(p, c, carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits), stream);
+    return;
+  }
+  // From shapes alone: the capacity of the block table bounds every sequence.
+  DecodeShape s;
+  s.batch = p.batch, s.heads_q = p.num_heads_q, s.heads_kv = p.num_heads_kv, s.seqlen_q = p.seqlen_q;
+  s.page_size = p.page_size;
+  s.max_len = int64_t(p.max_blocks) * p.page_size;
+  s.total_len = s.batch * s.max_len;
+  DecodeConfig unused;  // the variant's ctas_per_sm changes the splits, the rest the config
+  apply_variant(variant, unused, &s.ctas_per_sm);
+  DecodeSchedule d = choose_decode(s, current_device_props());
+  apply_variant(variant, d.config);
+  SplitWorkspace ws = carve(nullptr, layout(0, 0, 0, 0), d.chunk_tokens, 1);
+  if (d.max_splits > 1) {
+    WorkspaceLayout l = layout(p.batch, units, d.max_splits, p.head_dim_v);
+    void* base = cached_workspace(l.counter_bytes, l.o_bytes + l.lse_bytes, stream);
+    ws = carve(base, l, d.chunk_tokens, d.max_splits);
+  }
+  kernels::paged_attention(p, d.config, ws, stream);
+}
+
+void append_paged_kv(const AppendParams& p, Stream stream) {
+  if (p.head_dim % kHeadDimMultiple != 0 || p.head_dim_v % kHeadDimMultiple != 0)
+    value_error("append_paged_kv on the GPU needs head dims that are multiples of ", kHeadDimMultiple,
+                ", got ", p.head_dim, " / ", p.head_dim_v);
+  if (p.kv_dtype != p.new_dtype && p.kv_dtype != DType::fp8_e4m3)
+    value_error("cache dtype must match k_new's or be fp8_e4m3");
+  kernels::append_paged_kv(p, stream);
+}
+
+void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p, stream); }
+
+void plan_workspace(DecodePlan& plan) {
+  const int64_t units = int64_t(plan.opt.num_heads_kv) *
+                        decode_row_chunks(plan.opt.num_heads_q, plan.opt.num_heads_kv, plan.opt.seqlen_q);
+  const size_t bytes = std::max<size_t>(layout(plan.batch, units, plan.max_splits, plan.opt.head_dim_v).total(), 16);
+  plan.workspace = alloc_zeroed(bytes, plan.opt.device_id);
+  plan.workspace_bytes = bytes;
+}
+
+void plan_free(DecodePlan& plan) {
+  free_sync(plan.workspace, plan.opt.device_id);
+  plan.workspace = nullptr;
+}
+
+}  // namespace cuattn::cuda
+#endif  // CUATTN_WITH_CUDA
