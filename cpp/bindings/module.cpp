@@ -455,6 +455,10 @@ NB_MODULE(_cuattn, m) {
     cuattn::stream_synchronize(as_stream(s));
   }, "stream"_a, "cudaStreamSynchronize.");
 
+  m.def("stream_wait", [](uintptr_t waiting, uintptr_t signalling) {
+    cuattn::stream_wait(as_stream(waiting), as_stream(signalling));
+  }, "waiting"_a, "signalling"_a, "Orders `waiting` after the work queued on `signalling` (an event).");
+
   m.def("stream_is_capturing", [](uintptr_t s) { return cuattn::stream_is_capturing(as_stream(s)); },
         "stream"_a, "cudaStreamIsCapturing != None.");
 

@@ -220,8 +220,11 @@ class _Call:
 
     def out(self, x, name, real=""):
         """inp() for an array written in place (the C++ field checks that it is writable)."""
-        if type(x) is not self.fast and framework(x) == "jax":
-            raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
+        if type(x) is not self.fast:
+            if framework(x) == "jax":
+                raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
+            if type(x) is np.ndarray and not x.flags.writeable:
+                raise ValueError(f"{name} is read-only; an output must be writable")
         return self.inp(x, name, real)
 
     # ---- outputs ------------------------------------------------------------------------------
@@ -354,6 +357,13 @@ class Array:
         return self._ptr
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        # DLPack: the consumer's `stream` (None: the legacy default stream, -1: no ordering) must
+        # see the work queued on ours; 0 and 1 both name the legacy default stream.
+        if self.is_cuda and stream != -1:
+            ours = getattr(self._owner, "stream", 0)
+            theirs = 1 if stream is None else _stream_handle(stream)
+            if {ours, theirs} - {0, 1} and ours != theirs:
+                _cuattn.stream_wait(theirs, ours)
         kw = {} if max_version is None else {"max_version": max_version}
         return self._nd.__dlpack__(**kw)
 
@@ -396,10 +406,10 @@ def empty(shape, dtype, device=None, stream=None) -> Array:
     shape = tuple(_checks.integer(s, "shape", 0) for s in shape)
     dt = as_dtype(dtype)
     is_cuda, dev = _checks.device(_default_device() if device is None else device)
+    s = _stream_handle(stream) if stream is not None else 0
     if not is_cuda:
         host = np.empty(shape, dtype=dt)
         return Array(host, host.ctypes.data, shape, dt, is_cuda=False)
-    s = _stream_handle(stream) if stream is not None else 0
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     buf = _cuattn.DeviceBuffer(nbytes, dev, s)
     return Array(_BufOwner(buf, s), buf.ptr, shape, dt, is_cuda=True, device_id=dev)
