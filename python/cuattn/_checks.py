@@ -19,7 +19,8 @@ def _bad_type(name, what, x):
 
 def integer(x, name, lo=None, hi=None, *, bits=INT64) -> int:
     """x as a Python int: an int or NumPy integer (not a bool) in [lo, hi] that fits `bits`."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+    if type(x) is not int and (isinstance(x, (bool, np.bool_)) or
+                               not isinstance(x, (int, np.integer))):
         raise _bad_type(name, "an int", x)
     v = operator.index(x)
     if lo is not None and v < lo:
@@ -38,7 +39,8 @@ def optional_integer(x, name, lo=None, hi=None, *, bits=INT64, none=-1) -> int:
 
 def number(x, name, lo=None, *, above=False) -> float:
     """x as a finite float: an int or float (not a bool) >= lo (> lo with above=True)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+    if type(x) is not float and (isinstance(x, (bool, np.bool_)) or
+                                 not isinstance(x, (int, float, np.integer, np.floating))):
         raise _bad_type(name, "a number", x)
     v = float(x)
     if not math.isfinite(v):
@@ -49,7 +51,9 @@ def number(x, name, lo=None, *, above=False) -> float:
 
 
 def boolean(x, name) -> bool:
-    if not isinstance(x, (bool, np.bool_)):
+    if x is True or x is False:
+        return x
+    if not isinstance(x, np.bool_):
         raise _bad_type(name, "a bool", x)
     return bool(x)
 
