@@ -66,7 +66,8 @@ cuattn::TensorView view(const std::optional<A>& a, const char* name, const std::
   if (!a) return v;
   const A& x = *a;
   if (x.ndim() > size_t(cuattn::kMaxDims))
-    throw cuattn::ValueError(std::string(name) + " has too many dims");
+    throw cuattn::ValueError(std::string(name) + " has " + std::to_string(x.ndim()) +
+                             " dims; at most " + std::to_string(cuattn::kMaxDims) + " are supported");
   v.ndim = int(x.ndim());
   v.dtype = to_dtype(x.dtype(), name, real);
   const int dt = x.device_type();

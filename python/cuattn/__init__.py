@@ -2,10 +2,10 @@
 
 Every function takes anything with ``__dlpack__`` (NumPy, CuPy, PyTorch, JAX, ``cuattn.Array``)
 and runs where its inputs live: CUDA arrays on the GPU kernels, host arrays on the CPU backend.
-Forward pass only. See README.md and DESIGN.md for the conventions (layouts, masks, dtypes).
+Forward pass only. See README.md for the conventions (layouts, masks, dtypes).
 """
 
-from . import _cuattn
+from . import _checks, _cuattn
 from ._api import (
     DecodePlan,
     append_paged_kv,
@@ -39,7 +39,7 @@ def cuda_available() -> bool:
 def device_info(device: int = 0) -> dict:
     """Name, SM count, memory, compute capability and driver of a GPU, or {'available': False,
     'reason': ...} when there is none."""
-    return dict(_cuattn.device_info(device))
+    return dict(_cuattn.device_info(_checks.integer(device, "device", 0, bits=_checks.INT32)))
 
 
 def build_info() -> dict:

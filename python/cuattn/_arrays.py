@@ -195,21 +195,22 @@ class _Call:
         if x is None:
             raise TypeError(f"{name} must be an array with __dlpack__, got None")
         check_array(x, name)
+        kw = {}
         if type(x) is np.ndarray:
             raw = _RAW_VIEW.get(x.dtype)
             if raw is not None:
                 x, real = x.view(raw[0]), real or raw[1]
             elif x.dtype.kind not in "biuf":
                 raise ValueError(f"{name} has dtype {x.dtype}, which cuattn does not take")
-            cap = x.__dlpack__() if x.flags.writeable else x.__dlpack__(max_version=(1, 0))
-            return (cap, real) if real else cap
-        if getattr(x, "requires_grad", False):
-            x = _forward_only(x, name)
-        try:
+            if not x.flags.writeable:  # only a versioned capsule can say "read-only"
+                kw["max_version"] = (1, 0)
+        else:
+            if getattr(x, "requires_grad", False):
+                x = _forward_only(x, name)
             if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
-                cap = x.__dlpack__(stream=self.dl_stream)
-            else:
-                cap = x.__dlpack__()
+                kw["stream"] = self.dl_stream
+        try:
+            cap = x.__dlpack__(**kw)
         except BufferError as e:
             raise ValueError(f"{name} cannot be exported through DLPack: {e}") from None
         return (cap, real) if real else cap

@@ -5,6 +5,7 @@ binding's signature dump."""
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -294,3 +295,32 @@ def test_mask_mod_not_callable(rng):
 def test_mask_mod_scalar_result_broadcasts(rng):
     m = _block_mask(rng, mask_mod=lambda b, h, q, kv: True)
     assert m.to_dense().all()
+
+
+# ---- fuzz: any junk in any keyword argument --------------------------------------------------------
+
+JUNK = [None, 0, -1, 7, 2**31, 2**63, -BIG, 1.5, math.nan, -math.inf, True, "x", "cuda:x", (),
+        (1,), (1, 2, 3), (None, 5), [2.5], {}, object(), b"x", np.int64(3), np.float32(-2),
+        np.bool_(True), np.zeros(3, object), np.zeros(4, np.complex64), np.ones((2, 3), ">f4"),
+        np.ones((1,) * 9, np.float32), np.zeros(0, np.int32), lambda *a: None]
+KEYWORDS = {fn: list(args) + (["sinks", "out", "lse_out", "cu_seqlens_q"] if fn == "attention"
+                              else [])
+            for fn, args in SWEEP.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fuzz_keyword_arguments(seed):
+    """Junk in one to three keyword arguments at once: only TypeError / ValueError (or
+    NotImplementedError, CudaError for a GPU the build or machine lacks) come out, never a
+    binding's signature dump. Deterministic: 100 calls a seed."""
+    pick = random.Random(seed)
+    for _ in range(100):
+        fn = pick.choice(sorted(KEYWORDS))
+        kw = {n: pick.choice(JUNK) for n in pick.sample(KEYWORDS[fn], min(3, pick.randint(1, 3),
+                                                                         len(KEYWORDS[fn])))}
+        try:
+            CALLS[fn](np.random.default_rng(seed), **kw)
+        except (TypeError, ValueError) as e:
+            assert SIGNATURE_DUMP not in str(e), (fn, kw, str(e))
+        except (NotImplementedError, cuattn.CudaError):
+            pass
