@@ -18,11 +18,17 @@ def _bad_type(name, what, x):
 
 
 def integer(x, name, lo=None, hi=None, *, bits=INT64) -> int:
-    """x as a Python int: an int or NumPy integer (not a bool) in [lo, hi] that fits `bits`."""
-    if type(x) is not int and (isinstance(x, (bool, np.bool_)) or
-                               not isinstance(x, (int, np.integer))):
-        raise _bad_type(name, "an int", x)
-    v = operator.index(x)
+    """x as a Python int: an int or integer scalar (NumPy, 0-d arrays: anything with __index__;
+    not a bool) in [lo, hi] that fits `bits`."""
+    if type(x) is int:
+        v = x
+    else:
+        if isinstance(x, (bool, np.bool_)):
+            raise _bad_type(name, "an int", x)
+        try:
+            v = operator.index(x)
+        except TypeError:
+            raise _bad_type(name, "an int", x) from None
     if lo is not None and v < lo:
         raise ValueError(f"{name} must be >= {lo}, got {v}")
     if hi is not None and v > hi:
@@ -38,11 +44,17 @@ def optional_integer(x, name, lo=None, hi=None, *, bits=INT64, none=-1) -> int:
 
 
 def number(x, name, lo=None, *, above=False) -> float:
-    """x as a finite float: an int or float (not a bool) >= lo (> lo with above=True)."""
-    if type(x) is not float and (isinstance(x, (bool, np.bool_)) or
-                                 not isinstance(x, (int, float, np.integer, np.floating))):
-        raise _bad_type(name, "a number", x)
-    v = float(x)
+    """x as a finite float: a real number (int, float, NumPy or 0-d array scalar; not a bool or a
+    str) >= lo (> lo with above=True)."""
+    if type(x) is float:
+        v = x
+    else:
+        if isinstance(x, (bool, np.bool_, str, bytes, complex, np.complexfloating)):
+            raise _bad_type(name, "a number", x)
+        try:
+            v = float(x)
+        except (TypeError, ValueError, RuntimeError):
+            raise _bad_type(name, "a number", x) from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {x!r}")
     if lo is not None and (v <= lo if above else v < lo):

@@ -50,6 +50,12 @@ def _arange(ns, n, device):
     return np.arange(n)
 
 
+def _index_arrays(ns, mb, mh, kvlen, device):
+    """The broadcastable batch, head and kv index arrays mask_mod is called with."""
+    return (_arange(ns, mb, device)[:, None, None, None], _arange(ns, mh, device)[None, :, None, None],
+            _arange(ns, kvlen, device)[None, None, None, :])
+
+
 def _to_numpy(x, ns):
     if ns == "torch":
         return x.detach().cpu().numpy()
@@ -185,9 +191,11 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
     patterns = []  # packed bits of each partial block, deduplicated below
     where = []  # (b, h, qb, n) of each partial block, in `patterns` order
 
-    bidx = _arange(ns, mb, device)[:, None, None, None]
-    hidx = _arange(ns, mh, device)[None, :, None, None]
-    kvidx = _arange(ns, kvlen, device)[None, None, None, :]
+    try:
+        bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
+    except Exception:  # noqa: BLE001 - that framework cannot use the device: evaluate on the host
+        ns = "numpy"
+        bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
     qb_per_chunk = max(1, _MAX_CHUNK_ELEMS // max(1, mb * mh * bq * max(kvlen, 1)))
     kv_pad = nkb * bkv - kvlen
     for qb0 in range(0, nqb, qb_per_chunk):
@@ -202,8 +210,7 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
             # A mask_mod written against NumPy (e.g. closing over NumPy arrays): evaluate on the
             # host instead, from here on.
             ns = "numpy"
-            bidx, hidx = np.arange(mb)[:, None, None, None], np.arange(mh)[None, :, None, None]
-            kvidx = np.arange(kvlen)[None, None, None, :]
+            bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
             qidx = np.arange(q0, q1)[None, None, :, None]
             m = mask_mod(bidx, hidx, qidx, kvidx)
         m = _mask_block(m, (mb, mh, q1 - q0, kvlen))
