@@ -24,7 +24,6 @@ namespace {
 using In = nb::ndarray<nb::ro>;  // any dtype, shape, device; read-only view
 using OptIn = std::optional<In>;
 using Out = nb::ndarray<>;  // writable
-using OptOut = std::optional<Out>;
 
 cuattn::DType parse_dtype(const std::string& s) {
   using cuattn::DType;
@@ -137,7 +136,8 @@ void set_tensor(Bound<A>& a, cuattn::TensorView& field, const char* name, bool w
   std::string real;
   if (nb::isinstance<nb::tuple>(x) && nb::len(x) == 2) {
     arr = x[0];
-    real = nb::cast<std::string>(x[1]);
+    if (!nb::try_cast(x[1], real, false))
+      throw cuattn::TypeError(std::string(name) + ": the dtype name of (array, dtype) must be a str");
   }
   std::optional<In> held;
   field = to_view(arr, name, writable, real, held);

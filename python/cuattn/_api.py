@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, _cuattn
-from ._arrays import _Call, asarray, framework
+from ._arrays import _Call, asarray
 from ._checks import INT32
 from .block_mask import BlockMask
 

@@ -178,19 +178,23 @@ def test_asarray_gpu_inputs_stay_on_the_gpu(rng):
 
 
 def _torch_qkv(rng, device):
+    """(torch, host arrays, tensors, dtype name): float32 on the CPU, bfloat16 on the GPU."""
     torch = pytest.importorskip("torch")
     if device == "cuda":
         skip_unless_gpu()
-    host = [randn(rng, s) for s in ((1, 5, 2, 32), (1, 6, 1, 32), (1, 6, 1, 32))]
-    return torch, host, [torch.from_numpy(h).to(device) for h in host]
+        if not torch.cuda.is_available():
+            pytest.skip("PyTorch has no CUDA here")
+    dtype = "float32" if device == "cpu" else "bfloat16"
+    host = [randn(rng, s, dtype) for s in ((1, 5, 2, 32), (1, 6, 1, 32), (1, 6, 1, 32))]
+    tdt = torch.float32 if device == "cpu" else torch.bfloat16
+    return torch, host, [torch.from_numpy(h.astype(np.float32)).to(device, tdt) for h in host], dtype
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not has_gpu(), reason="no usable GPU"))])
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_requires_grad_is_an_error(rng, device, which):
-    torch, host, (q, k, v) = _torch_qkv(rng, device)
-    ts = [q, k, v]
+    torch, host, ts, dtype = _torch_qkv(rng, device)
     ts[which].requires_grad_(True)
     name = "qkv"[which]
     with pytest.raises(ValueError, match=f"{name} requires grad.*no backward pass"):
@@ -198,14 +202,15 @@ def test_requires_grad_is_an_error(rng, device, which):
     with torch.no_grad():
         out = cuattn.attention(*ts)
     assert not out.requires_grad
-    assert_close(out, oracle.attention_ref(*host)[0], "float32")
+    ref = oracle.attention_ref(*host)[0]
+    assert_close(out, ref, dtype)
     with torch.inference_mode():
-        assert_close(cuattn.attention(*ts), oracle.attention_ref(*host)[0], "float32")
+        assert_close(cuattn.attention(*ts), ref, dtype)
 
 
 def test_requires_grad_generic_path(rng):
     """A tensor that requires grad beside a NumPy q goes through the generic export."""
-    torch, host, (q, k, v) = _torch_qkv(rng, "cpu")
+    torch, host, (q, k, v), _ = _torch_qkv(rng, "cpu")
     k.requires_grad_(True)
     with pytest.raises(ValueError, match="k requires grad"):
         cuattn.attention(host[0], k, host[2])
