@@ -9,7 +9,6 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -98,8 +97,9 @@ cuattn::Stream as_stream(uintptr_t s) { return reinterpret_cast<cuattn::Stream>(
 // C++ stays valid for the call.
 template <class A>
 struct Bound : A {
-  std::map<std::string, In, std::less<>> held;
+  std::vector<In> held;  // every array a field was given (a cleared field's too, until the end)
   std::shared_ptr<const cuattn::DecodePlan> plan_ref;
+  Bound() { held.reserve(8); }
 };
 
 std::string py_type(nb::handle x) { return nb::type_name(x.type()).c_str(); }
@@ -129,7 +129,6 @@ void set_tensor(Bound<A>& a, cuattn::TensorView& field, const char* name, bool w
                 nb::handle x) {
   if (x.is_none()) {
     field = cuattn::TensorView{};
-    a.held.erase(std::string(name));
     return;
   }
   nb::handle arr = x;
@@ -141,7 +140,7 @@ void set_tensor(Bound<A>& a, cuattn::TensorView& field, const char* name, bool w
   }
   std::optional<In> held;
   field = to_view(arr, name, writable, real, held);
-  a.held.insert_or_assign(std::string(name), *held);
+  a.held.push_back(std::move(*held));
 }
 
 // Binds tensor field `f` of A as property `name` (error messages say `what`, default `name`).
@@ -277,7 +276,7 @@ NB_MODULE(_cuattn, m) {
       "block_mask", [](const Bound<AttentionArgs>& a) { return a.block_mask.present(); },
       [](Bound<AttentionArgs>& a, const Bound<BlockMaskArgs>& b) {
         a.block_mask = b;
-        for (const auto& [name, arr] : b.held) a.held.insert_or_assign("block_mask." + name, arr);
+        a.held.insert(a.held.end(), b.held.begin(), b.held.end());
       });
   at.def_rw("max_seqlen_q", &AttentionArgs::max_seqlen_q)
       .def_rw("max_seqlen_k", &AttentionArgs::max_seqlen_k)
