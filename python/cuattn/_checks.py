@@ -82,10 +82,10 @@ def device(x, name="device"):
     """'cpu', 'cuda', 'cuda:N' or an int N -> (is_cuda, N)."""
     if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
         return True, integer(x, name, 0, bits=INT32)
+    if type(x).__module__.startswith(("torch", "cupy", "jax")):  # e.g. torch.device("cuda", 1)
+        x = str(x)
     if not isinstance(x, str):
-        x = str(x) if type(x).__module__.startswith(("torch", "cupy", "jax")) else x
-        if not isinstance(x, str):
-            raise _bad_type(name, "'cpu', 'cuda' or 'cuda:N'", x)
+        raise _bad_type(name, "'cpu', 'cuda' or 'cuda:N'", x)
     if x == "cpu":
         return False, 0
     if x == "cuda":
