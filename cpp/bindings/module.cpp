@@ -1,6 +1,6 @@
-// module.cpp — the nanobind module cuattn._cuattn. Thin by design: convert DLPack arrays into
-// TensorViews (no casts, no copies: every array argument is .noconvert()), release the GIL, call
-// the C++ API, map its exceptions. Argument normalisation, stream resolution and output
+// module.cpp — the nanobind module cuattn._cuattn. Thin by design: the C++ argument structs are
+// Python classes filled by name; their tensor fields turn DLPack arrays into TensorViews (no casts,
+// no copies); each call releases the GIL, calls the C++ API and maps its exceptions. Argument normalisation, stream resolution and output
 // allocation live in python/cuattn/.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -9,6 +9,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -22,7 +23,6 @@ namespace {
 using In = nb::ndarray<nb::ro>;  // any dtype, shape, device; read-only view
 using OptIn = std::optional<In>;
 using Out = nb::ndarray<>;  // writable
-using OptOut = std::optional<Out>;
 
 cuattn::DType parse_dtype(const std::string& s) {
   using cuattn::DType;
@@ -64,7 +64,8 @@ cuattn::TensorView view(const std::optional<A>& a, const char* name, const std::
   if (!a) return v;
   const A& x = *a;
   if (x.ndim() > size_t(cuattn::kMaxDims))
-    throw cuattn::ValueError(std::string(name) + " has too many dims");
+    throw cuattn::ValueError(std::string(name) + " has " + std::to_string(x.ndim()) +
+                             " dims; at most " + std::to_string(cuattn::kMaxDims) + " are supported");
   v.ndim = int(x.ndim());
   v.dtype = to_dtype(x.dtype(), name, real);
   const int dt = x.device_type();
@@ -87,6 +88,124 @@ cuattn::TensorView view(const std::optional<A>& a, const char* name, const std::
 }
 
 cuattn::Stream as_stream(uintptr_t s) { return reinterpret_cast<cuattn::Stream>(s); }
+
+// ---- argument structs ---------------------------------------------------------------------------
+// Each C++ argument struct is a Python class filled by name (a new field is one line below). A
+// tensor field takes None, an array (DLPack capsule or object) or a pair (array, dtype name) for a
+// raw unsigned view of a dtype its producer cannot export (NumPy bfloat16 / float8_e4m3fn, uint8
+// fp8 caches). The struct holds the imported arrays until it is dropped, so every view it hands to
+// C++ stays valid for the call.
+template <class A>
+struct Bound : A {
+  std::vector<In> held;  // every array a field was given (a cleared field's too, until the end)
+  std::shared_ptr<const cuattn::DecodePlan> plan_ref;
+  Bound() { held.reserve(8); }
+};
+
+std::string py_type(nb::handle x) { return nb::type_name(x.type()).c_str(); }
+
+cuattn::TensorView to_view(nb::handle x, const char* name, bool writable, const std::string& real,
+                           std::optional<In>& held) {
+  if (writable) {
+    Out o;
+    if (nb::try_cast(x, o, false)) {
+      held = In(o);
+      return view(std::optional<Out>(o), name, real);
+    }
+  }
+  In i;
+  if (nb::try_cast(x, i, false)) {
+    if (writable)
+      throw cuattn::ValueError(std::string(name) + " is read-only; an output must be writable");
+    held = i;
+    return view(held, name, real);
+  }
+  throw cuattn::TypeError(std::string(name) + " must be an array with __dlpack__, got " +
+                          py_type(x));
+}
+
+template <class A>
+void set_tensor(Bound<A>& a, cuattn::TensorView& field, const char* name, bool writable,
+                nb::handle x) {
+  if (x.is_none()) {
+    field = cuattn::TensorView{};
+    return;
+  }
+  nb::handle arr = x;
+  std::string real;
+  if (nb::isinstance<nb::tuple>(x) && nb::len(x) == 2) {
+    arr = x[0];
+    if (!nb::try_cast(x[1], real, false))
+      throw cuattn::TypeError(std::string(name) + ": the dtype name of (array, dtype) must be a str");
+  }
+  std::optional<In> held;
+  field = to_view(arr, name, writable, real, held);
+  a.held.push_back(std::move(*held));
+}
+
+// Binds tensor field `f` of A as property `name` (error messages say `what`, default `name`).
+template <class A>
+void tensor(nb::class_<Bound<A>>& c, const char* name, cuattn::TensorView A::*f,
+            bool writable = false, const char* what = nullptr) {
+  const char* shown = what ? what : name;
+  c.def_prop_rw(
+      name, [f](const Bound<A>& a) { return (a.*f).present(); },
+      [f, shown, writable](Bound<A>& a, nb::handle x) { set_tensor(a, a.*f, shown, writable, x); },
+      nb::arg("value").none());
+}
+template <class A>
+void output(nb::class_<Bound<A>>& c, const char* name, cuattn::TensorView A::*f) {
+  tensor(c, name, f, true);
+}
+
+template <class A>
+nb::class_<Bound<A>> args_class(nb::module_& m, const char* name) {
+  nb::class_<Bound<A>> c(m, name);
+  c.def(nb::init<>());
+  return c;
+}
+
+// The optional decode plan of a paged / MLA call (a DecodePlan or None).
+template <class A>
+void plan_field(nb::class_<Bound<A>>& c) {
+  c.def_prop_rw(
+      "plan", [](const Bound<A>& a) { return a.plan != nullptr; },
+      [](Bound<A>& a, nb::handle x) {
+        std::shared_ptr<cuattn::DecodePlan> p;
+        if (!x.is_none() && !nb::try_cast(x, p, false))
+          throw cuattn::TypeError("plan must be a DecodePlan (from cuattn.plan_decode) or None, got " +
+                                  py_type(x));
+        a.plan_ref = p;
+        a.plan = p.get();
+      },
+      nb::arg("value").none());
+}
+
+template <class A>
+void layout_field(nb::class_<Bound<A>>& c) {
+  c.def_prop_rw(
+      "layout", [](const Bound<A>& a) { return a.layout == cuattn::Layout::bshd ? "bshd" : "bhsd"; },
+      [](Bound<A>& a, const std::string& s) { a.layout = cuattn::parse_layout(s); });
+}
+template <class A>
+void kv_layout_field(nb::class_<Bound<A>>& c) {
+  c.def_prop_rw(
+      "kv_layout",
+      [](const Bound<A>& a) { return a.kv_layout == cuattn::KVLayout::NHD ? "NHD" : "HND"; },
+      [](Bound<A>& a, const std::string& s) { a.kv_layout = cuattn::parse_kv_layout(s); });
+}
+
+// Binds `name(args, stream)`: the C++ call with the GIL released.
+template <class A>
+void call(nb::module_& m, const char* name, void (*f)(const A&, cuattn::Stream), const char* doc) {
+  m.def(
+      name,
+      [f](const Bound<A>& a, uintptr_t stream) {
+        nb::gil_scoped_release nogil;
+        f(a, as_stream(stream));
+      },
+      "args"_a, "stream"_a, doc);
+}
 
 // An owning device allocation behind cuattn.Array (freed with cudaFreeAsync on its stream).
 struct DeviceBuffer {
@@ -128,94 +247,70 @@ NB_MODULE(_cuattn, m) {
     }
   });
 
-  // ---- attention family ---------------------------------------------------------------------
-  m.def(
-      "attention",
-      [](In q, In k, In v, Out out, OptOut lse, OptIn cu_q, OptIn cu_k, OptIn sinks, OptIn bm_num,
-         OptIn bm_idx, OptIn bm_pid, OptIn bm_fnum, OptIn bm_fidx, OptIn bm_bits, int bm_block_q,
-         int bm_block_kv, int64_t bm_q_len, int64_t bm_kv_len, int64_t max_seqlen_q,
-         int64_t max_seqlen_k, bool causal, int64_t window_left, int64_t window_right, double scale,
-         double softcap, const std::string& layout, bool check, const std::string& dtype,
-         uintptr_t stream, const std::string& variant) {
-        cuattn::AttentionArgs a;
-        a.q = view(OptIn(q), "q", dtype);
-        a.k = view(OptIn(k), "k", dtype);
-        a.v = view(OptIn(v), "v", dtype);
-        a.out = view(OptOut(out), "out", dtype);
-        a.lse = view(lse, "lse");
-        a.cu_seqlens_q = view(cu_q, "cu_seqlens_q");
-        a.cu_seqlens_k = view(cu_k, "cu_seqlens_k");
-        a.sinks = view(sinks, "sinks");
-        a.block_mask.kv_num_blocks = view(bm_num, "block_mask.kv_num_blocks");
-        a.block_mask.kv_indices = view(bm_idx, "block_mask.kv_indices");
-        a.block_mask.partial_ids = view(bm_pid, "block_mask.partial_ids");
-        a.block_mask.full_kv_num_blocks = view(bm_fnum, "block_mask.full_kv_num_blocks");
-        a.block_mask.full_kv_indices = view(bm_fidx, "block_mask.full_kv_indices");
-        a.block_mask.partial_bits = view(bm_bits, "block_mask.partial_bits");
-        a.block_mask.block_q = bm_block_q;
-        a.block_mask.block_kv = bm_block_kv;
-        a.block_mask.q_len = bm_q_len;
-        a.block_mask.kv_len = bm_kv_len;
-        a.max_seqlen_q = max_seqlen_q;
-        a.max_seqlen_k = max_seqlen_k;
-        a.causal = causal;
-        a.window_left = window_left;
-        a.window_right = window_right;
-        a.scale = scale;
-        a.softcap = softcap;
-        a.layout = cuattn::parse_layout(layout);
-        a.check = check;
-        a.variant = variant;
-        nb::gil_scoped_release nogil;
-        cuattn::attention(a, as_stream(stream));
-      },
-      "q"_a.noconvert(), "k"_a.noconvert(), "v"_a.noconvert(), "out"_a.noconvert(),
-      "lse"_a.noconvert().none(), "cu_seqlens_q"_a.noconvert().none(),
-      "cu_seqlens_k"_a.noconvert().none(), "sinks"_a.noconvert().none(),
-      "bm_num"_a.noconvert().none(), "bm_idx"_a.noconvert().none(), "bm_pid"_a.noconvert().none(),
-      "bm_fnum"_a.noconvert().none(), "bm_fidx"_a.noconvert().none(),
-      "bm_bits"_a.noconvert().none(), "bm_block_q"_a, "bm_block_kv"_a, "bm_q_len"_a,
-      "bm_kv_len"_a, "max_seqlen_q"_a, "max_seqlen_k"_a, "causal"_a, "window_left"_a,
-      "window_right"_a, "scale"_a, "softcap"_a, "layout"_a, "check"_a, "dtype"_a, "stream"_a,
-      "variant"_a = "", "Dense / varlen / block-sparse attention into `out` (see cuattn.attention).");
+  // ---- argument structs (fields by name; see Bound) and the calls --------------------------------
+  using namespace cuattn;
+  auto bm = args_class<BlockMaskArgs>(m, "BlockMaskArgs");
+  tensor(bm, "kv_num_blocks", &BlockMaskArgs::kv_num_blocks, false, "block_mask.kv_num_blocks");
+  tensor(bm, "kv_indices", &BlockMaskArgs::kv_indices, false, "block_mask.kv_indices");
+  tensor(bm, "partial_ids", &BlockMaskArgs::partial_ids, false, "block_mask.partial_ids");
+  tensor(bm, "full_kv_num_blocks", &BlockMaskArgs::full_kv_num_blocks, false,
+         "block_mask.full_kv_num_blocks");
+  tensor(bm, "full_kv_indices", &BlockMaskArgs::full_kv_indices, false,
+         "block_mask.full_kv_indices");
+  tensor(bm, "partial_bits", &BlockMaskArgs::partial_bits, false, "block_mask.partial_bits");
+  bm.def_rw("block_q", &BlockMaskArgs::block_q)
+      .def_rw("block_kv", &BlockMaskArgs::block_kv)
+      .def_rw("q_len", &BlockMaskArgs::q_len)
+      .def_rw("kv_len", &BlockMaskArgs::kv_len);
 
-  m.def(
-      "naive_attention",
-      [](In q, In k, In v, Out out, bool causal, double scale, const std::string& layout,
-         const std::string& dtype, uintptr_t stream) {
-        cuattn::NaiveArgs a;
-        a.q = view(OptIn(q), "q", dtype);
-        a.k = view(OptIn(k), "k", dtype);
-        a.v = view(OptIn(v), "v", dtype);
-        a.out = view(OptOut(out), "out", dtype);
-        a.causal = causal;
-        a.scale = scale;
-        a.layout = cuattn::parse_layout(layout);
-        nb::gil_scoped_release nogil;
-        cuattn::naive_attention(a, as_stream(stream));
-      },
-      "q"_a.noconvert(), "k"_a.noconvert(), "v"_a.noconvert(), "out"_a.noconvert(), "causal"_a,
-      "scale"_a, "layout"_a, "dtype"_a, "stream"_a,
-      "Attention that materialises the score matrix (see cuattn.naive_attention).");
+  auto at = args_class<AttentionArgs>(m, "AttentionArgs");
+  tensor(at, "q", &AttentionArgs::q);
+  tensor(at, "k", &AttentionArgs::k);
+  tensor(at, "v", &AttentionArgs::v);
+  output(at, "out", &AttentionArgs::out);
+  output(at, "lse", &AttentionArgs::lse);
+  tensor(at, "cu_seqlens_q", &AttentionArgs::cu_seqlens_q);
+  tensor(at, "cu_seqlens_k", &AttentionArgs::cu_seqlens_k);
+  tensor(at, "sinks", &AttentionArgs::sinks);
+  at.def_prop_rw(
+      "block_mask", [](const Bound<AttentionArgs>& a) { return a.block_mask.present(); },
+      [](Bound<AttentionArgs>& a, const Bound<BlockMaskArgs>& b) {
+        a.block_mask = b;
+        a.held.insert(a.held.end(), b.held.begin(), b.held.end());
+      });
+  at.def_rw("max_seqlen_q", &AttentionArgs::max_seqlen_q)
+      .def_rw("max_seqlen_k", &AttentionArgs::max_seqlen_k)
+      .def_rw("causal", &AttentionArgs::causal)
+      .def_rw("window_left", &AttentionArgs::window_left)
+      .def_rw("window_right", &AttentionArgs::window_right)
+      .def_rw("scale", &AttentionArgs::scale)
+      .def_rw("softcap", &AttentionArgs::softcap)
+      .def_rw("check", &AttentionArgs::check)
+      .def_rw("variant", &AttentionArgs::variant);  // internal: tests and bench pick kernels
+  layout_field(at);
+  call(m, "attention", &cuattn::attention,
+       "Dense / varlen / block-sparse attention into args.out (see cuattn.attention).");
 
-  m.def(
-      "merge_states",
-      [](In o_a, In lse_a, In o_b, In lse_b, Out out, OptOut lse_out, const std::string& layout,
-         const std::string& dtype, uintptr_t stream) {
-        cuattn::MergeArgs a;
-        a.o_a = view(OptIn(o_a), "o_a", dtype);
-        a.lse_a = view(OptIn(lse_a), "lse_a");
-        a.o_b = view(OptIn(o_b), "o_b", dtype);
-        a.lse_b = view(OptIn(lse_b), "lse_b");
-        a.out = view(OptOut(out), "out", dtype);
-        a.lse_out = view(lse_out, "lse_out");
-        a.layout = cuattn::parse_layout(layout);
-        nb::gil_scoped_release nogil;
-        cuattn::merge_states(a, as_stream(stream));
-      },
-      "o_a"_a.noconvert(), "lse_a"_a.noconvert(), "o_b"_a.noconvert(), "lse_b"_a.noconvert(),
-      "out"_a.noconvert(), "lse_out"_a.noconvert().none(), "layout"_a, "dtype"_a, "stream"_a,
-      "Merges two partial attention results (see cuattn.merge_states).");
+  auto na = args_class<NaiveArgs>(m, "NaiveArgs");
+  tensor(na, "q", &NaiveArgs::q);
+  tensor(na, "k", &NaiveArgs::k);
+  tensor(na, "v", &NaiveArgs::v);
+  output(na, "out", &NaiveArgs::out);
+  na.def_rw("causal", &NaiveArgs::causal).def_rw("scale", &NaiveArgs::scale);
+  layout_field(na);
+  call(m, "naive_attention", &cuattn::naive_attention,
+       "Attention that materialises the score matrix (see cuattn.naive_attention).");
+
+  auto mg = args_class<MergeArgs>(m, "MergeArgs");
+  tensor(mg, "o_a", &MergeArgs::o_a);
+  tensor(mg, "lse_a", &MergeArgs::lse_a);
+  tensor(mg, "o_b", &MergeArgs::o_b);
+  tensor(mg, "lse_b", &MergeArgs::lse_b);
+  output(mg, "out", &MergeArgs::out);
+  output(mg, "lse_out", &MergeArgs::lse_out);
+  layout_field(mg);
+  call(m, "merge_states", &cuattn::merge_states,
+       "Merges two partial attention results (see cuattn.merge_states).");
 
   // ---- paged ----------------------------------------------------------------------------------
   nb::class_<cuattn::DecodePlan>(m, "DecodePlan",
@@ -241,139 +336,99 @@ NB_MODULE(_cuattn, m) {
                ", chunk_tokens=" + std::to_string(p.chunk_tokens) + ")";
       });
 
-  m.def(
-      "paged_attention",
-      [](In q, In k_cache, In v_cache, In block_table, In seq_lens, Out out, OptOut lse,
-         OptIn sinks, OptIn k_scale_t, OptIn v_scale_t, double k_scale, double v_scale,
-         double scale, double softcap, int64_t window_left, int64_t window_right,
-         const std::string& kv_layout, bool check, const cuattn::DecodePlan* plan,
-         const std::string& dtype, const std::string& kv_dtype, uintptr_t stream,
-         const std::string& variant) {
-        cuattn::PagedArgs a;
-        a.q = view(OptIn(q), "q", dtype);
-        a.k_cache = view(OptIn(k_cache), "k_cache", kv_dtype);
-        a.v_cache = view(OptIn(v_cache), "v_cache", kv_dtype);
-        a.block_table = view(OptIn(block_table), "block_table");
-        a.seq_lens = view(OptIn(seq_lens), "seq_lens");
-        a.out = view(OptOut(out), "out", dtype);
-        a.lse = view(lse, "lse");
-        a.sinks = view(sinks, "sinks");
-        a.k_scale_t = view(k_scale_t, "k_scale");
-        a.v_scale_t = view(v_scale_t, "v_scale");
-        a.k_scale = k_scale;
-        a.v_scale = v_scale;
-        a.scale = scale;
-        a.softcap = softcap;
-        a.window_left = window_left;
-        a.window_right = window_right;
-        a.kv_layout = cuattn::parse_kv_layout(kv_layout);
-        a.check = check;
-        a.plan = plan;
-        a.variant = variant;
-        nb::gil_scoped_release nogil;
-        cuattn::paged_attention(a, as_stream(stream));
-      },
-      "q"_a.noconvert(), "k_cache"_a.noconvert(), "v_cache"_a.noconvert(),
-      "block_table"_a.noconvert(), "seq_lens"_a.noconvert(), "out"_a.noconvert(),
-      "lse"_a.noconvert().none(), "sinks"_a.noconvert().none(), "k_scale_t"_a.noconvert().none(),
-      "v_scale_t"_a.noconvert().none(), "k_scale"_a, "v_scale"_a, "scale"_a, "softcap"_a,
-      "window_left"_a, "window_right"_a, "kv_layout"_a, "check"_a, "plan"_a.none(), "dtype"_a,
-      "kv_dtype"_a, "stream"_a, "variant"_a = "", "Paged KV-cache attention (see cuattn.paged_attention).");
+  auto pa = args_class<PagedArgs>(m, "PagedArgs");
+  tensor(pa, "q", &PagedArgs::q);
+  tensor(pa, "k_cache", &PagedArgs::k_cache);
+  tensor(pa, "v_cache", &PagedArgs::v_cache);
+  tensor(pa, "block_table", &PagedArgs::block_table);
+  tensor(pa, "seq_lens", &PagedArgs::seq_lens);
+  output(pa, "out", &PagedArgs::out);
+  output(pa, "lse", &PagedArgs::lse);
+  tensor(pa, "sinks", &PagedArgs::sinks);
+  tensor(pa, "k_scale_t", &PagedArgs::k_scale_t, false, "k_scale");
+  tensor(pa, "v_scale_t", &PagedArgs::v_scale_t, false, "v_scale");
+  pa.def_rw("k_scale", &PagedArgs::k_scale)
+      .def_rw("v_scale", &PagedArgs::v_scale)
+      .def_rw("scale", &PagedArgs::scale)
+      .def_rw("softcap", &PagedArgs::softcap)
+      .def_rw("window_left", &PagedArgs::window_left)
+      .def_rw("window_right", &PagedArgs::window_right)
+      .def_rw("causal", &PagedArgs::causal)
+      .def_rw("check", &PagedArgs::check)
+      .def_rw("variant", &PagedArgs::variant);  // internal: tests and bench pick kernels
+  kv_layout_field(pa);
+  plan_field(pa);
+  call(m, "paged_attention", &cuattn::paged_attention,
+       "Paged KV-cache attention (see cuattn.paged_attention).");
 
-  m.def(
-      "append_paged_kv",
-      [](In k_new, In v_new, Out k_cache, Out v_cache, In slot_mapping, OptIn k_scale_t,
-         OptIn v_scale_t, double k_scale, double v_scale, const std::string& kv_layout, bool check,
-         const std::string& dtype, const std::string& kv_dtype, uintptr_t stream) {
-        cuattn::AppendArgs a;
-        a.k_new = view(OptIn(k_new), "k_new", dtype);
-        a.v_new = view(OptIn(v_new), "v_new", dtype);
-        a.k_cache = view(OptOut(k_cache), "k_cache", kv_dtype);
-        a.v_cache = view(OptOut(v_cache), "v_cache", kv_dtype);
-        a.slot_mapping = view(OptIn(slot_mapping), "slot_mapping");
-        a.k_scale_t = view(k_scale_t, "k_scale");
-        a.v_scale_t = view(v_scale_t, "v_scale");
-        a.k_scale = k_scale;
-        a.v_scale = v_scale;
-        a.kv_layout = cuattn::parse_kv_layout(kv_layout);
-        a.check = check;
-        nb::gil_scoped_release nogil;
-        cuattn::append_paged_kv(a, as_stream(stream));
-      },
-      "k_new"_a.noconvert(), "v_new"_a.noconvert(), "k_cache"_a.noconvert(),
-      "v_cache"_a.noconvert(), "slot_mapping"_a.noconvert(), "k_scale_t"_a.noconvert().none(),
-      "v_scale_t"_a.noconvert().none(), "k_scale"_a, "v_scale"_a, "kv_layout"_a, "check"_a,
-      "dtype"_a, "kv_dtype"_a, "stream"_a,
-      "Writes new tokens into a paged cache (see cuattn.append_paged_kv).");
+  auto ap = args_class<AppendArgs>(m, "AppendArgs");
+  tensor(ap, "k_new", &AppendArgs::k_new);
+  tensor(ap, "v_new", &AppendArgs::v_new);
+  output(ap, "k_cache", &AppendArgs::k_cache);
+  output(ap, "v_cache", &AppendArgs::v_cache);
+  tensor(ap, "slot_mapping", &AppendArgs::slot_mapping);
+  tensor(ap, "k_scale_t", &AppendArgs::k_scale_t, false, "k_scale");
+  tensor(ap, "v_scale_t", &AppendArgs::v_scale_t, false, "v_scale");
+  ap.def_rw("k_scale", &AppendArgs::k_scale)
+      .def_rw("v_scale", &AppendArgs::v_scale)
+      .def_rw("check", &AppendArgs::check);
+  kv_layout_field(ap);
+  call(m, "append_paged_kv", &cuattn::append_paged_kv,
+       "Writes new tokens into a paged cache (see cuattn.append_paged_kv).");
 
-  m.def(
-      "mla_decode",
-      [](In q, In kv_cache, In block_table, In seq_lens, Out out, Out lse, OptIn kv_scale_t,
-         double kv_scale, double scale, int head_dim_v, bool causal, bool check,
-         const cuattn::DecodePlan* plan, const std::string& dtype, const std::string& kv_dtype,
-         uintptr_t stream) {
-        cuattn::MlaDecodeArgs a;
-        a.q = view(OptIn(q), "q", dtype);
-        a.kv_cache = view(OptIn(kv_cache), "kv_cache", kv_dtype);
-        a.kv_scale_t = view(kv_scale_t, "kv_scale");
-        a.kv_scale = kv_scale;
-        a.block_table = view(OptIn(block_table), "block_table");
-        a.seq_lens = view(OptIn(seq_lens), "seq_lens");
-        a.out = view(OptOut(out), "out", dtype);
-        a.lse = view(OptOut(lse), "lse");
-        a.scale = scale;
-        a.head_dim_v = head_dim_v;
-        a.causal = causal;
-        a.check = check;
-        a.plan = plan;
-        nb::gil_scoped_release nogil;
-        cuattn::mla_decode(a, as_stream(stream));
-      },
-      "q"_a.noconvert(), "kv_cache"_a.noconvert(), "block_table"_a.noconvert(),
-      "seq_lens"_a.noconvert(), "out"_a.noconvert(), "lse"_a.noconvert(),
-      "kv_scale_t"_a.noconvert().none(), "kv_scale"_a, "scale"_a, "head_dim_v"_a, "causal"_a,
-      "check"_a, "plan"_a.none(), "dtype"_a, "kv_dtype"_a, "stream"_a,
-      "MLA decode over a paged latent cache (see cuattn.mla_decode).");
+  auto md = args_class<MlaDecodeArgs>(m, "MlaDecodeArgs");
+  tensor(md, "q", &MlaDecodeArgs::q);
+  tensor(md, "kv_cache", &MlaDecodeArgs::kv_cache);
+  tensor(md, "block_table", &MlaDecodeArgs::block_table);
+  tensor(md, "seq_lens", &MlaDecodeArgs::seq_lens);
+  output(md, "out", &MlaDecodeArgs::out);
+  output(md, "lse", &MlaDecodeArgs::lse);
+  tensor(md, "kv_scale_t", &MlaDecodeArgs::kv_scale_t, false, "kv_scale");
+  md.def_rw("kv_scale", &MlaDecodeArgs::kv_scale)
+      .def_rw("scale", &MlaDecodeArgs::scale)
+      .def_rw("head_dim_v", &MlaDecodeArgs::head_dim_v)
+      .def_rw("causal", &MlaDecodeArgs::causal)
+      .def_rw("check", &MlaDecodeArgs::check);
+  plan_field(md);
+  call(m, "mla_decode", &cuattn::mla_decode,
+       "MLA decode over a paged latent cache (see cuattn.mla_decode).");
 
-  m.def(
-      "mla_attention",
-      [](In q, In k_latent, In v_latent, In k_proj, In v_proj, Out out, bool causal, double scale,
-         int method, const std::string& dtype, uintptr_t stream) {
-        cuattn::MlaArgs a;
-        a.q = view(OptIn(q), "q", dtype);
-        a.k_latent = view(OptIn(k_latent), "k_latent", dtype);
-        a.v_latent = view(OptIn(v_latent), "v_latent", dtype);
-        a.k_proj = view(OptIn(k_proj), "k_proj", dtype);
-        a.v_proj = view(OptIn(v_proj), "v_proj", dtype);
-        a.out = view(OptOut(out), "out", dtype);
-        a.causal = causal;
-        a.scale = scale;
-        a.method = cuattn::MlaMethod(method);
-        nb::gil_scoped_release nogil;
-        cuattn::mla_attention(a, as_stream(stream));
-      },
-      "q"_a.noconvert(), "k_latent"_a.noconvert(), "v_latent"_a.noconvert(),
-      "k_proj"_a.noconvert(), "v_proj"_a.noconvert(), "out"_a.noconvert(), "causal"_a, "scale"_a,
-      "method"_a, "dtype"_a, "stream"_a, "The chapter's multi-head latent attention (see cuattn.mla_attention).");
+  auto ml = args_class<MlaArgs>(m, "MlaArgs");
+  tensor(ml, "q", &MlaArgs::q);
+  tensor(ml, "k_latent", &MlaArgs::k_latent);
+  tensor(ml, "v_latent", &MlaArgs::v_latent);
+  tensor(ml, "k_proj", &MlaArgs::k_proj);
+  tensor(ml, "v_proj", &MlaArgs::v_proj);
+  output(ml, "out", &MlaArgs::out);
+  ml.def_rw("causal", &MlaArgs::causal).def_rw("scale", &MlaArgs::scale);
+  ml.def_prop_rw(  // internal: tests and bench pick the order (0 auto, 1 materialise, 2 absorb, 3 per pair)
+      "method", [](const Bound<MlaArgs>& a) { return int(a.method); },
+      [](Bound<MlaArgs>& a, int v) {
+        if (v < 0 || v > 3) throw cuattn::ValueError("mla_attention method must be 0..3");
+        a.method = MlaMethod(v);
+      });
+  call(m, "mla_attention", &cuattn::mla_attention,
+       "Multi-head latent attention (see cuattn.mla_attention).");
 
+  nb::class_<PlanOptions>(m, "PlanOptions")
+      .def(nb::init<>())
+      .def_rw("num_heads_q", &PlanOptions::num_heads_q)
+      .def_rw("num_heads_kv", &PlanOptions::num_heads_kv)
+      .def_rw("head_dim", &PlanOptions::head_dim)
+      .def_rw("head_dim_v", &PlanOptions::head_dim_v)
+      .def_rw("page_size", &PlanOptions::page_size)
+      .def_rw("seqlen_q", &PlanOptions::seqlen_q)
+      .def_rw("device_id", &PlanOptions::device_id)
+      .def_rw("num_sms", &PlanOptions::num_sms)
+      .def_prop_rw(
+          "cuda", [](const PlanOptions& o) { return o.device == DeviceType::cuda; },
+          [](PlanOptions& o, bool cuda) { o.device = cuda ? DeviceType::cuda : DeviceType::cpu; });
   m.def(
       "plan_decode",
-      [](std::vector<int32_t> seq_lens, int num_heads_q, int num_heads_kv, int head_dim,
-         int head_dim_v, int page_size, int q_len, bool cuda, int device_id, int num_sms) {
-        cuattn::PlanOptions o;
-        o.num_heads_q = num_heads_q;
-        o.num_heads_kv = num_heads_kv;
-        o.head_dim = head_dim;
-        o.head_dim_v = head_dim_v;
-        o.page_size = page_size;
-        o.seqlen_q = q_len;
-        o.device = cuda ? cuattn::DeviceType::cuda : cuattn::DeviceType::cpu;
-        o.device_id = device_id;
-        o.num_sms = num_sms;
-        return cuattn::plan_decode(seq_lens.data(), int(seq_lens.size()), o);
+      [](const std::vector<int32_t>& seq_lens, const PlanOptions& opt) {
+        return cuattn::plan_decode(seq_lens.data(), int(seq_lens.size()), opt);
       },
-      "seq_lens"_a, "num_heads_q"_a, "num_heads_kv"_a, "head_dim"_a, "head_dim_v"_a,
-      "page_size"_a, "q_len"_a, "cuda"_a, "device_id"_a, "num_sms"_a,
+      "seq_lens"_a, "options"_a,
       "Builds a DecodePlan from host sequence lengths (see cuattn.plan_decode).");
 
   // ---- runtime, build and device information ---------------------------------------------------
@@ -408,6 +463,10 @@ NB_MODULE(_cuattn, m) {
     nb::gil_scoped_release nogil;
     cuattn::stream_synchronize(as_stream(s));
   }, "stream"_a, "cudaStreamSynchronize.");
+
+  m.def("stream_wait", [](uintptr_t waiting, uintptr_t signalling) {
+    cuattn::stream_wait(as_stream(waiting), as_stream(signalling));
+  }, "waiting"_a, "signalling"_a, "Orders `waiting` after the work queued on `signalling` (an event).");
 
   m.def("stream_is_capturing", [](uintptr_t s) { return cuattn::stream_is_capturing(as_stream(s)); },
         "stream"_a, "cudaStreamIsCapturing != None.");

@@ -367,9 +367,14 @@ void merge_states(const MergeArgs& a, Stream stream) {
   for (auto [t, n] : {std::pair{&a.o_b, "o_b"}, {&a.out, "out"}}) require_same_dtype(*t, n, a.o_a, "o_a");
   for (auto [t, n] : {std::pair{&a.o_b, "o_b"}, {&a.out, "out"}, {&a.lse_a, "lse_a"}, {&a.lse_b, "lse_b"}})
     require_same_device(*t, n, a.o_a, "o_a");
-  const Bshd oa = as_bshd(a.o_a, "o_a", a.layout, false);
-  const Bshd ob = as_bshd(a.o_b, "o_b", a.layout, false);
-  const Bshd o = as_bshd(a.out, "out", a.layout, false);
+  // What attention returns: o [b, s, h, d] / [b, h, s, d] with lse [b, h, s], or varlen (3-D)
+  // o [total, h, d] with lse [h, total].
+  const bool varlen = a.o_a.ndim == 3;
+  if (varlen && a.layout != Layout::bshd)
+    value_error("merge_states of varlen [total, heads, head_dim] results takes layout 'bshd'");
+  const Bshd oa = as_bshd(a.o_a, "o_a", a.layout, varlen);
+  const Bshd ob = as_bshd(a.o_b, "o_b", a.layout, varlen);
+  const Bshd o = as_bshd(a.out, "out", a.layout, varlen);
   if (ob.b != oa.b || ob.s != oa.s || ob.h != oa.h || ob.d != oa.d)
     value_error("o_b has shape ", shape_str(a.o_b), " but o_a has ", shape_str(a.o_a));
   if (o.b != oa.b || o.s != oa.s || o.h != oa.h || o.d != oa.d)
@@ -378,6 +383,11 @@ void merge_states(const MergeArgs& a, Stream stream) {
   MergeParams p;
   auto lse3 = [&](const TensorView& t, const char* n, int64_t* st) {
     require_dtype(t, n, {DType::f32});
+    if (varlen) {
+      require_shape(t, n, {oa.h, oa.s}, "[heads, total] (varlen)");
+      st[0] = 0, st[1] = t.stride[0], st[2] = t.stride[1];
+      return;
+    }
     require_shape(t, n, {oa.b, oa.h, oa.s}, "[batch, heads, seqlen]");
     for (int i = 0; i < 3; ++i) st[i] = t.stride[i];
   };

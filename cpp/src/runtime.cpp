@@ -257,4 +257,18 @@ bool stream_is_capturing(Stream stream) {
 #endif
 }
 
+void stream_wait(Stream waiting, Stream signalling) {
+#ifdef CUATTN_WITH_CUDA
+  cudaEvent_t ev = nullptr;
+  cuda_check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  cudaError_t e = cudaEventRecord(ev, signalling);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(waiting, ev, 0);
+  cudaEventDestroy(ev);  // released once the wait is done
+  cuda_check(e, "stream_wait (cudaEventRecord / cudaStreamWaitEvent)");
+#else
+  (void)waiting;
+  (void)signalling;
+#endif
+}
+
 }  // namespace cuattn

@@ -6,7 +6,7 @@ Forward pass only. The conventions every function shares (layouts, masks, dtypes
 errors) are described in docs/conventions.md of the source tree, and in each function's docstring.
 """
 
-from . import _cuattn
+from . import _checks, _cuattn
 from ._api import (
     DecodePlan,
     append_paged_kv,
@@ -41,7 +41,7 @@ def cuda_available() -> bool:
 def device_info(device: int = 0) -> dict:
     """Name, SM count, memory, compute capability and driver of a GPU, or {'available': False,
     'reason': ...} when there is none."""
-    return dict(_cuattn.device_info(device))
+    return dict(_cuattn.device_info(_checks.integer(device, "device", 0, bits=_checks.INT32)))
 
 
 def build_info() -> dict:

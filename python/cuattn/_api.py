@@ -1,41 +1,23 @@
-"""The public attention functions: normalise arguments, allocate outputs, call the C++ core."""
+"""The public attention functions: check arguments, allocate outputs, fill the C++ argument
+struct by name, call the C++ core."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _cuattn
-from ._arrays import _Call, _RAW_VIEW, framework
+from . import _checks, _cuattn
+from ._arrays import _Call, asarray
+from ._checks import INT32
+from .block_mask import BlockMask
 
 _LAYOUTS = ("bshd", "bhsd")
-_NO_BLOCK_MASK = (None,) * 6 + (0, 0, 0, 0)
-
-
-def _window(window, causal):
-    """window=None -> unbounded; W -> (W, W), or (W, 0) with causal; (left, right) as given."""
-    if window is None:
-        return -1, -1
-    if isinstance(window, (bool, np.bool_)):
-        raise TypeError(f"window must be an int or a (left, right) pair, got {window!r}")
-    if isinstance(window, (int, np.integer)):
-        w = int(window)
-        if w < 0:
-            raise ValueError(f"window must be >= 0, got {w}")
-        return (w, 0) if causal else (w, w)
-    try:
-        left, right = window
-    except (TypeError, ValueError):
-        raise TypeError(f"window must be an int or a (left, right) pair, got {window!r}") from None
-    return (-1 if left is None else int(left)), (-1 if right is None else int(right))
+_KV_LAYOUTS = ("NHD", "HND")
+_FP8_NAMES = ("fp8_e4m3", "float8_e4m3fn")
 
 
 def _scale(scale):
-    if scale is None:
-        return -1.0
-    s = float(scale)
-    if not s >= 0:
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    return s
+    """Softmax scale: None -> -1 (C++: 1/sqrt(D)), else a finite number >= 0."""
+    return -1.0 if scale is None else _checks.number(scale, "scale", 0)
 
 
 def _needs_outputs(ctx, out, what):
@@ -47,6 +29,20 @@ def _shape(x):
     s = x.shape
     # NumPy/CuPy/JAX shapes are tuples of ints, torch.Size a tuple subclass: used as they are.
     return s if isinstance(s, tuple) else tuple(int(i) for i in s)
+
+
+def _shape_or_empty(x):
+    """x's shape, () for an object without one (the C++ call then names what is wrong)."""
+    return _shape(x) if hasattr(x, "shape") else ()
+
+
+def _plan(plan):
+    if plan is None:
+        return None
+    if not isinstance(plan, DecodePlan):
+        raise TypeError(f"plan must be a DecodePlan (from cuattn.plan_decode) or None, got "
+                        f"{type(plan).__name__}")
+    return plan._plan
 
 
 def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, sinks=None,
@@ -73,38 +69,48 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
     check=True validates GPU cu_seqlens contents (one device sync).
     _variant is internal (tests, benchmarks): "portable=1" forces the portable GPU kernel.
     """
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be 'bshd' or 'bhsd', got {layout!r}")
+    a = _cuattn.AttentionArgs()
+    a.layout = _checks.choice(layout, "layout", _LAYOUTS)
+    a.causal = _checks.boolean(causal, "causal")
+    a.window_left, a.window_right = _checks.window(window, "window", a.causal)
+    a.scale = _scale(scale)
+    a.softcap = _checks.number(softcap, "softcap", 0)
+    a.max_seqlen_q = _checks.optional_integer(max_seqlen_q, "max_seqlen_q", 0)
+    a.max_seqlen_k = _checks.optional_integer(max_seqlen_k, "max_seqlen_k", 0)
+    a.check = _checks.boolean(check, "check")
+    return_lse = _checks.boolean(return_lse, "return_lse")
+    if block_mask is not None and not isinstance(block_mask, BlockMask):
+        raise TypeError(f"block_mask must be a BlockMask (from cuattn.create_block_mask) or None, "
+                        f"got {type(block_mask).__name__}")
     ctx = _Call(q, stream)
-    wl, wr = (-1, -1) if window is None else _window(window, causal)
+    a.q, a.k, a.v = ctx.inp(q, "q"), ctx.inp(k, "k"), ctx.inp(v, "v")
+    a.cu_seqlens_q = ctx.opt(cu_seqlens_q, "cu_seqlens_q")
+    a.cu_seqlens_k = ctx.opt(cu_seqlens_k, "cu_seqlens_k")
+    a.sinks = ctx.opt(sinks, "sinks")
+    if block_mask is not None:
+        a.block_mask = block_mask._bind(ctx)
+    qs = _shape_or_empty(q)
     if out is None:
         _needs_outputs(ctx, out, "out")
-        qs, vs = _shape(q), _shape(v) if hasattr(v, "shape") else ()
+        vs = _shape_or_empty(v)
         out = ctx.empty(qs[:-1] + vs[-1:] if qs and vs else qs)
+    a.out = ctx.out(out, "out")
     want_lse = return_lse or lse_out is not None
     if want_lse and lse_out is None:
-        qs = _shape(q)
-        varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
         _needs_outputs(ctx, lse_out, "lse_out")
+        varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
         if varlen and len(qs) == 3:
             lse_shape = (qs[1], qs[0])
         elif len(qs) == 4:
-            lse_shape = (qs[0], qs[2], qs[1]) if layout == "bshd" else qs[:3]
+            lse_shape = (qs[0], qs[2], qs[1]) if a.layout == "bshd" else qs[:3]
         else:
             lse_shape = (0,)
         lse_out = ctx.empty(lse_shape, "float32")
-    bm = block_mask._args(ctx) if block_mask is not None else _NO_BLOCK_MASK
-    _cuattn.attention(
-        ctx.inp(q, "q"), ctx.inp(k, "k"), ctx.inp(v, "v"), ctx.out(out, "out"),
-        ctx.out(lse_out, "lse_out") if want_lse else None,
-        ctx.inp(cu_seqlens_q, "cu_seqlens_q"), ctx.inp(cu_seqlens_k, "cu_seqlens_k"),
-        ctx.inp(sinks, "sinks"), *bm,
-        -1 if max_seqlen_q is None else int(max_seqlen_q),
-        -1 if max_seqlen_k is None else int(max_seqlen_k),
-        bool(causal), wl, wr, -1.0 if scale is None else _scale(scale), float(softcap), layout,
-        bool(check), ctx.real, ctx.stream, str(_variant))
-    if ctx.fw == "jax":
-        out = ctx.result(out)
+    if want_lse:
+        a.lse = ctx.out(lse_out, "lse_out")
+    a.variant = str(_variant)
+    _cuattn.attention(a, ctx.stream)
+    out = ctx.result(out)
     if return_lse:
         return out, ctx.result(lse_out)
     return out
@@ -120,59 +126,61 @@ def sliding_window_attention(q, k, v, window, *, causal=False, **kw):
 def naive_attention(q, k, v, *, causal=False, scale=None, layout="bshd", out=None, stream=None):
     """Attention that materialises the full [Sq, Sk] score matrix (O(S^2) memory): the chapter's
     baseline for comparisons. Same conventions as attention (dense only)."""
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be 'bshd' or 'bhsd', got {layout!r}")
+    a = _cuattn.NaiveArgs()
+    a.layout = _checks.choice(layout, "layout", _LAYOUTS)
+    a.causal = _checks.boolean(causal, "causal")
+    a.scale = _scale(scale)
     ctx = _Call(q, stream)
+    a.q, a.k, a.v = ctx.inp(q, "q"), ctx.inp(k, "k"), ctx.inp(v, "v")
     if out is None:
         _needs_outputs(ctx, out, "out")
-        out = ctx.empty(_shape(q)[:-1] + _shape(v)[-1:])
-    _cuattn.naive_attention(ctx.inp(q, "q"), ctx.inp(k, "k"), ctx.inp(v, "v"), ctx.out(out, "out"),
-                            bool(causal), _scale(scale), layout, ctx.real, ctx.stream)
+        out = ctx.empty(_shape(q)[:-1] + _shape_or_empty(v)[-1:])
+    a.out = ctx.out(out, "out")
+    _cuattn.naive_attention(a, ctx.stream)
     return ctx.result(out)
 
 
 def merge_states(o_a, lse_a, o_b, lse_b, *, layout="bshd", out=None, lse_out=None, stream=None):
     """Merges two attention results over disjoint key sets (as attention returns them with
     return_lse): out = (e^lse_a o_a + e^lse_b o_b) / (e^lse_a + e^lse_b), lse = log of the sum.
-    Where both lse are -inf: out 0, lse -inf. Returns (out, lse)."""
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be 'bshd' or 'bhsd', got {layout!r}")
+    o: [B, S, H, D] (layout="bshd") or [B, H, S, D] ("bhsd") with lse [B, H, S]; or varlen
+    o [total, H, D] with lse [H, total]. Where both lse are -inf: out 0, lse -inf.
+    Returns (out, lse)."""
+    a = _cuattn.MergeArgs()
+    a.layout = _checks.choice(layout, "layout", _LAYOUTS)
     ctx = _Call(o_a, stream, "o_a")
+    a.o_a, a.lse_a = ctx.inp(o_a, "o_a"), ctx.inp(lse_a, "lse_a")
+    a.o_b, a.lse_b = ctx.inp(o_b, "o_b"), ctx.inp(lse_b, "lse_b")
     if out is None:
         _needs_outputs(ctx, out, "out")
         out = ctx.empty(_shape(o_a))
     if lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
-        lse_out = ctx.empty(_shape(lse_a), "float32")
-    _cuattn.merge_states(ctx.inp(o_a, "o_a"), ctx.inp(lse_a, "lse_a"), ctx.inp(o_b, "o_b"),
-                         ctx.inp(lse_b, "lse_b"), ctx.out(out, "out"), ctx.out(lse_out, "lse_out"),
-                         layout, ctx.real, ctx.stream)
+        lse_out = ctx.empty(_shape_or_empty(lse_a), "float32")
+    a.out, a.lse_out = ctx.out(out, "out"), ctx.out(lse_out, "lse_out")
+    _cuattn.merge_states(a, ctx.stream)
     return ctx.result(out), ctx.result(lse_out)
 
 
 # ---- paged KV cache ---------------------------------------------------------------------------
 
 
-def _kv_real(cache, kv_cache_dtype):
-    if kv_cache_dtype is not None:
-        if kv_cache_dtype not in ("fp8_e4m3", "float8_e4m3fn"):
-            raise ValueError(f"kv_cache_dtype must be None or 'fp8_e4m3', got {kv_cache_dtype!r}")
-        return "float8_e4m3fn"
-    if framework(cache) == "numpy" and cache.dtype in _RAW_VIEW:
-        return _RAW_VIEW[cache.dtype][1]
-    return ""
+def _kv_real(kv_cache_dtype):
+    """The dtype name a raw uint8 cache holds (kv_cache_dtype='fp8_e4m3'), '' for None."""
+    if kv_cache_dtype is None:
+        return ""
+    _checks.choice(kv_cache_dtype, "kv_cache_dtype", _FP8_NAMES)
+    return "float8_e4m3fn"
 
 
-def _scale_arg(ctx, s, name):
-    """A dequantisation scale: float (returned as such) or a device scalar array."""
+def _dequant_scale(a, ctx, s, name):
+    """A dequantisation scale, a float > 0 (a.k_scale) or a float32 device scalar (a.k_scale_t)."""
     if s is None:
-        return None, 1.0
+        return
     if hasattr(s, "__dlpack__"):
-        return ctx.inp(s, name), 1.0
-    v = float(s)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {s}")
-    return None, v
+        setattr(a, name + "_t", ctx.inp(s, name))
+    else:
+        setattr(a, name, _checks.number(s, name, 0, above=True))
 
 
 def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, softcap=0.0,
@@ -194,31 +202,36 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     _variant is internal (tests, benchmarks): a comma list that forces GPU kernel variants, e.g.
     "tma=0,wide=0,page_order=0,persistent=0,persistent_ctas=5,pdl=0,ctas_per_sm=2".
     """
+    a = _cuattn.PagedArgs()
+    a.kv_layout = _checks.choice(kv_layout, "kv_layout", _KV_LAYOUTS)
+    a.window_left, a.window_right = _checks.window(window, "window", True)
+    a.scale = _scale(scale)
+    a.softcap = _checks.number(softcap, "softcap", 0)
+    a.check = _checks.boolean(check, "check")
+    a.plan = _plan(plan)
+    return_lse = _checks.boolean(return_lse, "return_lse")
+    kv_real = _kv_real(kv_cache_dtype)
     ctx = _Call(q, stream)
+    a.q = ctx.inp(q, "q")
+    a.k_cache = ctx.inp(k_cache, "k_cache", kv_real)
+    a.v_cache = ctx.inp(v_cache, "v_cache", kv_real)
+    a.block_table, a.seq_lens = ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens")
+    a.sinks = ctx.opt(sinks, "sinks")
+    _dequant_scale(a, ctx, k_scale, "k_scale")
+    _dequant_scale(a, ctx, v_scale, "v_scale")
     qs = _shape(q)
-    dv = _shape(v_cache)[-1] if hasattr(v_cache, "shape") else 0
-    if window is not None and isinstance(window, (int, np.integer)) and not isinstance(window, bool):
-        wl, wr = int(window), 0
-        if wl < 0:
-            raise ValueError(f"window must be >= 0, got {wl}")
-    else:
-        wl, wr = _window(window, True)
     if out is None:
         _needs_outputs(ctx, out, "out")
-        out = ctx.empty(qs[:-1] + (dv,))
+        out = ctx.empty(qs[:-1] + _shape_or_empty(v_cache)[-1:])
+    a.out = ctx.out(out, "out")
     want_lse = return_lse or lse_out is not None
     if want_lse and lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
         lse_out = ctx.empty((qs[0], qs[2], qs[1]) if len(qs) == 4 else qs[:2], "float32")
-    kst, ks = _scale_arg(ctx, k_scale, "k_scale")
-    vst, vs = _scale_arg(ctx, v_scale, "v_scale")
-    _cuattn.paged_attention(
-        ctx.inp(q, "q"), ctx.inp(k_cache, "k_cache"), ctx.inp(v_cache, "v_cache"),
-        ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens"), ctx.out(out, "out"),
-        ctx.out(lse_out, "lse_out") if want_lse else None, ctx.inp(sinks, "sinks"), kst, vst, ks, vs,
-        _scale(scale), float(softcap), wl, wr, str(kv_layout), bool(check),
-        plan._plan if plan is not None else None, ctx.real, _kv_real(k_cache, kv_cache_dtype),
-        ctx.stream, str(_variant))
+    if want_lse:
+        a.lse = ctx.out(lse_out, "lse_out")
+    a.variant = str(_variant)
+    _cuattn.paged_attention(a, ctx.stream)
     out = ctx.result(out)
     if return_lse:
         return out, ctx.result(lse_out)
@@ -230,13 +243,18 @@ def append_paged_kv(k_new, v_new, k_cache, v_cache, slot_mapping, *, k_scale=Non
     """Writes T new tokens into a paged cache in place: token i goes to flat slot
     slot_mapping[i] (int64; block * block_size + offset; negative = skip). k_new/v_new
     [T, Hkv, D]. fp8 caches store x / scale (saturated to +-448)."""
+    a = _cuattn.AppendArgs()
+    a.kv_layout = _checks.choice(kv_layout, "kv_layout", _KV_LAYOUTS)
+    a.check = _checks.boolean(check, "check")
+    kv_real = _kv_real(kv_cache_dtype)
     ctx = _Call(k_new, stream, "k_new")
-    kst, ks = _scale_arg(ctx, k_scale, "k_scale")
-    vst, vs = _scale_arg(ctx, v_scale, "v_scale")
-    _cuattn.append_paged_kv(
-        ctx.inp(k_new, "k_new"), ctx.inp(v_new, "v_new"), ctx.out(k_cache, "k_cache"),
-        ctx.out(v_cache, "v_cache"), ctx.inp(slot_mapping, "slot_mapping"), kst, vst, ks, vs,
-        str(kv_layout), bool(check), ctx.real, _kv_real(k_cache, kv_cache_dtype), ctx.stream)
+    a.k_new, a.v_new = ctx.inp(k_new, "k_new"), ctx.inp(v_new, "v_new")
+    a.k_cache = ctx.out(k_cache, "k_cache", kv_real)
+    a.v_cache = ctx.out(v_cache, "v_cache", kv_real)
+    a.slot_mapping = ctx.inp(slot_mapping, "slot_mapping")
+    _dequant_scale(a, ctx, k_scale, "k_scale")
+    _dequant_scale(a, ctx, v_scale, "v_scale")
+    _cuattn.append_paged_kv(a, ctx.stream)
 
 
 class DecodePlan:
@@ -257,33 +275,45 @@ class DecodePlan:
         return repr(self._plan)
 
 
+def _host_lengths(seq_lens):
+    """seq_lens (a host list/array, or a GPU array: copied, one sync) as a list of ints >= 0
+    that fit int32, and the device it came from ('cuda:N', or None for host data)."""
+    if seq_lens is None or isinstance(seq_lens, (str, bytes)) or not any(
+            hasattr(seq_lens, a) for a in ("__len__", "__array__", "__dlpack__")):
+        raise TypeError(f"seq_lens must be a list or array of ints, got {type(seq_lens).__name__}")
+    dev = None
+    if hasattr(seq_lens, "__dlpack_device__") and int(seq_lens.__dlpack_device__()[0]) in (2, 13):
+        dev = f"cuda:{int(seq_lens.__dlpack_device__()[1])}"
+        seq_lens = asarray(seq_lens, device="cpu").numpy()
+    host = np.asarray(seq_lens).reshape(-1)
+    if host.size == 0:
+        raise ValueError("seq_lens must hold at least one sequence length, got an empty sequence")
+    if host.dtype.kind not in "iuO":
+        raise TypeError(f"seq_lens must be integers, got dtype {host.dtype}")
+    if host.dtype.kind != "O" and 0 <= host.min() and host.max() < 2**31:
+        return host.tolist(), dev
+    return [_checks.integer(x, f"seq_lens[{i}]", 0, bits=INT32) for i, x in enumerate(host)], dev
+
+
 def plan_decode(seq_lens, *, num_q_heads, num_kv_heads, head_dim, page_size, q_len=1,
                 head_dim_v=None, device=None, num_sms=0) -> DecodePlan:
     """Plans decode for sequences of the given lengths (host list/array; a GPU array is copied to
     the host: one sync). device: 'cpu' / 'cuda[:N]' (default: seq_lens' device, else cuda when
     available). The plan is valid for any call with the same batch, head counts, head dim,
     page size and q_len whose lengths do not exceed the planned ones by more than a split."""
-    if hasattr(seq_lens, "__dlpack_device__") and int(seq_lens.__dlpack_device__()[0]) in (2, 13):
-        from ._arrays import asarray
-        dev_default = f"cuda:{int(seq_lens.__dlpack_device__()[1])}"
-        host = asarray(seq_lens, device="cpu").numpy()
-    else:
-        host = np.asarray(seq_lens)
-        dev_default = "cuda" if _cuattn.cuda_available() else "cpu"
-    host = np.ascontiguousarray(host).reshape(-1)
-    if host.dtype.kind not in "iu":
-        raise ValueError(f"seq_lens must be integers, got dtype {host.dtype}")
-    dev = str(device) if device is not None else dev_default
-    if dev == "cpu":
-        cuda, dev_id = False, 0
-    elif dev == "cuda" or dev.startswith("cuda:"):
-        cuda, dev_id = True, int(dev[5:]) if dev.startswith("cuda:") else 0
-    else:
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    p = _cuattn.plan_decode([int(x) for x in host], int(num_q_heads), int(num_kv_heads),
-                            int(head_dim), -1 if head_dim_v is None else int(head_dim_v),
-                            int(page_size), int(q_len), cuda, dev_id, int(num_sms))
-    return DecodePlan(p)
+    lens, dev = _host_lengths(seq_lens)
+    o = _cuattn.PlanOptions()
+    o.num_heads_q = _checks.integer(num_q_heads, "num_q_heads", 1, bits=INT32)
+    o.num_heads_kv = _checks.integer(num_kv_heads, "num_kv_heads", 1, bits=INT32)
+    o.head_dim = _checks.integer(head_dim, "head_dim", 1, bits=INT32)
+    o.head_dim_v = _checks.optional_integer(head_dim_v, "head_dim_v", 1, bits=INT32)
+    o.page_size = _checks.integer(page_size, "page_size", 1, bits=INT32)
+    o.seqlen_q = _checks.integer(q_len, "q_len", 1, bits=INT32)
+    o.num_sms = _checks.integer(num_sms, "num_sms", 0, bits=INT32)
+    if device is None:
+        device = dev or ("cuda" if _cuattn.cuda_available() else "cpu")
+    o.cuda, o.device_id = _checks.device(device)
+    return DecodePlan(_cuattn.plan_decode(lens, o))
 
 
 # ---- MLA ---------------------------------------------------------------------------------------
@@ -305,14 +335,19 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
     "materialise", "absorb" or "per_pair" (the chapter's re-projecting baseline, GPU only)."""
     if _method not in _MLA_METHODS:
         raise ValueError(f"_method must be one of {sorted(_MLA_METHODS)}, got {_method!r}")
+    a = _cuattn.MlaArgs()
+    a.causal = _checks.boolean(causal, "causal")
+    a.scale = _scale(scale)
+    a.method = _MLA_METHODS[_method]
     ctx = _Call(q, stream)
+    a.q = ctx.inp(q, "q")
+    a.k_latent, a.v_latent = ctx.inp(k_latent, "k_latent"), ctx.inp(v_latent, "v_latent")
+    a.k_proj, a.v_proj = ctx.inp(k_proj, "k_proj"), ctx.inp(v_proj, "v_proj")
     if out is None:
         _needs_outputs(ctx, out, "out")
-        out = ctx.empty(_shape(q)[:-1] + _shape(v_proj)[-1:])
-    _cuattn.mla_attention(ctx.inp(q, "q"), ctx.inp(k_latent, "k_latent"),
-                          ctx.inp(v_latent, "v_latent"), ctx.inp(k_proj, "k_proj"),
-                          ctx.inp(v_proj, "v_proj"), ctx.out(out, "out"), bool(causal),
-                          _scale(scale), _MLA_METHODS[_method], ctx.real, ctx.stream)
+        out = ctx.empty(_shape(q)[:-1] + _shape_or_empty(v_proj)[-1:])
+    a.out = ctx.out(out, "out")
+    _cuattn.mla_attention(a, ctx.stream)
     return ctx.result(out)
 
 
@@ -328,19 +363,23 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq])."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
+    a = _cuattn.MlaDecodeArgs()
+    a.scale = _checks.number(scale, "scale", 0, above=True)
+    a.head_dim_v = _checks.integer(head_dim_v, "head_dim_v", 1, bits=INT32)
+    a.causal = _checks.boolean(causal, "causal")
+    a.check = _checks.boolean(check, "check")
+    a.plan = _plan(plan)
     ctx = _Call(q, stream)
+    a.q, a.kv_cache = ctx.inp(q, "q"), ctx.inp(kv_cache, "kv_cache", _kv_real(kv_cache_dtype))
+    a.block_table, a.seq_lens = ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens")
     qs = _shape(q)
     if out is None:
         _needs_outputs(ctx, out, "out")
-        out = ctx.empty(qs[:-1] + (int(head_dim_v),))
+        out = ctx.empty(qs[:-1] + (a.head_dim_v,))
     if lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
         lse_out = ctx.empty((qs[0], qs[2], qs[1]) if len(qs) == 4 else (0,), "float32")
-    kst, ks = _scale_arg(ctx, kv_scale, "kv_scale")
-    _cuattn.mla_decode(ctx.inp(q, "q"), ctx.inp(kv_cache, "kv_cache"),
-                       ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens"),
-                       ctx.out(out, "out"), ctx.out(lse_out, "lse_out"), kst, ks, float(scale),
-                       int(head_dim_v), bool(causal), bool(check),
-                       plan._plan if plan is not None else None, ctx.real,
-                       _kv_real(kv_cache, kv_cache_dtype), ctx.stream)
+    _dequant_scale(a, ctx, kv_scale, "kv_scale")
+    a.out, a.lse = ctx.out(out, "out"), ctx.out(lse_out, "lse_out")
+    _cuattn.mla_decode(a, ctx.stream)
     return ctx.result(out), ctx.result(lse_out)

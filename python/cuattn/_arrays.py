@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import _cuattn
+from . import _checks, _cuattn
 
 try:  # ml_dtypes gives NumPy bfloat16 / float8_e4m3fn
     import ml_dtypes as _mld
@@ -51,18 +51,24 @@ _FROM_DL = {v: k for k, v in _DL_CODES.items()}
 _DL_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
-def as_dtype(dtype) -> np.dtype:
+def as_dtype(dtype, name="dtype") -> np.dtype:
     """Normalises a dtype given as a string, NumPy/ml_dtypes dtype or torch/cupy dtype."""
     if isinstance(dtype, str):
         names = {"bfloat16": _BF16, "bf16": _BF16, "float8_e4m3fn": _FP8, "fp8_e4m3": _FP8,
                  "f16": np.dtype(np.float16), "f32": np.dtype(np.float32)}
         if dtype in names and names[dtype] is not None:
             return names[dtype]
+    elif type(dtype).__module__.startswith("torch"):  # torch.bfloat16 -> "bfloat16"
+        return as_dtype(str(dtype).replace("torch.", ""), name)
+    elif dtype is None:
+        raise TypeError(f"{name} must be a dtype or a dtype name, got None")
+    try:
         return np.dtype(dtype)
-    mod = type(dtype).__module__
-    if mod.startswith("torch"):  # torch.bfloat16 -> "bfloat16"
-        return as_dtype(str(dtype).replace("torch.", ""))
-    return np.dtype(dtype)
+    except TypeError:
+        if isinstance(dtype, str):
+            raise ValueError(f"{name}: unknown dtype {dtype!r}") from None
+        raise TypeError(f"{name} must be a dtype or a dtype name, got {type(dtype).__name__} "
+                        f"{dtype!r}") from None
 
 
 def framework(x) -> str:
@@ -83,8 +89,8 @@ def framework(x) -> str:
 
 
 def _stream_handle(stream) -> int:
-    if isinstance(stream, (int, np.integer)):
-        return int(stream)
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, (bool, np.bool_)):
+        return _checks.integer(stream, "stream", 0, (1 << 64) - 1, bits=64)
     cs = getattr(stream, "__cuda_stream__", None)
     if cs is not None:
         v = cs() if callable(cs) else cs
@@ -94,7 +100,7 @@ def _stream_handle(stream) -> int:
     for attr in ("cuda_stream", "ptr", "handle"):
         v = getattr(stream, attr, None)
         if v is not None:
-            return int(v)
+            return _stream_handle(v)
     raise TypeError(
         f"stream must be an int handle or an object with __cuda_stream__, .cuda_stream or .ptr; "
         f"got {type(stream).__name__}"
@@ -135,11 +141,11 @@ def _current_stream(x, fw: str, device_id: int) -> int:
 class _Call:
     """Per-call context: q's framework, device and stream; exports inputs, allocates outputs."""
 
-    __slots__ = ("fw", "cuda", "device_id", "stream", "dl_stream", "real", "q", "fast")
+    __slots__ = ("fw", "cuda", "device_id", "stream", "dl_stream", "q", "fast")
 
     def __init__(self, q, stream, name="q"):
         self.q = q
-        self.real = ""
+        handle = None if stream is None else _stream_handle(stream)
         mod = type(q).__module__
         if mod == "torch" and type(q) is _torch()[0]:
             # PyTorch, the common case, with as few Python-level calls as possible: get_device()
@@ -158,9 +164,6 @@ class _Call:
             dev_type, dev_id = q.__dlpack_device__()
             self.cuda = int(dev_type) in _DL_CUDA
             self.device_id = int(dev_id) if self.cuda else 0
-            dt = getattr(q, "dtype", None)
-            if self.fw == "numpy" and dt in _RAW_VIEW:
-                self.real = _RAW_VIEW[dt][1]
         self.dl_stream = None
         if self.cuda:
             if stream is None:
@@ -169,7 +172,7 @@ class _Call:
                 # event record and wait per array).
                 self.stream = _current_stream(q, self.fw, self.device_id)
             else:
-                self.stream = _stream_handle(stream)
+                self.stream = handle
                 # DLPack: 1 is the legacy default stream (0 is not allowed as a stream argument).
                 self.dl_stream = self.stream if self.stream != 0 else 1
         else:
@@ -179,41 +182,51 @@ class _Call:
         self.fast = type(q) if self.fw in ("torch", "cupy") and self.dl_stream is None else None
 
     # ---- inputs -------------------------------------------------------------------------------
-    def inp(self, x, name):
-        """DLPack capsule of x (None stays None), ordered on our stream."""
-        if x is None:
-            return None
+    def inp(self, x, name, real=""):
+        """What an argument struct's tensor field takes for the required array x: its DLPack
+        capsule, ordered on our stream, or (capsule, dtype name) for a raw unsigned view of a
+        dtype the producer cannot export (NumPy bfloat16 / float8, or `real` given)."""
         if type(x) is self.fast:
             if self.fw == "cupy":
-                return x.__dlpack__()
-            # No stream to order against: PyTorch's C++ exporter, without the Python-level checks
-            # of Tensor.__dlpack__ (a few microseconds an array). Forward only: detach autograd.
-            return _TORCH[1](x.detach() if x.requires_grad else x)
+                cap = x.__dlpack__()
+            else:  # PyTorch's C++ exporter, without the Python-level checks of Tensor.__dlpack__
+                cap = _TORCH[1](_forward_only(x, name) if x.requires_grad else x)
+            return (cap, real) if real else cap
+        if x is None:
+            raise TypeError(f"{name} must be an array with __dlpack__, got None")
         check_array(x, name)
+        kw = {}
         if type(x) is np.ndarray:
             raw = _RAW_VIEW.get(x.dtype)
             if raw is not None:
-                x = x.view(raw[0])
-                if not self.real:  # the real dtype of the raw views passed down with the call
-                    self.real = raw[1]
-            if not x.flags.writeable:
-                return x.__dlpack__(max_version=(1, 0))
-            return x.__dlpack__()
-        if getattr(x, "requires_grad", False):  # torch: forward only
-            x = x.detach()
-        if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
-            return x.__dlpack__(stream=self.dl_stream)
-        return x.__dlpack__()
+                x, real = x.view(raw[0]), real or raw[1]
+            elif x.dtype.kind not in "biuf":
+                raise ValueError(f"{name} has dtype {x.dtype}, which cuattn does not take")
+            if not x.flags.writeable:  # only a versioned capsule can say "read-only"
+                kw["max_version"] = (1, 0)
+        else:
+            if getattr(x, "requires_grad", False):
+                x = _forward_only(x, name)
+            if self.dl_stream is not None and int(x.__dlpack_device__()[0]) in _DL_CUDA:
+                kw["stream"] = self.dl_stream
+        try:
+            cap = x.__dlpack__(**kw)
+        except BufferError as e:
+            raise ValueError(f"{name} cannot be exported through DLPack: {e}") from None
+        return (cap, real) if real else cap
 
-    def out(self, x, name):
-        """Capsule of a caller-provided output (must be writable, in place)."""
-        if x is None:
-            return None
-        if type(x) is self.fast:
-            return self.inp(x, name)
-        if self.fw == "jax" or framework(x) == "jax":
-            raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
-        return self.inp(x, name)
+    def opt(self, x, name, real=""):
+        """inp() for an optional array: None stays None."""
+        return None if x is None else self.inp(x, name, real)
+
+    def out(self, x, name, real=""):
+        """inp() for an array written in place (the C++ field checks that it is writable)."""
+        if type(x) is not self.fast:
+            if framework(x) == "jax":
+                raise ValueError(f"{name}= cannot be a JAX array (JAX arrays are immutable)")
+            if type(x) is np.ndarray and not x.flags.writeable:
+                raise ValueError(f"{name} is read-only; an output must be writable")
+        return self.inp(x, name, real)
 
     # ---- outputs ------------------------------------------------------------------------------
     def empty(self, shape, dtype=None):
@@ -236,8 +249,9 @@ class _Call:
         return np.empty(shape, dtype=dt)
 
     def result(self, x):
-        """Converts an output we allocated back to q's framework where that differs (JAX)."""
-        if self.fw != "jax":
+        """Converts an output we allocated back to q's framework where that differs (JAX: a
+        cuattn.Array on the GPU, handed over through DLPack; a NumPy array on the CPU, copied)."""
+        if self.fw != "jax" or framework(x) == "jax":
             return x
         jax = sys.modules["jax"]
         if isinstance(x, Array):
@@ -246,6 +260,16 @@ class _Call:
 
     def capturing(self) -> bool:
         return self.cuda and _cuattn.stream_is_capturing(self.stream)
+
+
+def _forward_only(x, name):
+    """A PyTorch tensor that requires grad, detached where autograd is off (torch.no_grad(),
+    inference_mode); with autograd on it is an error, not a silently cut graph."""
+    if sys.modules["torch"].is_grad_enabled():
+        raise ValueError(
+            f"{name} requires grad, but cuattn has no backward pass yet: call it under "
+            f"torch.no_grad() / torch.inference_mode(), or pass {name}.detach()")
+    return x.detach()
 
 
 def check_array(x, name):
@@ -260,19 +284,20 @@ def check_array(x, name):
 # cuattn.Array: a minimal GPU (or host) array so that NumPy-only users can use the GPU.
 
 
-def _parse_device(device):
-    if device is None:
-        return True, 0
-    if isinstance(device, int):
-        return True, device
-    s = str(device)
-    if s == "cpu":
-        return False, 0
-    if s == "cuda":
-        return True, 0
-    if s.startswith("cuda:"):
-        return True, int(s[5:])
-    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+def _default_device() -> str:
+    """Where new arrays go when no device is named: the GPU when one is usable, else the host."""
+    return "cuda" if _cuattn.cuda_available() else "cpu"
+
+
+def _device_of(x) -> str:
+    """x's device as 'cpu' / 'cuda:N' (host data without DLPack, e.g. lists: 'cpu')."""
+    if isinstance(x, Array):
+        return x.device
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is None:
+        return "cpu"
+    dev_type, dev_id = dev()
+    return f"cuda:{int(dev_id)}" if int(dev_type) in _DL_CUDA else "cpu"
 
 
 def _contiguous_strides(shape):
@@ -333,6 +358,13 @@ class Array:
         return self._ptr
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        # DLPack: the consumer's `stream` (None: the legacy default stream, -1: no ordering) must
+        # see the work queued on ours; 0 and 1 both name the legacy default stream.
+        if self.is_cuda and stream != -1:
+            ours = getattr(self._owner, "stream", 0)
+            theirs = 1 if stream is None else _stream_handle(stream)
+            if {ours, theirs} - {0, 1} and ours != theirs:
+                _cuattn.stream_wait(theirs, ours)
         kw = {} if max_version is None else {"max_version": max_version}
         return self._nd.__dlpack__(**kw)
 
@@ -365,17 +397,20 @@ class Array:
         return f"cuattn.Array(shape={self.shape}, dtype={self.dtype}, device='{self.device}')"
 
 
-def empty(shape, dtype, device="cuda", stream=None) -> Array:
-    """An uninitialised `cuattn.Array` (GPU memory from cudaMallocAsync on `stream`)."""
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-    if any(s < 0 for s in shape):
-        raise ValueError(f"shape must be non-negative, got {shape}")
+def empty(shape, dtype, device=None, stream=None) -> Array:
+    """An uninitialised `cuattn.Array` (GPU memory from cudaMallocAsync on `stream`). device:
+    'cpu', 'cuda' or 'cuda:N'; default the GPU when one is usable, else the host."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+        shape = (shape,)
+    elif not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape must be an int or a tuple of ints, got {type(shape).__name__}")
+    shape = tuple(_checks.integer(s, "shape", 0) for s in shape)
     dt = as_dtype(dtype)
-    is_cuda, dev = _parse_device(device)
+    is_cuda, dev = _checks.device(_default_device() if device is None else device)
+    s = _stream_handle(stream) if stream is not None else 0
     if not is_cuda:
         host = np.empty(shape, dtype=dt)
         return Array(host, host.ctypes.data, shape, dt, is_cuda=False)
-    s = _stream_handle(stream) if stream is not None else 0
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     buf = _cuattn.DeviceBuffer(nbytes, dev, s)
     return Array(_BufOwner(buf, s), buf.ptr, shape, dt, is_cuda=True, device_id=dev)
@@ -388,9 +423,14 @@ class _BufOwner:
         self.buf, self.stream = buf, stream
 
 
-def asarray(x, device="cuda", dtype=None, stream=None) -> Array:
-    """Copies x (NumPy or anything np.asarray accepts, a GPU array or a cuattn.Array) to `device`."""
-    is_cuda, dev = _parse_device(device)
+def asarray(x, device=None, dtype=None, stream=None) -> Array:
+    """Copies x (NumPy or anything np.asarray accepts, a GPU array or a cuattn.Array) to `device`
+    ('cpu', 'cuda' or 'cuda:N'; default x's own device, host data: 'cpu')."""
+    if x is None:
+        raise TypeError("asarray: x must be an array or array-like, got None")
+    if device is None:
+        device = _device_of(x)
+    is_cuda, dev = _checks.device(device)
     s = _stream_handle(stream) if stream is not None else 0
     if isinstance(x, Array) and x.is_cuda == is_cuda and (not is_cuda or x.device_id == dev) and (
         dtype is None or as_dtype(dtype) == x.dtype

@@ -19,7 +19,9 @@ import sys
 
 import numpy as np
 
+from . import _checks, _cuattn
 from ._arrays import asarray
+from ._checks import INT32
 
 _MAX_CHUNK_ELEMS = 1 << 25  # bools evaluated at once (bounds the memory of create_block_mask)
 
@@ -48,12 +50,22 @@ def _arange(ns, n, device):
     return np.arange(n)
 
 
+def _index_arrays(ns, mb, mh, kvlen, device):
+    """The broadcastable batch, head and kv index arrays mask_mod is called with."""
+    return (_arange(ns, mb, device)[:, None, None, None], _arange(ns, mh, device)[None, :, None, None],
+            _arange(ns, kvlen, device)[None, None, None, :])
+
+
 def _to_numpy(x, ns):
     if ns == "torch":
         return x.detach().cpu().numpy()
     if ns == "cupy":
         return x.get()
-    return np.asarray(x)
+    return x
+
+
+_ARRAY_NAMES = ("kv_num_blocks", "kv_indices", "partial_ids", "full_kv_num_blocks",
+                "full_kv_indices", "partial_bits")
 
 
 class BlockMask:
@@ -84,13 +96,15 @@ class BlockMask:
             self._device_copies[key] = tuple(asarray(a, device=key) for a in self.arrays)
         return self._device_copies[key]
 
-    def _args(self, ctx):
-        """Positional arguments of the core attention call (capsules on ctx's device)."""
+    def _bind(self, ctx):
+        """The C++ BlockMaskArgs of an attention call (arrays on ctx's device)."""
         arrs = self._on_device(f"cuda:{ctx.device_id}") if ctx.cuda else self.arrays
-        names = ("kv_num_blocks", "kv_indices", "partial_ids", "full_kv_num_blocks",
-                 "full_kv_indices", "partial_bits")
-        caps = tuple(ctx.inp(a, "block_mask." + n) for a, n in zip(arrs, names))
-        return caps + (self.block_size[0], self.block_size[1], self.shape[2], self.shape[3])
+        a = _cuattn.BlockMaskArgs()
+        for name, x in zip(_ARRAY_NAMES, arrs):
+            setattr(a, name, ctx.inp(x, "block_mask." + name))
+        a.block_q, a.block_kv = self.block_size
+        a.q_len, a.kv_len = self.shape[2], self.shape[3]
+        return a
 
     def sparsity(self) -> float:
         """Fraction of tiles skipped entirely (empty)."""
@@ -125,6 +139,20 @@ class BlockMask:
                 f"sparsity={self.sparsity():.1%}, partial_patterns={self.partial_bits.shape[0]})")
 
 
+def _mask_block(m, shape):
+    """mask_mod's result as a bool array of `shape` (it must broadcast to it)."""
+    if m is None or isinstance(m, (str, bytes)):
+        raise TypeError(f"mask_mod must return a boolean array, got {type(m).__name__}")
+    m = np.asarray(m)
+    if m.dtype.kind not in "biu":
+        raise TypeError(f"mask_mod must return a boolean array, got dtype {m.dtype}")
+    try:
+        return np.broadcast_to(m.astype(bool), shape)
+    except ValueError:
+        raise ValueError(f"mask_mod returned shape {m.shape}, which does not broadcast to the "
+                         f"(batch, heads, q, kv) index shape {shape}") from None
+
+
 def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="cpu") -> BlockMask:
     """Builds a BlockMask from mask_mod(b, h, q_idx, kv_idx) -> bool (FlexAttention's contract).
 
@@ -134,17 +162,23 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
     need multiples of 128 (q) and 64 (kv), which the default satisfies. device: where the block
     arrays live ('cpu' or 'cuda[:N]'); a CPU mask is copied to the GPU on first GPU use.
     """
-    if isinstance(block_size, (int, np.integer)):
-        bq = bkv = int(block_size)
+    if not callable(mask_mod):
+        raise TypeError(f"mask_mod must be callable, got {type(mask_mod).__name__}")
+    if isinstance(block_size, (tuple, list)):
+        if len(block_size) != 2:
+            raise ValueError(f"block_size must be an int or a (q, kv) pair, got {block_size!r}")
+        bq, bkv = (_checks.integer(x, "block_size", 1, bits=INT32) for x in block_size)
+    elif isinstance(block_size, (int, np.integer)) and not isinstance(block_size, (bool, np.bool_)):
+        bq = bkv = _checks.integer(block_size, "block_size", 1, bits=INT32)
     else:
-        bq, bkv = (int(x) for x in block_size)
-    if bq < 1 or bkv < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
-    mb = 1 if B is None else int(B)
-    mh = 1 if H is None else int(H)
-    qlen, kvlen = int(Q_LEN), int(KV_LEN)
-    if mb < 1 or mh < 1 or qlen < 0 or kvlen < 0:
-        raise ValueError(f"bad mask shape B={B}, H={H}, Q_LEN={Q_LEN}, KV_LEN={KV_LEN}")
+        raise TypeError(f"block_size must be an int or a (q, kv) pair, got "
+                        f"{type(block_size).__name__} {block_size!r}")
+    mb = _checks.optional_integer(B, "B", 1, bits=INT32, none=1)
+    mh = _checks.optional_integer(H, "H", 1, bits=INT32, none=1)
+    qlen = _checks.integer(Q_LEN, "Q_LEN", 0)
+    kvlen = _checks.integer(KV_LEN, "KV_LEN", 0)
+    is_cuda, dev = _checks.device(device)
+    device = f"cuda:{dev}" if is_cuda else "cpu"
     nqb, nkb = -(-qlen // bq), -(-kvlen // bkv)
     wpr = -(-bkv // 32)
     ns = _namespace(device)
@@ -157,9 +191,11 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
     patterns = []  # packed bits of each partial block, deduplicated below
     where = []  # (b, h, qb, n) of each partial block, in `patterns` order
 
-    bidx = _arange(ns, mb, device)[:, None, None, None]
-    hidx = _arange(ns, mh, device)[None, :, None, None]
-    kvidx = _arange(ns, kvlen, device)[None, None, None, :]
+    try:
+        bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
+    except Exception:  # noqa: BLE001 - that framework cannot use the device: evaluate on the host
+        ns = "numpy"
+        bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
     qb_per_chunk = max(1, _MAX_CHUNK_ELEMS // max(1, mb * mh * bq * max(kvlen, 1)))
     kv_pad = nkb * bkv - kvlen
     for qb0 in range(0, nqb, qb_per_chunk):
@@ -174,12 +210,10 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, *, block_size=128, device="
             # A mask_mod written against NumPy (e.g. closing over NumPy arrays): evaluate on the
             # host instead, from here on.
             ns = "numpy"
-            bidx, hidx = np.arange(mb)[:, None, None, None], np.arange(mh)[None, :, None, None]
-            kvidx = np.arange(kvlen)[None, None, None, :]
+            bidx, hidx, kvidx = _index_arrays(ns, mb, mh, kvlen, device)
             qidx = np.arange(q0, q1)[None, None, :, None]
             m = mask_mod(bidx, hidx, qidx, kvidx)
-        m = np.asarray(m).astype(bool)
-        m = np.broadcast_to(m, (mb, mh, q1 - q0, kvlen))
+        m = _mask_block(m, (mb, mh, q1 - q0, kvlen))
         # Pad to whole blocks (padding is invisible) and view as tiles.
         m = np.pad(m, ((0, 0), (0, 0), (0, (qb1 - qb0) * bq - (q1 - q0)), (0, kv_pad)))
         tiles = m.reshape(mb, mh, qb1 - qb0, bq, nkb, bkv)

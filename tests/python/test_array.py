@@ -104,7 +104,9 @@ def test_bf16_numpy_roundtrip_cpu(rng):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_torch_requires_grad_is_detached(rng, device):
+def test_torch_requires_grad_needs_no_grad(rng, device):
+    """No backward pass yet: with autograd on, a tensor that requires grad is refused (not
+    silently detached); under torch.no_grad() it runs."""
     if not HAS_TORCH:
         pytest.skip("PyTorch is not installed")
     import torch
@@ -114,7 +116,10 @@ def test_torch_requires_grad_is_detached(rng, device):
     dt = torch.float32 if device == "cpu" else torch.bfloat16
     host = [rng.standard_normal(s).astype(np.float32) for s in [(1, 7, 2, 64)] * 3]
     ts = [torch.from_numpy(x).to(device=device, dtype=dt).requires_grad_(True) for x in host]
-    out = cuattn.attention(*ts, causal=True)
+    with pytest.raises(ValueError, match="requires grad"):
+        cuattn.attention(*ts, causal=True)
+    with torch.no_grad():
+        out = cuattn.attention(*ts, causal=True)
     assert isinstance(out, torch.Tensor) and out.device.type == device and out.dtype == dt
     ref_in = [f64(t) for t in ts]
     assert_close(out, oracle.attention_ref(*ref_in, causal=True)[0],

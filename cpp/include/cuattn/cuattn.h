@@ -193,6 +193,9 @@ void device_free(void* ptr, int device, Stream stream);        // cudaFreeAsync 
 void memcpy_any(void* dst, const void* src, size_t bytes, Stream stream, bool sync);
 void stream_synchronize(Stream stream);
 bool stream_is_capturing(Stream stream);  // inside cudaStreamBeginCapture .. EndCapture?
+// Work queued on `waiting` from now on waits for the work queued on `signalling` so far (an event;
+// no host sync).
+void stream_wait(Stream waiting, Stream signalling);
 
 // ---------------------------------------------------------------------------------------------
 // Build and device information.
