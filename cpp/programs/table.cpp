@@ -60,9 +60,13 @@ void Table::progress(const Row& row, const std::string& what) const {
 }
 
 bool Table::run(Row& row, std::vector<Tensor*> outputs, const std::function<void()>& fn) {
+  return measure(row, std::move(outputs), [&] { return env_.time_ms(fn) / std::max(row.repeat, 1); });
+}
+
+bool Table::measure(Row& row, std::vector<Tensor*> outputs, const std::function<double()>& time) {
   try {
     for (Tensor* t : outputs) t->poison(env_.stream);
-    row.ms = env_.time_ms(fn) / std::max(row.repeat, 1);
+    row.ms = time();
     env_.sync();
   } catch (const cuattn::NotImplementedError& e) {  // not on this device yet: a note, not a failure
     row.note += (row.note.empty() ? "" : "; ") + std::string("not run: ") + e.what();

@@ -37,6 +37,9 @@ class Table {
   // std::exception thrown by fn is recorded in the row (which then fails) instead of ending the
   // program; NotImplementedError is a note, not a failure. Returns true when it ran.
   bool run(Row& row, std::vector<Tensor*> outputs, const std::function<void()>& fn);
+  // The same with the program's own timing: time() runs the work and returns ms per call (e.g.
+  // the median of time_each, timing.h, over the steps of a loop).
+  bool measure(Row& row, std::vector<Tensor*> outputs, const std::function<double()>& time);
   // Runs fn (an oracle comparison) and records a thrown error in the row's check.
   void check(Row& row, const std::function<CheckResult()>& fn);
   void footnote(const std::string& line) { notes_.push_back(line); }

@@ -63,6 +63,45 @@ double Env::time_ms(const std::function<void()>& fn) {
   return median(ms);
 }
 
+std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& fn) {
+  std::vector<double> ms;
+#ifdef CUATTN_WITH_CUDA
+  if (env.cuda()) {
+    struct Scratch {  // freed however the loop ends
+      void* flush = nullptr;
+      cudaEvent_t ev[2] = {nullptr, nullptr};
+      ~Scratch() {
+        if (flush) cudaFree(flush);
+        for (cudaEvent_t e : ev)
+          if (e) cudaEventDestroy(e);
+      }
+    } s;
+    const size_t flush_bytes = 2 * env.l2_bytes;
+    if (flush_bytes) ck(cudaMalloc(&s.flush, flush_bytes), "cudaMalloc (L2 flush)");
+    for (cudaEvent_t& e : s.ev) ck(cudaEventCreate(&e), "cudaEventCreate");
+    for (int64_t i = 0; i < warmup + n; ++i) {
+      if (s.flush) ck(cudaMemsetAsync(s.flush, int(i & 0xff), flush_bytes, env.stream), "L2 flush");
+      env.sync();
+      ck(cudaEventRecord(s.ev[0], env.stream), "cudaEventRecord");
+      fn(i);
+      ck(cudaEventRecord(s.ev[1], env.stream), "cudaEventRecord");
+      ck(cudaEventSynchronize(s.ev[1]), "cudaEventSynchronize");
+      float t = 0;
+      ck(cudaEventElapsedTime(&t, s.ev[0], s.ev[1]), "cudaEventElapsedTime");
+      if (i >= warmup) ms.push_back(t);
+    }
+    return ms;
+  }
+#endif
+  for (int64_t i = 0; i < warmup + n; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn(i);
+    const auto t1 = std::chrono::steady_clock::now();
+    if (i >= warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return ms;
+}
+
 void Env::copy(void* dst, const void* src, size_t bytes) {
 #ifdef CUATTN_WITH_CUDA
   if (cuda()) {

@@ -1,17 +1,27 @@
 // timing.h — timing and device facts. Env::time_ms (env.h) is the median of --iters runs after
 // --warmup untimed ones: CUDA events on the run's stream with the L2 flushed before each timed
-// run (as memory-bound kernels would find it in a model), std::chrono on the CPU.
+// run (as memory-bound kernels would find it in a model), std::chrono on the CPU; time_each times
+// the calls of a loop one by one.
 // Env::setup_device measures the copy rate and computes the tensor-core peak that the table's
 // "% of peak" column refers to.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "env.h"
 
 namespace harness {
 
 double median(std::vector<double> v);  // -1 when empty
+
+// The latency of single calls that differ from one to the next (step i of a loop): fn(i) for i in
+// [0, warmup + n), each started on an idle device with a cold L2 (flushed, then waited for) and
+// timed alone with CUDA events on env.stream (std::chrono on the CPU), so that each time includes
+// the call's host launch cost. Returns the times in ms of the last n calls.
+std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& fn);
 
 // Throws cuattn::CudaError naming `what` unless status (a cudaError_t) is cudaSuccess (cuda builds).
 void ck(int status, const char* what);
