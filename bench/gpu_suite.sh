@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
-#           probe trace heads chain
+#           probe trace heads chain hostile lab mla
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
@@ -118,6 +118,21 @@ for s in $stages; do
         -o /tmp/trace_decode bench/trace_decode.cu > "$OUT/logs/trace_build.log" 2>&1
       run "trace decode" trace.log bash -c "/tmp/trace_decode 8192 1 16; /tmp/trace_decode 32768 16 1; /tmp/trace_decode 8192 1 16 tma fp8"
       grep -E "rep 5|CTA z=0|loop done|merge done" "$OUT/logs/trace.log" ;;
+    hostile)
+      # The hostile-input and property tests on GPU arrays with CUATTN_CHECK off: bad contents may
+      # raise or run, but must never fault (memcheck watches the hostile cases, each subprocess too).
+      CUATTN_TEST_DEVICE=cuda run "hostile + properties (cuda)" hostile.log env -u CUATTN_CHECK \
+        python3 -m pytest -q -rs tests/python/test_hostile.py tests/python/test_properties.py
+      tail -3 "$OUT/logs/hostile.log"
+      CUATTN_TEST_DEVICE=cuda run "memcheck hostile (cuda)" hostile_memcheck.log env -u CUATTN_CHECK \
+        compute-sanitizer --tool memcheck --target-processes all --error-exitcode 9 \
+        python3 -m pytest -q -x tests/python/test_hostile.py
+      tail -3 "$OUT/logs/hostile_memcheck.log" ;;
+    lab)
+      run "persistent decode lab" lab.log ./persistent_decode --check --json "$OUT/lab.json"
+      tail -12 "$OUT/logs/lab.log" ;;
+    mla)
+      run "mla bench" mla.log python3 bench/mla_bench.py; tail -20 "$OUT/logs/mla.log" ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;
     *) echo "unknown stage $s" ;;
