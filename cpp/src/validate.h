@@ -84,11 +84,12 @@ void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool 
 // element, on ref's device) read and checked the same way with `read`.
 void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream);
 
-// Softmax scale: user value when >= 0 (0 gives a uniform softmax over the visible keys), any
-// negative value means the default 1/sqrt(d); non-finite -> ValueError.
+// Softmax scale: user value when > 0; any negative value means the default 1/sqrt(d); 0 and
+// non-finite values -> ValueError (0 would need -inf * 0 for masked keys: the kernels refuse it).
 inline float resolve_scale(double scale, int d) {
   const float s = finite_f32(scale, "scale");
-  return s >= 0 ? s : float(1.0 / std::sqrt(double(d)));
+  if (s == 0) value_error("scale must be > 0 (or negative for the default 1/sqrt(head_dim)), got 0");
+  return s > 0 ? s : float(1.0 / std::sqrt(double(d)));
 }
 
 constexpr float kLog2e = 1.4426950408889634f;

@@ -85,7 +85,7 @@ template <typename T>
 void run_naive(const AttnParams& p, float* S, cudaStream_t s) {
   const int bh = p.batch * p.num_heads_q;
   const dim3 block(kTile, kTile);
-  naive_scores<T><<<dim3((p.seqlen_k + kTile - 1) / kTile, (p.seqlen_q + kTile - 1) / kTile, bh), block, 0, s>>>(p, S);
+  naive_scores<T><<<dim3(std::max((p.seqlen_k + kTile - 1) / kTile, 1), (p.seqlen_q + kTile - 1) / kTile, bh), block, 0, s>>>(p, S);
   check_launch("naive_scores launch");
   const int64_t rows = int64_t(bh) * p.seqlen_q;
   naive_softmax<<<unsigned((rows + 7) / 8), 256, 0, s>>>(S, rows, p.seqlen_k);

@@ -16,8 +16,8 @@ _FP8_NAMES = ("fp8_e4m3", "float8_e4m3fn")
 
 
 def _scale(scale):
-    """Softmax scale: None -> -1 (C++: 1/sqrt(D)), else a finite number >= 0."""
-    return -1.0 if scale is None else _checks.number(scale, "scale", 0)
+    """Softmax scale: None -> -1 (C++: 1/sqrt(D)), else a finite number > 0."""
+    return -1.0 if scale is None else _checks.number(scale, "scale", 0, above=True)
 
 
 def _needs_outputs(ctx, out, what):

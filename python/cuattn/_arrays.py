@@ -256,7 +256,9 @@ class _Call:
         jax = sys.modules["jax"]
         if isinstance(x, Array):
             return jax.dlpack.from_dlpack(x)
-        return jax.numpy.asarray(x)
+        # On q's own (CPU) device: jnp.asarray alone would put it on JAX's default device, a GPU
+        # where one is present.
+        return jax.device_put(x, next(iter(self.q.devices())))
 
     def capturing(self) -> bool:
         return self.cuda and _cuattn.stream_is_capturing(self.stream)

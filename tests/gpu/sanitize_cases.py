@@ -72,7 +72,7 @@ for ps in (1, 16, 64):
         cuattn.paged_attention(q, k8, k8, table, lens, _variant="tma=0")  # row copies
         slots = torch.tensor([0, 5, -1, ps * nb - 1], device=dev, dtype=torch.int64)
         cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), kc, vc, slots)
-        cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), k8, k8, slots, k_scale=4.0, v_scale=4.0)
+        cuattn.append_paged_kv(r(4, Hkv, D), r(4, Hkv, D), k8, k8.clone(), slots, k_scale=4.0, v_scale=4.0)
         n += 8
 # The TMA kernel's page order (a CTA a sequence: a plan for 2 SMs), after 8 tiles and after 3.
 for after in ("8", "3"):

@@ -114,9 +114,7 @@ def empty_kv(rng):
 
 def zero_scale(rng):
     q, k, v = qkv(rng)
-    out = cuattn.attention(q, k, v, scale=0.0)
-    ref, _ = oracle.attention_ref(to_host(q), to_host(k), to_host(v), scale=0.0)
-    assert_close(out, ref, F32)
+    cuattn.attention(q, k, v, scale=0.0)
 
 
 def paged_row_stride(rng):
@@ -351,7 +349,7 @@ CASES = [
     # zero sizes and accepted edge cases
     Case("empty-batch", empty_batch, None),
     Case("empty-kv", empty_kv, None),
-    Case("zero-scale", zero_scale, None),
+    Case("zero-scale", zero_scale, ValueError, "scale"),
     # merge_states
     Case("merge-out-is-o_a", _merge(out="o_a"), ValueError, "o_a"),
     Case("merge-lse-out-is-lse_b", _merge(lse_out="lse_b"), ValueError, "lse_b"),
