@@ -1,19 +1,15 @@
 // cpu/convert.cpp — element conversions of the CPU backend (float32 <-> float16 / bfloat16 /
-// float8 e4m3fn, all rounding to nearest even), strided load/store by dtype, and parallel_for.
+// float8 e4m3fn, all rounding to nearest even), strided load/store by dtype
+// and row conversion into float32 scratch.
 //
 // The conversions work on the bit patterns and never depend on the floating-point environment,
 // so the results are the same on every host and match the CUDA intrinsics (__float2half_rn,
 // __float2bfloat16_rn, __nv_cvt_float_to_fp8 with __NV_SATFINITE).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "backend.h"
 
@@ -142,49 +138,24 @@ void store(void* base, DType t, int64_t idx, float x) {
   }
 }
 
-// ---- threads ----------------------------------------------------------------------------------
+// ---- rows -------------------------------------------------------------------------------------
 
-// Threads are started per call: the backend's work items are whole (batch, head) problems, so
-// the start-up cost (tens of microseconds) is small next to them. A parallel_for called from
-// inside a worker runs inline rather than multiplying the threads.
-void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
-  if (n <= 0) return;
-  static thread_local bool in_worker = false;
-  const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t nthreads = std::min(hw, n);
-  if (nthreads <= 1 || in_worker) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
+// The switch is outside the loop, so the float32 case is a vectorised (scaled) copy.
+template <class T, class Cvt>
+static void convert_loop(const void* base, int64_t idx, int n, float scale, float* dst, Cvt cvt) {
+  const T* src = static_cast<const T*>(base) + idx;
+  for (int x = 0; x < n; ++x) dst[x] = cvt(src[x]) * scale;
+}
+
+void load_row(const void* base, DType t, int64_t idx, int n, float scale, float* dst) {
+  switch (t) {
+    case DType::f32: return convert_loop<float>(base, idx, n, scale, dst, [](float x) { return x; });
+    case DType::f16: return convert_loop<uint16_t>(base, idx, n, scale, dst, half_to_float);
+    case DType::bf16: return convert_loop<uint16_t>(base, idx, n, scale, dst, bf16_to_float);
+    case DType::fp8_e4m3: return convert_loop<uint8_t>(base, idx, n, scale, dst, fp8_e4m3_to_float);
+    default:
+      for (int x = 0; x < n; ++x) dst[x] = load(base, t, idx + x) * scale;
   }
-  // Several chunks per thread, handed out dynamically, so uneven items (causal rows, varlen
-  // sequences of different lengths) still balance.
-  const int64_t chunk = std::max<int64_t>(1, n / (nthreads * 8));
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&] {
-    in_worker = true;
-    while (!failed.load(std::memory_order_relaxed)) {
-      const int64_t begin = next.fetch_add(chunk);
-      if (begin >= n) break;
-      const int64_t end = std::min(n, begin + chunk);
-      try {
-        for (int64_t i = begin; i < end; ++i) fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        failed = true;
-      }
-    }
-    in_worker = false;
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nthreads - 1));
-  for (int64_t t = 1; t < nthreads; ++t) pool.emplace_back(work);
-  work();  // the calling thread takes a share too
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace cpu
