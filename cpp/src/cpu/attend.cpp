@@ -244,6 +244,26 @@ void softmax_row(float* s, int64_t np, float& m, double& l, float* o, int64_t dv
   m = m_new;
 }
 
+// Keys [j0, j0 + n) of the tile into w.kt (transposed, columns n .. np zero) and w.v. The rows
+// are strided (other heads lie between them), so the ones a few keys ahead are prefetched.
+void load_kv_tile(const HeadProblem& p, int64_t j0, int64_t n, int64_t np, Scratch& w) {
+  constexpr int64_t kAhead = 8;
+  const int k_size = dtype_size(p.k.dtype), v_size = dtype_size(p.v.dtype);
+  for (int64_t t = 0; t < n; ++t) {
+    if (t + kAhead < n) {
+      const char* kr = static_cast<const char*>(p.k.base) + p.k.index(j0 + t + kAhead) * k_size;
+      const char* vr = static_cast<const char*>(p.v.base) + p.v.index(j0 + t + kAhead) * v_size;
+      for (int64_t b = 0; b < int64_t(p.d) * k_size; b += 64) __builtin_prefetch(kr + b);
+      for (int64_t b = 0; b < int64_t(p.dv) * v_size; b += 64) __builtin_prefetch(vr + b);
+    }
+    load_row(p.k.base, p.k.dtype, p.k.index(j0 + t), p.d, p.k.scale, w.row.data());
+    for (int x = 0; x < p.d; ++x) w.kt[x * w.np + t] = w.row[x];
+    load_row(p.v.base, p.v.dtype, p.v.index(j0 + t), p.dv, p.v.scale, w.v.data() + t * w.dvp);
+  }
+  for (int64_t t = n; t < np; ++t)  // a short last tile: stale keys in the padding
+    for (int x = 0; x < p.d; ++x) w.kt[x * w.np + t] = 0.f;
+}
+
 }  // namespace
 
 void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile) {
@@ -273,14 +293,7 @@ void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile) 
     const TileKind kind = classify(p, i0, i1, j0, j1);
     if (kind == TileKind::empty) continue;
     const int64_t np = round_up(n, kNR);
-    for (int64_t t = 0; t < n; ++t) {
-      load_row(p.k.base, p.k.dtype, p.k.index(j0 + t), d, p.k.scale, w.row.data());
-      for (int x = 0; x < d; ++x) w.kt[x * w.np + t] = w.row[x];
-      load_row(p.v.base, p.v.dtype, p.v.index(j0 + t), dv, p.v.scale, w.v.data() + t * w.dvp);
-    }
-    for (int64_t t = n; t < np; ++t)  // a short last tile: stale keys in the padding
-      for (int x = 0; x < d; ++x) w.kt[x * w.np + t] = 0.f;
-
+    load_kv_tile(p, j0, n, np, w);
     gemm(w.mp, np, d, w.q.data(), d, w.kt.data(), w.np, w.s.data(), w.np, false);
     for (int64_t r = 0; r < m; ++r) {
       const int64_t i = i0 + r;

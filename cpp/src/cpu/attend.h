@@ -62,7 +62,7 @@ struct HeadProblem {
   float* lse = nullptr;
 };
 
-constexpr int64_t kQueryTile = 128; // query rows a work item owns
+constexpr int64_t kQueryTile = 256; // query rows a work item owns
 constexpr int64_t kKeyTile = 128;   // keys a step of the online softmax covers
 
 // Query rows [i0, i0 + m) of p (m <= kQueryTile), keys in tiles of key_tile (the naive
