@@ -46,16 +46,18 @@ float round_half_even(float x) {
 
 // ---- float16 ----------------------------------------------------------------------------------
 
+// Branch-free (selects only), so a loop over it vectorises: the 15-bit magnitude shifted into
+// place is a float32 with exponent bias 15 instead of 127; rebias it, except inf/NaN (exponent
+// 31 -> 255) and zero/subnormals (computed as (2^-14 + m * 2^-24) - 2^-14, exact).
 float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24
-    const float mag = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -mag : mag;
-  }
-  if (exp == 31) return bits_float(sign | 0x7F800000u | (mant << 13));  // inf / NaN
-  return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));        // rebias 15 -> 127
+  const uint32_t shifted = static_cast<uint32_t>(h & 0x7FFFu) << 13;
+  const uint32_t exp = shifted & 0x0F800000u;
+  const uint32_t normal = shifted + (112u << 23);
+  const float subnormal = bits_float(normal + (1u << 23)) - bits_float(113u << 23);
+  const uint32_t mag = exp == 0x0F800000u ? normal + (112u << 23)
+                       : exp == 0          ? float_bits(subnormal)
+                                           : normal;
+  return bits_float(mag | (static_cast<uint32_t>(h & 0x8000u) << 16));
 }
 
 uint16_t float_to_half(float f) {
@@ -150,9 +152,12 @@ static void convert_loop(const void* base, int64_t idx, int n, float scale, floa
 void load_row(const void* base, DType t, int64_t idx, int n, float scale, float* dst) {
   switch (t) {
     case DType::f32: return convert_loop<float>(base, idx, n, scale, dst, [](float x) { return x; });
-    case DType::f16: return convert_loop<uint16_t>(base, idx, n, scale, dst, half_to_float);
-    case DType::bf16: return convert_loop<uint16_t>(base, idx, n, scale, dst, bf16_to_float);
-    case DType::fp8_e4m3: return convert_loop<uint8_t>(base, idx, n, scale, dst, fp8_e4m3_to_float);
+    case DType::f16:
+      return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return half_to_float(x); });
+    case DType::bf16:
+      return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return bf16_to_float(x); });
+    case DType::fp8_e4m3:
+      return convert_loop<uint8_t>(base, idx, n, scale, dst, [](uint8_t x) { return fp8_e4m3_to_float(x); });
     default:
       for (int x = 0; x < n; ++x) dst[x] = load(base, t, idx + x) * scale;
   }
