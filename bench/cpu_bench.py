@@ -5,7 +5,7 @@ float32 `a @ b`, best of --repeat runs each, and prints both FLOP rates and thei
 FLOPs of attention = 4*B*H*Sq*Sk*D, halved for causal. Other processes share the cores: run it
 when the machine is quiet and take the best of a few runs.
 
-    python bench/cpu_bench.py [--b 1 --s 2048 --h 8 --d 64 --no-causal --repeat 5]
+    python bench/cpu_bench.py [--b 1 --s 2048 --h 8 --d 64 --no-causal --repeat 5 --threads N]
 """
 import argparse
 import os
@@ -34,7 +34,11 @@ def main():
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--no-causal", dest="causal", action="store_false")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="cuattn.set_num_threads(N) (numpy keeps its own thread count)")
     args = ap.parse_args()
+    if args.threads is not None:
+        cuattn.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((args.b, args.s, args.h, args.d), dtype=np.float32)
@@ -49,7 +53,8 @@ def main():
 
     attn_rate, mm_rate = flops / t_attn / 1e9, 2.0 * n**3 / t_mm / 1e9
     shape = f"{args.b}x{args.s}x{args.h}x{args.d}{' causal' if args.causal else ''} float32"
-    print(f"cores {os.cpu_count()}  load {os.getloadavg()[0]:.2f}")
+    print(f"cores {os.cpu_count()}  cuattn threads {cuattn.get_num_threads()}  "
+          f"load {os.getloadavg()[0]:.2f}")
     print(f"cuattn.attention {shape}: {t_attn * 1e3:.1f} ms, {attn_rate:.1f} GFLOP/s")
     print(f"numpy {n}x{n} float32 matmul: {t_mm * 1e3:.1f} ms, {mm_rate:.1f} GFLOP/s")
     print(f"ratio attention / sgemm: {attn_rate / mm_rate:.3f}")
