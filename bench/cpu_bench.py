@@ -53,8 +53,8 @@ def main():
 
     attn_rate, mm_rate = flops / t_attn / 1e9, 2.0 * n**3 / t_mm / 1e9
     shape = f"{args.b}x{args.s}x{args.h}x{args.d}{' causal' if args.causal else ''} float32"
-    print(f"cores {os.cpu_count()}  cuattn threads {cuattn.get_num_threads()}  "
-          f"load {os.getloadavg()[0]:.2f}")
+    threads = cuattn.get_num_threads() if hasattr(cuattn, "get_num_threads") else "default"
+    print(f"cores {os.cpu_count()}  cuattn threads {threads}  load {os.getloadavg()[0]:.2f}")
     print(f"cuattn.attention {shape}: {t_attn * 1e3:.1f} ms, {attn_rate:.1f} GFLOP/s")
     print(f"numpy {n}x{n} float32 matmul: {t_mm * 1e3:.1f} ms, {mm_rate:.1f} GFLOP/s")
     print(f"ratio attention / sgemm: {attn_rate / mm_rate:.3f}")
