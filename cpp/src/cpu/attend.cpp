@@ -281,22 +281,26 @@ void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile) 
   w.row.assign(size_t(std::max(d, dv)), 0.f);
   w.m.assign(size_t(w.mp), kNegInf);
   w.l.assign(size_t(w.mp), 0.0);
-  for (int64_t r = 0; r < m; ++r)
-    load_row(p.q.base, p.q.dtype, p.q.index(i0 + r), d, p.q.scale, w.q.data() + r * d);
+  // Packed row i is query position i / group of head i % group.
+  const int64_t pos0 = i0 / p.group, pos1 = (i1 - 1) / p.group + 1;
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = i0 + r, idx = p.q.index(i / p.group) + (i % p.group) * p.q_head_stride;
+    load_row(p.q.base, p.q.dtype, idx, d, p.q.scale, w.q.data() + r * d);
+  }
 
   // The keys any row of the tile can see.
   int64_t lo, hi, unused;
-  key_range(p, i0, lo, unused);
-  key_range(p, i1 - 1, unused, hi);
+  key_range(p, pos0, lo, unused);
+  key_range(p, pos1 - 1, unused, hi);
   for (int64_t j0 = lo; j0 <= hi; j0 += key_tile) {
     const int64_t n = std::min(key_tile, hi + 1 - j0), j1 = j0 + n;
-    const TileKind kind = classify(p, i0, i1, j0, j1);
+    const TileKind kind = classify(p, pos0, pos1, j0, j1);
     if (kind == TileKind::empty) continue;
     const int64_t np = round_up(n, kNR);
     load_kv_tile(p, j0, n, np, w);
     gemm(w.mp, np, d, w.q.data(), d, w.kt.data(), w.np, w.s.data(), w.np, false);
     for (int64_t r = 0; r < m; ++r) {
-      const int64_t i = i0 + r;
+      const int64_t i = (i0 + r) / p.group;  // the query position
       float* s = w.s.data() + r * w.np;
       if (!scale_row(s, np, p.scale)) {
         rescore_row(p, w, w.q.data() + r * d, n, s);
@@ -320,23 +324,28 @@ void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile) 
   // out = O / sum, the sink adding exp(sink - max) to the sum only. An empty row (no visible key)
   // gives out = 0 and lse = -inf, whatever the sink.
   for (int64_t r = 0; r < m; ++r) {
-    const int64_t o_index = p.o_index0 + (i0 + r) * p.o_row_stride;
+    const int64_t i = (i0 + r) / p.group, g = (i0 + r) % p.group;
+    const int64_t o_index = p.o_index0 + i * p.o_row_stride + g * p.o_head_stride;
+    float* lse = p.lse ? p.lse + g * p.lse_head_stride + i : nullptr;
     const float* orow = w.o.data() + r * w.dvp;
     double mx = w.m[r], den = w.l[r], weight = 1.0;  // O's rows are scaled by exp(-m)
     if (den == 0.0) {
       for (int x = 0; x < dv; ++x) store(p.o, p.o_dtype, o_index + x, 0.f);
-      if (p.lse) p.lse[i0 + r] = kNegInf;
+      if (lse) *lse = kNegInf;
       continue;
     }
-    if (p.has_sink && mx != double(kPosInf) && double(p.sink) > mx) {
-      weight = std::exp(mx - double(p.sink));
-      mx = p.sink;
-      den *= weight;
+    if (p.sinks && mx != double(kPosInf)) {
+      const double sink = p.sinks[g * p.sinks_stride];
+      if (sink > mx) {
+        weight = std::exp(mx - sink);
+        mx = sink;
+        den *= weight;
+      }
+      den += std::exp(sink - mx);
     }
-    if (p.has_sink && mx != double(kPosInf)) den += std::exp(double(p.sink) - mx);
     const double f = weight / den;
     for (int x = 0; x < dv; ++x) store(p.o, p.o_dtype, o_index + x, float(orow[x] * f));
-    if (p.lse) p.lse[i0 + r] = float(mx + std::log(den));
+    if (lse) *lse = float(mx + std::log(den));
   }
 }
 

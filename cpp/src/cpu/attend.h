@@ -43,30 +43,35 @@ struct BlockTable {
 };
 BlockTable build_block_table(const BlockMaskParams& bm, int64_t b, int64_t h);
 
-// One (sequence, query head): lq query rows over lk keys, key j visible from row i when
-// mask_visible(i, j, offset, causal, window_left, window_right) and the block mask (if any)
-// agree. Output row i goes to element o_index0 + i * o_row_stride of o, its lse to lse[i].
+// One sequence and `group` query heads that share one kv head: lq query positions over lk
+// keys, key j visible from position i when mask_visible(i, j, offset, causal, window_left,
+// window_right) and the block mask (if any) agree. The heads' rows are packed, row r being
+// position r / group of head r % group, so a K/V tile is converted once for all of them (GQA).
+// Head g's position i reads q row i plus g * q_head_stride and writes element
+// o_index0 + i * o_row_stride + g * o_head_stride of o, its lse to lse[g * lse_head_stride + i],
+// with the sink sinks[g * sinks_stride] (sinks may be null).
 struct HeadProblem {
   RowSource q, k, v;
   int64_t lq = 0, lk = 0, offset = 0;
   int d = 0, dv = 0;
   bool causal = false;
   int window_left = -1, window_right = -1;
-  const BlockTable* blocks = nullptr;
+  const BlockTable* blocks = nullptr;  // only with group == 1 (a block mask is per head)
   float scale = 1.f, softcap = 0.f;
-  bool has_sink = false;
-  float sink = 0.f;
+  const float* sinks = nullptr;
   void* o = nullptr;
   DType o_dtype = DType::f32;
   int64_t o_index0 = 0, o_row_stride = 0;
   float* lse = nullptr;
+  int group = 1;
+  int64_t q_head_stride = 0, o_head_stride = 0, lse_head_stride = 0, sinks_stride = 0;
 };
 
 constexpr int64_t kQueryTile = 256; // query rows a work item owns
 constexpr int64_t kKeyTile = 128;   // keys a step of the online softmax covers
 
-// Query rows [i0, i0 + m) of p (m <= kQueryTile), keys in tiles of key_tile (the naive
-// variant passes one tile as long as the sequence).
+// Packed rows [i0, i0 + m) of p (m <= kQueryTile; lq * group rows in all), keys in tiles of
+// key_tile (the naive variant passes one tile as long as the sequence).
 void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile = kKeyTile);
 
 }  // namespace detail

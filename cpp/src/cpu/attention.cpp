@@ -1,9 +1,11 @@
 // cpu/attention.cpp — the CPU backend's dense / varlen / block-sparse attention, the naive
 // (score-matrix) version and merge_states.
 //
-// The work items are (sequence, query head, query tile) triples, run on the thread pool; each one
+// The work items are (sequence, kv head, query tile) triples, run on the thread pool; each one
 // is a call of the blocked core (cpu/attend.h), which reads q, k and v where they lie, tile by
-// tile. A varlen document without queries has no items, so its keys are never read.
+// tile, with the query heads of a GQA group packed into one tile's rows (a block mask, which
+// may differ per head, keeps one head a problem). A varlen document without queries has no
+// items, so its keys are never read.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -21,6 +23,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 void run_attention(const AttnParams& p, bool materialise) {
   const int hq = p.num_heads_q;
   const int group = p.num_heads_kv > 0 ? hq / p.num_heads_kv : 1;
+  const int packed = p.block_mask.present() ? 1 : group;  // query heads a problem packs
+  const int problems = hq / packed;                       // per sequence
   // Sequence b: dense rows start at 0 of batch b; varlen ones at cu_seqlens[b].
   auto bounds = [&](int64_t b, int64_t& q0, int64_t& lq, int64_t& k0, int64_t& lk) {
     q0 = 0, lq = p.seqlen_q, k0 = 0, lk = p.seqlen_k;
@@ -33,21 +37,23 @@ void run_attention(const AttnParams& p, bool materialise) {
       lk = p.cu_seqlens_k[(b + 1) * p.cu_seqlens_k_stride] - k0;
     }
   };
-  // items_before[b]: work items of the sequences before b (hq x its query tiles each).
+  auto tiles_of = [&](int64_t lq) {
+    return (std::max<int64_t>(lq, 0) * packed + detail::kQueryTile - 1) / detail::kQueryTile;
+  };
+  // items_before[b]: work items of the sequences before b (problems x query tiles each).
   std::vector<int64_t> items_before(size_t(p.batch) + 1, 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     int64_t q0, lq, k0, lk;
     bounds(b, q0, lq, k0, lk);
-    const int64_t tiles = (std::max<int64_t>(lq, 0) + detail::kQueryTile - 1) / detail::kQueryTile;
-    items_before[b + 1] = items_before[b] + tiles * hq;
+    items_before[b + 1] = items_before[b] + tiles_of(lq) * problems;
   }
   parallel_for(items_before.back(), [&](int64_t item) {
     const int64_t b = std::upper_bound(items_before.begin(), items_before.end(), item) -
                       items_before.begin() - 1;
     int64_t q0, lq, k0, lk;
     bounds(b, q0, lq, k0, lk);
-    const int64_t tiles = (lq + detail::kQueryTile - 1) / detail::kQueryTile;
-    const int64_t local = item - items_before[b], h = local / tiles, hk = h / group;
+    const int64_t tiles = tiles_of(lq), local = item - items_before[b];
+    const int64_t h = local / tiles * packed, hk = h / group;  // the problem's first query head
     // The last tiles first: under a causal mask they see the most keys, so the long items start
     // early and the short ones fill the gaps at the end.
     const int64_t tile = tiles - 1 - local % tiles;
@@ -63,14 +69,16 @@ void run_attention(const AttnParams& p, bool materialise) {
     hp.causal = p.causal, hp.window_left = p.window_left, hp.window_right = p.window_right;
     hp.blocks = p.block_mask.present() ? &table : nullptr;
     hp.scale = p.scale, hp.softcap = p.softcap;
-    hp.has_sink = p.sinks != nullptr;
-    hp.sink = p.sinks ? p.sinks[h * p.sinks_stride] : 0.f;
+    hp.sinks = p.sinks ? p.sinks + h * p.sinks_stride : nullptr;
     hp.o = p.o, hp.o_dtype = p.dtype;
     hp.o_index0 = b * p.o_batch_stride + q0 * p.o_row_stride + h * p.o_head_stride;
     hp.o_row_stride = p.o_row_stride;
     hp.lse = p.lse ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride + q0 : nullptr;
+    hp.group = packed;
+    hp.q_head_stride = p.q_head_stride, hp.o_head_stride = p.o_head_stride;
+    hp.lse_head_stride = p.lse_head_stride, hp.sinks_stride = p.sinks_stride;
     const int64_t i0 = tile * detail::kQueryTile;
-    detail::attend_rows(hp, i0, std::min(detail::kQueryTile, lq - i0),
+    detail::attend_rows(hp, i0, std::min(detail::kQueryTile, lq * packed - i0),
                         materialise ? std::max<int64_t>(lk, 1) : detail::kKeyTile);
   });
 }

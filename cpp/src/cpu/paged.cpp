@@ -1,8 +1,9 @@
 // cpu/paged.cpp — the CPU backend's paged KV-cache attention and append_paged_kv.
 //
-// paged_attention runs the blocked core of cpu::attention (cpu/attend.h) per (sequence, query
-// head, query tile), with K and V read through the sequence's block-table row (dequantising fp8
-// with the scales) one key tile at a time.
+// paged_attention runs the blocked core of cpu::attention (cpu/attend.h) per (sequence, kv
+// head, query tile), the GQA group's query heads packed into the tile's rows, with K and V read
+// through the sequence's block-table row (dequantising fp8 with the scales) one key tile at a
+// time.
 #include <algorithm>
 #include <cstdint>
 
@@ -18,9 +19,10 @@ void paged_attention(const PagedParams& p) {
   // (host memory on the CPU) overrides the value.
   const float k_scale = p.k_scale_ptr ? *p.k_scale_ptr : p.k_scale;
   const float v_scale = p.v_scale_ptr ? *p.v_scale_ptr : p.v_scale;
-  const int64_t sq = p.seqlen_q, tiles = (sq + detail::kQueryTile - 1) / detail::kQueryTile;
-  parallel_for(int64_t(p.batch) * hq * tiles, [&](int64_t item) {
-    const int64_t b = item / (hq * tiles), h = item / tiles % hq, hk = h / group;
+  const int hkv = hq / group;
+  const int64_t sq = p.seqlen_q, tiles = (sq * group + detail::kQueryTile - 1) / detail::kQueryTile;
+  parallel_for(int64_t(p.batch) * hkv * tiles, [&](int64_t item) {
+    const int64_t b = item / (hkv * tiles), hk = item / tiles % hkv, h = hk * group;
     const int64_t tile = tiles - 1 - item % tiles;  // the longest first, as in cpu::attention
     const int64_t len = p.seq_lens[b * p.seq_lens_stride];
     const int32_t* pages = p.block_table + b * p.bt_batch_stride;
@@ -37,14 +39,16 @@ void paged_attention(const PagedParams& p) {
     hp.d = p.head_dim, hp.dv = p.head_dim_v;
     hp.causal = p.causal, hp.window_left = p.window_left, hp.window_right = p.window_right;
     hp.scale = p.scale, hp.softcap = p.softcap;
-    hp.has_sink = p.sinks != nullptr;
-    hp.sink = p.sinks ? p.sinks[h * p.sinks_stride] : 0.f;
+    hp.sinks = p.sinks ? p.sinks + h * p.sinks_stride : nullptr;
     hp.o = p.o, hp.o_dtype = p.q_dtype;
     hp.o_index0 = b * p.o_batch_stride + h * p.o_head_stride;
     hp.o_row_stride = p.o_row_stride;
     hp.lse = p.lse ? p.lse + b * p.lse_batch_stride + h * p.lse_head_stride : nullptr;
+    hp.group = group;
+    hp.q_head_stride = p.q_head_stride, hp.o_head_stride = p.o_head_stride;
+    hp.lse_head_stride = p.lse_head_stride, hp.sinks_stride = p.sinks_stride;
     const int64_t i0 = tile * detail::kQueryTile;
-    detail::attend_rows(hp, i0, std::min(detail::kQueryTile, sq - i0));
+    detail::attend_rows(hp, i0, std::min(detail::kQueryTile, sq * group - i0));
   });
 }
 
