@@ -145,3 +145,34 @@ def test_tile_boundaries(rng, dtype, sq, sk, mask):
     ref_out, ref_lse = attention_ref(q, k, v, causal=causal, window=window)
     assert_close(out, ref_out, np.dtype(dtype))
     assert_lse(lse, ref_lse, np.dtype(dtype))
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (False, (50, 3))])
+def test_gqa_heads_packed_across_tiles(rng, causal, window):
+    # Hq / Hkv = 4: the four query heads of a kv head share the tiles' rows (300 positions x 4
+    # heads = 1200 rows, several tiles); sinks and lse are per head.
+    from conftest import randn
+    q = randn(rng, (2, 300, 8, 24), "float32")
+    k = randn(rng, (2, 311, 2, 24), "float32")
+    v = randn(rng, (2, 311, 2, 40), "float32")
+    sinks = rng.standard_normal(8).astype(np.float32)
+    out, lse = cuattn.attention(q, k, v, causal=causal, window=window, sinks=sinks,
+                                return_lse=True)
+    ref_out, ref_lse = attention_ref(q, k, v, causal=causal, window=window, sinks=sinks)
+    assert_close(out, ref_out, np.float32)
+    assert_lse(lse, ref_lse, np.float32)
+
+
+def test_paged_gqa_several_query_tiles(rng):
+    B, Sq, Hq, Hkv, D, ps, pages = 2, 70, 8, 2, 32, 16, 30
+    q = rng.standard_normal((B, Sq, Hq, D)).astype(np.float32)
+    kc = rng.standard_normal((pages, ps, Hkv, D)).astype(np.float32)
+    vc = rng.standard_normal((pages, ps, Hkv, D)).astype(np.float32)
+    block_table = rng.permutation(pages).astype(np.int32)[:2 * 15].reshape(2, 15)
+    seq_lens = np.array([201, 70], np.int32)
+    sinks = rng.standard_normal(Hq).astype(np.float32)
+    out, lse = cuattn.paged_attention(q, kc, vc, block_table, seq_lens, sinks=sinks,
+                                      window=40, return_lse=True)
+    ref_out, ref_lse = paged_ref(q, kc, vc, block_table, seq_lens, sinks=sinks, window=40)
+    assert_close(out, ref_out, np.float32)
+    assert_lse(lse, ref_lse, np.float32)
