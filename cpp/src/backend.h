@@ -10,7 +10,7 @@
 
 namespace cuattn {
 namespace cpu {
-// Blocked (flash-style) over query tiles x key tiles, threads over (batch, head, query tile);
+// Blocked (flash-style) over query tiles x key tiles, threads over (sequence, kv head, query tile);
 // fp32 scores and accumulation, fp64 softmax denominators.
 void attention(const AttnParams& p);
 // Same function, but materialises a query tile's scores over all keys first (the chapter's naive
