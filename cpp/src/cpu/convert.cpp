@@ -6,6 +6,7 @@
 // so the results are the same on every host and match the CUDA intrinsics (__float2half_rn,
 // __float2bfloat16_rn, __nv_cvt_float_to_fp8 with __NV_SATFINITE).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -46,17 +47,17 @@ float round_half_even(float x) {
 
 // ---- float16 ----------------------------------------------------------------------------------
 
-// Branch-free (selects only), so a loop over it vectorises: the 15-bit magnitude shifted into
-// place is a float32 with exponent bias 15 instead of 127; rebias it, except inf/NaN (exponent
-// 31 -> 255) and zero/subnormals (computed as (2^-14 + m * 2^-24) - 2^-14, exact).
+// Branch-free (bit masks; GCC leaves ?: chains as branches), so a loop over it vectorises: the
+// 15-bit magnitude shifted into place is a float32 with exponent bias 15 instead of 127; rebias
+// it, except inf/NaN (exponent 31 -> 255) and zero/subnormals ((2^-14 + m 2^-24) - 2^-14, exact).
 float half_to_float(uint16_t h) {
   const uint32_t shifted = static_cast<uint32_t>(h & 0x7FFFu) << 13;
   const uint32_t exp = shifted & 0x0F800000u;
   const uint32_t normal = shifted + (112u << 23);
   const float subnormal = bits_float(normal + (1u << 23)) - bits_float(113u << 23);
-  const uint32_t mag = exp == 0x0F800000u ? normal + (112u << 23)
-                       : exp == 0          ? float_bits(subnormal)
-                                           : normal;
+  const uint32_t inf_nan = 0u - (exp == 0x0F800000u), sub = 0u - (exp == 0);  // all-ones masks
+  const uint32_t mag = (normal & ~inf_nan & ~sub) | ((normal + (112u << 23)) & inf_nan) |
+                       (float_bits(subnormal) & sub);
   return bits_float(mag | (static_cast<uint32_t>(h & 0x8000u) << 16));
 }
 
@@ -156,8 +157,14 @@ void load_row(const void* base, DType t, int64_t idx, int n, float scale, float*
       return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return half_to_float(x); });
     case DType::bf16:
       return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return bf16_to_float(x); });
-    case DType::fp8_e4m3:
-      return convert_loop<uint8_t>(base, idx, n, scale, dst, [](uint8_t x) { return fp8_e4m3_to_float(x); });
+    case DType::fp8_e4m3: {
+      static const std::array<float, 256> fp8 = [] {  // every code, decoded once
+        std::array<float, 256> t{};
+        for (int c = 0; c < 256; ++c) t[c] = fp8_e4m3_to_float(static_cast<uint8_t>(c));
+        return t;
+      }();
+      return convert_loop<uint8_t>(base, idx, n, scale, dst, [](uint8_t x) { return fp8[x]; });
+    }
     default:
       for (int x = 0; x < n; ++x) dst[x] = load(base, t, idx + x) * scale;
   }
