@@ -176,3 +176,23 @@ def test_paged_gqa_several_query_tiles(rng):
     ref_out, ref_lse = paged_ref(q, kc, vc, block_table, seq_lens, sinks=sinks, window=40)
     assert_close(out, ref_out, np.float32)
     assert_lse(lse, ref_lse, np.float32)
+
+
+def test_forked_child_runs_after_the_parent_used_threads():
+    # The pool's threads do not survive fork(): a child (a multiprocessing worker) must still run
+    # (on one thread) instead of waiting for them forever. A subprocess, so a hang is a failure.
+    code = textwrap.dedent("""
+        import os, numpy as np, cuattn
+        cuattn.set_num_threads(2)
+        q = np.random.default_rng(0).random((1, 300, 4, 32), dtype=np.float32)
+        ref = cuattn.attention(q, q, q, causal=True)
+        pid = os.fork()
+        if pid == 0:
+            out = cuattn.attention(q, q, q, causal=True)
+            os._exit(0 if np.array_equal(out, ref) else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert np.array_equal(cuattn.attention(q, q, q, causal=True), ref)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

@@ -5,7 +5,9 @@
 // it, a pool of std::threads is started on first use and kept for the life of the process.
 // Items are handed out one at a time (dynamic schedule): the backend's items are tiles of
 // different costs (causal rows, varlen documents), so a static split would leave threads idle.
-// A parallel_for called from inside a work item runs inline.
+// A parallel_for called from inside a work item runs inline, and so does one in a process forked
+// after the threads started: they did not survive the fork (libgomp would wait for them forever,
+// e.g. in a multiprocessing worker), so a forked child runs its items on its one thread.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -20,6 +22,7 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
+#include <unistd.h>
 
 namespace cuattn {
 
@@ -36,6 +39,14 @@ int default_threads() {
 }
 
 thread_local bool t_in_worker = false;
+
+// The process whose threads the pool holds (0: none started yet). False in a forked child.
+std::atomic<pid_t> g_pool_pid{0};
+bool pool_usable() {
+  pid_t expected = 0;
+  const pid_t self = getpid();
+  return g_pool_pid.compare_exchange_strong(expected, self) || expected == self;
+}
 
 // Runs fn(i) for every i in [0, n), handing items out one at a time from a shared counter, and
 // keeps the first exception (the remaining items are skipped once one has thrown).
@@ -146,7 +157,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   Job job;
   job.n = n;
   job.fn = &fn;
-  if (nthreads <= 1 || t_in_worker) {
+  if (nthreads <= 1 || t_in_worker || !pool_usable()) {
     job.work();
   } else {
 #if defined(_OPENMP)
