@@ -519,4 +519,6 @@ NB_MODULE(_cuattn, m) {
         return d;
       },
       "device"_a = 0, "Properties of one CUDA device, or why it is unavailable.");
+  m.def("set_num_threads", &cuattn::set_num_threads, "n"_a, "Threads of the CPU backend (n >= 1).");
+  m.def("get_num_threads", &cuattn::get_num_threads, "Threads the CPU backend uses.");
 }

@@ -288,6 +288,7 @@ void attention(const AttentionArgs& a, Stream stream) {
     p.total_k = k.s;
     p.cu_seqlens_q = static_cast<const int32_t*>(a.cu_seqlens_q.data);
     p.cu_seqlens_k = static_cast<const int32_t*>(a.cu_seqlens_k.data);
+    p.cu_seqlens_q_stride = a.cu_seqlens_q.stride[0], p.cu_seqlens_k_stride = a.cu_seqlens_k.stride[0];
   }
 
   if (a.lse.present()) {
@@ -309,6 +310,7 @@ void attention(const AttentionArgs& a, Stream stream) {
   if (a.block_mask.present()) fill_block_mask(a.block_mask, a.q, q.b, q.h, q.s, k.s, p.block_mask);
 
   p.sinks = a.sinks.present() ? static_cast<const float*>(a.sinks.data) : nullptr;
+  p.sinks_stride = a.sinks.present() ? a.sinks.stride[0] : 1;
   p.causal = a.causal;
   p.window_left = int(std::min<int64_t>(a.window_left, INT32_MAX));
   p.window_right = int(std::min<int64_t>(a.window_right, INT32_MAX));

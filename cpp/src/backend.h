@@ -12,9 +12,11 @@
 
 namespace cuattn {
 namespace cpu {
-// Threads over (batch, head); fp32 accumulation (fp64 for the softmax sums).
+// Blocked (flash-style) over query tiles x key tiles, threads over (sequence, kv head, query tile);
+// fp32 scores and accumulation, fp64 softmax denominators.
 void attention(const AttnParams& p);
-// Same function, but materialises the full score row block first (the chapter's naive version).
+// Same function, but materialises a query tile's scores over all keys first (the chapter's naive
+// version: one key tile as long as the sequence).
 void naive_attention(const AttnParams& p);
 void paged_attention(const PagedParams& p);
 void append_paged_kv(const AppendParams& p);
@@ -29,8 +31,12 @@ float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
 float bf16_to_float(uint16_t h);
 uint16_t float_to_bf16(float f);
+// dst[x] = element idx + x of base, times scale, for x < n (a contiguous row of any dtype).
+void load_row(const void* base, DType t, int64_t idx, int n, float scale, float* dst);
 
-// Runs fn(i) for i in [0, n) on up to hardware_concurrency threads.
+// Runs fn(i) for i in [0, n) on up to get_num_threads() threads of one persistent pool (OpenMP's
+// where the compiler has it); inline when called from inside a work item. Rethrows the first
+// exception of an item.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 }  // namespace cpu
 

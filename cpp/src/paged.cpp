@@ -160,6 +160,7 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   p.seq_lens = static_cast<const int32_t*>(a.seq_lens.data);
   p.o = a.out.data;
   p.sinks = a.sinks.present() ? static_cast<const float*>(a.sinks.data) : nullptr;
+  p.seq_lens_stride = a.seq_lens.stride[0], p.sinks_stride = a.sinks.present() ? a.sinks.stride[0] : 1;
   p.k_scale_ptr = a.k_scale_t.present() ? static_cast<const float*>(a.k_scale_t.data) : nullptr;
   p.v_scale_ptr = a.v_scale_t.present() ? static_cast<const float*>(a.v_scale_t.data) : nullptr;
   p.q_batch_stride = a.q.stride[0];
@@ -247,6 +248,7 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   p.k_new = a.k_new.data, p.v_new = a.v_new.data;
   p.k_cache = a.k_cache.data, p.v_cache = a.v_cache.data;
   p.slot_mapping = static_cast<const int64_t*>(a.slot_mapping.data);
+  p.slot_mapping_stride = a.slot_mapping.stride[0];
   p.k_scale_ptr = a.k_scale_t.present() ? static_cast<const float*>(a.k_scale_t.data) : nullptr;
   p.v_scale_ptr = a.v_scale_t.present() ? static_cast<const float*>(a.v_scale_t.data) : nullptr;
   p.kn_row_stride = a.k_new.stride[0], p.kn_head_stride = a.k_new.stride[1];

@@ -20,6 +20,7 @@ from ._api import (
     sliding_window_attention,
 )
 from ._arrays import Array, CudaError, asarray, empty
+from ._cuattn import get_num_threads, set_num_threads
 # The same four functions, calling cuattn's torch custom ops while torch.compile traces them.
 from ._routing import append_paged_kv, attention, paged_attention, sliding_window_attention  # noqa
 from .block_mask import BlockMask, create_block_mask
@@ -27,9 +28,9 @@ from ._version import __version__
 
 __all__ = [
     "Array", "BlockMask", "CudaError", "DecodePlan", "append_paged_kv", "asarray", "attention",
-    "build_info", "create_block_mask", "cuda_available", "device_info", "empty", "merge_states",
-    "mla_attention", "mla_decode", "naive_attention", "paged_attention", "plan_decode",
-    "sliding_window_attention",
+    "build_info", "create_block_mask", "cuda_available", "device_info", "empty", "get_num_threads",
+    "merge_states", "mla_attention", "mla_decode", "naive_attention", "paged_attention",
+    "plan_decode", "set_num_threads", "sliding_window_attention",
 ]
 
 

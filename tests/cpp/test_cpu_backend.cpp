@@ -166,6 +166,15 @@ struct Rng {
 
 static uint64_t seed_of(const std::string& s) { return std::hash<std::string>{}(s) ^ 0x5EEDu; }
 
+// An index array laid out with `stride` elements per entry, `junk` in between: the backend must
+// read it with its stride (reading the junk gives wrong lengths, ids or NaN).
+template <class T>
+static std::vector<T> spread(const std::vector<T>& a, int stride, T junk) {
+  std::vector<T> out(a.size() * size_t(stride), junk);
+  for (size_t i = 0; i < a.size(); ++i) out[i * size_t(stride)] = a[i];
+  return out;
+}
+
 // ---- reference attention and comparisons ------------------------------------------------------
 
 // The mask rule of docs/conventions.md, written out again: offset o = len_k - len_q.
@@ -417,6 +426,7 @@ struct AttnCase {
   bool bm_per_batch = true, bm_per_head = true;
   bool bm_full_also_partial = false;
   bool expect_empty = false;  // the case is meant to contain empty rows
+  int index_stride = 1;       // stride of cu_seqlens and sinks
 };
 
 static void run_attention_case(const std::string& name, const AttnCase& c) {
@@ -474,11 +484,16 @@ static void run_attention_case(const std::string& name, const AttnCase& c) {
   p.o_batch_stride = so.b, p.o_row_stride = so.s, p.o_head_stride = so.h;
   p.lse_batch_stride = c.varlen ? 0 : int64_t(c.Hq) * rows_q;
   p.lse_head_stride = rows_q;
+  const int is = c.index_stride;
+  const std::vector<int32_t> cuq_s = spread(cuq, is, int32_t(1 << 30)), cuk_s = spread(cuk, is, int32_t(-7));
+  const std::vector<float> sinks_s = spread(sinks, is, std::nanf(""));
   if (c.varlen) {
-    p.cu_seqlens_q = cuq.data();
-    p.cu_seqlens_k = cuk.data();
+    p.cu_seqlens_q = cuq_s.data();
+    p.cu_seqlens_k = cuk_s.data();
+    p.cu_seqlens_q_stride = p.cu_seqlens_k_stride = is;
   }
-  p.sinks = c.sinks ? sinks.data() : nullptr;
+  p.sinks = c.sinks ? sinks_s.data() : nullptr;
+  p.sinks_stride = is;
   if (c.block_pred) p.block_mask = bm.p;
   p.batch = B;
   p.num_heads_q = c.Hq;
@@ -753,6 +768,9 @@ static void attention_cases() {
     c.causal = true;
     c.sinks = true;
     run_case("varlen bf16 gqa8 sinks causal", [&] { run_attention_case("v3", c); });
+    c.index_stride = 3;
+    run_case("varlen bf16 gqa8 sinks causal, cu_seqlens and sinks of stride 3",
+             [&] { run_attention_case("v3s", c); });
   }
   // Block masks.
   {
@@ -982,6 +1000,7 @@ struct PagedCase {
   bool lse = true;
   float k_scale = 1.f, v_scale = 1.f;
   bool scale_ptr = false;  // pass the scales through k/v_scale_ptr (params hold wrong values)
+  int index_stride = 1;    // stride of seq_lens and sinks; block-table rows padded by as much
 };
 
 // A paged cache layout: element (page, slot, head) at page*page + slot*slot + head*head.
@@ -1065,11 +1084,19 @@ static void run_paged_case(const std::string& name, const PagedCase& c) {
   p.q = q.data();
   p.k_cache = kc.data();
   p.v_cache = vbuf.at_bytes(v_offset);
-  p.block_table = table.data();
-  p.seq_lens = seq_lens.data();
+  const int is = c.index_stride;
+  const std::vector<int32_t> seq_lens_s = spread(seq_lens, is, int32_t(1 << 30));
+  const std::vector<float> sinks_s = spread(sinks, is, std::nanf(""));
+  const int64_t bt_stride = max_blocks + is - 1;
+  std::vector<int32_t> table_s(size_t(B) * bt_stride, int32_t(1 << 30));
+  for (int b = 0; b < B; ++b)
+    std::copy_n(table.begin() + b * max_blocks, max_blocks, table_s.begin() + b * bt_stride);
+  p.block_table = table_s.data();
+  p.seq_lens = seq_lens_s.data();
+  p.seq_lens_stride = p.sinks_stride = is;
   p.o = o.data();
   p.lse = c.lse ? lse.data() : nullptr;
-  p.sinks = c.sinks ? sinks.data() : nullptr;
+  p.sinks = c.sinks ? sinks_s.data() : nullptr;
   if (c.scale_ptr) {
     p.k_scale_ptr = &c.k_scale;
     p.v_scale_ptr = &c.v_scale;
@@ -1081,7 +1108,7 @@ static void run_paged_case(const std::string& name, const PagedCase& c) {
   p.q_batch_stride = int64_t(c.Sq) * c.Hq * c.d, p.q_row_stride = int64_t(c.Hq) * c.d, p.q_head_stride = c.d;
   p.k_page_stride = kl.page, p.k_slot_stride = kl.slot, p.k_head_stride = kl.head;
   p.v_page_stride = vl.page, p.v_slot_stride = vl.slot, p.v_head_stride = vl.head;
-  p.bt_batch_stride = max_blocks;
+  p.bt_batch_stride = bt_stride;
   p.o_batch_stride = int64_t(c.Sq) * c.Hq * c.dv, p.o_row_stride = int64_t(c.Hq) * c.dv, p.o_head_stride = c.dv;
   p.lse_batch_stride = int64_t(c.Hq) * c.Sq, p.lse_head_stride = c.Sq;
   p.batch = B, p.seqlen_q = c.Sq, p.num_heads_q = c.Hq, p.num_heads_kv = c.Hkv;
@@ -1156,6 +1183,15 @@ static void paged_cases() {
     c.Hq = 4, c.Hkv = 2, c.Sq = 3, c.lens = {129, 5, 64}, c.page_size = 64;
     c.wl = 8, c.wr = 0, c.softcap = 4, c.sinks = true;
     run_case("paged f32/f32 NHD ps=64 Sq=3 window softcap sinks", [&] { run_paged_case("p3", c); });
+    c.index_stride = 2;
+    run_case("paged f32/f32 ... seq_lens, sinks, block-table rows strided",
+             [&] { run_paged_case("p3s", c); });
+  }
+  {
+    PagedCase c;  // several query tiles of the blocked core per sequence
+    c.qdt = f32, c.kvdt = bf16;
+    c.Hq = 2, c.Hkv = 1, c.Sq = 300, c.lens = {300, 333}, c.page_size = 16;
+    run_case("paged f32/bf16 NHD ps=16 Sq=300 (query tiles)", [&] { run_paged_case("p9", c); });
   }
   {
     PagedCase c;
@@ -1235,6 +1271,7 @@ struct AppendCase {
   float k_scale = 1.f, v_scale = 1.f;
   bool scale_ptr = false;
   bool saturate = false;  // include values beyond the fp8 range
+  int index_stride = 1;   // stride of slot_mapping
 };
 
 static void run_append_case(const std::string& name, const AppendCase& c) {
@@ -1265,7 +1302,9 @@ static void run_append_case(const std::string& name, const AppendCase& c) {
 
   AppendParams p;
   p.k_new = kn.data(), p.v_new = vn.data(), p.k_cache = kc.data(), p.v_cache = vc.data();
-  p.slot_mapping = mapping.data();
+  const std::vector<int64_t> mapping_s = spread(mapping, c.index_stride, int64_t(1) << 40);
+  p.slot_mapping = mapping_s.data();
+  p.slot_mapping_stride = c.index_stride;
   if (c.scale_ptr) {
     p.k_scale_ptr = &c.k_scale, p.v_scale_ptr = &c.v_scale;
     p.k_scale = p.v_scale = 777.f;
@@ -1356,6 +1395,8 @@ static void append_cases() {
     AppendCase c;
     c.new_dt = f16, c.kv_dt = fp8, c.k_scale = 0.125f, c.v_scale = 0.25f, c.scale_ptr = true, c.hnd = true;
     run_case("append f16 -> fp8 HND scales via pointer", [&] { run_append_case("ap5", c); });
+    c.index_stride = 2;
+    run_case("append f16 -> fp8 HND, slot_mapping of stride 2", [&] { run_append_case("ap5s", c); });
   }
 }
 
@@ -1553,6 +1594,24 @@ static void parallel_for_case() {
     threw = true;
   }
   CHECK(threw, "an exception in a work item reaches the caller");
+  // The thread-count setting: every count runs each item once; n < 1 is refused.
+  const int threads = get_num_threads();
+  CHECK(threads >= 1, cat("get_num_threads() = ", threads));
+  for (int n : {1, 3}) {
+    set_num_threads(n);
+    CHECK(get_num_threads() == n, cat("set_num_threads(", n, ") then get ", get_num_threads()));
+    std::atomic<int64_t> total{0};
+    cpu::parallel_for(1000, [&](int64_t i) { total += i; });
+    CHECK(total == 999 * 1000 / 2, cat(n, " threads: sum ", total.load()));
+  }
+  set_num_threads(threads);
+  bool refused = false;
+  try {
+    set_num_threads(0);
+  } catch (const ValueError&) {
+    refused = true;
+  }
+  CHECK(refused && get_num_threads() == threads, "set_num_threads(0) is a ValueError");
 }
 
 // The decode split scheduler: whole pages, at most kMaxDecodeSplits splits, one split when the

@@ -3,7 +3,7 @@
 //
 // Every function validates its arguments (dtype, shape, strides, device; CPU inputs always, and
 // GPU index/length contents only where `check` asks for it), then runs on the device its tensors
-// live on: CPU tensors on the CPU backend (threads over batch x head), CUDA tensors on the GPU on
+// live on: CPU tensors on the CPU backend (threads over tiles), CUDA tensors on the GPU on
 // `stream` (no host sync, no allocation unless the doc comment says so). Errors are thrown as
 // cuattn::ValueError / TypeError / CudaError with the bad value in the message.
 #pragma once
@@ -26,6 +26,11 @@ enum class KVLayout { NHD, HND };
 
 Layout parse_layout(const std::string& s);      // "bshd" | "bhsd", else ValueError
 KVLayout parse_kv_layout(const std::string& s);  // "NHD" | "HND", else ValueError
+
+// Threads of the CPU backend (n >= 1, else ValueError). The default is OpenMP's (which follows
+// OMP_NUM_THREADS), or the number of hardware threads in a build without OpenMP.
+void set_num_threads(int n);
+int get_num_threads();
 
 // ---------------------------------------------------------------------------------------------
 // Dense / varlen / block-sparse attention.

@@ -54,6 +54,7 @@ struct AttnParams {
   const int32_t* cu_seqlens_q = nullptr;  // [b + 1] or null
   const int32_t* cu_seqlens_k = nullptr;  // [b + 1] or null
   const float* sinks = nullptr;           // [hq] or null
+  int64_t cu_seqlens_q_stride = 1, cu_seqlens_k_stride = 1, sinks_stride = 1;
   BlockMaskParams block_mask;
 
   int batch = 0, num_heads_q = 0, num_heads_kv = 0;
@@ -82,6 +83,7 @@ struct PagedParams {
   const float* sinks = nullptr;        // [hq] or null
   const float* k_scale_ptr = nullptr;  // device scalar; overrides k_scale when set
   const float* v_scale_ptr = nullptr;
+  int64_t seq_lens_stride = 1, sinks_stride = 1;
   int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
   int64_t k_page_stride = 0, k_slot_stride = 0, k_head_stride = 0;
   int64_t v_page_stride = 0, v_slot_stride = 0, v_head_stride = 0;
@@ -108,6 +110,7 @@ struct AppendParams {
   void* k_cache = nullptr;      // as PagedParams
   void* v_cache = nullptr;
   const int64_t* slot_mapping = nullptr;  // [t]
+  int64_t slot_mapping_stride = 1;
   const float* k_scale_ptr = nullptr;
   const float* v_scale_ptr = nullptr;
   int64_t kn_row_stride = 0, kn_head_stride = 0;

@@ -1,19 +1,16 @@
 // cpu/convert.cpp — element conversions of the CPU backend (float32 <-> float16 / bfloat16 /
-// float8 e4m3fn, all rounding to nearest even), strided load/store by dtype, and parallel_for.
+// float8 e4m3fn, all rounding to nearest even), strided load/store by dtype
+// and row conversion into float32 scratch.
 //
 // The conversions work on the bit patterns and never depend on the floating-point environment,
 // so the results are the same on every host and match the CUDA intrinsics (__float2half_rn,
 // __float2bfloat16_rn, __nv_cvt_float_to_fp8 with __NV_SATFINITE).
 #include <algorithm>
-#include <atomic>
+#include <array>
 #include <cmath>
 #include <cstring>
-#include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "backend.h"
 
@@ -50,16 +47,18 @@ float round_half_even(float x) {
 
 // ---- float16 ----------------------------------------------------------------------------------
 
+// Branch-free (bit masks; GCC leaves ?: chains as branches), so a loop over it vectorises: the
+// 15-bit magnitude shifted into place is a float32 with exponent bias 15 instead of 127; rebias
+// it, except inf/NaN (exponent 31 -> 255) and zero/subnormals ((2^-14 + m 2^-24) - 2^-14, exact).
 float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  const uint32_t mant = h & 0x3FFu;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24
-    const float mag = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -mag : mag;
-  }
-  if (exp == 31) return bits_float(sign | 0x7F800000u | (mant << 13));  // inf / NaN
-  return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));        // rebias 15 -> 127
+  const uint32_t shifted = static_cast<uint32_t>(h & 0x7FFFu) << 13;
+  const uint32_t exp = shifted & 0x0F800000u;
+  const uint32_t normal = shifted + (112u << 23);
+  const float subnormal = bits_float(normal + (1u << 23)) - bits_float(113u << 23);
+  const uint32_t inf_nan = 0u - (exp == 0x0F800000u), sub = 0u - (exp == 0);  // all-ones masks
+  const uint32_t mag = (normal & ~inf_nan & ~sub) | ((normal + (112u << 23)) & inf_nan) |
+                       (float_bits(subnormal) & sub);
+  return bits_float(mag | (static_cast<uint32_t>(h & 0x8000u) << 16));
 }
 
 uint16_t float_to_half(float f) {
@@ -142,49 +141,33 @@ void store(void* base, DType t, int64_t idx, float x) {
   }
 }
 
-// ---- threads ----------------------------------------------------------------------------------
+// ---- rows -------------------------------------------------------------------------------------
 
-// Threads are started per call: the backend's work items are whole (batch, head) problems, so
-// the start-up cost (tens of microseconds) is small next to them. A parallel_for called from
-// inside a worker runs inline rather than multiplying the threads.
-void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
-  if (n <= 0) return;
-  static thread_local bool in_worker = false;
-  const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t nthreads = std::min(hw, n);
-  if (nthreads <= 1 || in_worker) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  // Several chunks per thread, handed out dynamically, so uneven items (causal rows, varlen
-  // sequences of different lengths) still balance.
-  const int64_t chunk = std::max<int64_t>(1, n / (nthreads * 8));
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&] {
-    in_worker = true;
-    while (!failed.load(std::memory_order_relaxed)) {
-      const int64_t begin = next.fetch_add(chunk);
-      if (begin >= n) break;
-      const int64_t end = std::min(n, begin + chunk);
-      try {
-        for (int64_t i = begin; i < end; ++i) fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        failed = true;
-      }
+// The switch is outside the loop, so the float32 case is a vectorised (scaled) copy.
+template <class T, class Cvt>
+static void convert_loop(const void* base, int64_t idx, int n, float scale, float* dst, Cvt cvt) {
+  const T* src = static_cast<const T*>(base) + idx;
+  for (int x = 0; x < n; ++x) dst[x] = cvt(src[x]) * scale;
+}
+
+void load_row(const void* base, DType t, int64_t idx, int n, float scale, float* dst) {
+  switch (t) {
+    case DType::f32: return convert_loop<float>(base, idx, n, scale, dst, [](float x) { return x; });
+    case DType::f16:
+      return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return half_to_float(x); });
+    case DType::bf16:
+      return convert_loop<uint16_t>(base, idx, n, scale, dst, [](uint16_t x) { return bf16_to_float(x); });
+    case DType::fp8_e4m3: {
+      static const std::array<float, 256> fp8 = [] {  // every code, decoded once
+        std::array<float, 256> t{};
+        for (int c = 0; c < 256; ++c) t[c] = fp8_e4m3_to_float(static_cast<uint8_t>(c));
+        return t;
+      }();
+      return convert_loop<uint8_t>(base, idx, n, scale, dst, [](uint8_t x) { return fp8[x]; });
     }
-    in_worker = false;
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nthreads - 1));
-  for (int64_t t = 1; t < nthreads; ++t) pool.emplace_back(work);
-  work();  // the calling thread takes a share too
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+    default:
+      for (int x = 0; x < n; ++x) dst[x] = load(base, t, idx + x) * scale;
+  }
 }
 
 }  // namespace cpu
