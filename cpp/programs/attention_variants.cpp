@@ -1,4 +1,4 @@
-// attention_variants — the chapter's comparison table, measured: one row per attention variant,
+// attention_variants — a comparison table of attention variants, measured: one row per attention variant,
 // each with its time, throughput and what it keeps in memory per token.
 //
 //   dense           every query sees every key: O(S²) work, O(S) memory (scores never stored)
@@ -97,7 +97,7 @@ static BlockMask build_block_mask(Env& env, int64_t S, int bq, int bkv,
 
 static int run(int argc, char** argv) {
   int64_t B, H, G, S, D, W, doc, block_q, block_kv, dB, dL, page, mla_B, mla_L, mla_H;
-  Cli cli("attention_variants", "the chapter's comparison of attention variants, measured");
+  Cli cli("attention_variants", "attention variants side by side, measured");
   cli.flag(&B, "--batch,-b", {1, 1, 1}, {1, kMaxBatch}, "prefill rows: batch size");
   cli.flag(&H, "--heads", {16, 4, 4}, {1, kMaxHeads}, "prefill rows and paged decode: query heads");
   cli.flag(&G, "--gqa", {4, 4, 2}, {1, kMaxHeads}, "GQA and paged decode: query heads per kv head");

@@ -1,14 +1,14 @@
-// flash_attention — the chapter's comparison: naive attention, which writes the [Sq, Sk] score
+// flash_attention — the classic comparison: naive attention, which writes the [Sq, Sk] score
 // matrix of every (batch, head) to memory, soft-maxes it and multiplies it with V, against flash
 // attention, which streams K/V tiles through on-chip memory and never stores the scores.
 //
-//   ./flash_attention                           B8 H32 S4096 D128 fp16 on the GPU (the chapter)
+//   ./flash_attention                           B8 H32 S4096 D128 fp16 on the GPU (the classic comparison)
 //   ./flash_attention --causal --layout bhsd    PyTorch's [B, H, S, D] order
 //   ./flash_attention --check --device cpu --small
 //
-// FLOPs = 4·B·H·Sq·Sk·D (QKᵀ and PV), halved for causal, as the chapter and its peers count them.
+// FLOPs = 4·B·H·Sq·Sk·D (QKᵀ and PV), halved for causal, as FlashAttention's papers count them.
 // Extra memory = what a call stores besides q, k and v: the output, plus B·H·Sq·Sk float32
-// scores for the naive version. The chapter measured (H100, PyTorch): naive 25.5 ms with
+// scores for the naive version. Measured with PyTorch on an H100: naive 25.5 ms with
 // 16.25 GiB extra, SDPA 3.85 ms with 0.25 GiB.
 #include "harness.h"
 
@@ -96,7 +96,7 @@ static int run(int argc, char** argv) {
 
   table.footnote("extra mem: stored besides q, k, v: the output, plus the B·H·Sq·Sk float32 scores "
                  "for naive. peak alloc: device memory the call allocated (stream-ordered pool).");
-  table.footnote("the chapter (H100, PyTorch, B8 H32 S4096 D128 fp16): naive 25.5 ms, 16.25 GiB "
+  table.footnote("PyTorch on an H100 (B8 H32 S4096 D128 fp16): naive 25.5 ms, 16.25 GiB "
                  "extra; SDPA 3.85 ms, 0.25 GiB.");
   return table.print();
 }

@@ -1,7 +1,7 @@
 // mla_attention — multi-head latent attention (DeepSeek). Keys and values are cached as one small
 // latent vector per token instead of H heads of K and V, and expanded by per-head projections:
 //
-//   prefill (the chapter's formulation, cuattn::mla_attention):
+//   prefill (cuattn::mla_attention):
 //     out[b,h] = softmax(q[b,h] (Kl[b] Kp[h])ᵀ · scale) (Vl[b] Vp[h])
 //     q [B, H, S, D], latents [B, S, L], projections [H, L, D]; computed exactly, never by
 //     re-projecting per (query, key) pair.
@@ -28,7 +28,7 @@ static int run(int argc, char** argv) {
   std::string part;
   std::vector<Case> cases;
   bool non_causal = false;
-  Cli cli("mla_attention", "multi-head latent attention: the chapter's MLA and DeepSeek-V3 decode");
+  Cli cli("mla_attention", "multi-head latent attention: latent attention and DeepSeek-V3 decode");
   cli.flag(&part, "--part", {"both"}, {"prefill", "decode", "both"}, "which part to run");
   cli.flag(&B, "--batch,-b", {4, 1, 2}, {1, kMaxBatch}, "prefill: batch size");
   cli.flag(&H, "--heads", {32, 8, 3}, {1, kMaxHeads}, "prefill: heads");
@@ -48,7 +48,7 @@ static int run(int argc, char** argv) {
                       (long long)c.len));
   Table table(env);
 
-  // ---- 1. Prefill: the chapter's MLA, with MHA of the same shape as the reference point. ------
+  // ---- 1. Prefill: MLA, with MHA of the same shape as the reference point. ------
   if (part != "decode") {
     const bool causal = !non_causal;
     Tensor q = env.random({B, H, S, D});

@@ -1,4 +1,4 @@
-// persistent_decode — the decode chapter's lab: a serving engine's decode loop over a batch of
+// persistent_decode — a decode lab: a serving engine's decode loop over a batch of
 // sequences of mixed lengths, run three ways. Each of T steps grows every sequence by one token:
 // its new k/v are appended to the paged KV cache (cuattn::append_paged_kv), then its new query
 // attends over the whole sequence (cuattn::paged_attention).

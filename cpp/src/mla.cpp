@@ -1,4 +1,4 @@
-// mla.cpp — multi-head latent attention: the chapter's mla_attention, computed exactly and
+// mla.cpp — multi-head latent attention: mla_attention, computed exactly and
 // without the seed's per-(query, key) re-projection, and DeepSeek-V3's mla_decode over a paged
 // latent cache. Two exact orders of the same products for mla_attention:
 //   materialise: K_h = Kl Kp[h], V_h = Vl Vp[h] once per head, then flash attention;

@@ -124,7 +124,7 @@ def sliding_window_attention(q, k, v, window, *, causal=False, **kw):
 
 
 def naive_attention(q, k, v, *, causal=False, scale=None, layout="bshd", out=None, stream=None):
-    """Attention that materialises the full [Sq, Sk] score matrix (O(S^2) memory): the chapter's
+    """Attention that materialises the full [Sq, Sk] score matrix (O(S^2) memory): the textbook
     baseline for comparisons. Same conventions as attention (dense only)."""
     a = _cuattn.NaiveArgs()
     a.layout = _checks.choice(layout, "layout", _LAYOUTS)
@@ -324,7 +324,7 @@ _MLA_METHODS = {"auto": 0, "materialise": 1, "absorb": 2, "per_pair": 3}
 
 def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=None, out=None,
                   stream=None, _method="auto"):
-    """The chapter's multi-head latent attention, computed exactly:
+    """Multi-head latent attention, computed exactly:
     out[b, h] = softmax(q[b, h] (Kl[b] Kp[h])^T * scale) (Vl[b] Vp[h]).
     q [B, H, Sq, D]; k_latent, v_latent [B, Sk, L]; k_proj [H, L, D]; v_proj [H, L, Dv];
     returns out [B, H, Sq, Dv]. causal: query i sees keys j <= i + Sk - Sq. Never re-projects
@@ -332,7 +332,7 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
     absorbed into q and the output (short q), whichever costs fewer FLOPs. scale defaults to
     1/sqrt(D). On the GPU the projections are tensor-core GEMMs into stream-ordered temporaries
     (head_dim, latent_dim and head_dim_v multiples of 8). _method (benchmarks, tests): "auto",
-    "materialise", "absorb" or "per_pair" (the chapter's re-projecting baseline, GPU only)."""
+    "materialise", "absorb" or "per_pair" (the textbook re-projecting baseline, GPU only)."""
     if _method not in _MLA_METHODS:
         raise ValueError(f"_method must be one of {sorted(_MLA_METHODS)}, got {_method!r}")
     a = _cuattn.MlaArgs()
