@@ -21,7 +21,7 @@ VERSION_FILE = ROOT / "python" / "cuattn" / "_version.py"
 FOREIGN = [("DESIGN" + ".md").encode(), ("ANCH" + "ORS").encode(), ("../" + "shared").encode()]
 # Benchmark results are historical data, kept as they were written.
 # cpp/programs/ is excluded until its footnotes state their figures as plain facts.
-EXEMPT = ("bench/results/",)
+EXEMPT = ()
 
 
 def _tracked_files() -> list[str]:
