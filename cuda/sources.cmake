@@ -6,6 +6,7 @@ set(CUATTN_CUDA_SOURCES
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/flash/dispatch.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/flash/naive.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/common/merge.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/common/worklist.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/decode/dispatch.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/decode/append.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/dispatch.cu

@@ -11,6 +11,7 @@
 
 #include "cuattn/cuattn.h"
 #include "cuattn/params.h"
+#include "cuattn/worklist.h"
 
 namespace cuattn {
 
@@ -85,6 +86,11 @@ void naive_attention(const AttnParams& p, float* scores, Stream stream);  // sco
 void paged_attention(const PagedParams& p, const DecodeConfig& c, const SplitWorkspace& ws, Stream stream);
 void append_paged_kv(const AppendParams& p, Stream stream);
 void merge_states(const MergeParams& p, Stream stream);
+// The decode scheduler's line for seq_lens [s.batch] (device), clamped to [0, max_len]:
+// seq_start [s.batch + 1] and clamped_lens [s.batch] (device), as build_worklist computes them on
+// the host (cuattn/worklist.h).
+void build_worklist(const int32_t* seq_lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
+                    int32_t* clamped_lens, Stream stream);
 }  // namespace kernels
 
 }  // namespace cuattn
