@@ -5,7 +5,7 @@
 # Logs go to $OUT (default /tmp/cuattn-out); a short table is printed last.
 #
 #   bash bench/gpu_suite.sh [stages...]
-#   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode ncu
+#   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode targets ncu
 #           probe trace heads chain hostile lab mla
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
@@ -131,6 +131,11 @@ for s in $stages; do
     lab)
       run "persistent decode lab" lab.log ./persistent_decode --check --json "$OUT/lab.json"
       tail -12 "$OUT/logs/lab.log" ;;
+    targets)
+      # Paged decode against its ceilings and peers in one run (skew, partial waves, B1 against a
+      # pure-read kernel, the fixed rows against cuDNN, the mixed batch).
+      run "decode targets" decode_targets.log python3 bench/decode_targets.py --out "$OUT"
+      tail -20 "$OUT/logs/decode_targets.log" ;;
     mla)
       run "mla bench" mla.log python3 bench/mla_bench.py; tail -20 "$OUT/logs/mla.log" ;;
     quickbench)
