@@ -21,15 +21,29 @@ namespace {
 // need no initialisation.
 struct WorkspaceLayout {
   size_t counter_bytes, o_bytes, lse_bytes;
-  size_t total() const { return counter_bytes + o_bytes + lse_bytes; }
+  size_t list_bytes = 0;  // the work list's arrays (list schedule only)
+  int64_t batch = 0;
+  size_t total() const { return counter_bytes + o_bytes + lse_bytes + list_bytes; }
 };
 
+// The grid schedule: a merge count per unit, max_splits partial slots per unit.
 WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t dv) {
   WorkspaceLayout l;
   // one merge count per unit, rounded to 256 bytes so the partials stay aligned
   l.counter_bytes = (size_t(batch * units) * sizeof(int) + 255) / 256 * 256;
   l.o_bytes = size_t(batch * units * max_splits * kDecodeRows * dv) * sizeof(float);
   l.lse_bytes = size_t(batch * units * max_splits * kDecodeRows) * sizeof(float);
+  return l;
+}
+
+// The list schedule (cuattn/worklist.h): a merge count per CTA and two partial slots per CTA
+// (partial_slot), for the most CTAs the launcher may run (kListCtasPerSm an SM), then the list:
+// seq_start [batch + 1] (int64) and the clamped lengths [batch].
+WorkspaceLayout list_layout(int64_t batch, int sm_count, int64_t dv) {
+  const int64_t ctas = int64_t(std::max(sm_count, 1)) * kListCtasPerSm;
+  WorkspaceLayout l = layout(1, ctas, 2, dv);  // 2 * ctas slots, ctas counters
+  l.list_bytes = size_t(batch + 1) * sizeof(int64_t) + size_t(batch) * sizeof(int32_t);
+  l.batch = batch;
   return l;
 }
 
@@ -41,7 +55,26 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
   ws.lse = reinterpret_cast<float*>(c + l.counter_bytes + l.o_bytes);
   ws.chunk_tokens = chunk;
   ws.max_splits = max_splits;
+  if (l.list_bytes > 0) {  // 8-byte aligned: the partials are whole floats of 16-row slots
+    char* list = c + l.counter_bytes + l.o_bytes + l.lse_bytes;
+    ws.list.seq_start = reinterpret_cast<const int64_t*>(list);
+    ws.list.seq_lens = reinterpret_cast<const int32_t*>(list + size_t(l.batch + 1) * sizeof(int64_t));
+  }
   return ws;
+}
+
+// The host's cached workspace (cached_workspace: it may give a larger counter region) carved by `l`.
+SplitWorkspace cached(WorkspaceLayout l, int chunk, int max_splits, Stream stream) {
+  void* base = cached_workspace(l.counter_bytes, l.o_bytes + l.lse_bytes + l.list_bytes, stream);
+  return carve(base, l, chunk, max_splits);
+}
+
+// The list's shape for this call; the launcher sets its CTA count.
+void shape_list(SplitWorkspace& ws, const PagedParams& p, int64_t units) {
+  ws.list.s.batch = p.batch;
+  ws.list.s.units = int(units);
+  ws.list.s.granule = kListGranule;
+  ws.list.s.overhead = kListOverhead;
 }
 
 int64_t units_of(const PagedParams& p) {
@@ -98,12 +131,15 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
                 p.k_page_stride, ", ", p.k_slot_stride, "), v (", p.v_page_stride, ", ", p.v_slot_stride, ")");
   const int64_t units = units_of(p);
   if (plan != nullptr) {
-    const WorkspaceLayout l = layout(p.batch, units, plan->max_splits, p.head_dim_v);
-    if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
-      value_error("plan has no device workspace for this call (make it with device='cuda')");
     DecodeConfig c = plan->config;
     apply_variant(variant, c);
-    kernels::paged_attention(p, c, carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits), stream);
+    const WorkspaceLayout l = c.list ? list_layout(p.batch, c.sm_count, p.head_dim_v)
+                                     : layout(p.batch, units, plan->max_splits, p.head_dim_v);
+    if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
+      value_error("plan has no device workspace for this call (make it with device='cuda')");
+    SplitWorkspace ws = carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits);
+    if (c.list) shape_list(ws, p, units);
+    kernels::paged_attention(p, c, ws, stream);
     return;
   }
   // From shapes alone: the capacity of the block table bounds every sequence.
@@ -117,10 +153,11 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
   DecodeSchedule d = choose_decode(s, current_device_props());
   apply_variant(variant, d.config);
   SplitWorkspace ws = carve(nullptr, layout(0, 0, 0, 0), d.chunk_tokens, 1);
-  if (d.max_splits > 1) {
-    WorkspaceLayout l = layout(p.batch, units, d.max_splits, p.head_dim_v);
-    void* base = cached_workspace(l.counter_bytes, l.o_bytes + l.lse_bytes, stream);
-    ws = carve(base, l, d.chunk_tokens, d.max_splits);
+  if (d.config.list) {
+    ws = cached(list_layout(p.batch, d.config.sm_count, p.head_dim_v), d.chunk_tokens, 1, stream);
+    shape_list(ws, p, units);
+  } else if (d.max_splits > 1) {
+    ws = cached(layout(p.batch, units, d.max_splits, p.head_dim_v), d.chunk_tokens, d.max_splits, stream);
   }
   kernels::paged_attention(p, d.config, ws, stream);
 }
@@ -139,7 +176,10 @@ void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p
 void plan_workspace(DecodePlan& plan) {
   const int64_t units = int64_t(plan.opt.num_heads_kv) *
                         decode_row_chunks(plan.opt.num_heads_q, plan.opt.num_heads_kv, plan.opt.seqlen_q);
-  const size_t bytes = std::max<size_t>(layout(plan.batch, units, plan.max_splits, plan.opt.head_dim_v).total(), 16);
+  // Room for either schedule, so that a call's variant may pick the other one.
+  const size_t bytes = std::max<size_t>({layout(plan.batch, units, plan.max_splits, plan.opt.head_dim_v).total(),
+                                         list_layout(plan.batch, plan.config.sm_count, plan.opt.head_dim_v).total(),
+                                         16});
   plan.workspace = alloc_zeroed(bytes, plan.opt.device_id);
   plan.workspace_bytes = bytes;
 }

@@ -120,7 +120,7 @@ void apply_variant(const std::string& variant, FlashConfig& c) {
 void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm) {
   if (variant.empty()) return;
   const auto v = parse_variant(variant, {"tma", "wide", "persistent", "persistent_ctas", "page_order",
-                                         "pdl", "ctas_per_sm"});
+                                         "pdl", "ctas_per_sm", "list", "list_ctas"});
   const auto get = [&](const char* k, auto& field) {
     if (v.count(k)) field = std::remove_reference_t<decltype(field)>(v.at(k));
   };
@@ -134,6 +134,12 @@ void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm
     c.persistent = true;
   }
   get("persistent", c.persistent);
+  // The work list; a cap on its CTAs turns it on; list=0 wins.
+  if (v.count("list_ctas") && v.at("list_ctas") > 0) {
+    c.list_ctas = v.at("list_ctas");
+    c.list = true;
+  }
+  get("list", c.list);
   if (ctas_per_sm != nullptr && v.count("ctas_per_sm"))
     *ctas_per_sm = std::clamp(v.at("ctas_per_sm"), 1, 64);
 }

@@ -94,6 +94,13 @@ struct PagedTraits {
   static constexpr size_t kTmaRingBytes = size_t(kStages) * 2 * kBN * kD * (kFp8 ? 1 : 2) + 1024;
   // The merge at the end reuses the ring: every consumer warp's 16 rows of O, maxima and sums.
   static constexpr size_t kMergeBytes = size_t(kWarps) * 16 * (kD + 2) * sizeof(float);
+  // Where a persistent CTA's merge scratch starts: past the ring when producers (sm90) may already
+  // be filling it with the next piece's tiles; in it when the consumers copy (sm80: they wait for
+  // each other after every piece).
+  template <bool kTma, bool kBulk>
+  static constexpr size_t scratch_offset() {
+    return !kBulk ? 0 : kTma ? kTmaRingBytes : kRingBytes;
+  }
   // CTAs an SM the registers are budgeted for (128 a thread at two). sm90: two 4-warp CTAs up to
   // D128 (on sm_90a the producers hand theirs to the consumers), one at D256 (its ring alone fills
   // most of shared memory) and one of the 8-warp shape. sm80 (the cp.async path, compiled per
@@ -179,7 +186,8 @@ CUATTN_DEVICE void order_boxes(int w, int lane, int n, int first_key, int box_ke
 // 128-key tiles (PagedTraits). kPersistent: see "work units" below.
 template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false, bool kPersistent = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
-                                  PagedTraits<kD, kFp8, kWide>::kMinBlocks)
+                                  // a persistent row-copy CTA holds its ring and scratch: one an SM
+                                  kPersistent && !kTma ? 1 : PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
   if constexpr (kTma && !CUATTN_BULK_COPY) {  // sm_90a only (the launcher checks): no body below
@@ -187,7 +195,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     return;
   }
   using Tr = PagedTraits<kD, kFp8, kWide>;
-  static_assert(!kPersistent || (kTma && !kWide), "persistent CTAs: the 4-warp TMA kernel");
   constexpr int kBN = Tr::kBN, kDv = Tr::kDv, kOT = kDv / 8;
   using KV = std::conditional_t<kFp8, uint8_t, T>;  // element type in global memory
   // MMA operand type: fp8 pages widen to f16 in one instruction (to bf16 it takes four), so with
@@ -223,16 +230,37 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   const int group = p.num_heads_q / p.num_heads_kv;
   const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
-  // ---- work units ----------------------------------------------------------------------------
-  // A unit is (split, kv head x row chunk, sequence): the coordinates of the launch grid, whose
-  // CTAs each take one. A persistent kernel is launched as one wave of CTAs (the launcher), each
-  // taking units first, first + stride, ... in turn; its ring runs on from one unit into the next
-  // (a slot's stage and phase count the tiles of all of this CTA's units), so the producer copies
-  // the next unit's first tiles while the consumers finish the current one, and the epilogue's
-  // scratch lies past the ring instead of reusing it. (A separate instantiation: the loop costs
-  // the one-unit kernel 1-11 % where it has no use, B16 fp8 D64 the most.)
+  // ---- work ------------------------------------------------------------------------------------
+  // A unit is (sequence, kv head x row chunk): its 16 query rows over every key of the sequence.
+  // A piece of work is a key range of one unit, split `split` of the unit's `nsplits`; a split
+  // piece leaves a partial result in workspace slot slot(split), and the last of the unit's pieces
+  // to count on ws.counters[counter] merges them all in split order.
+  //   grid      (default) the launch grid is (split, unit, sequence), every split `chunk_tokens`
+  //             keys: a CTA takes the piece of its coordinates.
+  //   persistent one wave of CTAs (the launcher), each taking the grid's pieces first,
+  //             first + stride, ... in turn (fp8 grids of several waves).
+  //   list      (ws.list.seq_start set) one wave of CTAs, CTA g taking the pieces of its share of
+  //             the work list (cuattn/worklist.h): every CTA gets the same number of keys whatever
+  //             the lengths, so one long sequence is read by as many CTAs as its length asks for.
+  // A persistent CTA's ring runs on from one piece into the next (a slot's stage and phase count
+  // the tiles of all of its pieces), so the producer copies the next piece's first tiles while the
+  // consumers finish the current one, and the epilogue's scratch lies past the ring instead of
+  // reusing it. (A separate instantiation: the loop costs the one-unit kernel 1-11 % where it has
+  // no use, B16 fp8 D64 the most.)
   const int n_y = kPersistent ? p.num_heads_kv * ((rows_total + 15) / 16) : int(gridDim.y);  // kv heads x row chunks
   const int n_rc = n_y / p.num_heads_kv;  // row chunks per kv head
+  const bool listed = kPersistent && ws.list.seq_start != nullptr;
+  struct Work {
+    int b, yy;              // sequence, unit of the sequence
+    int L;                  // keys of the sequence (clamped)
+    int k_begin, k_end;     // this piece's keys
+    int split, nsplits;     // its place among the unit's pieces
+    int counter;            // the unit's merge count: ws.counters[counter]
+    int64_t slot0;          // grid: the unit's first slot (slot(split) = slot0 + split); list: its first CTA
+  };
+  auto slot_of = [&](const Work& w, int split) -> int64_t {
+    return listed ? split_slot(int(w.slot0), split) : w.slot0 + split;
+  };
 
   // ---- copies and page ids -----------------------------------------------------------------------
   // sm90+ (kBulk): warps kWarps..2*kWarps-1 are producers. Producer thread t moves row t % kBN
@@ -287,15 +315,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   }
 
   int tiles_before = 0;  // ring tiles of this CTA's earlier units
-  auto run_unit = [&](const int split, const int yy, const int b) {
+  auto run_unit = [&](const Work& w) {
+    const int b = w.b, yy = w.yy, L = w.L, split = w.split, nsplits = w.nsplits;
+    const int k_begin = w.k_begin, k_end = w.k_end;
     const int hk = yy / n_rc, rc = yy % n_rc;
-    // ---- this sequence and split --------------------------------------------------------------
-    const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
-    const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
-    const int nsplits = min(max((L + chunk - 1) / chunk, 1), ws.max_splits);
-    if (split >= nsplits) return;
-    const int k_begin = split * chunk;
-    const int k_end = split == nsplits - 1 ? L : min(L, k_begin + chunk);
 
     // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
     const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
@@ -664,7 +687,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     // common max and summed in a fixed order (deterministic) ---------------------------------------
     constexpr int kW = Tr::kWarps;
     // In the ring (free by then), or past it when the ring already holds the next unit's tiles.
-    float* s_m = reinterpret_cast<float*>(smem_raw + (kPersistent ? Tr::kTmaRingBytes : 0));  // [kW][16]
+    float* s_m = reinterpret_cast<float*>(smem_raw + (kPersistent ? Tr::template scratch_offset<kTma, kBulk>() : 0));  // [kW][16]
     float* s_l = s_m + kW * 16;                       // [kW][16]
     float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
     auto max_of_warps = [&](int r) {
@@ -752,9 +775,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
 
     // ---- split-KV: leave the partial result, the last CTA of this row chunk merges -------------
-    const int64_t unit = int64_t(b) * n_y + yy;  // (sequence, kv head, row chunk)
-    float* wo = ws.o + (unit * ws.max_splits + split) * 16 * kDv;
-    float* wl = ws.lse + (unit * ws.max_splits + split) * 16;
+    float* wo = ws.o + slot_of(w, split) * 16 * kDv;
+    float* wl = ws.lse + slot_of(w, split) * 16;
     for (int r = warp; r < rows_here; r += Tr::kWarps) {
       float inv, lse;
       row_stats(r, inv, lse);
@@ -765,9 +787,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     consumer_sync();
     CUATTN_TRACE(3);
     if (tid == 0) {
-      const int done = atomicAdd(ws.counters + unit, 1);
+      const int done = atomicAdd(ws.counters + w.counter, 1);
       s_last = done == nsplits - 1;
-      if (s_last) ws.counters[unit] = 0;  // ready for the next launch (and graph replays)
+      if (s_last) ws.counters[w.counter] = 0;  // ready for the next launch (and graph replays)
     }
     consumer_sync();
     if (!s_last) return;
@@ -779,11 +801,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     // unconditional: an empty split (weight 0) left its partial unwritten this launch, and its
     // stale values are selected away, never multiplied.
     constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
-    const float* po = ws.o + unit * ws.max_splits * 16 * kDv;
-    const float* pl = ws.lse + unit * ws.max_splits * 16;
     float* s_w = s_ow + 16 * kDv + warp * kMaxDecodeSplits;  // this warp's weights (past the result rows)
     auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
-      return __ldcg(reinterpret_cast<const float2*>(po + (sp * 16 + r) * kDv + lane * kPer) + c);
+      return __ldcg(reinterpret_cast<const float2*>(ws.o + (slot_of(w, sp) * 16 + r) * kDv + lane * kPer) + c);
     };
     for (int r = warp; r < rows_here; r += Tr::kWarps) {
       float2 pre[kPre][kPer / 2];
@@ -793,7 +813,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < nsplits ? partial(i, r, c) : make_float2(0.f, 0.f);
       float m = -CUDART_INF_F;
       for (int sp = lane; sp < nsplits; sp += 32) {
-        s_w[sp] = __ldcg(pl + sp * 16 + r);
+        s_w[sp] = __ldcg(ws.lse + slot_of(w, sp) * 16 + r);
         m = fmaxf(m, s_w[sp]);
       }
       m = warp_max(m);
@@ -836,13 +856,36 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
 
   // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
   // under that role's register budget (one loop after both would have the smaller one).
+  // The grid's piece (split, yy, b): false when the sequence has fewer splits.
+  auto grid_piece = [&](int split, int yy, int b, Work& w) {
+    const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
+    const int chunk = ws.chunk_tokens > 0 ? ws.chunk_tokens : max(L, 1);
+    const int nsplits = min(max((L + chunk - 1) / chunk, 1), ws.max_splits);
+    const int k_begin = split * chunk;
+    const int unit = b * n_y + yy;  // (sequence, kv head, row chunk); < 2^31 (the launcher checks)
+    w = Work{b, yy, L, k_begin, split == nsplits - 1 ? L : min(L, k_begin + chunk), split, nsplits, unit,
+             int64_t(unit) * ws.max_splits};
+    return split < nsplits;
+  };
   auto run_units = [&] {
-    if constexpr (kPersistent) {
+    Work w;
+    if (listed) {  // this CTA's share of the work list, in line order
+      const WorkList& list = ws.list;
+      WorkPiece pc;
+      for (bool more = list.first(blockIdx.x, pc); more; more = list.next(blockIdx.x, pc)) {
+        w = Work{pc.seq, pc.unit, list.seq_lens[pc.seq], int(pc.key_begin), int(pc.key_end), pc.split,
+                 pc.num_splits, pc.first_cta, pc.first_cta};
+        run_unit(w);
+        if constexpr (!kBulk) named_barrier_sync(1, Tr::kThreads);  // (sm80: the scratch is the ring)
+      }
+    } else if constexpr (kPersistent) {
       const int n_units = ws.max_splits * n_y * p.batch;  // < 2^31 (the launcher checks)
-      for (int u = blockIdx.x; u < n_units; u += gridDim.x)
-        run_unit(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y);
+      for (int u = blockIdx.x; u < n_units; u += gridDim.x) {
+        if (grid_piece(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y, w)) run_unit(w);
+        if constexpr (!kBulk) named_barrier_sync(1, Tr::kThreads);
+      }
     } else {
-      run_unit(blockIdx.x, blockIdx.y, blockIdx.z);
+      if (grid_piece(blockIdx.x, blockIdx.y, blockIdx.z, w)) run_unit(w);
     }
   };
   if (producer) {

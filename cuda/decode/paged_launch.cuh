@@ -13,13 +13,33 @@
 
 namespace cuattn {
 
+// The work-list schedule (ws.list set): a persistent grid of as many CTAs of `kernel` as fit at
+// once (at most kListCtasPerSm an SM, and DecodeConfig::list_ctas), each taking its share of the
+// list that kernels::build_worklist writes from seq_lens on the device just before, on the same
+// stream (no host sync: the lengths never leave the device, and a captured graph rebuilds the
+// list from each replay's lengths). Returns the workspace with the list's CTA count and the grid.
+template <typename Kernel>
+SplitWorkspace with_work_list(Kernel kernel, int threads, size_t smem, const PagedParams& p, const DecodeConfig& c,
+                              SplitWorkspace ws, dim3& grid, cudaStream_t stream) {
+  int64_t ctas = int64_t(c.sm_count) * std::min(std::max(resident_ctas(kernel, threads, smem), 1), kListCtasPerSm);
+  if (c.list_ctas > 0) ctas = std::min<int64_t>(ctas, c.list_ctas);
+  ws.list.s.ctas = int(ctas);
+  const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
+  // The host carved these arrays from writable workspace; the kernel only reads them.
+  kernels::build_worklist(p.seq_lens, ws.list.s, max_len, const_cast<int64_t*>(ws.list.seq_start),
+                          const_cast<int32_t*>(ws.list.seq_lens), stream);
+  grid = dim3(unsigned(ctas));
+  return ws;
+}
+
 // The TMA variant: D <= 128 (rows of 128 or 256 bytes in 128-byte panels; fp8 D64's 64-byte rows
 // in one 64-byte-swizzled panel), when the build and the device have sm_90a code, the page size
 // divides a tile (Tr::kBN keys) or is a multiple of it and TMA can describe both caches. False:
-// nothing launched. kPersistent: a grid of more CTAs than fit on the GPU at once (or than
-// DecodeConfig::persistent_ctas) is launched as one wave of at most that many CTAs that take its units in turn
-// (paged_decode_kernel's work units, numbered in 32 bits), with the merge scratch past the ring;
-// false (nothing launched) for a grid that fits, or one of 2^31 units or more.
+// nothing launched. kPersistent: the work list's grid (ws.list set: with_work_list), or else a
+// grid of more CTAs than fit on the GPU at once (or than DecodeConfig::persistent_ctas) launched
+// as one wave of at most that many CTAs that take its units in turn (paged_decode_kernel's work
+// units, numbered in 32 bits); either way with the merge scratch past the ring. False (nothing
+// launched) for a grid that fits, or one of 2^31 units or more, when there is no list.
 template <typename T, int kD, bool kFp8, bool kWide = false, bool kPersistent = false>
 bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorkspace& ws, dim3 grid,
                    cudaStream_t stream) {
@@ -39,7 +59,10 @@ bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorks
     auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide, kPersistent>;
     const size_t smem = kPersistent ? Tr::kTmaRingBytes + Tr::kMergeBytes : std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
-    if constexpr (kPersistent) {
+    SplitWorkspace w = ws;
+    if (kPersistent && ws.list.seq_start != nullptr) {
+      w = with_work_list(kernel, Tr::kBlock, smem, p, c, ws, grid, stream);
+    } else if constexpr (kPersistent) {
       const int64_t wave = std::min<int64_t>(int64_t(c.sm_count) * resident_ctas(kernel, Tr::kBlock, smem),
                                              c.persistent_ctas > 0 ? c.persistent_ctas : INT32_MAX);
       const int64_t units = int64_t(grid.x) * grid.y * grid.z;
@@ -57,7 +80,7 @@ bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorks
         !make_tma_map(&maps.v, p.kv_dtype, p.v_cache, p.head_dim_v, p.page_size, p.num_heads_kv, p.num_pages,
                       p.v_slot_stride, p.v_head_stride, p.v_page_stride, box, kBoxBytes))
       return false;
-    launch_kernel(kernel, grid, Tr::kBlock, smem, stream, c.pdl, p, ws, maps);
+    launch_kernel(kernel, grid, Tr::kBlock, smem, stream, c.pdl, p, w, maps);
     return true;
   }
 }
@@ -71,6 +94,21 @@ template <typename T, int kD, bool kFp8>
 void launch_paged(const PagedParams& p, const DecodeConfig& c, const SplitWorkspace& ws, dim3 grid,
                   cudaStream_t stream) {
   using Tr = PagedTraits<kD, kFp8>;
+  if (ws.list.seq_start != nullptr) {  // the work list: a persistent kernel of every kind
+    if constexpr (kD * (kFp8 ? 1 : 2) <= 128) {
+      if (c.tma && c.wide && run_paged_tma<T, kD, kFp8, true, true>(p, c, ws, grid, stream)) return;
+    }
+    if (c.tma && run_paged_tma<T, kD, kFp8, false, true>(p, c, ws, grid, stream)) return;
+    auto kernel = paged_decode_kernel<T, kD, kFp8, false, false, true>;
+    // The scratch past the ring where the kernel runs sm90 code (its producers run ahead), in it
+    // on sm80 code (Tr::scratch_offset); kernel_has_pdl tells which code the device runs.
+    const size_t smem = kernel_has_pdl(kernel) ? Tr::kRingBytes + Tr::kMergeBytes
+                                               : std::max(Tr::kRingBytes, Tr::kMergeBytes);
+    set_smem_limit(kernel, smem);
+    const SplitWorkspace w = with_work_list(kernel, Tr::kBlock, smem, p, c, ws, grid, stream);
+    launch_kernel(kernel, grid, Tr::kBlock, smem, stream, c.pdl, p, w, PagedTmaMaps{});
+    return;
+  }
   if constexpr (kFp8 && kD <= 128) {
     if (c.tma && c.persistent && run_paged_tma<T, kD, kFp8, false, true>(p, c, ws, grid, stream)) return;
   }

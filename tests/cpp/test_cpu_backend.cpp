@@ -1688,6 +1688,12 @@ static void scheduler_cases() {
   v = a.config;
   apply_variant("persistent_ctas=3", v);
   CHECK(v.persistent && v.persistent_ctas == 3, "a CTA cap makes any grid persistent");
+  CHECK(!a.config.list && !b.config.list, "the work list is not a default");
+  v = a.config;
+  apply_variant("list_ctas=7", v);
+  CHECK(v.list && v.list_ctas == 7, "a cap on the list's CTAs turns the list on");
+  apply_variant("list=0,list_ctas=7", v);
+  CHECK(!v.list, "list=0 wins over a cap");
   for (const char* bad : {"tma", "wide=x", "colour=1", "tma=1x"}) {
     bool threw = false;
     try {

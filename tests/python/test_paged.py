@@ -327,6 +327,49 @@ def test_paged_persistent(rng, device, dtype, case, kv, ctas):
     assert np.array_equal(to_host(out).astype(np.float32), to_host(one_each).astype(np.float32))
 
 
+LIST_CASES = [
+    CASES[0], CASES[2], CASES[3], CASES[4], CASES[6], CASES[7], CASES[8], CASES[11], CASES[-1],
+    ORDER_CASES[0],
+    PagedCase((3000, 0, 31, 1, 700, 64, 0, 5), 16, hq=8, hkv=2),    # skewed, with empty sequences
+    PagedCase((700, 129, 1), 48, hq=8, hkv=2),                      # row copies (48 straddles tiles)
+    PagedCase((2000, 3), 16, sq=3, hq=32, hkv=8, sinks=True, window=(300, 0)),
+    PagedCase((1500, 90), 256, hq=4, hkv=1, d=256),
+]
+
+
+@pytest.mark.parametrize("variant", ["list=1", "list_ctas=1", "list_ctas=7", "list=1,tma=0", "list=1,wide=1"])
+@pytest.mark.parametrize("kv", ["same", "u8"])
+@pytest.mark.parametrize("case", LIST_CASES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_paged_work_list(rng, device, dtype, case, kv, variant):
+    """The work-list schedule (internal _variant "list=1"; "list_ctas=N" caps its persistent grid
+    at N CTAs): every CTA takes an equal share of all (sequence, kv head) units' keys, split
+    anywhere on 64-key boundaries, the splits of a unit merged by the last of its CTAs in split
+    order. Against the oracle with poisoned outputs (empty sequences give zeros and -inf), with and
+    without a plan, and bitwise the same on a second call (fixed merge order)."""
+    _skip_case(case, device)
+    dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)
+    kw = dict(window=case.window, kv_layout=case.kv_layout, softcap=case.softcap, sinks=dev["sinks"])
+    scales = dict(k_scale=0.25, v_scale=0.5) if kv == "u8" else {}
+    ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                                    host["seq_lens"], sinks=host["sinks"], window=case.window,
+                                    kv_layout=case.kv_layout, softcap=case.softcap, **scales)
+    kw.update(scales, **(dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}))
+    args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
+    oshape, lshape = out_shapes(case)
+    out, lse = cuattn.paged_attention(*args, return_lse=True, out=poisoned(oshape, dtype, device),
+                                      lse_out=poisoned(lshape, "float32", device), _variant=variant, **kw)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    assert_empty_rows_zero(out, ref)
+    again = cuattn.paged_attention(*args, _variant=variant, **kw)
+    assert np.array_equal(to_host(out).astype(np.float32), to_host(again).astype(np.float32))
+    plan = cuattn.plan_decode(host["seq_lens"], num_q_heads=case.hq, num_kv_heads=case.hkv,
+                              head_dim=case.d, page_size=case.page, q_len=case.sq or 1, device=device)
+    planned = cuattn.paged_attention(*args, plan=plan, _variant=variant, **kw)
+    assert np.array_equal(to_host(out).astype(np.float32), to_host(planned).astype(np.float32))
+
+
 @pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("page", [1, 8, 16, 32, 48, 64, 80, 96, 128, 256])
 @pytest.mark.parametrize("device,dtype", device_dtype_params())

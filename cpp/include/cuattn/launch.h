@@ -41,6 +41,13 @@ inline constexpr int kFlashTileQ = 128, kFlashTileKV = 64;
 inline constexpr int kDecodeRows = 16;
 inline constexpr int kMaxDecodeSplits = 512;
 inline constexpr int kMinDecodeChunk = 256;
+// The decode work list (cuattn/worklist.h) as the paged kernel uses it: positions of 64 keys (the
+// 4-warp kernel's tile), a unit's set-up and write-out worth two of them, and at most
+// kListCtasPerSm persistent CTAs an SM (the host sizes the partial slots by it; the launcher
+// picks the grid from the kernel's occupancy under that cap).
+inline constexpr int kListGranule = 64;
+inline constexpr int kListOverhead = 2;
+inline constexpr int kListCtasPerSm = 4;
 
 // The head dims this build instantiates, in CUDA builds: CMake's CUATTN_HEAD_DIMS as a string,
 // e.g. "64:128" (a define with commas would not survive nvcc's command line).
@@ -78,6 +85,11 @@ struct SplitWorkspace {
   int* counters = nullptr;  // [b, hk * row chunks], zero between launches
   int chunk_tokens = 0;     // keys per split (a multiple of the page size)
   int max_splits = 1;
+  // The work-list schedule (DecodeConfig::list) when list.seq_start is set: the launcher builds
+  // the list on the device into these arrays (seq_start [batch + 1], seq_lens [batch]) and runs
+  // a persistent grid of list.s.ctas CTAs; partial results then live in 2 * ctas slots of o / lse
+  // (partial_slot) and counters are per CTA ([ctas]). The host fills everything but s.ctas.
+  WorkList list;
 };
 
 namespace kernels {

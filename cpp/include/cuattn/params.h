@@ -155,6 +155,9 @@ struct DecodeConfig {
   int persistent_ctas = 0;   // > 0: at most this many persistent CTAs (and persistent on any grid
                              // of more units); 0: one wave
   int page_order_after = 0;  // > 0: a CTA visits its pages grouped by address after this many tiles
+  bool list = false;         // the work-list schedule: a persistent grid takes balanced key ranges of
+                             // every (sequence, kv head) from one list built on the device
+  int list_ctas = 0;         // > 0: at most this many CTAs for the list (else the occupancy's)
   bool pdl = true;           // programmatic dependent launch (sm90)
   int sm_count = 1;          // of the device (a persistent grid is one wave)
 };
