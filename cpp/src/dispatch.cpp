@@ -38,11 +38,12 @@ WorkspaceLayout layout(int64_t batch, int64_t units, int64_t max_splits, int64_t
 
 // The list schedule (cuattn/worklist.h): a merge count per CTA and two partial slots per CTA
 // (partial_slot), for the most CTAs the launcher may run (kListCtasPerSm an SM), then the list:
-// seq_start [batch + 1] (int64) and the clamped lengths [batch].
+// seq_start [batch + 1] (int64), the clamped lengths [batch] and the units of each sequence [batch]
+// (mixed batches).
 WorkspaceLayout list_layout(int64_t batch, int sm_count, int64_t dv) {
   const int64_t ctas = int64_t(std::max(sm_count, 1)) * kListCtasPerSm;
   WorkspaceLayout l = layout(1, ctas, 2, dv);  // 2 * ctas slots, ctas counters
-  l.list_bytes = size_t(batch + 1) * sizeof(int64_t) + size_t(batch) * sizeof(int32_t);
+  l.list_bytes = size_t(batch + 1) * sizeof(int64_t) + 2 * size_t(batch) * sizeof(int32_t);
   l.batch = batch;
   return l;
 }
@@ -59,6 +60,7 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
     char* list = c + l.counter_bytes + l.o_bytes + l.lse_bytes;
     ws.list.seq_start = reinterpret_cast<const int64_t*>(list);
     ws.list.seq_lens = reinterpret_cast<const int32_t*>(list + size_t(l.batch + 1) * sizeof(int64_t));
+    ws.list.seq_units = ws.list.seq_lens + l.batch;  // written (and read) in mixed batches only
   }
   return ws;
 }
@@ -71,10 +73,17 @@ SplitWorkspace cached(WorkspaceLayout l, int chunk, int max_splits, Stream strea
 
 // The list's shape for this call; the launcher sets its CTA count.
 void shape_list(SplitWorkspace& ws, const PagedParams& p, int64_t units) {
-  ws.list.s.batch = p.batch;
-  ws.list.s.units = int(units);
-  ws.list.s.granule = kListGranule;
-  ws.list.s.overhead = kListOverhead;
+  WorkListShape& s = ws.list.s;
+  s.batch = p.batch;
+  s.units = int(units);
+  s.granule = kListGranule;
+  s.overhead = kListOverhead;
+  if (p.cu_seqlens_q != nullptr) {  // mixed batches: units by each sequence's query tokens
+    s.heads_kv = p.num_heads_kv, s.group = p.num_heads_q / p.num_heads_kv;
+    s.rows = kDecodeRows, s.max_tokens = std::max(p.max_seqlen_q, 0);
+  } else {
+    ws.list.seq_units = nullptr;
+  }
 }
 
 int64_t units_of(const PagedParams& p) {
@@ -133,6 +142,7 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
   if (plan != nullptr) {
     DecodeConfig c = plan->config;
     apply_variant(variant, c);
+    c.list = c.list || p.cu_seqlens_q != nullptr;  // mixed batches run on the work list
     const WorkspaceLayout l = c.list ? list_layout(p.batch, c.sm_count, p.head_dim_v)
                                      : layout(p.batch, units, plan->max_splits, p.head_dim_v);
     if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
@@ -152,6 +162,7 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
   apply_variant(variant, unused, &s.ctas_per_sm);
   DecodeSchedule d = choose_decode(s, current_device_props());
   apply_variant(variant, d.config);
+  d.config.list = d.config.list || p.cu_seqlens_q != nullptr;  // mixed batches run on the work list
   SplitWorkspace ws = carve(nullptr, layout(0, 0, 0, 0), d.chunk_tokens, 1);
   if (d.config.list) {
     ws = cached(list_layout(p.batch, d.config.sm_count, p.head_dim_v), d.chunk_tokens, 1, stream);

@@ -1,6 +1,6 @@
 // worklist.cu — kernels::build_worklist: the decode scheduler's line (cuattn/worklist.h) built on
-// the device from seq_lens, so that a call without a plan needs no host sync and a captured graph
-// rebuilds it on every replay from the lengths of that step.
+// the device from seq_lens (and cu_seqlens_q in mixed batches), so that a call without a plan
+// needs no host sync and a captured graph rebuilds it on every replay from the lengths of that step.
 //
 // One CTA of 1024 threads: thread t takes a contiguous run of sequences, sums their costs, the
 // CTA scans the 1024 sums (warp shuffles, then one warp over the 32 warp totals), and each thread
@@ -29,16 +29,26 @@ __device__ __forceinline__ int64_t clamped_len(const int32_t* lens, int b, int64
   return len < 0 ? 0 : (len > max_len ? max_len : len);
 }
 
+// Positions of sequence b on the line (and its units, when `units` is not null).
+__device__ __forceinline__ int64_t seq_cost(const int32_t* lens, const int32_t* cu_q, int b, const WorkListShape& s,
+                                            int64_t max_len, int* units = nullptr) {
+  const int u = cu_q ? packed_units(int64_t(cu_q[b + 1]) - cu_q[b], s) : s.units;
+  if (units) *units = u;
+  return int64_t(u) * unit_cost(clamped_len(lens, b, max_len), s);
+}
+
 __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t* __restrict__ lens,
                                                                   const WorkListShape s, const int64_t max_len,
                                                                   int64_t* __restrict__ seq_start,
-                                                                  int32_t* __restrict__ clamped) {
+                                                                  int32_t* __restrict__ clamped,
+                                                                  const int32_t* __restrict__ cu_q,
+                                                                  int32_t* __restrict__ seq_units) {
   __shared__ int64_t warp_total[kThreads / 32];
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
   const int per = (s.batch + kThreads - 1) / kThreads;
   const int b0 = min(t * per, s.batch), b1 = min(b0 + per, s.batch);
   int64_t mine = 0;
-  for (int b = b0; b < b1; ++b) mine += int64_t(s.units) * unit_cost(clamped_len(lens, b, max_len), s);
+  for (int b = b0; b < b1; ++b) mine += seq_cost(lens, cu_q, b, s, max_len);
   const int64_t incl = warp_inclusive_scan(mine, lane);
   if (lane == 31) warp_total[warp] = incl;
   __syncthreads();
@@ -49,10 +59,11 @@ __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t*
   __syncthreads();
   int64_t at = incl - mine + (warp > 0 ? warp_total[warp - 1] : 0);  // exclusive start of this run
   for (int b = b0; b < b1; ++b) {
-    const int64_t len = clamped_len(lens, b, max_len);
-    clamped[b] = int32_t(len);
+    int units = 0;
+    clamped[b] = int32_t(clamped_len(lens, b, max_len));
     seq_start[b] = at;
-    at += int64_t(s.units) * unit_cost(len, s);
+    at += seq_cost(lens, cu_q, b, s, max_len, &units);
+    if (cu_q) seq_units[b] = units;
   }
   if (t == kThreads - 1) seq_start[s.batch] = warp_total[31];
 }
@@ -60,9 +71,10 @@ __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t*
 }  // namespace
 
 void kernels::build_worklist(const int32_t* seq_lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
-                             int32_t* clamped_lens, Stream stream) {
+                             int32_t* clamped_lens, Stream stream, const int32_t* cu_seqlens_q,
+                             int32_t* seq_units) {
   build_worklist_kernel<<<1, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(seq_lens, s, max_len, seq_start,
-                                                                               clamped_lens);
+                                                                               clamped_lens, cu_seqlens_q, seq_units);
   check_launch("build_worklist_kernel launch");
 }
 

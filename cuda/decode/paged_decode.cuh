@@ -79,6 +79,9 @@ struct PagedTraits {
   // kThreads x (40 + 216) = 64K / (CTAs an SM).
   static constexpr bool kRegRealloc = kD <= 128;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 216;
+  // Persistent CTAs: the producer also walks the work (the list's pieces, each sequence's rows),
+  // which spilled at 40 registers.
+  static constexpr int kPersistentProducerRegs = 48, kPersistentConsumerRegs = 208;
   // Ring depth, measured (H100, bench/NOTES.md): 16-bit K/V 3 tiles (2 at D256; 4 or more at D128
   // lost 2-16 %). fp8 tiles hold half the bytes: D64 and D256 gain from more tiles (6: +5 %;
   // 4: one CTA an SM needs them), D128 loses 3-4 % at 6; wide (128-key) tiles: 3, but 6 for fp8
@@ -228,7 +231,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   grid_dependency_wait();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t4 = lane % 4;
   const int group = p.num_heads_q / p.num_heads_kv;
-  const int rows_total = group * p.seqlen_q;  // query rows of this kv head: (token, member)
 
   // ---- work ------------------------------------------------------------------------------------
   // A unit is (sequence, kv head x row chunk): its 16 query rows over every key of the sequence.
@@ -247,11 +249,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // consumers finish the current one, and the epilogue's scratch lies past the ring instead of
   // reusing it. (A separate instantiation: the loop costs the one-unit kernel 1-11 % where it has
   // no use, B16 fp8 D64 the most.)
-  const int n_y = kPersistent ? p.num_heads_kv * ((rows_total + 15) / 16) : int(gridDim.y);  // kv heads x row chunks
-  const int n_rc = n_y / p.num_heads_kv;  // row chunks per kv head
+  // Units of a sequence (grid): kv heads x row chunks of 16 query rows (token, group member).
+  const int n_y = kPersistent ? p.num_heads_kv * ((group * p.seqlen_q + 15) / 16) : int(gridDim.y);
   const bool listed = kPersistent && ws.list.seq_start != nullptr;
   struct Work {
     int b, yy;              // sequence, unit of the sequence
+    int sq, n_rc;           // the sequence's query tokens, its row chunks per kv head
+    int64_t q0;             // its first query row (mixed batches; else 0)
     int L;                  // keys of the sequence (clamped)
     int k_begin, k_end;     // this piece's keys
     int split, nsplits;     // its place among the unit's pieces
@@ -318,10 +322,14 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   auto run_unit = [&](const Work& w) {
     const int b = w.b, yy = w.yy, L = w.L, split = w.split, nsplits = w.nsplits;
     const int k_begin = w.k_begin, k_end = w.k_end;
-    const int hk = yy / n_rc, rc = yy % n_rc;
+    const int hk = yy / w.n_rc, rc = yy % w.n_rc;
+    const int rows_total = group * w.sq;  // query rows of this kv head: (token, member)
+    // A row chunk past the sequence's rows (mixed batches whose cu_seqlens_q was not checked)
+    // has nothing to do: every piece of its unit skips it alike, so no merge waits for it.
+    if (rc * 16 >= rows_total) return;
 
     // Query row r of this CTA is global row R = rc*16 + r: token R / group, head hk*group + R % group.
-    const DenseMask mask(p.seqlen_q, L, p.causal, p.window_left, p.window_right);
+    const DenseMask mask(w.sq, L, p.causal, p.window_left, p.window_right);
     const int t_lo = (rc * 16) / group;
     const int t_hi = min(rc * 16 + 15, rows_total - 1) / group;
     int lo, hi;
@@ -498,7 +506,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         const int R = rc * 16 + g + 8 * hf;
         const bool valid = R < rows_total;
         const int tq = valid ? R / group : 0, hq = hk * group + (valid ? R % group : 0);
-        const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + tq * p.q_row_stride + hq * p.q_head_stride;
+        const T* qrow = static_cast<const T*>(p.q) + b * p.q_batch_stride + (w.q0 + tq) * p.q_row_stride + hq * p.q_head_stride;
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) {
           // k positions 2t4 (+1) and 2t4 + 8 (+9) of the step are dims c and c + c8 (fp8: K's order)
@@ -756,10 +764,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         f *= __expf(lse - top) / l;
         lse = top + __logf(l);
       }
-      T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + tq * p.o_row_stride + hq * p.o_head_stride;
+      T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + (w.q0 + tq) * p.o_row_stride + hq * p.o_head_stride;
       for (int d = lane * 2; d < p.head_dim_v; d += 64)
         *reinterpret_cast<uint32_t*>(out + d) = pack2<T>(orow[d] * f, orow[d + 1] * f);
-      if (p.lse != nullptr && lane == 0) p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + tq] = lse;
+      if (p.lse != nullptr && lane == 0) p.lse[b * p.lse_batch_stride + hq * p.lse_head_stride + w.q0 + tq] = lse;
     };
 
     if (nsplits == 1) {
@@ -863,8 +871,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     const int nsplits = min(max((L + chunk - 1) / chunk, 1), ws.max_splits);
     const int k_begin = split * chunk;
     const int unit = b * n_y + yy;  // (sequence, kv head, row chunk); < 2^31 (the launcher checks)
-    w = Work{b, yy, L, k_begin, split == nsplits - 1 ? L : min(L, k_begin + chunk), split, nsplits, unit,
-             int64_t(unit) * ws.max_splits};
+    w = Work{b, yy, p.seqlen_q, n_y / p.num_heads_kv, 0, L, k_begin, split == nsplits - 1 ? L : min(L, k_begin + chunk),
+             split, nsplits, unit, int64_t(unit) * ws.max_splits};
     return split < nsplits;
   };
   auto run_units = [&] {
@@ -873,8 +881,15 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
       const WorkList& list = ws.list;
       WorkPiece pc;
       for (bool more = list.first(blockIdx.x, pc); more; more = list.next(blockIdx.x, pc)) {
-        w = Work{pc.seq, pc.unit, list.seq_lens[pc.seq], int(pc.key_begin), int(pc.key_end), pc.split,
-                 pc.num_splits, pc.first_cta, pc.first_cta};
+        // Mixed batches: the sequence's rows, clamped inside q ([total_q, ...]) whatever cu_seqlens_q holds.
+        int sq = p.seqlen_q;
+        int64_t q0 = 0;
+        if (p.cu_seqlens_q != nullptr) {
+          q0 = min(max(p.cu_seqlens_q[pc.seq], 0), p.total_q);
+          sq = min(min(max(p.cu_seqlens_q[pc.seq + 1] - p.cu_seqlens_q[pc.seq], 0), p.max_seqlen_q), int(p.total_q - q0));
+        }
+        w = Work{pc.seq, pc.unit, sq, list.units_of(pc.seq) / p.num_heads_kv, q0, list.seq_lens[pc.seq],
+                 int(pc.key_begin), int(pc.key_end), pc.split, pc.num_splits, pc.first_cta, pc.first_cta};
         run_unit(w);
         if constexpr (!kBulk) named_barrier_sync(1, Tr::kThreads);  // (sm80: the scratch is the ring)
       }
@@ -889,12 +904,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     }
   };
   if (producer) {
-    if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_dec<Tr::kProducerRegs>();  // the whole warpgroup
+    if constexpr (kBulk && Tr::kRegRealloc)  // the whole warpgroup
+      setmaxnreg_dec<kPersistent ? Tr::kPersistentProducerRegs : Tr::kProducerRegs>();
     if (kPersistent && warp != Tr::kWarps) return;  // the sorter warps: a persistent CTA never orders
     run_units();
     return;
   }
-  if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_inc<Tr::kConsumerRegs>();
+  if constexpr (kBulk && Tr::kRegRealloc) setmaxnreg_inc<kPersistent ? Tr::kPersistentConsumerRegs : Tr::kConsumerRegs>();
   run_units();
 }
 

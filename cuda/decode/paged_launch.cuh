@@ -27,7 +27,8 @@ SplitWorkspace with_work_list(Kernel kernel, int threads, size_t smem, const Pag
   const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
   // The host carved these arrays from writable workspace; the kernel only reads them.
   kernels::build_worklist(p.seq_lens, ws.list.s, max_len, const_cast<int64_t*>(ws.list.seq_start),
-                          const_cast<int32_t*>(ws.list.seq_lens), stream);
+                          const_cast<int32_t*>(ws.list.seq_lens), stream, p.cu_seqlens_q,
+                          const_cast<int32_t*>(ws.list.seq_units));
   grid = dim3(unsigned(ctas));
   return ws;
 }

@@ -43,17 +43,21 @@ static int g_failures = 0;
 struct Built {
   WorkListShape s;
   std::vector<int64_t> start;
-  std::vector<int32_t> lens;
-  WorkList view() const { return WorkList{s, start.data(), lens.data()}; }
+  std::vector<int32_t> lens, units;  // units: mixed batches only
+  WorkList view() const { return WorkList{s, start.data(), lens.data(), units.empty() ? nullptr : units.data()}; }
 };
 
-static Built build(const std::vector<int32_t>& lens, WorkListShape s, int64_t max_len) {
+// cu: cu_seqlens_q [batch + 1] of a mixed batch, or empty.
+static Built build(const std::vector<int32_t>& lens, WorkListShape s, int64_t max_len,
+                   const std::vector<int32_t>& cu = {}) {
   Built b;
   s.batch = int(lens.size());
   b.s = s;
   b.start.resize(lens.size() + 1);
   b.lens.resize(lens.size());
-  build_worklist(lens.data(), s, max_len, b.start.data(), b.lens.data());
+  if (!cu.empty()) b.units.resize(lens.size());
+  build_worklist(lens.data(), s, max_len, b.start.data(), b.lens.data(), cu.empty() ? nullptr : cu.data(),
+                 cu.empty() ? nullptr : b.units.data());
   return b;
 }
 
@@ -79,17 +83,24 @@ static Partial attend(int b, int u, int64_t k0, int64_t k1) {
 }
 
 static void check_list(const std::vector<int32_t>& raw, const WorkListShape& shape, int64_t max_len,
-                       const char* name) {
-  const Built built = build(raw, shape, max_len);
+                       const char* name, const std::vector<int32_t>& cu = {}) {
+  const Built built = build(raw, shape, max_len, cu);
   const WorkList list = built.view();
   const WorkListShape& s = built.s;
-  const int B = s.batch, U = s.units;
+  const int B = s.batch;
+  int U = cu.empty() ? s.units : 0;  // the most units of a sequence (arrays below are [B][U])
+  for (int b = 0; b < B && !cu.empty(); ++b) {
+    EXPECT(list.units_of(b) == packed_units(int64_t(cu[size_t(b) + 1]) - cu[size_t(b)], s),
+           "%s: sequence %d has %d units", name, b, list.units_of(b));
+    U = std::max(U, list.units_of(b));
+  }
   // Same lengths, same line.
-  const Built again = build(raw, shape, max_len);
+  const Built again = build(raw, shape, max_len, cu);
   EXPECT(again.start == built.start, "%s: the line differs between two builds", name);
 
+  // (A mixed batch whose sequences have no query tokens has an empty line: no CTA is active.)
   const int active = B == 0 ? 0 : list.active_ctas();
-  if (B > 0) {
+  if (B > 0 && list.total() > 0) {
     EXPECT(active >= 1 && active <= s.ctas, "%s: active ctas %d of %d", name, active, s.ctas);
     const int64_t lo = list.total() / active;
     for (int g = 0; g < active; ++g) {
@@ -113,6 +124,8 @@ static void check_list(const std::vector<int32_t>& raw, const WorkListShape& sha
     for (bool more = B > 0 && list.first(g, p); more; more = list.next(g, p)) {
       ++pieces;
       EXPECT(g < active, "%s: inactive cta %d got a piece", name, g);
+      EXPECT(p.unit < list.units_of(p.seq), "%s: unit %d of sequence %d (%d units)", name, p.unit, p.seq,
+             list.units_of(p.seq));
       const size_t unit = size_t(p.seq) * U + p.unit;
       const int64_t len = built.lens[size_t(p.seq)];
       const int64_t pos = list.seq_start[p.seq] + int64_t(p.unit) * unit_cost(len, s);
@@ -163,6 +176,7 @@ static void check_list(const std::vector<int32_t>& raw, const WorkListShape& sha
   for (int b = 0; b < B; ++b)
     for (int u = 0; u < U; ++u) {
       const size_t unit = size_t(b) * U + u;
+      if (u >= list.units_of(b)) continue;
       const int64_t len = built.lens[size_t(b)];
       if (len == 0) {
         EXPECT(empty_writes[unit] == 1, "%s: empty unit (%d, %d) written %d times", name, b, u, empty_writes[unit]);
@@ -184,30 +198,47 @@ static void check_list(const std::vector<int32_t>& raw, const WorkListShape& sha
   EXPECT(worst < 1e-9, "%s: merged result off by %g", name, worst);
 }
 
+// cu_seqlens_q of a mixed batch: decodes (1 token), chunked prefills (up to max_tokens), and
+// sequences of no query tokens.
+template <class Uni>
+static std::vector<int32_t> mixed_cu(int B, int max_tokens, Uni&& uni) {
+  std::vector<int32_t> cu(size_t(B) + 1, 0);
+  for (int b = 0; b < B; ++b) {
+    const int kind = uni(0, 3);
+    cu[size_t(b) + 1] = cu[size_t(b)] + (kind == 0 ? 0 : kind == 1 ? uni(1, max_tokens) : 1);
+  }
+  return cu;
+}
 #ifdef CUATTN_WITH_CUDA
 // The device builder against the host one, on the same lengths (raw: negatives and lengths past
 // max_len included, which both clamp).
-static bool device_builder_matches(const std::vector<int32_t>& raw, WorkListShape s, int64_t max_len) {
+static bool device_builder_matches(const std::vector<int32_t>& raw, WorkListShape s, int64_t max_len,
+                                   const std::vector<int32_t>& cu = {}) {
   s.batch = int(raw.size());
-  const Built host = build(raw, s, max_len);
-  int32_t *d_lens = nullptr, *d_clamped = nullptr;
+  const Built host = build(raw, s, max_len, cu);
+  int32_t *d_lens = nullptr, *d_clamped = nullptr, *d_cu = nullptr, *d_units = nullptr;
   int64_t* d_start = nullptr;
   const size_t n = std::max<size_t>(raw.size(), 1);
   if (cudaMalloc(&d_lens, n * 4) != cudaSuccess || cudaMalloc(&d_clamped, n * 4) != cudaSuccess ||
-      cudaMalloc(&d_start, (n + 1) * 8) != cudaSuccess) {
+      cudaMalloc(&d_start, (n + 1) * 8) != cudaSuccess || cudaMalloc(&d_cu, (n + 1) * 4) != cudaSuccess ||
+      cudaMalloc(&d_units, n * 4) != cudaSuccess) {
     std::printf("FAIL: cudaMalloc\n");
     return false;
   }
   cudaMemcpy(d_lens, raw.data(), raw.size() * 4, cudaMemcpyHostToDevice);
-  kernels::build_worklist(d_lens, s, max_len, d_start, d_clamped, nullptr);
+  if (!cu.empty()) cudaMemcpy(d_cu, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice);
+  kernels::build_worklist(d_lens, s, max_len, d_start, d_clamped, nullptr, cu.empty() ? nullptr : d_cu, d_units);
   std::vector<int64_t> start(raw.size() + 1);
-  std::vector<int32_t> clamped(raw.size());
+  std::vector<int32_t> clamped(raw.size()), units(cu.empty() ? 0 : raw.size());
   cudaMemcpy(start.data(), d_start, start.size() * 8, cudaMemcpyDeviceToHost);
   cudaMemcpy(clamped.data(), d_clamped, clamped.size() * 4, cudaMemcpyDeviceToHost);
-  const bool ok = cudaDeviceSynchronize() == cudaSuccess && start == host.start && clamped == host.lens;
-  cudaFree(d_lens), cudaFree(d_clamped), cudaFree(d_start);
+  if (!cu.empty()) cudaMemcpy(units.data(), d_units, units.size() * 4, cudaMemcpyDeviceToHost);
+  const bool ok = cudaDeviceSynchronize() == cudaSuccess && start == host.start && clamped == host.lens &&
+                  units == host.units;
+  cudaFree(d_lens), cudaFree(d_clamped), cudaFree(d_start), cudaFree(d_cu), cudaFree(d_units);
   return ok;
 }
+
 #endif
 
 int main() {
@@ -253,6 +284,27 @@ int main() {
     const std::string name = "random " + std::to_string(it);
     check_list(lens, s, max_len, name.c_str()), ++cases;
   }
+  // Mixed batches: 8 chunked prefills of 512 tokens over 4096 cached beside 56 decodes (GQA 32/8:
+  // 4 rows a token), then random ones.
+  {
+    std::vector<int32_t> lens(64, 4096), cu(65, 0);
+    for (int b = 0; b < 64; ++b) cu[size_t(b) + 1] = cu[size_t(b)] + (b < 8 ? 512 : 1);
+    WorkListShape s{0, 0, 64, 2, 132};
+    s.heads_kv = 8, s.group = 4, s.rows = 16, s.max_tokens = 512;
+    check_list(lens, s, 1 << 30, "mixed 8 x 512 + 56 x 1 tokens", cu), ++cases;
+  }
+  for (int it = 0; it < 150; ++it) {
+    const int B = uni(1, 30);
+    std::vector<int32_t> lens(static_cast<size_t>(B));
+    for (auto& l : lens) l = uni(0, 4) == 0 ? 0 : uni(1, 900);
+    WorkListShape s;
+    s.granule = std::vector<int>{1, 16, 64}[size_t(uni(0, 2))];
+    s.overhead = uni(1, 4);
+    s.ctas = uni(1, 200);
+    s.heads_kv = uni(1, 4), s.group = uni(1, 8), s.rows = 16, s.max_tokens = uni(1, 40);
+    const std::string name = "mixed " + std::to_string(it);
+    check_list(lens, s, 1 << 30, name.c_str(), mixed_cu(B, s.max_tokens, uni)), ++cases;
+  }
   std::printf("worklist: %d cases, %d failures\n", cases, g_failures);
 #ifdef CUATTN_WITH_CUDA
   int devices = 0;
@@ -263,7 +315,9 @@ int main() {
       std::vector<int32_t> lens(static_cast<size_t>(B));
       for (auto& l : lens) l = uni(-3, 9000);
       WorkListShape s{0, uni(1, 16), 64, uni(1, 5), 132};
-      if (!device_builder_matches(lens, s, uni(0, 1) ? 4096 : (1 << 30))) {
+      s.heads_kv = uni(1, 8), s.group = uni(1, 8), s.max_tokens = uni(1, 600);
+      const std::vector<int32_t> cu = it % 2 ? mixed_cu(B, s.max_tokens + 5, uni) : std::vector<int32_t>{};
+      if (!device_builder_matches(lens, s, uni(0, 1) ? 4096 : (1 << 30), cu)) {
         std::printf("FAIL: the device builder differs from the host one (batch %d)\n", B);
         ++g_failures;
       }

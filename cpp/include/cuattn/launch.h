@@ -99,10 +99,12 @@ void paged_attention(const PagedParams& p, const DecodeConfig& c, const SplitWor
 void append_paged_kv(const AppendParams& p, Stream stream);
 void merge_states(const MergeParams& p, Stream stream);
 // The decode scheduler's line for seq_lens [s.batch] (device), clamped to [0, max_len]:
-// seq_start [s.batch + 1] and clamped_lens [s.batch] (device), as build_worklist computes them on
-// the host (cuattn/worklist.h).
+// seq_start [s.batch + 1] and clamped_lens [s.batch] (device), and with cu_seqlens_q [s.batch + 1]
+// (mixed batches) seq_units [s.batch], as build_worklist computes them on the host
+// (cuattn/worklist.h).
 void build_worklist(const int32_t* seq_lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
-                    int32_t* clamped_lens, Stream stream);
+                    int32_t* clamped_lens, Stream stream, const int32_t* cu_seqlens_q = nullptr,
+                    int32_t* seq_units = nullptr);
 }  // namespace kernels
 
 }  // namespace cuattn

@@ -80,6 +80,11 @@ struct PagedParams {
   const int32_t* seq_lens = nullptr;     // [b] tokens in the cache, new ones included
   void* o = nullptr;     // [b, sq, hq, dv]
   float* lse = nullptr;  // [b, hq, sq]; row stride 1; may be null
+  // Mixed batches (null: every sequence has seqlen_q query tokens): sequence b's query tokens are
+  // rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 of q / o ([total_q, hq, d], batch strides 0)
+  // and of lse ([hq, total_q]), at most max_seqlen_q of them.
+  const int32_t* cu_seqlens_q = nullptr;
+  int max_seqlen_q = 0, total_q = 0;
   const float* sinks = nullptr;        // [hq] or null
   const float* k_scale_ptr = nullptr;  // device scalar; overrides k_scale when set
   const float* v_scale_ptr = nullptr;

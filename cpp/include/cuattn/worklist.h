@@ -21,6 +21,11 @@
 // host sync), and the same split of the same lengths on every run, so results are bitwise
 // reproducible.
 //
+// Mixed batches. When sequences have different numbers of query tokens (cu_seqlens_q: chunked
+// prefills beside decodes), a sequence's unit count follows its own tokens: kv heads x row chunks
+// of `rows` query rows, group rows a token (seq_units, written by the builders). A sequence of no
+// query tokens has no units and takes no room on the line.
+//
 // Split units. A split piece leaves its normalised partial output and LSE in a slot of the
 // workspace, and the last of the unit's pieces to finish merges all of them in split order
 // (one combine, fixed order). Slots need no allocation by length: a piece that is a unit's first
@@ -40,7 +45,16 @@ struct WorkListShape {
   int granule = 64;  // keys a position stands for (the kernel's tile, a multiple of the page), >= 1
   int overhead = 1;  // positions a unit's set-up and write-out are worth, >= 1
   int ctas = 1;      // CTAs of the persistent grid, >= 1
+  // Mixed batches (the builders' cu_seqlens_q): units of a sequence of t query tokens are
+  // heads_kv * ceil(group * t / rows), t clamped to [0, max_tokens].
+  int heads_kv = 1, group = 1, rows = 16, max_tokens = 1;
 };
+
+// Units of a sequence with `tokens` query tokens in a mixed batch.
+CUATTN_HD int packed_units(int64_t tokens, const WorkListShape& s) {
+  const int64_t t = tokens < 0 ? 0 : tokens > s.max_tokens ? s.max_tokens : tokens;
+  return int(s.heads_kv * ((s.group * t + s.rows - 1) / s.rows));
+}
 
 // Positions one unit of a sequence of `len` keys takes on the line.
 CUATTN_HD int64_t unit_cost(int64_t len, const WorkListShape& s) {
@@ -59,6 +73,9 @@ struct WorkList {
   WorkListShape s;
   const int64_t* seq_start = nullptr;  // [batch + 1]: line position of sequence b's first unit; [batch] = total
   const int32_t* seq_lens = nullptr;   // [batch], the lengths the list was built from (already clamped)
+  const int32_t* seq_units = nullptr;  // [batch] units of each sequence (mixed batches), else s.units each
+
+  CUATTN_HD int units_of(int b) const { return seq_units != nullptr ? seq_units[b] : s.units; }
 
   CUATTN_HD int64_t total() const { return seq_start[s.batch]; }
   // CTAs with a non-empty share: never more than there are positions, so every share has one.
@@ -75,7 +92,7 @@ struct WorkList {
     return int(g < n - 1 ? g : n - 1);
   }
   // The sequence whose units hold position x: the last b with seq_start[b] <= x (binary search;
-  // every sequence takes at least `units * overhead` positions, so the starts increase strictly).
+  // a sequence of no units starts where the next one does, so the last such b holds x).
   CUATTN_HD int seq_of(int64_t x) const {
     int lo = 0, hi = s.batch - 1;
     while (lo < hi) {
@@ -118,13 +135,13 @@ struct WorkList {
     return scan(g, b, int((lo - seq_start[b]) / unit_cost(seq_lens[b], s)), p);
   }
   CUATTN_HD bool next(int g, WorkPiece& p) const {
-    return p.unit + 1 < s.units ? scan(g, p.seq, p.unit + 1, p) : scan(g, p.seq + 1, 0, p);
+    return p.unit + 1 < units_of(p.seq) ? scan(g, p.seq, p.unit + 1, p) : scan(g, p.seq + 1, 0, p);
   }
   // The first piece of CTA g's share in unit (b, u) or a later one.
   CUATTN_HD bool scan(int g, int b, int u, WorkPiece& p) const {
     const int64_t lo = begin(g), hi = begin(g + 1);
     for (; b < s.batch && seq_start[b] < hi; ++b, u = 0)
-      for (; u < s.units; ++u) {
+      for (; u < units_of(b); ++u) {
         if (seq_start[b] + int64_t(u) * unit_cost(seq_lens[b], s) >= hi) return false;
         if (piece(b, u, lo, hi, p)) return true;
       }
@@ -139,17 +156,21 @@ CUATTN_HD int partial_slot(int g, int split) { return 2 * g + (split == 0 ? 1 : 
 // CTA first_cta + i (the shares between a unit's first and last split hold nothing else).
 CUATTN_HD int split_slot(int first_cta, int split) { return partial_slot(first_cta + split, split); }
 
-// The line for `lens` (clamped to [0, max_len]): seq_start[0..batch] and the clamped lengths.
+// The line for `lens` (clamped to [0, max_len]): seq_start[0..batch] and the clamped lengths;
+// with cu_seqlens_q [batch + 1] (mixed batches) also each sequence's units, seq_units [batch].
 // The host builder; the device builder (kernels::build_worklist) computes the same integers.
 inline void build_worklist(const int32_t* lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
-                           int32_t* clamped_lens) {
+                           int32_t* clamped_lens, const int32_t* cu_seqlens_q = nullptr,
+                           int32_t* seq_units = nullptr) {
   int64_t at = 0;
   for (int b = 0; b < s.batch; ++b) {
     int64_t len = lens[b] < 0 ? 0 : lens[b];
     if (len > max_len) len = max_len;
     clamped_lens[b] = int32_t(len);
+    const int units = cu_seqlens_q ? packed_units(int64_t(cu_seqlens_q[b + 1]) - cu_seqlens_q[b], s) : s.units;
+    if (cu_seqlens_q) seq_units[b] = units;
     seq_start[b] = at;
-    at += int64_t(s.units) * unit_cost(len, s);
+    at += int64_t(units) * unit_cost(len, s);
   }
   seq_start[s.batch] = at;
 }
