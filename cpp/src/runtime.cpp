@@ -84,6 +84,35 @@ void cuda::free_sync(void* ptr, int device) {
   cudaSetDevice(cur);
 }
 
+void cuda::copy_to_host(const std::vector<std::pair<const void*, size_t>>& ranges, char* dst,
+                        Stream stream) {
+  size_t total = 0;
+  for (const auto& r : ranges) total += r.second;
+  if (total == 0) return;
+  // Pinned, so that the copies are truly asynchronous and one sync waits for all of them (a
+  // copy into pageable memory would return only once it is done: one sync per array).
+  static std::mutex mu;
+  static char* staging = nullptr;
+  static size_t staging_bytes = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (staging_bytes < total) {
+    if (staging) cuda_check(cudaFreeHost(staging), "cudaFreeHost(check staging)");
+    staging = nullptr;
+    staging_bytes = 0;
+    const size_t bytes = std::max<size_t>((total + 4095) / 4096 * 4096, 64 << 10);
+    cuda_check(cudaMallocHost(reinterpret_cast<void**>(&staging), bytes), "cudaMallocHost(check staging)");
+    staging_bytes = bytes;
+  }
+  size_t off = 0;
+  for (const auto& r : ranges) {
+    cuda_check(cudaMemcpyAsync(staging + off, r.first, r.second, cudaMemcpyDefault, stream),
+               "cudaMemcpyAsync(check read-back)");
+    off += r.second;
+  }
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize(check read-back)");
+  std::memcpy(dst, staging, total);
+}
+
 void* cuda::cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream) {
   struct Cached {
     void* ptr = nullptr;
