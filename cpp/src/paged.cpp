@@ -73,9 +73,9 @@ int64_t check_paged_contents(const std::vector<int64_t>& lens, const std::vector
   for (size_t b = 0; b < lens.size(); ++b) {
     const int64_t n = cu_q[b + 1] - cu_q[b];
     if (n > lens[b])
-      value_error("cu_seqlens_q gives sequence ", b, " ", n, " new tokens (cu_seqlens_q[", b + 1,
-                  "] - cu_seqlens_q[", b, "]) but seq_lens[", b, "] = ", lens[b],
-                  ": the cache must hold every new token");
+      value_error("cu_seqlens_q[", b + 1, "] - cu_seqlens_q[", b, "] = ", n, " new tokens for "
+                  "sequence ", b, ", but seq_lens[", b, "] = ", lens[b], ": the cache must hold "
+                  "every new token");
   }
   return longest;
 }
@@ -143,7 +143,7 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   require_ndim(a.block_table, "block_table", 2, "[batch, max_blocks_per_seq]");
   if (a.block_table.shape[0] != B)
     value_error("block_table has ", a.block_table.shape[0], " rows but ", batch_from, " ", B,
-                mixed ? " sequences" : "");
+                mixed ? " sequence(s) (its shape[0] - 1)" : "");
   require_last_contiguous(a.block_table, "block_table");
   require_dtype(a.seq_lens, "seq_lens", {DType::i32});
   require_shape(a.seq_lens, "seq_lens", {B}, "[batch]");
