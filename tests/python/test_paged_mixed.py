@@ -13,104 +13,62 @@ import pytest
 
 import cuattn
 import oracle
-from conftest import (DTYPES, FP8, assert_close, assert_empty_rows_zero, assert_lse,
-                      device_dtype_params, gpu_framework, poisoned, randn, skip_unless_gpu,
-                      to_device, to_host)
+from conftest import (assert_close, assert_empty_rows_zero, assert_lse, device_dtype_params,
+                      gpu_framework, poisoned, randn, skip_unless_gpu, to_device, to_host)
+from test_paged import PagedCase, build_paged
 
 
 @dataclass(frozen=True)
 class MixedCase:
-    n: tuple       # query tokens of each sequence (n_b)
-    lens: tuple    # seq_lens (cached tokens, the new ones included): n_b <= lens[b]
-    page: int
-    hq: int = 8
-    hkv: int = 2
-    d: int = 64
-    dv: int | None = None
-    kv_layout: str = "NHD"
-    window: object = None
-    softcap: float = 0.0
-    sinks: bool = False
+    n: tuple          # query tokens of each sequence (n_b <= paged.lens[b])
+    paged: PagedCase  # seq_lens, page size, heads, head dims, layout, window, softcap, sinks
 
     def __str__(self):
-        s = f"n{'_'.join(map(str, self.n))}-L{'_'.join(map(str, self.lens))}-p{self.page}"
-        s += f"-h{self.hq}x{self.hkv}-d{self.d}" + (f"v{self.dv}" if self.dv else "")
-        s += f"-{self.kv_layout}"
-        for flag in ("softcap", "sinks"):
-            if getattr(self, flag):
-                s += f"-{flag}"
-        if self.window is not None:
-            s += f"-win{self.window}".replace(" ", "")
-        return s
+        return f"n{'_'.join(map(str, self.n))}-{self.paged}"
 
-    @property
-    def head_dim_v(self):
-        return self.d if self.dv is None else self.dv
+
+def mixed(n, lens, page, **kw):
+    return MixedCase(tuple(n), PagedCase(tuple(lens), page, **{"d": 64, **kw}))
 
 
 CASES = [
-    MixedCase((1, 64, 1, 17), (100, 64, 1, 300), 16),               # decodes beside prefill chunks
-    MixedCase((0, 3, 0, 1), (50, 3, 0, 9), 16, hq=4, hkv=1),        # n_b = 0, seq_lens 0
-    MixedCase((2, 1, 5), (7, 1, 5), 1, hq=4, hkv=4),                # page size 1
-    MixedCase((1, 40, 1), (200, 64, 65), 64, hq=16, hkv=1, kv_layout="HND"),
-    MixedCase((1, 33, 8), (300, 47, 8), 16, window=(31, 0), sinks=True),
-    MixedCase((5, 1, 12), (60, 80, 12), 16, softcap=4.0, d=96, kv_layout="HND"),
-    MixedCase((3, 0, 5, 1), (100, 50, 5, 2), 16, window=8, hq=4, hkv=2),
-    MixedCase((2, 7), (40, 23), 16, d=192, dv=128, hq=4, hkv=1),
-    MixedCase((4, 1, 9), (13, 29, 9), 5, hq=6, hkv=3, d=40, sinks=True, softcap=2.0),
-    MixedCase((1, 1, 1, 1, 1), (17, 1, 64, 100, 33), 16),           # decodes only
-    MixedCase((64, 30), (64, 700), 64, hq=8, hkv=8, window=(100, 0)),
-    MixedCase((0, 0), (5, 0), 16),                                  # no query token at all
+    mixed((1, 64, 1, 17), (100, 64, 1, 300), 16),                 # decodes beside prefill chunks
+    mixed((0, 3, 0, 1), (50, 3, 0, 9), 16, hq=4, hkv=1),          # n_b = 0, seq_lens 0
+    mixed((2, 1, 5), (7, 1, 5), 1, hq=4, hkv=4),                  # page size 1
+    mixed((1, 40, 1), (200, 64, 65), 64, hq=16, hkv=1, kv_layout="HND"),
+    mixed((1, 33, 8), (300, 47, 8), 16, window=(31, 0), sinks=True, share_prefix=True),
+    mixed((5, 1, 12), (60, 80, 12), 16, softcap=4.0, d=96, kv_layout="HND"),
+    mixed((3, 0, 5, 1), (100, 50, 5, 2), 16, window=8, hq=4, hkv=2),
+    mixed((2, 7), (40, 23), 16, d=192, dv=128, hq=4, hkv=1),
+    mixed((4, 1, 9), (13, 29, 9), 5, hq=6, hkv=3, d=40, sinks=True, softcap=2.0),
+    mixed((1, 1, 1, 1, 1), (17, 1, 64, 100, 33), 16, buffer=True),  # decodes only; K/V one buffer
+    mixed((64, 30), (64, 700), 64, hq=8, hkv=8, window=(100, 0)),
+    mixed((0, 0), (5, 0), 16),                                    # no query token at all
 ]
 
 
-def build_mixed(rng, case: MixedCase, q_dtype, kv, device):
-    """Random packed q, cu_seqlens_q, caches, block_table (a random permutation of pages, junk
-    past each row's ⌈len/page⌉ entries), seq_lens, sinks. kv: 'same' (q's dtype), 'fp8'
-    (float8_e4m3fn) or 'u8' (uint8 holding e4m3). Returns (device dict, host dict)."""
-    assert all(n <= length for n, length in zip(case.n, case.lens))
-    bsz = len(case.lens)
-    npages = [-(-n // case.page) for n in case.lens]
-    max_blocks = max(npages + [1]) + 1
-    num_blocks = sum(npages) + 3
-    perm = list(rng.permutation(num_blocks))
-    table = np.empty((bsz, max_blocks), np.int32)
-    for b in range(bsz):
-        row = [perm.pop() for _ in range(npages[b])]
-        junk = rng.choice([-1, num_blocks, 10**6], size=max_blocks - npages[b])
-        table[b] = np.concatenate([np.asarray(row, np.int64), junk]).astype(np.int32)
-    per = (case.page, case.hkv) if case.kv_layout == "NHD" else (case.hkv, case.page)
-
-    def cache(dim):
-        x = rng.standard_normal((num_blocks, *per, dim))
-        return (x * 3).astype(FP8) if kv in ("fp8", "u8") else x.astype(DTYPES[kv])
-
-    kc_h, vc_h = cache(case.d), cache(case.head_dim_v)
-    on_dev = (lambda c: to_device(c.view(np.uint8), device)) if kv == "u8" else \
-        (lambda c: to_device(c, device))
+def build_mixed(rng, case: MixedCase, q_dtype, kv_dtype, device):
+    """test_paged's random paged problem (caches, a random block table with junk past each row's
+    ⌈len/page⌉ entries, seq_lens, sinks) with q packed [total_q, Hq, D] and cu_seqlens_q.
+    kv_dtype: a dtype name, 'fp8' or 'u8'. Returns (device dict, host dict)."""
+    assert all(n <= length for n, length in zip(case.n, case.paged.lens))
+    dev, host = build_paged(rng, case.paged, q_dtype, kv_dtype, device)
     cu = np.concatenate([[0], np.cumsum(case.n)]).astype(np.int32)
-    q_h = randn(rng, (int(cu[-1]), case.hq, case.d), q_dtype)
-    sl = np.asarray(case.lens, np.int32)
-    sinks_h = (rng.standard_normal(case.hq) * 2).astype(np.float32) if case.sinks else None
-    dev = dict(q=to_device(q_h, device), k_cache=on_dev(kc_h), v_cache=on_dev(vc_h),
-               block_table=to_device(table, device), seq_lens=to_device(sl, device),
-               cu_seqlens_q=to_device(cu, device),
-               sinks=None if sinks_h is None else to_device(sinks_h, device))
-    host = dict(q=q_h, k_cache=kc_h, v_cache=vc_h, block_table=table, seq_lens=sl,
-                cu_seqlens_q=cu, sinks=sinks_h)
+    host.update(q=randn(rng, (int(cu[-1]), case.paged.hq, case.paged.d), q_dtype), cu_seqlens_q=cu)
+    dev.update(q=to_device(host["q"], device), cu_seqlens_q=to_device(cu, device))
     return dev, host
 
 
 def run_mixed(rng, device, dtype, case, kv="same", *, poison=True, scales=(None, None), **kw):
     """One mixed call (poisoned out=/lse_out= unless poison=False) and its oracle answer."""
-    kv_dtype = dtype if kv == "same" else kv
-    dev, host = build_mixed(rng, case, dtype, kv_dtype, device)
-    args = dict(softcap=case.softcap, window=case.window, kv_layout=case.kv_layout)
+    dev, host = build_mixed(rng, case, dtype, dtype if kv == "same" else kv, device)
+    pc = case.paged
+    args = dict(softcap=pc.softcap, window=pc.window, kv_layout=pc.kv_layout)
     if kv in ("fp8", "u8"):
         args.update(k_scale=scales[0], v_scale=scales[1])
     extra = dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}
     total = int(host["cu_seqlens_q"][-1])
-    oshape, lshape = (total, case.hq, case.head_dim_v), (case.hq, total)
+    oshape, lshape = (total, pc.hq, pc.head_dim_v), (pc.hq, total)
     if poison:
         extra.update(out=poisoned(oshape, dtype, device), lse_out=poisoned(lshape, "float32", device))
     out, lse = cuattn.paged_attention(dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"],
@@ -152,9 +110,7 @@ def test_mixed_batch_fp8(rng, device, dtype, case, kv):
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32", "bfloat16"), gpu=()))
 def test_mixed_batch_page_sizes(rng, device, dtype, page):
     """Page sizes 1, 16, 64 with chunks that start and end mid-page, random block tables."""
-    n = (1, 64, 0, 37, 1)
-    lens = (129, 64, 3, 100, 1)
-    case = MixedCase(n, lens, page, hq=8, hkv=2, d=64, sinks=True)
+    case = mixed((1, 64, 0, 37, 1), (129, 64, 3, 100, 1), page, hq=8, hkv=2, sinks=True)
     out, lse, ref, ref_lse = run_mixed(rng, device, dtype, case)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
@@ -167,25 +123,26 @@ def test_mixed_equals_uniform(rng, device, dtype, sq):
     """With the same query count everywhere a mixed call is the uniform one: q [B, Sq, Hq, D]
     packed row by row gives the same bits, lse [Hq, B*Sq] is lse [B, Hq, Sq] transposed; with
     Sq = 1 also the decode call with q [B, Hq, D]."""
-    case = MixedCase((sq,) * 4, (sq, 70 + sq, 200, 1000), 16, hq=8, hkv=2, d=64,
-                     window=(50, 0), sinks=True, softcap=3.0)
+    case = mixed((sq,) * 4, (sq, 70 + sq, 200, 1000), 16, hq=8, hkv=2, window=(50, 0), sinks=True,
+                 softcap=3.0)
+    pc = case.paged
     dev, host = build_mixed(rng, case, dtype, dtype, device)
     args = (dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
-    kw = dict(sinks=dev["sinks"], window=case.window, softcap=case.softcap, return_lse=True)
+    kw = dict(sinks=dev["sinks"], window=pc.window, softcap=pc.softcap, return_lse=True)
     out, lse = cuattn.paged_attention(dev["q"], *args, cu_seqlens_q=dev["cu_seqlens_q"],
                                       max_seqlen_q=sq, **kw)
-    q4 = host["q"].reshape(4, sq, case.hq, case.d)
+    q4 = host["q"].reshape(4, sq, pc.hq, pc.d)
     u_out, u_lse = cuattn.paged_attention(to_device(q4, device), *args, **kw)
     got = to_host(out).astype(np.float32)
     assert np.array_equal(got, to_host(u_out).astype(np.float32).reshape(got.shape))
-    assert np.array_equal(to_host(lse), to_host(u_lse).transpose(1, 0, 2).reshape(case.hq, 4 * sq))
+    assert np.array_equal(to_host(lse), to_host(u_lse).transpose(1, 0, 2).reshape(pc.hq, 4 * sq))
     if sq == 1:
         d_out, d_lse = cuattn.paged_attention(to_device(q4[:, 0], device), *args, **kw)
         assert np.array_equal(got, to_host(d_out).astype(np.float32))
         assert np.array_equal(to_host(lse), to_host(d_lse).T)
     ref, ref_lse = oracle.paged_ref(q4, host["k_cache"], host["v_cache"], host["block_table"],
-                                    host["seq_lens"], sinks=host["sinks"], window=case.window,
-                                    softcap=case.softcap)
+                                    host["seq_lens"], sinks=host["sinks"], window=pc.window,
+                                    softcap=pc.softcap)
     assert_close(u_out, ref, dtype)
     assert_lse(u_lse, ref_lse, dtype)
 
@@ -194,25 +151,26 @@ def test_mixed_equals_uniform(rng, device, dtype, sq):
 def test_mixed_strided_views(rng, device, dtype):
     """q a head-strided view, a larger max_seqlen_q than needed, out/lse views of wider buffers,
     the block table a row-strided view: each read and written with its strides."""
-    case = MixedCase((3, 1, 8), (10, 33, 8), 16, hq=4, hkv=2, d=32)
+    case = mixed((3, 1, 8), (10, 33, 8), 16, hq=4, hkv=2, d=32)
+    pc = case.paged
     dev, host = build_mixed(rng, case, dtype, dtype, device)
     total = int(host["cu_seqlens_q"][-1])
-    q_base = randn(rng, (total, 2 * case.hq, case.d), dtype)
+    q_base = randn(rng, (total, 2 * pc.hq, pc.d), dtype)
     q_base[:, ::2] = host["q"]
     wide = np.pad(host["block_table"], ((0, 0), (2, 1)), constant_values=-9)
-    out_base = poisoned((total, case.hq, 2 * case.d), dtype, device)
-    lse_base = poisoned((case.hq, total + 5), "float32", device)
+    out_base = poisoned((total, pc.hq, 2 * pc.d), dtype, device)
+    lse_base = poisoned((pc.hq, total + 5), "float32", device)
     out, lse = cuattn.paged_attention(
         to_device(q_base, device)[:, ::2], dev["k_cache"], dev["v_cache"],
         to_device(wide, device)[:, 2:-1], dev["seq_lens"], cu_seqlens_q=dev["cu_seqlens_q"],
-        max_seqlen_q=50, return_lse=True, out=out_base[:, :, :case.d], lse_out=lse_base[:, 1:-4])
+        max_seqlen_q=50, return_lse=True, out=out_base[:, :, :pc.d], lse_out=lse_base[:, 1:-4])
     ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"],
                                     host["block_table"], host["seq_lens"],
                                     cu_seqlens_q=host["cu_seqlens_q"])
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
     # nothing outside the views was written
-    assert np.isnan(to_host(out_base)[:, :, case.d:].astype(np.float32)).all()
+    assert np.isnan(to_host(out_base)[:, :, pc.d:].astype(np.float32)).all()
     lb = to_host(lse_base)
     assert np.isnan(lb[:, :1]).all() and np.isnan(lb[:, -4:]).all()
 
@@ -232,10 +190,10 @@ def test_mixed_zero_sequences(rng):
 
 def test_mixed_refuses_plan(rng):
     """A DecodePlan fixes one q_len for every sequence: with cu_seqlens_q it is a ValueError."""
-    case = MixedCase((1, 4), (10, 20), 16)
+    case = mixed((1, 4), (10, 20), 16)
     dev, _ = build_mixed(rng, case, "float32", "float32", "cpu")
-    plan = cuattn.plan_decode([10, 20], num_q_heads=case.hq, num_kv_heads=case.hkv,
-                              head_dim=case.d, page_size=case.page, q_len=4, device="cpu")
+    plan = cuattn.plan_decode([10, 20], num_q_heads=case.paged.hq, num_kv_heads=case.paged.hkv,
+                              head_dim=case.paged.d, page_size=16, q_len=4, device="cpu")
     with pytest.raises(ValueError, match="plan="):
         cuattn.paged_attention(dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"],
                                dev["seq_lens"], cu_seqlens_q=dev["cu_seqlens_q"], plan=plan)
@@ -247,7 +205,7 @@ def test_mixed_gpu_validates_then_not_implemented(rng):
     query count for every sequence in this version."""
     skip_unless_gpu()
     dtype = "bfloat16"
-    case = MixedCase((1, 5, 0), (10, 40, 3), 16, hq=8, hkv=2, d=128)
+    case = mixed((1, 5, 0), (10, 40, 3), 16, hq=8, hkv=2, d=128)
     dev, host = build_mixed(rng, case, dtype, dtype, "cuda")
     args = (dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"], dev["seq_lens"])
     with pytest.raises(ValueError, match="max_seqlen_q"):

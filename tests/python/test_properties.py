@@ -428,6 +428,24 @@ APPEND_MUTATIONS = {
 }
 
 
+CU_CONTENT = ("cu-short", "cu-long", "cu-decreasing", "cu-first")
+
+
+def bad_cu(cu: np.ndarray, mutation: str) -> None:
+    """Breaks one content rule of a cu_seqlens array (at least 3 entries) in place: the last
+    entry one short or one long, a decrease, or a first entry other than 0."""
+    if mutation == "cu-short":
+        cu[-1] -= 1
+    elif mutation == "cu-long":
+        cu[-1] += 1
+    elif mutation == "cu-decreasing":
+        cu[1] = cu[2] + 1
+    elif mutation == "cu-first":
+        cu[0] = 1
+    else:
+        raise ValueError(mutation)
+
+
 def expect_refused(fn, name, content, check):
     """fn() raises ValueError/TypeError naming `name`; a content error on the GPU without check
     may instead run, without a fault."""
@@ -540,12 +558,8 @@ def hostile_attention(seed, dtype, d, hkv, group, lq, lk, mutation, check):
         kw["out"] = q
     elif mutation == "out-stride0":
         kw["out"] = stride0(tuple(q.shape), dtype)
-    elif mutation == "cu-short":
-        cq[-1] -= 1
-    elif mutation == "cu-long":
-        ck[-1] += 1
-    elif mutation == "cu-decreasing":
-        cq[1] = cq[2] + 1
+    elif mutation in CU_CONTENT:
+        bad_cu(ck if mutation == "cu-long" else cq, mutation)
     kw.setdefault("cu_seqlens_q", dev(cq))
     kw.setdefault("cu_seqlens_k", dev(ck))
     name, content = ATTN_MUTATIONS[mutation]
@@ -611,14 +625,8 @@ def hostile_paged_mixed(seed, dtype, d, b, hkv, group, page, mutation, check):
         a["cu_seqlens_q"] = dev(cu[:-1].copy())
     elif mutation == "max-without-cu":
         a["q"] = dev(host(rng, (b, hq, d), dtype))
-    elif mutation == "cu-short":
-        cu[-1] -= 1
-    elif mutation == "cu-long":
-        cu[-1] += 1
-    elif mutation == "cu-decreasing":
-        cu[1] = cu[2] + 1
-    elif mutation == "cu-first":
-        cu[0] = 1
+    elif mutation in CU_CONTENT:
+        bad_cu(cu, mutation)
     elif mutation == "more-tokens-than-cache":
         lens[0] = counts[0] - 1
         a["seq_lens"] = dev(lens)
