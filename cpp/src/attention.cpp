@@ -331,7 +331,11 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
   require_no_overlap({{&a.out, "out"}}, {{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}});
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
   run_on(a.q, [&] { cpu::naive_attention(p); }, [&] {
-    // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`.
+    // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`; never
+    // while capturing (refused before anything is captured).
+    if (stream_is_capturing(stream))
+      value_error("naive_attention cannot run under CUDA-graph capture: it allocates its score "
+                  "matrix for each call; call it outside the capture");
     const size_t bytes = size_t(q.b) * q.h * q.s * std::max<int64_t>(k.s, 1) * sizeof(float);
     void* ws = device_malloc(bytes, a.q.device_id, stream);
     try {

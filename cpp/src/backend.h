@@ -83,7 +83,8 @@ void copy_to_host(const std::vector<std::pair<const void*, size_t>>& ranges, cha
 // The plan-less split workspace: one growing buffer per (device, stream), stream-ordered
 // (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on `stream`: no host sync), all zeros when
 // it grows. Its counter region keeps the size it was zeroed with: `counter_bytes` is raised to
-// it. Under CUDA-graph capture it cannot grow (ValueError).
+// it. Under CUDA-graph capture it cannot grow (ValueError); a buffer a capture used is never
+// freed, nor given to a later call that is not capturing (see runtime.cpp).
 void* cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream);
 }  // namespace cuda
 
