@@ -101,7 +101,9 @@ void cuda::copy_to_host(const std::vector<std::pair<const void*, size_t>>& range
     staging = nullptr;
     staging_bytes = 0;
     const size_t bytes = std::max<size_t>((total + 4095) / 4096 * 4096, 64 << 10);
-    cuda_check(cudaMallocHost(reinterpret_cast<void**>(&staging), bytes), "cudaMallocHost(check staging)");
+    // Portable: pinned for every device's context (the arrays may live on any device).
+    cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&staging), bytes, cudaHostAllocPortable),
+               "cudaHostAlloc(check staging)");
     staging_bytes = bytes;
   }
   size_t off = 0;
