@@ -345,9 +345,11 @@ NB_MODULE(_cuattn, m) {
   output(pa, "out", &PagedArgs::out);
   output(pa, "lse", &PagedArgs::lse);
   tensor(pa, "sinks", &PagedArgs::sinks);
+  tensor(pa, "cu_seqlens_q", &PagedArgs::cu_seqlens_q);
   tensor(pa, "k_scale_t", &PagedArgs::k_scale_t, false, "k_scale");
   tensor(pa, "v_scale_t", &PagedArgs::v_scale_t, false, "v_scale");
-  pa.def_rw("k_scale", &PagedArgs::k_scale)
+  pa.def_rw("max_seqlen_q", &PagedArgs::max_seqlen_q)
+      .def_rw("k_scale", &PagedArgs::k_scale)
       .def_rw("v_scale", &PagedArgs::v_scale)
       .def_rw("scale", &PagedArgs::scale)
       .def_rw("softcap", &PagedArgs::softcap)

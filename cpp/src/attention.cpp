@@ -79,23 +79,6 @@ void check_window(int64_t left, int64_t right) {
                 ", ", right, ")");
 }
 
-// cu_seqlens contents: start at 0, non-decreasing, last == total (every packed row belongs to a
-// sequence, so every row of out and lse is written). Returns the max length.
-int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64_t total) {
-  if (cu.empty()) value_error(name, " must have at least one element");
-  if (cu[0] != 0) value_error(name, "[0] must be 0, got ", cu[0]);
-  int64_t mx = 0;
-  for (size_t i = 1; i < cu.size(); ++i) {
-    if (cu[i] < cu[i - 1])
-      value_error(name, " must be non-decreasing, but ", name, "[", i, "] = ", cu[i], " < ",
-                  name, "[", i - 1, "] = ", cu[i - 1]);
-    mx = std::max(mx, cu[i] - cu[i - 1]);
-  }
-  if (cu.back() != total)
-    value_error(name, "[-1] = ", cu.back(), " must equal the ", total, " packed rows given");
-  return mx;
-}
-
 void fill_block_mask(const BlockMaskArgs& m, const TensorView& q, int64_t B, int64_t Hq,
                      int64_t Sq, int64_t Sk, BlockMaskParams& bp) {
   const char* names[5] = {"block_mask.kv_num_blocks", "block_mask.kv_indices",
@@ -251,29 +234,32 @@ void attention(const AttentionArgs& a, Stream stream) {
   const Bshd &q = x.q, &k = x.k;
   check_head_dims(a.q, int(q.d), int(x.v.d));
   check_window(a.window_left, a.window_right);
-  check_sinks(a.sinks, a.q, q.h, !a.q.is_cuda() || a.check || env_check(), stream);
+  check_sinks(a.sinks, a.q, q.h);
 
   AttnParams p;
   fill_qkvo(p, a.q, a.k, a.v, a.out, x);
+  // Contents: CPU data always, GPU data with check (every array in one sync).
+  DeviceReads reads(stream, !a.q.is_cuda() || a.check || env_check());
+  const int r_sinks = reads.add(a.sinks);
+  int r_cq = -1, r_ck = -1;
   if (varlen) {
-    for (auto [t, n] : {std::pair{&a.cu_seqlens_q, "cu_seqlens_q"}, {&a.cu_seqlens_k, "cu_seqlens_k"}}) {
-      require_dtype(*t, n, {DType::i32});
-      require_ndim(*t, n, 1, "[num_sequences + 1]");
-      require_same_device(*t, n, a.q, "q");
-      require_last_contiguous(*t, n);
-    }
+    for (auto [t, n] : {std::pair{&a.cu_seqlens_q, "cu_seqlens_q"}, {&a.cu_seqlens_k, "cu_seqlens_k"}})
+      require_cu_seqlens(*t, n, a.q);
     if (a.cu_seqlens_q.shape[0] != a.cu_seqlens_k.shape[0])
       value_error("cu_seqlens_q has ", a.cu_seqlens_q.shape[0], " entries but cu_seqlens_k has ",
                   a.cu_seqlens_k.shape[0]);
-    if (a.cu_seqlens_q.shape[0] < 1) value_error("cu_seqlens_q must have at least one entry");
     p.batch = as_int32(a.cu_seqlens_q.shape[0] - 1, "number of sequences");
-    const bool gpu = a.q.is_cuda();
-    if (gpu && (a.max_seqlen_q < 0 || a.max_seqlen_k < 0))
+    if (a.q.is_cuda() && (a.max_seqlen_q < 0 || a.max_seqlen_k < 0))
       value_error("max_seqlen_q and max_seqlen_k are required when cu_seqlens live on the GPU "
                   "(they size the grid without a device sync)");
-    if (!gpu || a.check || env_check()) {
-      const int64_t mq = check_cu_seqlens(read_ints(a.cu_seqlens_q, stream), "cu_seqlens_q", q.s);
-      const int64_t mk = check_cu_seqlens(read_ints(a.cu_seqlens_k, stream), "cu_seqlens_k", k.s);
+    r_cq = reads.add(a.cu_seqlens_q), r_ck = reads.add(a.cu_seqlens_k);
+  }
+  reads.fetch();
+  check_sink_values(reads.floats(r_sinks));
+  if (varlen) {
+    if (reads.enabled()) {
+      const int64_t mq = check_cu_seqlens(reads.ints(r_cq), "cu_seqlens_q", q.s);
+      const int64_t mk = check_cu_seqlens(reads.ints(r_ck), "cu_seqlens_k", k.s);
       if (a.max_seqlen_q >= 0 && a.max_seqlen_q < mq)
         value_error("max_seqlen_q = ", a.max_seqlen_q, " is less than the longest q sequence (", mq, ")");
       if (a.max_seqlen_k >= 0 && a.max_seqlen_k < mk)
@@ -345,7 +331,11 @@ void naive_attention(const NaiveArgs& a, Stream stream) {
   require_no_overlap({{&a.out, "out"}}, {{&a.q, "q"}, {&a.k, "k"}, {&a.v, "v"}});
   if (p.batch == 0 || q.s == 0 || q.h == 0) return;
   run_on(a.q, [&] { cpu::naive_attention(p); }, [&] {
-    // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`.
+    // The B*H*Sq*Sk float scores, stream-ordered: allocated, used and freed on `stream`; never
+    // while capturing (refused before anything is captured).
+    if (stream_is_capturing(stream))
+      value_error("naive_attention cannot run under CUDA-graph capture: it allocates its score "
+                  "matrix for each call; call it outside the capture");
     const size_t bytes = size_t(q.b) * q.h * q.s * std::max<int64_t>(k.s, 1) * sizeof(float);
     void* ws = device_malloc(bytes, a.q.device_id, stream);
     try {

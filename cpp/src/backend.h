@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuattn/cuattn.h"
 #include "cuattn/params.h"
@@ -74,10 +76,15 @@ DeviceProps current_device_props();  // of the current device, cached
 // for work that may still use it).
 void* alloc_zeroed(size_t bytes, int device);
 void free_sync(void* ptr, int device);
+// Copies device byte ranges (src, bytes) back to back into host memory at dst, with one stream
+// sync: the copies are enqueued on `stream` into one pinned staging buffer (grown as needed,
+// shared by the process under a lock), then the stream is synchronised once.
+void copy_to_host(const std::vector<std::pair<const void*, size_t>>& ranges, char* dst, Stream stream);
 // The plan-less split workspace: one growing buffer per (device, stream), stream-ordered
 // (cudaMallocAsync / cudaFreeAsync / cudaMemsetAsync on `stream`: no host sync), all zeros when
 // it grows. Its counter region keeps the size it was zeroed with: `counter_bytes` is raised to
-// it. Under CUDA-graph capture it cannot grow (ValueError).
+// it. Under CUDA-graph capture it cannot grow (ValueError); a buffer a capture used is never
+// freed, nor given to a later call that is not capturing (see runtime.cpp).
 void* cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream);
 }  // namespace cuda
 

@@ -80,7 +80,7 @@ void shape_list(SplitWorkspace& ws, const PagedParams& p, int64_t units) {
   s.overhead = kListOverhead;
   if (p.cu_seqlens_q != nullptr) {  // mixed batches: units by each sequence's query tokens
     s.heads_kv = p.num_heads_kv, s.group = p.num_heads_q / p.num_heads_kv;
-    s.rows = kDecodeRows, s.max_tokens = std::max(p.max_seqlen_q, 0);
+    s.rows = kDecodeRows, s.max_tokens = std::max(p.seqlen_q, 0);  // seqlen_q: the longest
   } else {
     ws.list.seq_units = nullptr;
   }

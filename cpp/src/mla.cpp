@@ -108,9 +108,9 @@ void carve_latent_workspace(MlaLatentParams& p, void* base) {
   p.part_lse = p.part_o + size_t(p.batch) * p.num_splits * p.num_heads_q * p.seqlen_q * p.head_dim_v;
 }
 
-// Runs the latent kernel without a plan: splits from shapes, a temporary split workspace.
-void run_latent(MlaLatentParams& p, int64_t max_keys, int device, Stream stream) {
-  choose_latent_splits(p, max_keys);
+// Runs the latent kernel without a plan, its splits chosen (choose_latent_splits): with more
+// than one, a temporary split workspace.
+void run_latent(MlaLatentParams& p, int device, Stream stream) {
   if (p.num_splits == 1) return cuda::mla_latent_attention(p, stream);
   DeviceBuffer ws(latent_workspace_bytes(p), device, stream);
   carve_latent_workspace(p, ws.ptr);
@@ -152,6 +152,12 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
   if (B == 0 || H == 0 || Sq == 0) return;
   if (Sk == 0) method = MlaMethod::per_pair;  // no key: every order writes zeros; this one has no
                                               // temporaries and no kernel that needs Sk >= 1
+  // Both exact orders allocate stream-ordered temporaries; under capture they would be
+  // allocated while capturing, which is refused before anything is captured.
+  if (method != MlaMethod::per_pair && stream_is_capturing(stream))
+    value_error("mla_attention cannot run under CUDA-graph capture: it allocates temporaries (the "
+                "projected K/V, or q' and o') and takes no plan= to hold them; call it outside "
+                "the capture (_method='per_pair' allocates nothing)");
   const int dev = q.device_id;
   const int64_t es = dtype_size(q.dtype);
 
@@ -213,7 +219,8 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
   p.scale = float(scale);
   p.q_dtype = p.kv_dtype = q.dtype;
   if (int64_t(H) * Sq > int64_t(65535) * 64) value_error("mla_attention: heads x seqlen_q is too large for the GPU kernel");
-  run_latent(p, Sk, dev, stream);
+  choose_latent_splits(p, Sk);
+  run_latent(p, dev, stream);
 
   g = gemm_params(q.dtype, Sq, Dv, L, B, H);
   g.a = oa.ptr, g.lda = H * L, g.a_stride1 = Sq * H * L, g.a_stride2 = L;
@@ -404,7 +411,13 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   p.k_scale = pp.k_scale;
   p.q_dtype = pp.q_dtype, p.kv_dtype = pp.kv_dtype;
   cuda::DeviceGuard guard(a.q.device_id);
-  if (a.plan == nullptr) return run_latent(p, int64_t(p.max_blocks) * p.page_size, a.q.device_id, stream);
+  if (a.plan == nullptr) {
+    choose_latent_splits(p, int64_t(p.max_blocks) * p.page_size);
+    if (p.num_splits > 1 && stream_is_capturing(stream))
+      value_error("mla_decode needs plan= (from plan_decode) under CUDA-graph capture: without "
+                  "one it would allocate its split-KV workspace while capturing");
+    return run_latent(p, a.q.device_id, stream);
+  }
   // With a plan: its splits and its workspace; no host work beyond filling the params.
   p.num_splits = std::max(a.plan->max_splits, 1);
   p.chunk_tokens = p.num_splits == 1 ? INT32_MAX / 2 : std::max(a.plan->chunk_tokens, 1);

@@ -50,13 +50,12 @@ void check_kv_dtype(const TensorView& cache, const char* name, const TensorView&
                 "kv_cache_dtype='fp8_e4m3')");
 }
 
-// Validates seq_lens and the block-table entries a sequence reads. CPU data always; GPU data
-// only when asked (one sync).
-void check_paged_contents(const TensorView& block_table, const TensorView& seq_lens,
-                          int64_t page_size, int64_t num_pages, Stream stream) {
-  const std::vector<int64_t> lens = read_ints(seq_lens, stream);
-  const std::vector<int64_t> table = read_ints(block_table, stream);
-  const int64_t max_blocks = block_table.shape[1];
+// Validates seq_lens and the block-table entries a sequence reads (CPU data always; GPU data
+// only when asked), and for a mixed batch the query counts against them: every sequence's new
+// tokens are in its cache. Returns the longest query count (seqlen_q for a uniform batch).
+int64_t check_paged_contents(const std::vector<int64_t>& lens, const std::vector<int64_t>& table,
+                             const std::vector<int64_t>& cu_q, int64_t total_q, int64_t seqlen_q,
+                             int64_t max_blocks, int64_t page_size, int64_t num_pages) {
   for (size_t b = 0; b < lens.size(); ++b) {
     const int64_t L = lens[b];
     if (L < 0 || L > max_blocks * page_size)
@@ -69,6 +68,16 @@ void check_paged_contents(const TensorView& block_table, const TensorView& seq_l
                     ") (num_blocks of the cache)");
     }
   }
+  if (cu_q.empty()) return seqlen_q;
+  const int64_t longest = check_cu_seqlens(cu_q, "cu_seqlens_q", total_q);
+  for (size_t b = 0; b < lens.size(); ++b) {
+    const int64_t n = cu_q[b + 1] - cu_q[b];
+    if (n > lens[b])
+      value_error("cu_seqlens_q[", b + 1, "] - cu_seqlens_q[", b, "] = ", n, " new tokens for "
+                  "sequence ", b, ", but seq_lens[", b, "] = ", lens[b], ": the cache must hold "
+                  "every new token");
+  }
+  return longest;
 }
 
 }  // namespace
@@ -87,14 +96,35 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   check_kv_dtype(a.k_cache, kn, a.q);
   require_same_dtype(a.v_cache, vn, a.k_cache, kn);
 
-  // q: [B, Hq, D] (one token) or [B, Sq, Hq, D].
+  // q: [B, Hq, D] (one token), [B, Sq, Hq, D], or packed [total_q, Hq, D] with cu_seqlens_q.
   require_last_contiguous(a.q, "q");
-  if (a.q.ndim != 3 && a.q.ndim != 4)
-    value_error("q must be [batch, num_heads_q, head_dim] or [batch, seqlen_q, num_heads_q, "
-                "head_dim], got shape ", shape_str(a.q));
+  const bool mixed = a.cu_seqlens_q.present();
+  if (mixed) {
+    require_cu_seqlens(a.cu_seqlens_q, "cu_seqlens_q", a.q);
+    if (a.q.ndim != 3)
+      value_error("with cu_seqlens_q, q must be packed [total_q, num_heads_q, head_dim], got shape ",
+                  shape_str(a.q));
+    if (a.q.is_cuda() && a.max_seqlen_q < 0)
+      value_error("max_seqlen_q is required when cu_seqlens_q lives on the GPU (it sizes the grid "
+                  "without a device sync)");
+    if (a.plan)
+      value_error("plan= cannot be combined with cu_seqlens_q: a DecodePlan schedules one q_len "
+                  "for every sequence, and a mixed batch has a query count per sequence (call "
+                  "without plan=)");
+  } else {
+    if (a.max_seqlen_q >= 0)
+      value_error("max_seqlen_q = ", a.max_seqlen_q, " is given without cu_seqlens_q (it only "
+                  "sizes mixed batches)");
+    if (a.q.ndim != 3 && a.q.ndim != 4)
+      value_error("q must be [batch, num_heads_q, head_dim] or [batch, seqlen_q, num_heads_q, "
+                  "head_dim], got shape ", shape_str(a.q));
+  }
   const bool multi = a.q.ndim == 4;
-  const int64_t B = a.q.shape[0], Sq = multi ? a.q.shape[1] : 1;
+  const int64_t B = mixed ? a.cu_seqlens_q.shape[0] - 1 : a.q.shape[0];
+  const int64_t T = mixed ? a.q.shape[0] : 0;  // packed rows
+  int64_t Sq = mixed ? a.max_seqlen_q : multi ? a.q.shape[1] : 1;  // mixed: known after the reads
   const int64_t Hq = a.q.shape[multi ? 2 : 1], D = a.q.shape[multi ? 3 : 2];
+  const char* batch_from = mixed ? "cu_seqlens_q describes" : "q has batch";
   const CacheView k = as_cache(a.k_cache, kn, a.kv_layout);
   const CacheView v = as_cache(a.v_cache, vn, a.kv_layout);
   if (v.n != k.n || v.bs != k.bs || v.h != k.h)
@@ -105,13 +135,15 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
     value_error("num_heads_q (", Hq, ") must be a multiple of num_heads_kv (", k.h, ")");
   if (k.bs < 1) value_error("block_size must be >= 1, got ", k.bs);
   if (D < 1 || v.d < 1) value_error("head_dim must be >= 1");
-  if (multi) require_shape(a.out, "out", {B, Sq, Hq, v.d}, "[batch, seqlen_q, num_heads_q, head_dim_v]");
+  if (mixed) require_shape(a.out, "out", {T, Hq, v.d}, "[total_q, num_heads_q, head_dim_v]");
+  else if (multi) require_shape(a.out, "out", {B, Sq, Hq, v.d}, "[batch, seqlen_q, num_heads_q, head_dim_v]");
   else require_shape(a.out, "out", {B, Hq, v.d}, "[batch, num_heads_q, head_dim_v]");
   require_last_contiguous(a.out, "out");
   require_dtype(a.block_table, "block_table", {DType::i32});
   require_ndim(a.block_table, "block_table", 2, "[batch, max_blocks_per_seq]");
   if (a.block_table.shape[0] != B)
-    value_error("block_table has ", a.block_table.shape[0], " rows but q has batch ", B);
+    value_error("block_table has ", a.block_table.shape[0], " rows but ", batch_from, " ", B,
+                mixed ? " sequence(s) (its shape[0] - 1)" : "");
   require_last_contiguous(a.block_table, "block_table");
   require_dtype(a.seq_lens, "seq_lens", {DType::i32});
   require_shape(a.seq_lens, "seq_lens", {B}, "[batch]");
@@ -119,10 +151,9 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   if (a.window_left < -1 || a.window_right < -1)
     value_error("window must be (left, right) with each >= 0 or -1 (unbounded), got (",
                 a.window_left, ", ", a.window_right, ")");
-  const bool read = !a.q.is_cuda() || a.check || env_check();  // validate contents (GPU: a sync)
-  check_sinks(a.sinks, a.q, Hq, read, stream);
-  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.q, "q"}, read, stream);
-  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.q, "q"}, read, stream);
+  check_sinks(a.sinks, a.q, Hq);
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.q, "q"});
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.q, "q"});
   for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn}, {&a.out, "out"}})
     require_gpu_aligned(*t, n);
 
@@ -130,12 +161,13 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   if (a.lse.present()) {
     require_dtype(a.lse, "lse", {DType::f32});
     require_same_device(a.lse, "lse", a.q, "q");
-    if (multi) require_shape(a.lse, "lse", {B, Hq, Sq}, "[batch, num_heads_q, seqlen_q]");
+    if (mixed) require_shape(a.lse, "lse", {Hq, T}, "[num_heads_q, total_q]");
+    else if (multi) require_shape(a.lse, "lse", {B, Hq, Sq}, "[batch, num_heads_q, seqlen_q]");
     else require_shape(a.lse, "lse", {B, Hq}, "[batch, num_heads_q]");
     require_last_contiguous(a.lse, "lse");
     p.lse = static_cast<float*>(a.lse.data);
-    p.lse_batch_stride = a.lse.stride[0];
-    p.lse_head_stride = a.lse.stride[1];
+    p.lse_batch_stride = mixed ? 0 : a.lse.stride[0];
+    p.lse_head_stride = a.lse.stride[mixed ? 0 : 1];
   }
   if (a.plan) {
     const PlanOptions& o = a.plan->opt;
@@ -147,11 +179,30 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
                   " but is used with batch ", B, ", heads ", Hq, "/", k.h, ", head_dim ", D,
                   ", page_size ", k.bs, ", seqlen_q ", Sq);
   }
-  if (read) check_paged_contents(a.block_table, a.seq_lens, k.bs, k.n, stream);
+  // Contents: CPU data always; GPU data with check, every array in one sync.
+  DeviceReads reads(stream, !a.q.is_cuda() || a.check || env_check());
+  const int r_sinks = reads.add(a.sinks);
+  const int r_ks = reads.add(a.k_scale_t), r_vs = reads.add(a.v_scale_t);
+  const int r_lens = reads.add(a.seq_lens), r_table = reads.add(a.block_table);
+  const int r_cu = reads.add(a.cu_seqlens_q);
+  reads.fetch();
+  check_sink_values(reads.floats(r_sinks));
+  check_dequant_scale_value("k_scale", reads.floats(r_ks));
+  check_dequant_scale_value("v_scale", reads.floats(r_vs));
+  if (reads.enabled()) {
+    const int64_t longest = check_paged_contents(reads.ints(r_lens), reads.ints(r_table),
+                                                 reads.ints(r_cu), T, Sq, a.block_table.shape[1],
+                                                 k.bs, k.n);
+    if (mixed && a.max_seqlen_q >= 0 && a.max_seqlen_q < longest)
+      value_error("max_seqlen_q = ", a.max_seqlen_q, " is less than the longest query sequence (",
+                  longest, ")");
+    if (mixed && a.max_seqlen_q < 0) Sq = longest;
+  }
   require_no_overlap({{&a.out, "out"}, {&a.lse, "lse"}},
                      {{&a.q, "q"}, {&a.k_cache, kn}, {&a.v_cache, vn},
                       {&a.block_table, "block_table"}, {&a.seq_lens, "seq_lens"},
-                      {&a.sinks, "sinks"}, {&a.k_scale_t, "k_scale"}, {&a.v_scale_t, "v_scale"}});
+                      {&a.cu_seqlens_q, "cu_seqlens_q"}, {&a.sinks, "sinks"},
+                      {&a.k_scale_t, "k_scale"}, {&a.v_scale_t, "v_scale"}});
 
   p.q = a.q.data;
   p.k_cache = a.k_cache.data;
@@ -163,16 +214,20 @@ PagedParams detail::paged_params(const PagedArgs& a, Stream stream, const char* 
   p.seq_lens_stride = a.seq_lens.stride[0], p.sinks_stride = a.sinks.present() ? a.sinks.stride[0] : 1;
   p.k_scale_ptr = a.k_scale_t.present() ? static_cast<const float*>(a.k_scale_t.data) : nullptr;
   p.v_scale_ptr = a.v_scale_t.present() ? static_cast<const float*>(a.v_scale_t.data) : nullptr;
-  p.q_batch_stride = a.q.stride[0];
-  p.q_row_stride = multi ? a.q.stride[1] : 0;
+  p.cu_seqlens_q = mixed ? static_cast<const int32_t*>(a.cu_seqlens_q.data) : nullptr;
+  p.cu_seqlens_q_stride = mixed ? a.cu_seqlens_q.stride[0] : 1;
+  p.total_q = T;
+  // Rows of a sequence: the second dim of [B, Sq, Hq, D], the first of packed [total_q, Hq, D].
+  p.q_batch_stride = mixed ? 0 : a.q.stride[0];
+  p.q_row_stride = multi ? a.q.stride[1] : mixed ? a.q.stride[0] : 0;
   p.q_head_stride = a.q.stride[multi ? 2 : 1];
   p.k_page_stride = k.sp, p.k_slot_stride = k.ss, p.k_head_stride = k.sh;
   p.v_page_stride = v.sp, p.v_slot_stride = v.ss, p.v_head_stride = v.sh;
   p.bt_batch_stride = a.block_table.stride[0];
-  p.o_batch_stride = a.out.stride[0];
-  p.o_row_stride = multi ? a.out.stride[1] : 0;
+  p.o_batch_stride = mixed ? 0 : a.out.stride[0];
+  p.o_row_stride = multi ? a.out.stride[1] : mixed ? a.out.stride[0] : 0;
   p.o_head_stride = a.out.stride[multi ? 2 : 1];
-  p.batch = as_int32(B, "batch"), p.seqlen_q = as_int32(Sq, "seqlen_q");
+  p.batch = as_int32(B, "batch"), p.seqlen_q = as_int32(Sq, mixed ? "max_seqlen_q" : "seqlen_q");
   p.num_heads_q = as_int32(Hq, "num_heads_q"), p.num_heads_kv = as_int32(k.h, "num_heads_kv");
   p.head_dim = as_int32(D, "head_dim"), p.head_dim_v = as_int32(v.d, "head_dim_v");
   p.page_size = as_int32(k.bs, "block_size"), p.num_pages = as_int32(k.n, "num_blocks");
@@ -232,18 +287,22 @@ void append_paged_kv(const AppendArgs& a, Stream stream) {
   require_dtype(a.slot_mapping, "slot_mapping", {DType::i64});
   require_shape(a.slot_mapping, "slot_mapping", {T}, "[num_tokens]");
   require_last_contiguous(a.slot_mapping, "slot_mapping");
-  const bool read = !a.k_new.is_cuda() || a.check || env_check();  // validate contents
-  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.k_new, "k_new"}, read, stream);
-  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.k_new, "k_new"}, read, stream);
+  check_dequant_scale(a.k_scale, {&a.k_scale_t, "k_scale"}, {&a.k_new, "k_new"});
+  check_dequant_scale(a.v_scale, {&a.v_scale_t, "v_scale"}, {&a.k_new, "k_new"});
   for (auto [t, n] : {std::pair{&a.k_new, "k_new"}, {&a.v_new, "v_new"}, {&a.k_cache, "k_cache"}, {&a.v_cache, "v_cache"}})
     require_gpu_aligned(*t, n);
-  if (read) {
-    const std::vector<int64_t> slots = read_ints(a.slot_mapping, stream);
-    for (size_t i = 0; i < slots.size(); ++i)
-      if (slots[i] >= k.n * k.bs)
-        value_error("slot_mapping[", i, "] = ", slots[i], " is out of range (the cache has ",
-                    k.n * k.bs, " slots)");
-  }
+  // Contents: CPU data always; GPU data with check, every array in one sync.
+  DeviceReads reads(stream, !a.k_new.is_cuda() || a.check || env_check());
+  const int r_ks = reads.add(a.k_scale_t), r_vs = reads.add(a.v_scale_t);
+  const int r_slots = reads.add(a.slot_mapping);
+  reads.fetch();
+  check_dequant_scale_value("k_scale", reads.floats(r_ks));
+  check_dequant_scale_value("v_scale", reads.floats(r_vs));
+  const std::vector<int64_t> slots = reads.ints(r_slots);
+  for (size_t i = 0; i < slots.size(); ++i)
+    if (slots[i] >= k.n * k.bs)
+      value_error("slot_mapping[", i, "] = ", slots[i], " is out of range (the cache has ",
+                  k.n * k.bs, " slots)");
   AppendParams p;
   p.k_new = a.k_new.data, p.v_new = a.v_new.data;
   p.k_cache = a.k_cache.data, p.v_cache = a.v_cache.data;

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <vector>
 
 #include "cuattn/cuattn.h"
 #include "backend.h"
@@ -84,32 +85,76 @@ void cuda::free_sync(void* ptr, int device) {
   cudaSetDevice(cur);
 }
 
+void cuda::copy_to_host(const std::vector<std::pair<const void*, size_t>>& ranges, char* dst,
+                        Stream stream) {
+  size_t total = 0;
+  for (const auto& r : ranges) total += r.second;
+  if (total == 0) return;
+  // Pinned, so that the copies are truly asynchronous and one sync waits for all of them (a
+  // copy into pageable memory would return only once it is done: one sync per array).
+  static std::mutex mu;
+  static char* staging = nullptr;
+  static size_t staging_bytes = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (staging_bytes < total) {
+    if (staging) cuda_check(cudaFreeHost(staging), "cudaFreeHost(check staging)");
+    staging = nullptr;
+    staging_bytes = 0;
+    const size_t bytes = std::max<size_t>((total + 4095) / 4096 * 4096, 64 << 10);
+    // Portable: pinned for every device's context (the arrays may live on any device).
+    cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&staging), bytes, cudaHostAllocPortable),
+               "cudaHostAlloc(check staging)");
+    staging_bytes = bytes;
+  }
+  size_t off = 0;
+  for (const auto& r : ranges) {
+    cuda_check(cudaMemcpyAsync(staging + off, r.first, r.second, cudaMemcpyDefault, stream),
+               "cudaMemcpyAsync(check read-back)");
+    off += r.second;
+  }
+  cuda_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize(check read-back)");
+  std::memcpy(dst, staging, total);
+}
+
 void* cuda::cached_workspace(size_t& counter_bytes, size_t partial_bytes, Stream stream) {
+  // Lifetime: a call captured into a CUDA graph bakes the buffer's address into the graph, which
+  // may be replayed at any time until it is destroyed, and cuattn cannot know when that is. So a
+  // buffer handed to a capturing call is marked `captured`, and from then on it is never freed
+  // and never given to a call that is not capturing: such a call (or a growth) retires it to
+  // `retired`, kept for the life of the process, and takes a fresh buffer. Graphs captured on
+  // one stream share its captured buffer, as eager calls on one stream share theirs: replay them
+  // in stream order with each other. A capturing call that would need a larger buffer is refused
+  // (it would allocate while capturing).
   struct Cached {
     void* ptr = nullptr;
     size_t bytes = 0, counter_bytes = 0;
+    bool captured = false;
   };
   static std::mutex mu;
   static std::map<std::pair<int, Stream>, Cached> cache;
+  static std::vector<void*> retired;  // captured buffers that a graph may still use
   int dev = 0;
   cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  const bool capturing = stream_is_capturing(stream);
   std::lock_guard<std::mutex> lock(mu);
   Cached& w = cache[{dev, stream}];
-  if (w.counter_bytes < counter_bytes || w.bytes < w.counter_bytes + partial_bytes) {
-    if (stream_is_capturing(stream))
-      throw ValueError("paged_attention needs plan= (from plan_decode) under CUDA-graph capture: "
-                       "without one it would allocate its split-KV workspace while capturing");
+  const bool small = w.counter_bytes < counter_bytes || w.bytes < w.counter_bytes + partial_bytes;
+  if (capturing && small)
+    throw ValueError("paged_attention needs plan= (from plan_decode) under CUDA-graph capture: "
+                     "without one it would allocate its split-KV workspace while capturing");
+  if (small || (w.captured && !capturing)) {
     // Headroom in both regions, so that it grows rarely; never smaller than before.
     const size_t counters = std::max((counter_bytes + counter_bytes / 2 + 255) / 256 * 256, w.counter_bytes);
     const size_t partials = std::max(partial_bytes * 3 / 2, w.bytes - w.counter_bytes);
-    if (w.ptr) cuda_check(cudaFreeAsync(w.ptr, stream), "cudaFreeAsync(decode workspace)");
-    w.ptr = nullptr;
-    w.bytes = w.counter_bytes = 0;
+    if (w.ptr && w.captured) retired.push_back(w.ptr);
+    else if (w.ptr) cuda_check(cudaFreeAsync(w.ptr, stream), "cudaFreeAsync(decode workspace)");
+    w = Cached{};
     cuda_check(cudaMallocAsync(&w.ptr, counters + partials, stream), "cudaMallocAsync(decode workspace)");
     cuda_check(cudaMemsetAsync(w.ptr, 0, counters + partials, stream), "cudaMemsetAsync(decode workspace)");
     w.bytes = counters + partials;
     w.counter_bytes = counters;
   }
+  w.captured = w.captured || capturing;
   counter_bytes = w.counter_bytes;
   return w.ptr;
 }

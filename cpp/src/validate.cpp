@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend.h"
 #include "cuattn/cuattn.h"
 
 namespace cuattn {
@@ -125,63 +126,115 @@ void require_compute_dtype(const TensorView& t, const char* name) {
   }
 }
 
-namespace {
+int DeviceReads::add(const TensorView& t) {
+  if (!enabled_ || !t.present()) return -1;
+  View v;
+  v.t = t;
+  const int64_t n = t.numel();
+  if (n > 0) {
+    int64_t lo = 0, hi = 0;  // element offsets (from t.data) of the lowest and highest element
+    for (int i = 0; i < t.ndim; ++i) {
+      const int64_t e = (t.shape[i] - 1) * t.stride[i];
+      (e < 0 ? lo : hi) += e;
+    }
+    v.lo = lo;
+    v.bytes = size_t((hi - lo + 1) * dtype_size(t.dtype));
+  }
+  views_.push_back(v);
+  return int(views_.size()) - 1;
+}
 
-// The elements of a 1-D or 2-D view, read with its strides, as row-major host bytes (one sync
-// for GPU data: the byte range the view spans is copied first).
-std::vector<char> gather(const TensorView& t, Stream stream) {
+void DeviceReads::fetch() {
+  fetched_ = true;
+  std::vector<std::pair<const void*, size_t>> ranges;
+  size_t total = 0;
+  for (View& v : views_) {
+    if (!v.t.is_cuda() || v.bytes == 0) continue;
+    v.offset = total;
+    total += v.bytes;
+    ranges.emplace_back(static_cast<const char*>(v.t.data) + v.lo * dtype_size(v.t.dtype), v.bytes);
+  }
+  if (ranges.empty()) return;
+  if (stream_is_capturing(stream_))
+    value_error("check=True (or CUATTN_CHECK=1) reads index arrays back with a device sync, which "
+                "is not allowed while a stream is being captured into a CUDA graph: validate the "
+                "inputs before capturing, or pass check=False");
+  host_.resize(total);
+#ifdef CUATTN_WITH_CUDA
+  cuda::copy_to_host(ranges, host_.data(), stream_);
+#endif
+}
+
+std::vector<char> DeviceReads::elements(int i) const {
+  if (i < 0) return {};
+  const View& v = views_[size_t(i)];
+  const TensorView& t = v.t;
   const int64_t n = t.numel();
   const int es = dtype_size(t.dtype);
   std::vector<char> out(size_t(std::max<int64_t>(n, 0) * es));
   if (n <= 0) return out;
-  int64_t lo = 0, hi = 0;  // element offsets (from t.data) of the lowest and highest element
-  for (int i = 0; i < t.ndim; ++i) {
-    const int64_t e = (t.shape[i] - 1) * t.stride[i];
-    (e < 0 ? lo : hi) += e;
-  }
-  const char* first = static_cast<const char*>(t.data) + lo * es;  // the lowest element
-  std::vector<char> host;
-  if (t.is_cuda()) {
-    host.resize(size_t((hi - lo + 1) * es));
-    memcpy_any(host.data(), first, host.size(), stream, /*sync=*/true);
-    first = host.data();
-  }
+  if (t.is_cuda() && !fetched_) throw Error("DeviceReads: a device view was read before fetch()");
+  // The lowest element, in host memory: where it lies (CPU data) or in the fetched copy.
+  const char* first = t.is_cuda() ? host_.data() + v.offset
+                                  : static_cast<const char*>(t.data) + v.lo * es;
   std::vector<int64_t> idx(size_t(t.ndim), 0);
   for (int64_t e = 0; e < n; ++e) {
-    int64_t off = -lo;
-    for (int i = 0; i < t.ndim; ++i) off += idx[size_t(i)] * t.stride[i];
+    int64_t off = -v.lo;
+    for (int k = 0; k < t.ndim; ++k) off += idx[size_t(k)] * t.stride[k];
     std::memcpy(out.data() + e * es, first + off * es, size_t(es));
-    for (int i = t.ndim - 1; i >= 0; --i) {
-      if (++idx[size_t(i)] < t.shape[i]) break;
-      idx[size_t(i)] = 0;
+    for (int k = t.ndim - 1; k >= 0; --k) {
+      if (++idx[size_t(k)] < t.shape[k]) break;
+      idx[size_t(k)] = 0;
     }
   }
   return out;
 }
 
-}  // namespace
-
-std::vector<int64_t> read_ints(const TensorView& t, Stream stream) {
-  const std::vector<char> raw = gather(t, stream);
-  const int es = dtype_size(t.dtype);
-  std::vector<int64_t> out(raw.size() / size_t(es));
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (t.dtype == DType::i32) {
+std::vector<int64_t> DeviceReads::ints(int i) const {
+  const std::vector<char> raw = elements(i);
+  if (i < 0) return {};
+  const bool i32 = views_[size_t(i)].t.dtype == DType::i32;
+  std::vector<int64_t> out(raw.size() / (i32 ? 4 : 8));
+  for (size_t k = 0; k < out.size(); ++k) {
+    if (i32) {
       int32_t v;
-      std::memcpy(&v, raw.data() + i * 4, 4);
-      out[i] = v;
+      std::memcpy(&v, raw.data() + k * 4, 4);
+      out[k] = v;
     } else {
-      std::memcpy(&out[i], raw.data() + i * 8, 8);
+      std::memcpy(&out[k], raw.data() + k * 8, 8);
     }
   }
   return out;
 }
 
-std::vector<float> read_floats(const TensorView& t, Stream stream) {
-  const std::vector<char> raw = gather(t, stream);  // float32 only (checked by the callers)
+std::vector<float> DeviceReads::floats(int i) const {
+  const std::vector<char> raw = elements(i);  // float32 only (checked by the callers)
   std::vector<float> out(raw.size() / 4);
   if (!out.empty()) std::memcpy(out.data(), raw.data(), raw.size());
   return out;
+}
+
+void require_cu_seqlens(const TensorView& t, const char* name, const TensorView& q) {
+  require_dtype(t, name, {DType::i32});
+  require_ndim(t, name, 1, "[num_sequences + 1]");
+  require_same_device(t, name, q, "q");
+  require_last_contiguous(t, name);
+  if (t.shape[0] < 1) value_error(name, " must have at least one entry ([num_sequences + 1])");
+}
+
+int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64_t total) {
+  if (cu.empty()) value_error(name, " must have at least one element");
+  if (cu[0] != 0) value_error(name, "[0] must be 0, got ", cu[0]);
+  int64_t mx = 0;
+  for (size_t i = 1; i < cu.size(); ++i) {
+    if (cu[i] < cu[i - 1])
+      value_error(name, " must be non-decreasing, but ", name, "[", i, "] = ", cu[i], " < ",
+                  name, "[", i - 1, "] = ", cu[i - 1]);
+    mx = std::max(mx, cu[i] - cu[i - 1]);
+  }
+  if (cu.back() != total)
+    value_error(name, "[-1] = ", cu.back(), " must equal the ", total, " packed rows given");
+  return mx;
 }
 
 int as_int32(int64_t v, const char* what) {
@@ -203,22 +256,22 @@ float check_softcap(double softcap) {
   return c;
 }
 
-void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool read,
-                 Stream stream) {
+void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq) {
   if (!sinks.present()) return;
   require(sinks, "sinks");
   require_dtype(sinks, "sinks", {DType::f32});
   require_shape(sinks, "sinks", {hq}, "[num_heads_q]");
   require_same_device(sinks, "sinks", q, "q");
   require_last_contiguous(sinks, "sinks");
-  if (!read) return;
-  const std::vector<float> v = read_floats(sinks, stream);
+}
+
+void check_sink_values(const std::vector<float>& v) {
   for (size_t h = 0; h < v.size(); ++h)
     if (std::isnan(v[h]) || v[h] == INFINITY)
       value_error("sinks[", h, "] = ", v[h], " must be finite or -inf (no sink)");
 }
 
-void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream) {
+void check_dequant_scale(double value, const Named& t, const Named& ref) {
   const char* name = t.second;
   if (!(finite_f32(value, name) > 0)) value_error(name, " must be > 0, got ", value);
   if (!t.first->present()) return;
@@ -227,8 +280,11 @@ void check_dequant_scale(double value, const Named& t, const Named& ref, bool re
   if (t.first->numel() != 1)
     value_error(name, " must hold one float32 value, got shape ", shape_str(*t.first));
   require_same_device(*t.first, name, *ref.first, ref.second);
-  if (!read) return;
-  const float v = read_floats(*t.first, stream)[0];
+}
+
+void check_dequant_scale_value(const char* name, const std::vector<float>& value) {
+  if (value.empty()) return;
+  const float v = value[0];
   if (!std::isfinite(v) || !(v > 0)) value_error(name, " holds ", v, "; it must be finite and > 0");
 }
 

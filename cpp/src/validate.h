@@ -50,10 +50,47 @@ void require_cuda_usable(const TensorView& t, const char* name);
 // Compute dtypes: CPU f32/f16/bf16, GPU f16/bf16 (float32 on the GPU gets a "convert" message).
 void require_compute_dtype(const TensorView& t, const char* name);
 
-// Copies the int32/int64 (read_ints) or float32 (read_floats) elements of a 1-D or 2-D view,
-// read with its strides, to the host in row-major order (one sync for GPU data).
-std::vector<int64_t> read_ints(const TensorView& t, Stream stream);
-std::vector<float> read_floats(const TensorView& t, Stream stream);
+// The index and scalar arrays one call reads back to validate their contents, in one host sync:
+// add() each view (1-D or 2-D, int32/int64/float32, read with its strides), fetch() once, then
+// ints(i) / floats(i) give its elements in row-major order. Host views are read where they lie.
+// Device views are each copied as the byte range they span into one pinned staging buffer, the
+// copies enqueued on the call's stream, then the stream synchronised once: check=True costs one
+// sync a call however many arrays it reads. A reader made with `enabled = false` (GPU data
+// without check) registers nothing, and every read is empty.
+class DeviceReads {
+ public:
+  DeviceReads(Stream stream, bool enabled) : stream_(stream), enabled_(enabled) {}
+  bool enabled() const { return enabled_; }
+  // Registers t (absent, or a disabled reader: nothing) and returns its index (-1: not read).
+  int add(const TensorView& t);
+  // Copies every registered device view to the host (one sync; ValueError under CUDA-graph
+  // capture, where a sync is not allowed).
+  void fetch();
+  // Elements of view i (int32/int64 as int64; float32), empty for i = -1.
+  std::vector<int64_t> ints(int i) const;
+  std::vector<float> floats(int i) const;
+
+ private:
+  struct View {
+    TensorView t;
+    int64_t lo = 0;      // element offset (from t.data) of its lowest element
+    size_t bytes = 0;    // bytes it spans
+    size_t offset = 0;   // where the device copy lies in host_
+  };
+  std::vector<char> elements(int i) const;
+  Stream stream_;
+  bool enabled_;
+  bool fetched_ = false;
+  std::vector<View> views_;
+  std::vector<char> host_;  // the device views' bytes, after fetch()
+};
+
+// cu_seqlens_* arrays: int32 [n + 1] on q's device, contiguous (the kernels index them with
+// the stride validated here), at least one entry.
+void require_cu_seqlens(const TensorView& t, const char* name, const TensorView& q);
+// cu_seqlens contents: start at 0, non-decreasing, last == total (every packed row belongs to a
+// sequence, so every row of out and lse is written). Returns the longest sequence.
+int64_t check_cu_seqlens(const std::vector<int64_t>& cu, const char* name, int64_t total);
 
 // A size, length or count that the kernels hold in an int: ValueError above INT32_MAX.
 int as_int32(int64_t v, const char* what);
@@ -75,14 +112,16 @@ bool env_check();
 // softcap: finite and >= 0 (0 = off).
 float check_softcap(double softcap);
 
-// sinks: optional float32 [hq] on q's device, contiguous; with `read` (CPU data, or check=True)
-// its values are read too: NaN or +inf -> ValueError (-inf is allowed: no sink).
-void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq, bool read,
-                 Stream stream);
+// sinks: optional float32 [hq] on q's device, contiguous. check_sink_values: the values read
+// back (CPU data, or check=True): NaN or +inf -> ValueError (-inf is allowed: no sink).
+void check_sinks(const TensorView& sinks, const TensorView& q, int64_t hq);
+void check_sink_values(const std::vector<float>& sinks);
 
 // k_scale / v_scale: the float value finite and > 0; a device scalar t (optional: float32, one
-// element, on ref's device) read and checked the same way with `read`.
-void check_dequant_scale(double value, const Named& t, const Named& ref, bool read, Stream stream);
+// element, on ref's device). check_dequant_scale_value: its value read back, checked the same
+// way (nothing when it was not read).
+void check_dequant_scale(double value, const Named& t, const Named& ref);
+void check_dequant_scale_value(const char* name, const std::vector<float>& value);
 
 // Softmax scale: user value when > 0; any negative value means the default 1/sqrt(d); 0 and
 // non-finite values -> ValueError (0 would need -inf * 0 for masked keys: the kernels refuse it).

@@ -885,8 +885,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         int sq = p.seqlen_q;
         int64_t q0 = 0;
         if (p.cu_seqlens_q != nullptr) {
-          q0 = min(max(p.cu_seqlens_q[pc.seq], 0), p.total_q);
-          sq = min(min(max(p.cu_seqlens_q[pc.seq + 1] - p.cu_seqlens_q[pc.seq], 0), p.max_seqlen_q), int(p.total_q - q0));
+          q0 = min(int64_t(max(p.cu_seqlens_q[pc.seq], 0)), p.total_q);
+          sq = int(min(int64_t(min(max(p.cu_seqlens_q[pc.seq + 1] - p.cu_seqlens_q[pc.seq], 0), p.seqlen_q)),
+                       p.total_q - q0));
         }
         w = Work{pc.seq, pc.unit, sq, list.units_of(pc.seq) / p.num_heads_kv, q0, list.seq_lens[pc.seq],
                  int(pc.key_begin), int(pc.key_end), pc.split, pc.num_splits, pc.first_cta, pc.first_cta};

@@ -183,6 +183,21 @@ def demo(seed: int | None, force_cpu: bool) -> int:
           lambda: cuattn.paged_attention(qpd, kcd, vcd, td, ld, plan=plan),
           lambda o: ref.rel_err(d.host(o), want))
 
+    # A mixed batch on the same cache (chunked prefill beside decodes): sequence b has nq[b] new
+    # tokens, the last nq[b] of its lens[b]; q packed [sum(nq), Hq, D]. The CPU backend runs it.
+    nq = np.array([1, 5, 0, 3], np.int32)
+    cu = np.concatenate([[0], np.cumsum(nq)]).astype(np.int32)
+    qmix = d.rand(int(cu[-1]), Hqp, Dp)
+    want_mix = np.zeros((int(cu[-1]), Hqp, Dp))
+    for b in range(Bp):
+        L, r0, r1 = int(lens[b]), int(cu[b]), int(cu[b + 1])
+        if r1 > r0:
+            kk, vv_ = (c[table[b]].reshape(-1, Hkp, Dp)[None, :L] for c in (kc, vc))
+            want_mix[r0:r1] = ref.mha(qmix[None, r0:r1], kk, vv_, causal=True)[0][0]
+    d.run("paged_attention mixed batch", f"B{Bp} q tokens {'+'.join(map(str, nq))} H{Hqp}/{Hkp}",
+          lambda: cuattn.paged_attention(qmix, kc, vc, table, lens, cu_seqlens_q=cu),
+          lambda o: ref.rel_err(np.asarray(o, np.float64), want_mix), device="cpu")
+
     # append_paged_kv: write one new token per sequence, read the cache back.
     slots = (table[:, 0].astype(np.int64) * ps + 3)
     kn, vn = d.rand(Bp, Hkp, Dp), d.rand(Bp, Hkp, Dp)

@@ -183,10 +183,20 @@ def _dequant_scale(a, ctx, s, name):
         setattr(a, name, _checks.number(s, name, 0, above=True))
 
 
+def _paged_lse_shape(qs, mixed):
+    """lse's shape for a paged call with q of shape qs: [B, Hq, Sq] for q [B, Sq, Hq, D],
+    [Hq, total_q] for a mixed batch's packed q, else [B, Hq] (the C++ call names a bad q)."""
+    if len(qs) == 4:
+        return (qs[0], qs[2], qs[1])
+    if mixed and len(qs) == 3:
+        return (qs[1], qs[0])
+    return qs[:2]
+
+
 def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, softcap=0.0,
                     window=None, sinks=None, k_scale=None, v_scale=None, kv_layout="NHD",
                     kv_cache_dtype=None, plan=None, check=False, return_lse=False, out=None,
-                    lse_out=None, stream=None, _variant=""):
+                    lse_out=None, stream=None, cu_seqlens_q=None, max_seqlen_q=None, _variant=""):
     """Attention of new tokens over a paged KV cache (vLLM layout).
 
     q: [B, Hq, D] (one new token per sequence) or [B, Sq, Hq, D] (token t sees keys
@@ -199,6 +209,18 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     GPU inputs are validated with check=True or CUATTN_CHECK=1 (one sync); otherwise out-of-range
     ids and lengths are clamped (no out-of-bounds access, values unspecified).
     Returns out [B, (Sq,) Hq, Dv] or (out, lse) with lse [B, Hq] / [B, Hq, Sq].
+
+    Mixed batches (chunked prefill beside decodes): q packed [total_q, Hq, D] with
+    cu_seqlens_q int32 [B + 1] (cu_seqlens_q[0] = 0, non-decreasing, cu_seqlens_q[B] = total_q):
+    sequence b's n_b = cu_seqlens_q[b + 1] - cu_seqlens_q[b] new tokens are q rows
+    cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1, the last n_b of its seq_lens[b] cached tokens
+    (n_b <= seq_lens[b]), and its token t sees keys j <= seq_lens[b] - n_b + t (n_b = 0: the
+    sequence contributes nothing). max_seqlen_q (>= every n_b) is required when cu_seqlens_q
+    lives on the GPU. out [total_q, Hq, Dv]; lse [Hq, total_q], the layout of attention's varlen
+    lse. The CPU backend runs mixed batches; on the GPU the call is validated (with check) and
+    then raises NotImplementedError: the GPU kernel takes one query count per batch in this
+    version. plan= cannot be combined with cu_seqlens_q (a plan fixes one q_len for every
+    sequence): ValueError.
     _variant is internal (tests, benchmarks): a comma list that forces GPU kernel variants, e.g.
     "tma=0,wide=0,page_order=0,persistent=0,persistent_ctas=5,pdl=0,ctas_per_sm=2".
     """
@@ -209,10 +231,12 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     a.softcap = _checks.number(softcap, "softcap", 0)
     a.check = _checks.boolean(check, "check")
     a.plan = _plan(plan)
+    a.max_seqlen_q = _checks.optional_integer(max_seqlen_q, "max_seqlen_q", 0)
     return_lse = _checks.boolean(return_lse, "return_lse")
     kv_real = _kv_real(kv_cache_dtype)
     ctx = _Call(q, stream)
     a.q = ctx.inp(q, "q")
+    a.cu_seqlens_q = ctx.opt(cu_seqlens_q, "cu_seqlens_q")
     a.k_cache = ctx.inp(k_cache, "k_cache", kv_real)
     a.v_cache = ctx.inp(v_cache, "v_cache", kv_real)
     a.block_table, a.seq_lens = ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens")
@@ -227,7 +251,7 @@ def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, s
     want_lse = return_lse or lse_out is not None
     if want_lse and lse_out is None:
         _needs_outputs(ctx, lse_out, "lse_out")
-        lse_out = ctx.empty((qs[0], qs[2], qs[1]) if len(qs) == 4 else qs[:2], "float32")
+        lse_out = ctx.empty(_paged_lse_shape(qs, cu_seqlens_q is not None), "float32")
     if want_lse:
         a.lse = ctx.out(lse_out, "lse_out")
     a.variant = str(_variant)

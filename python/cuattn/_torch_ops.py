@@ -7,7 +7,7 @@ Importing this module imports PyTorch (2.4 or newer) and registers three ops, ea
         cu_seqlens_k, max_seqlen_q, max_seqlen_k, layout, return_lse, check) -> (out, lse)
     torch.ops.cuattn.paged_attention(q, k_cache, v_cache, block_table, seq_lens, scale,
         softcap, window, sinks, k_scale, k_scale_value, v_scale, v_scale_value, kv_layout,
-        kv_cache_dtype, return_lse, check) -> (out, lse)
+        kv_cache_dtype, return_lse, check, cu_seqlens_q=None, max_seqlen_q=None) -> (out, lse)
     torch.ops.cuattn.append_paged_kv(k_new, v_new, k_cache, v_cache, slot_mapping, k_scale,
         k_scale_value, v_scale, v_scale_value, kv_layout, kv_cache_dtype, check) -> ()
         (writes k_cache and v_cache in place: declared in mutates_args)
@@ -184,16 +184,14 @@ def sliding_window_attention(q, k, v, window, *, causal=False, **kw):
 # ---- cuattn::paged_attention --------------------------------------------------------------------
 
 
-def _paged_outputs(q, v_cache, return_lse):
+def _paged_outputs(q, v_cache, return_lse, mixed):
+    """Uninitialised (out, lse) as cuattn.paged_attention lays them out (mixed: lse
+    [Hq, total_q]); lse is empty unless wanted."""
     if q.dim() not in (3, 4):
-        raise ValueError(f"q must be [B, Hq, D] or [B, Sq, Hq, D], got shape {tuple(q.shape)}")
+        raise ValueError(f"q must be [B, Hq, D], [B, Sq, Hq, D] or (with cu_seqlens_q) "
+                         f"[total_q, Hq, D], got shape {tuple(q.shape)}")
     out = q.new_empty((*q.shape[:-1], v_cache.shape[-1]))
-    if not return_lse:
-        lse_shape = (0,)
-    elif q.dim() == 4:
-        lse_shape = (q.shape[0], q.shape[2], q.shape[1])
-    else:
-        lse_shape = tuple(q.shape[:2])
+    lse_shape = _api._paged_lse_shape(tuple(q.shape), mixed) if return_lse else (0,)
     return out, q.new_empty(lse_shape, dtype=torch.float32)
 
 
@@ -203,22 +201,25 @@ def _paged_attention(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_table: T
                      window: Optional[List[int]], sinks: Optional[Tensor],
                      k_scale: Optional[Tensor], k_scale_value: Optional[float],
                      v_scale: Optional[Tensor], v_scale_value: Optional[float], kv_layout: str,
-                     kv_cache_dtype: Optional[str], return_lse: bool,
-                     check: bool) -> Tuple[Tensor, Tensor]:
-    out, lse = _paged_outputs(q, v_cache, return_lse)
+                     kv_cache_dtype: Optional[str], return_lse: bool, check: bool,
+                     cu_seqlens_q: Optional[Tensor] = None,
+                     max_seqlen_q: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    out, lse = _paged_outputs(q, v_cache, return_lse, cu_seqlens_q is not None)
     _api.paged_attention(q, k_cache, v_cache, block_table, seq_lens, scale=scale, softcap=softcap,
                          window=_window_arg(window), sinks=sinks,
                          k_scale=k_scale if k_scale is not None else k_scale_value,
                          v_scale=v_scale if v_scale is not None else v_scale_value,
                          kv_layout=kv_layout, kv_cache_dtype=kv_cache_dtype, check=check, out=out,
-                         lse_out=lse if return_lse else None)
+                         lse_out=lse if return_lse else None, cu_seqlens_q=cu_seqlens_q,
+                         max_seqlen_q=max_seqlen_q)
     return out, lse
 
 
 @_paged_attention.register_fake
 def _(q, k_cache, v_cache, block_table, seq_lens, scale, softcap, window, sinks, k_scale,
-      k_scale_value, v_scale, v_scale_value, kv_layout, kv_cache_dtype, return_lse, check):
-    return _paged_outputs(q, v_cache, return_lse)
+      k_scale_value, v_scale, v_scale_value, kv_layout, kv_cache_dtype, return_lse, check,
+      cu_seqlens_q=None, max_seqlen_q=None):
+    return _paged_outputs(q, v_cache, return_lse, cu_seqlens_q is not None)
 
 
 _no_backward(_paged_attention)
@@ -227,14 +228,15 @@ _no_backward(_paged_attention)
 def paged_attention(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, softcap=0.0,
                     window=None, sinks=None, k_scale=None, v_scale=None, kv_layout="NHD",
                     kv_cache_dtype=None, plan=None, check=False, return_lse=False, out=None,
-                    lse_out=None, stream=None):
+                    lse_out=None, stream=None, cu_seqlens_q=None, max_seqlen_q=None):
     """cuattn.paged_attention while torch.compile traces: one cuattn::paged_attention op."""
     _traceable(plan=plan, stream=stream)
     _refuse_grad(q=q, k_cache=k_cache, v_cache=v_cache, sinks=sinks)
     o, lse = torch.ops.cuattn.paged_attention(
         q, k_cache, v_cache, block_table, seq_lens, _opt(float, scale), float(softcap),
         _window_list(window), sinks, *_scale_args(k_scale), *_scale_args(v_scale), str(kv_layout),
-        kv_cache_dtype, bool(return_lse or lse_out is not None), bool(check))
+        kv_cache_dtype, bool(return_lse or lse_out is not None), bool(check), cu_seqlens_q,
+        _opt(int, max_seqlen_q))
     return _results(o, lse, out, lse_out, return_lse)
 
 

@@ -151,25 +151,42 @@ def dequant(cache, scale, kv_cache_dtype=None):
 
 def paged_ref(q, k_cache, v_cache, block_table, seq_lens, *, scale=None, softcap=0.0,
               window=None, sinks=None, k_scale=None, v_scale=None, kv_layout="NHD",
-              kv_cache_dtype=None):
+              kv_cache_dtype=None, cu_seqlens_q=None):
     """Reference for cuattn.paged_attention. q [B, Hq, D] (lse [B, Hq]) or [B, Sq, Hq, D]
-    (lse [B, Hq, Sq]); token t of Sq sees keys j <= seq_len - Sq + t."""
+    (lse [B, Hq, Sq]); token t of Sq sees keys j <= seq_len - Sq + t. Mixed batch
+    (cu_seqlens_q, [B + 1]): q packed [total_q, Hq, D], sequence b's n_b new tokens are rows
+    cu[b] .. cu[b + 1] - 1 and token t of them sees keys j <= seq_len - n_b + t; out
+    [total_q, Hq, Dv], lse [Hq, total_q]."""
     q = f64(q)
-    decode = q.ndim == 3
-    q4 = q[:, None] if decode else q
     kc = dequant(k_cache, k_scale, kv_cache_dtype)
     vc = dequant(v_cache, v_scale, kv_cache_dtype)
-    b_, sq, hq, d = q4.shape
+    hq, d, dv = q.shape[-2], q.shape[-1], vc.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    out = np.zeros((b_, sq, hq, vc.shape[-1]))
-    lse = np.full((b_, hq, sq), -np.inf)
-    for b in range(b_):
+    if cu_seqlens_q is not None:
+        cu = np.asarray(cu_seqlens_q, dtype=np.int64)
+        rows = [slice(int(cu[b]), int(cu[b + 1])) for b in range(len(cu) - 1)]
+        q3 = q
+        out = np.zeros((q.shape[0], hq, dv))
+        lse = np.full((hq, q.shape[0]), -np.inf)
+    else:
+        decode = q.ndim == 3
+        q4 = q[:, None] if decode else q
+        b_, sq = q4.shape[:2]
+        q3 = q4.reshape(b_ * sq, hq, d)  # the uniform batch packed: sequence b's rows b*sq..
+        rows = [slice(b * sq, (b + 1) * sq) for b in range(b_)]
+        out = np.zeros((b_ * sq, hq, dv))
+        lse = np.full((hq, b_ * sq), -np.inf)
+    for b, r in enumerate(rows):
         length = int(seq_lens[b])
         kk = gather_pages(kc, block_table[b], length, kv_layout)
         vv = gather_pages(vc, block_table[b], length, kv_layout)
-        vis = visible_mask(sq, length, causal=True, window=norm_window(window, True))
-        out[b], lse[b] = attend(q4[b], kk, vv, vis[None], scale=scale, softcap=softcap,
-                                sinks=sinks)
+        vis = visible_mask(r.stop - r.start, length, causal=True, window=norm_window(window, True))
+        out[r], lse[:, r] = attend(q3[r], kk, vv, vis[None], scale=scale, softcap=softcap,
+                                   sinks=sinks)
+    if cu_seqlens_q is not None:
+        return out, lse
+    out = out.reshape(b_, sq, hq, dv)
+    lse = lse.reshape(hq, b_, sq).transpose(1, 0, 2)
     if decode:
         return out[:, 0], lse[:, :, 0]
     return out, lse

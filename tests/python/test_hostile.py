@@ -80,6 +80,18 @@ def paged_parts(rng):
         i32([0, 1, 2, 3], [4, 5, 6, 7]), i32(9, 5)
 
 
+def mixed(rng, cu=(0, 1, 4), lens=(9, 5), rows=4, q=None, **kw):
+    """A mixed batch: 2 sequences with 1 and 3 new tokens (q packed [4, 2, D]), 4 pages of 16
+    slots each (8 pages in the cache), Hq 2, Hkv 1. check=True: the GPU validates contents too."""
+    q = r(rng, rows, 2, D) if q is None else q
+    kc, vc = r(rng, 8, 16, 1, D), r(rng, 8, 16, 1, D)
+    cq = cu if not isinstance(cu, tuple) else i32(*cu)
+    kw.setdefault("max_seqlen_q", 3)
+    kw.setdefault("check", True)
+    return cuattn.paged_attention(q, kc, vc, i32([0, 1, 2, 3], [4, 5, 6, 7]), i32(*lens),
+                                  cu_seqlens_q=cq, **kw)
+
+
 def append(rng, slots=(0, 5, 17), **kw):
     kc, vc = r(rng, 4, 16, 1, D), r(rng, 4, 16, 1, D)
     kn, vn = r(rng, len(slots), 1, D), r(rng, len(slots), 1, D)
@@ -147,6 +159,24 @@ def paged_reversed_rows(rng):
     out = cuattn.paged_attention(q, kc, vc, dev(table)[::-1], sl)
     ref, _ = oracle.paged_ref(to_host(q), to_host(kc), to_host(vc), table[::-1], [9, 5])
     assert_close(out, ref, F32)
+
+
+def mixed_ok(rng):
+    """A decode beside a 3-token chunk, against the oracle, every output element written."""
+    q, kc, vc = host(rng, (4, 2, D), F32), host(rng, (8, 16, 1, D), F32), host(rng, (8, 16, 1, D), F32)
+    table = np.array([[0, 1, 2, 3], [4, 5, 6, 7]], np.int32)
+    out, lse = dev(np.full((4, 2, D), np.nan, F32)), dev(np.full((2, 4), np.nan, np.float32))
+    cuattn.paged_attention(dev(q), dev(kc), dev(vc), dev(table), i32(9, 5), cu_seqlens_q=i32(0, 1, 4),
+                           out=out, lse_out=lse)
+    ref, ref_lse = oracle.paged_ref(q, kc, vc, table, [9, 5], cu_seqlens_q=[0, 1, 4])
+    assert_close(out, ref, F32)
+    assert_lse(lse, ref_lse, F32)
+
+
+def mixed_no_tokens(rng):
+    """Sequences without new tokens (and one without cached ones): empty results."""
+    out, lse = mixed(rng, cu=(0, 0, 0), lens=(9, 0), rows=0, max_seqlen_q=0, return_lse=True)
+    assert tuple(out.shape) == (0, 2, D) and tuple(lse.shape) == (2, 0)
 
 
 def _plan_mismatch(rng):
@@ -404,6 +434,44 @@ CASES = [
     Case("paged-zero-length", paged_zero_length, None),
     Case("paged-reversed-rows", paged_reversed_rows, None, where="any" if can_reverse() else "cpu"),
     Case("paged-plan-mismatch", _plan_mismatch, ValueError, "plan"),
+    # paged_attention, mixed batches (cu_seqlens_q; check=True, so the GPU validates too)
+    Case("mixed-cu-short", lambda rng: mixed(rng, cu=(0, 1, 3)), ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-long", lambda rng: mixed(rng, cu=(0, 1, 5), lens=(9, 9)), ValueError,
+         "cu_seqlens_q"),
+    Case("mixed-cu-decreasing", lambda rng: mixed(rng, cu=(0, 5, 4), lens=(9, 9)), ValueError,
+         "cu_seqlens_q"),
+    Case("mixed-cu-first", lambda rng: mixed(rng, cu=(1, 2, 4)), ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-int64", lambda rng: mixed(rng, cu=dev(np.array([0, 1, 4], np.int64))),
+         ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-strided", lambda rng: mixed(rng, cu=strided(np.array([0, 1, 4], np.int32), 2)),
+         ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-2d", lambda rng: mixed(rng, cu=dev(np.array([[0, 1, 4]], np.int32))),
+         ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-empty", lambda rng: mixed(rng, cu=dev(np.zeros(0, np.int32))), ValueError,
+         "cu_seqlens_q"),
+    Case("mixed-cu-count", lambda rng: mixed(rng, cu=(0, 4)), ValueError, "cu_seqlens_q"),
+    Case("mixed-cu-float", lambda rng: mixed(rng, cu=dev(np.array([0, 1, 4], np.float32))),
+         ValueError, "cu_seqlens_q"),
+    Case("mixed-more-tokens-than-cache", lambda rng: mixed(rng, lens=(9, 2)), ValueError,
+         "cu_seqlens_q"),
+    Case("mixed-max-seqlen-small", lambda rng: mixed(rng, max_seqlen_q=2), ValueError,
+         "max_seqlen_q"),
+    Case("mixed-max-seqlen-negative", lambda rng: mixed(rng, max_seqlen_q=-1), ValueError,
+         "max_seqlen_q"),
+    Case("mixed-max-seqlen-without-cu", lambda rng: paged(rng, max_seqlen_q=1), ValueError,
+         "max_seqlen_q"),
+    Case("mixed-max-seqlen-missing-gpu", lambda rng: mixed(rng, max_seqlen_q=None), ValueError,
+         "max_seqlen_q", where="gpu"),
+    Case("mixed-q-4d", lambda rng: mixed(rng, q=r(rng, 2, 2, 2, D)), ValueError, "q"),
+    Case("mixed-out-shape", lambda rng: mixed(rng, out=r(rng, 2, 2, D)), ValueError, "out"),
+    Case("mixed-lse-shape", lambda rng: mixed(rng, lse_out=r(rng, 4, 2, dtype="float32")),
+         ValueError, "lse"),
+    Case("mixed-plan", lambda rng: mixed(rng, plan=cuattn.plan_decode(
+        [9, 5], num_q_heads=2, num_kv_heads=1, head_dim=D, page_size=16, q_len=3,
+        device="cuda" if GPU else "cpu")), ValueError, "plan"),
+    Case("mixed-ok", mixed_ok, None, where="cpu"),
+    Case("mixed-no-tokens", mixed_no_tokens, None, where="cpu"),
+    Case("mixed-gpu", lambda rng: mixed(rng), None, where="gpu"),
     Case("plan-negative-length", lambda rng: cuattn.plan_decode(
         [4, -1], num_q_heads=2, num_kv_heads=1, head_dim=D, page_size=16, device="cpu"),
          ValueError, "seq_lens"),

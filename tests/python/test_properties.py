@@ -267,6 +267,41 @@ def test_paged_attention(seed, dtype, data, d, kv_layout, fp8, combined, window,
     check_out(out, ref, dtype, lse, ref_lse)
 
 
+@settings_for(300)
+@given(seed=seeds(), dtype=dtypes(), data=st.data(), d=head_dims(paged=True),
+       kv_layout=st.sampled_from(["NHD", "HND"]), fp8=st.booleans(), window=windows(),
+       softcap=st.sampled_from([0.0, 3.0]), sinks=st.booleans(),
+       scale=st.one_of(st.none(), st.floats(0.05, 1.5)), extra_max=st.one_of(st.none(), st.integers(0, 3)))
+def test_paged_attention_mixed(seed, dtype, data, d, kv_layout, fp8, window, softcap, sinks, scale,
+                               extra_max):
+    """A mixed batch: each sequence draws its cached length and 0..min(length, 6) new tokens
+    (q packed [total_q, Hq, D] with cu_seqlens_q), against the oracle; max_seqlen_q omitted or
+    at least the longest count (the GPU requires it)."""
+    CASES["paged_attention mixed"] += 1
+    rng = np.random.default_rng(seed)
+    c = paged_case(rng, data, dtype, d)
+    b, hkv, hq, page, n = c["b"], c["hkv"], c["hq"], c["page"], c["n_pages"]
+    counts = [data.draw(st.integers(0, min(length, 6)), f"n_{i}") for i, length in enumerate(c["lens"])]
+    cu = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    cdt = FP8 if fp8 else dtype
+    per = (page, hkv, d) if kv_layout == "NHD" else (hkv, page, d)
+    kc, vc = host(rng, (n,) + per, cdt), host(rng, (n,) + per, cdt)
+    ks, vs = (float(rng.uniform(0.5, 2)), float(rng.uniform(0.5, 2))) if fp8 else (None, None)
+    q = host(rng, (int(cu[-1]), hq, d), dtype)
+    snk = host(rng, (hq,), "float32") if sinks else None
+    lens = np.asarray(c["lens"], np.int32)
+    out, lse = cuattn.paged_attention(
+        dev(q), dev(kc), dev(vc), dev(c["table"]), dev(lens), scale=scale, softcap=softcap,
+        window=window, sinks=None if snk is None else dev(snk), k_scale=ks, v_scale=vs,
+        kv_layout=kv_layout, return_lse=True, out=poison(q.shape, dtype),
+        lse_out=poison((hq, int(cu[-1])), "float32"), cu_seqlens_q=dev(cu),
+        max_seqlen_q=(max(counts) if GPU else None) if extra_max is None else max(counts) + extra_max)
+    ref, ref_lse = oracle.paged_ref(q, kc, vc, c["table"], lens, scale=scale, softcap=softcap,
+                                    window=window, sinks=snk, k_scale=ks, v_scale=vs,
+                                    kv_layout=kv_layout, cu_seqlens_q=cu)
+    check_out(out, ref, dtype, lse, ref_lse)
+
+
 @settings_for(200)
 @given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), t=st.integers(0, 6),
        n=st.integers(1, 4),
@@ -377,11 +412,36 @@ ATTN_MUTATIONS = {
     "cu-short": ("cu_seqlens_q", True), "cu-long": ("cu_seqlens_k", True),
     "cu-decreasing": ("cu_seqlens_q", True),
 }
+MIXED_MUTATIONS = {
+    "cu-int64": ("cu_seqlens_q", False), "cu-strided": ("cu_seqlens_q", False),
+    "cu-count": ("cu_seqlens_q", False), "max-without-cu": ("max_seqlen_q", False),
+    "cu-short": ("cu_seqlens_q", True), "cu-long": ("cu_seqlens_q", True),
+    "cu-decreasing": ("cu_seqlens_q", True), "cu-first": ("cu_seqlens_q", True),
+    "more-tokens-than-cache": ("cu_seqlens_q", True), "max-small": ("max_seqlen_q", True),
+}
 APPEND_MUTATIONS = {
     "k_new-aliases-cache": ("k_cache", False), "caches-overlap": ("v_cache", False),
     "slot_mapping-strided": ("slot_mapping", False), "slot_mapping-int32": ("slot_mapping", False),
     "k_scale-nan": ("k_scale", False), "slot-too-large": ("slot_mapping", True),
 }
+
+
+CU_CONTENT = ("cu-short", "cu-long", "cu-decreasing", "cu-first")
+
+
+def bad_cu(cu: np.ndarray, mutation: str) -> None:
+    """Breaks one content rule of a cu_seqlens array (at least 3 entries) in place: the last
+    entry one short or one long, a decrease, or a first entry other than 0."""
+    if mutation == "cu-short":
+        cu[-1] -= 1
+    elif mutation == "cu-long":
+        cu[-1] += 1
+    elif mutation == "cu-decreasing":
+        cu[1] = cu[2] + 1
+    elif mutation == "cu-first":
+        cu[0] = 1
+    else:
+        raise ValueError(mutation)
 
 
 def expect_refused(fn, name, content, check):
@@ -496,12 +556,8 @@ def hostile_attention(seed, dtype, d, hkv, group, lq, lk, mutation, check):
         kw["out"] = q
     elif mutation == "out-stride0":
         kw["out"] = stride0(tuple(q.shape), dtype)
-    elif mutation == "cu-short":
-        cq[-1] -= 1
-    elif mutation == "cu-long":
-        ck[-1] += 1
-    elif mutation == "cu-decreasing":
-        cq[1] = cq[2] + 1
+    elif mutation in CU_CONTENT:
+        bad_cu(ck if mutation == "cu-long" else cq, mutation)
     kw.setdefault("cu_seqlens_q", dev(cq))
     kw.setdefault("cu_seqlens_k", dev(ck))
     name, content = ATTN_MUTATIONS[mutation]
@@ -539,7 +595,48 @@ def hostile_append(seed, dtype, d, t, n, page, hkv, mutation, check):
     expect_refused(lambda: cuattn.append_paged_kv(kn, vn, kc, vc, sm, **kw), name, content, check)
 
 
-HOSTILE = (hostile_paged, hostile_attention, hostile_append)
+@settings_for(250)
+@given(seed=seeds(), dtype=dtypes(), d=head_dims(paged=True), b=st.integers(2, 3),
+       hkv=st.integers(1, 2), group=st.integers(1, 2), page=st.integers(1, 4),
+       mutation=st.sampled_from(sorted(MIXED_MUTATIONS)), check=st.booleans())
+def hostile_paged_mixed(seed, dtype, d, b, hkv, group, page, mutation, check):
+    """A mixed batch with one bad cu_seqlens_q / max_seqlen_q. On the GPU without check a bad
+    content may run (clamped inside q, no fault)."""
+    CASES["hostile paged_attention mixed"] += 1
+    rng = np.random.default_rng(seed)
+    page = 16 if GPU else page
+    hq, max_blocks = hkv * group, 3
+    lens = rng.integers(2, max_blocks * page + 1, size=b).astype(np.int32)
+    counts = [int(rng.integers(1, min(int(x), 4) + 1)) for x in lens]
+    cu = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    n = b * max_blocks
+    table = rng.permutation(n).reshape(b, max_blocks).astype(np.int32)
+    a = dict(q=dev(host(rng, (int(cu[-1]), hq, d), dtype)),
+             k_cache=dev(host(rng, (n, page, hkv, d), dtype)),
+             v_cache=dev(host(rng, (n, page, hkv, d), dtype)), block_table=dev(table),
+             seq_lens=dev(lens), max_seqlen_q=max(counts), check=check)
+    if mutation == "cu-int64":
+        a["cu_seqlens_q"] = dev(cu.astype(np.int64))
+    elif mutation == "cu-strided":
+        a["cu_seqlens_q"] = strided(cu, 2)
+    elif mutation == "cu-count":
+        a["cu_seqlens_q"] = dev(cu[:-1].copy())
+    elif mutation == "max-without-cu":
+        a["q"] = dev(host(rng, (b, hq, d), dtype))
+    elif mutation in CU_CONTENT:
+        bad_cu(cu, mutation)
+    elif mutation == "more-tokens-than-cache":
+        lens[0] = counts[0] - 1
+        a["seq_lens"] = dev(lens)
+    elif mutation == "max-small":
+        a["max_seqlen_q"] = max(counts) - 1
+    if mutation != "max-without-cu":
+        a.setdefault("cu_seqlens_q", dev(cu))
+    name, content = MIXED_MUTATIONS[mutation]
+    expect_refused(lambda: cuattn.paged_attention(**a), name, content, check)
+
+
+HOSTILE = (hostile_paged, hostile_paged_mixed, hostile_attention, hostile_append)
 
 
 def run_hostile():

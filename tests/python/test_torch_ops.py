@@ -99,6 +99,9 @@ def test_opcheck(gen):
     torch.library.opcheck(ops.paged_attention.default,
                           paged_args(randn(gen, 3, 2, 4, 16), kc, vc, table, lens + 1, [3], False,
                                      0.5))
+    cu = torch.tensor([0, 1, 5, 5], dtype=torch.int32)  # a mixed batch: lse [Hq, total_q]
+    torch.library.opcheck(ops.paged_attention.default,
+                          paged_args(randn(gen, 5, 4, 16), kc, vc, table, lens + 4) + (cu, 4))
     slots = torch.tensor([0, 5, -1, 39])
     torch.library.opcheck(ops.append_paged_kv.default,
                           (randn(gen, 4, 2, 16), randn(gen, 4, 2, 16), kc, vc, slots, None, None,
@@ -124,6 +127,19 @@ def test_attention_op(gen, layout, causal, window, oracle_window):
                                              return_lse=False))
     assert_close(out, ref, "float32")
     assert lse.shape == (0,)
+
+
+def test_paged_attention_mixed_op(gen):
+    """The paged op with its trailing cu_seqlens_q / max_seqlen_q: a decode beside a chunk."""
+    kc, vc, table, seq = paged(gen, [9, 30, 2], 16, 2, 32)
+    cu = torch.tensor([0, 1, 13, 13], dtype=torch.int32)
+    q = randn(gen, 13, 4, 32)
+    out, lse = ops.paged_attention(*paged_args(q, kc, vc, table, seq, window=[20]), cu, None)
+    ref, ref_lse = oracle.paged_ref(q.numpy(), kc.numpy(), vc.numpy(), table.numpy(), seq.numpy(),
+                                    window=20, cu_seqlens_q=cu.numpy())
+    assert out.shape == (13, 4, 32) and lse.shape == (4, 13)
+    assert_close(out, ref, "float32")
+    assert_lse(lse, ref_lse, "float32")
 
 
 def test_paged_attention_and_append_ops(gen):

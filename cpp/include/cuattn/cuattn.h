@@ -89,12 +89,18 @@ void merge_states(const MergeArgs& a, Stream stream = nullptr);
 struct DecodePlan;
 
 struct PagedArgs {
-  TensorView q;                 // [B, Hq, D] or [B, Sq, Hq, D]
+  TensorView q;                 // [B, Hq, D] or [B, Sq, Hq, D]; mixed: [total_q, Hq, D]
   TensorView k_cache, v_cache;  // NHD [N, bs, Hkv, D] or HND [N, Hkv, bs, D]; fp8 allowed
   TensorView block_table;       // int32 [B, max_blocks]
   TensorView seq_lens;          // int32 [B]
   TensorView out;               // like q, last dim Dv
-  TensorView lse;               // optional float32 [B, Hq] or [B, Hq, Sq]
+  TensorView lse;               // optional float32 [B, Hq] or [B, Hq, Sq]; mixed: [Hq, total_q]
+  // Mixed batches (chunked prefill beside decodes): optional int32 [B + 1], sequence b's new
+  // tokens are q rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1, the last ones of its cache.
+  // max_seqlen_q (>= every sequence's count) is required when it lives on the GPU. The CPU
+  // backend runs them; on the GPU such a call is validated, then NotImplementedError.
+  TensorView cu_seqlens_q;
+  int64_t max_seqlen_q = -1;
   TensorView sinks;             // optional float32 [Hq]
   TensorView k_scale_t, v_scale_t;  // optional float32 device scalars (override k/v_scale)
   double k_scale = 1, v_scale = 1;
@@ -103,7 +109,8 @@ struct PagedArgs {
   KVLayout kv_layout = KVLayout::NHD;
   bool causal = true;
   bool check = false;                 // GPU: validate block ids and lengths (one sync)
-  const DecodePlan* plan = nullptr;   // optional; splits from shapes when null
+  const DecodePlan* plan = nullptr;   // optional; splits from shapes when null (not with
+                                      // cu_seqlens_q: a plan fixes one q_len for every sequence)
   // Internal (tests and benchmarks): forces kernel variants over the chosen ones, a comma list
   // of tma=0|1, wide=0|1, persistent=0|1, persistent_ctas=N, page_order=N, pdl=0|1 and (calls
   // without a plan) ctas_per_sm=N. Empty: the default choice.

@@ -72,23 +72,22 @@ struct AttnParams {
 // Paged KV-cache attention (decode, or Sq new tokens per sequence, causal among them).
 // Page p, slot t, kv head h of the K cache is at k_cache + p*k_page_stride + t*k_slot_stride +
 // h*k_head_stride (NHD and HND layouts and strided views all reduce to these three strides).
+// Mixed batches (cu_seqlens_q set): q, o and lse are packed, *_batch_stride 0, and sequence b's
+// n_b = cu_seqlens_q[b + 1] - cu_seqlens_q[b] new tokens are rows cu_seqlens_q[b].. of them;
+// seqlen_q is then the longest n_b (grid sizing only).
 struct PagedParams {
-  const void* q = nullptr;        // [b, sq, hq, d]
+  const void* q = nullptr;        // [b, sq, hq, d]; mixed: [total_q, hq, d]
   const void* k_cache = nullptr;  // [num_pages, page_size, hkv, d] via strides
   const void* v_cache = nullptr;  // [num_pages, page_size, hkv, dv] via strides
   const int32_t* block_table = nullptr;  // [b, max_blocks]
   const int32_t* seq_lens = nullptr;     // [b] tokens in the cache, new ones included
-  void* o = nullptr;     // [b, sq, hq, dv]
-  float* lse = nullptr;  // [b, hq, sq]; row stride 1; may be null
-  // Mixed batches (null: every sequence has seqlen_q query tokens): sequence b's query tokens are
-  // rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1 of q / o ([total_q, hq, d], batch strides 0)
-  // and of lse ([hq, total_q]), at most max_seqlen_q of them.
-  const int32_t* cu_seqlens_q = nullptr;
-  int max_seqlen_q = 0, total_q = 0;
+  const int32_t* cu_seqlens_q = nullptr;  // [b + 1] or null (uniform: seqlen_q rows each)
+  void* o = nullptr;     // [b, sq, hq, dv]; mixed: [total_q, hq, dv]
+  float* lse = nullptr;  // [b, hq, sq] (mixed: [hq, total_q]); row stride 1; may be null
   const float* sinks = nullptr;        // [hq] or null
   const float* k_scale_ptr = nullptr;  // device scalar; overrides k_scale when set
   const float* v_scale_ptr = nullptr;
-  int64_t seq_lens_stride = 1, sinks_stride = 1;
+  int64_t seq_lens_stride = 1, sinks_stride = 1, cu_seqlens_q_stride = 1;
   int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
   int64_t k_page_stride = 0, k_slot_stride = 0, k_head_stride = 0;
   int64_t v_page_stride = 0, v_slot_stride = 0, v_head_stride = 0;
@@ -97,9 +96,10 @@ struct PagedParams {
   int64_t lse_batch_stride = 0, lse_head_stride = 0;
 
   int batch = 0, seqlen_q = 1, num_heads_q = 0, num_heads_kv = 0;
+  int64_t total_q = 0;  // mixed: rows of the packed q (kernels clamp to them)
   int head_dim = 0, head_dim_v = 0;
   int page_size = 0, num_pages = 0, max_blocks = 0;
-  bool causal = true;  // token t of sq sees keys j <= seq_len - sq + t
+  bool causal = true;  // token t of sq (mixed: of n_b) sees keys j <= seq_len - sq + t
   int window_left = -1, window_right = -1;
   float scale = 0.f, scale_log2 = 0.f, softcap = 0.f;
   float k_scale = 1.f, v_scale = 1.f;  // dequantisation scales for fp8 caches

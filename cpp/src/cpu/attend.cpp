@@ -389,6 +389,26 @@ BlockTable build_block_table(const BlockMaskParams& bm, int64_t b, int64_t h) {
   return t;
 }
 
+void for_each_query_tile(int64_t batch, int64_t problems, const std::function<int64_t(int64_t)>& rows,
+                         const std::function<void(int64_t, int64_t, int64_t, int64_t)>& work) {
+  // items_before[b]: work items of the sequences before b (problems x query tiles each).
+  std::vector<int64_t> items_before(size_t(batch) + 1, 0);
+  std::vector<int64_t> n_rows(static_cast<size_t>(batch));
+  for (int64_t b = 0; b < batch; ++b) {
+    n_rows[size_t(b)] = std::max<int64_t>(rows(b), 0);
+    items_before[size_t(b) + 1] =
+        items_before[size_t(b)] + (n_rows[size_t(b)] + kQueryTile - 1) / kQueryTile * problems;
+  }
+  parallel_for(items_before.back(), [&](int64_t item) {
+    const int64_t b = std::upper_bound(items_before.begin(), items_before.end(), item) -
+                      items_before.begin() - 1;
+    const int64_t n = n_rows[size_t(b)], tiles = (n + kQueryTile - 1) / kQueryTile;
+    const int64_t local = item - items_before[size_t(b)];
+    const int64_t i0 = (tiles - 1 - local % tiles) * kQueryTile;
+    work(b, local / tiles, i0, std::min(kQueryTile, n - i0));
+  });
+}
+
 }  // namespace detail
 }  // namespace cpu
 }  // namespace cuattn

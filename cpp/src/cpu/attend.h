@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "cuattn/params.h"
@@ -73,6 +74,14 @@ constexpr int64_t kKeyTile = 128;   // keys a step of the online softmax covers
 // Packed rows [i0, i0 + m) of p (m <= kQueryTile; lq * group rows in all), keys in tiles of
 // key_tile (the naive variant passes one tile as long as the sequence).
 void attend_rows(const HeadProblem& p, int64_t i0, int64_t m, int64_t key_tile = kKeyTile);
+
+// The work items of a batch, run on the thread pool: sequence b has `problems` problems (a kv
+// head's packed query heads, or one head), each of rows(b) packed rows cut into kQueryTile
+// tiles; work(b, problem, i0, m) attends rows [i0, i0 + m) of one. A sequence without rows has
+// no items, so its keys are never read. Within a problem the last tile runs first: under a causal
+// mask it sees the most keys, so the long items start early and the short ones fill the gaps.
+void for_each_query_tile(int64_t batch, int64_t problems, const std::function<int64_t(int64_t)>& rows,
+                         const std::function<void(int64_t, int64_t, int64_t, int64_t)>& work);
 
 }  // namespace detail
 }  // namespace cpu

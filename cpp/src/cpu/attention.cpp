@@ -37,26 +37,16 @@ void run_attention(const AttnParams& p, bool materialise) {
       lk = p.cu_seqlens_k[(b + 1) * p.cu_seqlens_k_stride] - k0;
     }
   };
-  auto tiles_of = [&](int64_t lq) {
-    return (std::max<int64_t>(lq, 0) * packed + detail::kQueryTile - 1) / detail::kQueryTile;
+  auto rows = [&](int64_t b) {
+    int64_t q0, lq, k0, lk;
+    bounds(b, q0, lq, k0, lk);
+    return lq * packed;
   };
-  // items_before[b]: work items of the sequences before b (problems x query tiles each).
-  std::vector<int64_t> items_before(size_t(p.batch) + 1, 0);
-  for (int64_t b = 0; b < p.batch; ++b) {
+  detail::for_each_query_tile(p.batch, problems, rows, [&](int64_t b, int64_t problem, int64_t i0,
+                                                           int64_t m) {
     int64_t q0, lq, k0, lk;
     bounds(b, q0, lq, k0, lk);
-    items_before[b + 1] = items_before[b] + tiles_of(lq) * problems;
-  }
-  parallel_for(items_before.back(), [&](int64_t item) {
-    const int64_t b = std::upper_bound(items_before.begin(), items_before.end(), item) -
-                      items_before.begin() - 1;
-    int64_t q0, lq, k0, lk;
-    bounds(b, q0, lq, k0, lk);
-    const int64_t tiles = tiles_of(lq), local = item - items_before[b];
-    const int64_t h = local / tiles * packed, hk = h / group;  // the problem's first query head
-    // The last tiles first: under a causal mask they see the most keys, so the long items start
-    // early and the short ones fill the gaps at the end.
-    const int64_t tile = tiles - 1 - local % tiles;
+    const int64_t h = problem * packed, hk = h / group;  // the problem's first query head
     detail::BlockTable table;
     if (p.block_mask.present()) table = detail::build_block_table(p.block_mask, b, h);
 
@@ -77,9 +67,7 @@ void run_attention(const AttnParams& p, bool materialise) {
     hp.group = packed;
     hp.q_head_stride = p.q_head_stride, hp.o_head_stride = p.o_head_stride;
     hp.lse_head_stride = p.lse_head_stride, hp.sinks_stride = p.sinks_stride;
-    const int64_t i0 = tile * detail::kQueryTile;
-    detail::attend_rows(hp, i0, std::min(detail::kQueryTile, lq * packed - i0),
-                        materialise ? std::max<int64_t>(lk, 1) : detail::kKeyTile);
+    detail::attend_rows(hp, i0, m, materialise ? std::max<int64_t>(lk, 1) : detail::kKeyTile);
   });
 }
 
