@@ -235,6 +235,10 @@ void decode_sweep(Env& env, Table& table, const DecodeOptions& o) {
       for (int64_t B : o.batches) {
         const std::string shape = fmt("B%lld L%lld Hq%lld%s bs%lld", (long long)B, (long long)L, (long long)Hq,
                                       T > 1 ? fmt(" q%lld", (long long)T).c_str() : "", (long long)P);
+        // The cache refused before its page table is made (a table of billions of pages is slow).
+        const int64_t pages = B * ((L + P - 1) / P);
+        const double cache_bytes = shape_bytes({pages, P, kDk}, kv_dtypes.front());
+        require_memory(cache_bytes, env.cuda() ? cache_bytes : 0, "the latent cache");
         const PageTable pt = make_page_table(env, B, L, P);
         Tensor q = env.random({B, T, Hq, kDk});
         const double flops = 2.0 * B * Hq * T * L * (kDk + kDv);
