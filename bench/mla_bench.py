@@ -46,7 +46,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import Timer, ceilings, git_sha, log  # noqa: E402
+from bench import ceilings, git_sha, gpu_session, log  # noqa: E402
 
 DK, DV = 576, 512
 # DeepSeek-V3: softmax scale = mscale^2 / sqrt(qk_head_dim = 192), mscale = 0.1 ln(40) + 1 (YaRN).
@@ -473,22 +473,12 @@ def main(argv=None):
         res = {"git_sha": git_sha(), "device": "dry-run", "date": date, "dry_run": True,
                "ceilings": dict(DryRun.ceilings)}
     else:
-        try:
-            import torch
-        except ImportError:
-            print("mla_bench.py needs PyTorch (peers, ceilings, timing); --dry-run checks the report without it",
-                  file=sys.stderr)
+        session = gpu_session("mla_bench.py", a.iters, hint="; --dry-run checks the report without them")
+        if session is None:
             return 77
-        import cuattn
-        if not cuattn.cuda_available() or not torch.cuda.is_available():
-            print("no usable GPU", file=sys.stderr)
-            return 77
-        torch.manual_seed(int(time.time()))
-        timer = Timer(torch, iters=a.iters)
+        torch, cuattn, timer, res = session
+        res["iters"] = a.iters
         props = torch.cuda.get_device_properties(0)
-        res = {"git_sha": git_sha(), "device": props.name, "date": date, "torch": torch.__version__,
-               "cuattn": cuattn.build_info(), "sms": props.multi_processor_count, "l2_flush": "write",
-               "iters": a.iters}
         log(f"MLA bench on {props.name} (sha {res['git_sha']})")
         res["ceilings"] = ceilings(torch, timer)
         log(f"  ceilings: copy {res['ceilings']['copy_gbps']:.0f} GB/s, GEMM {res['ceilings']['gemm_bf16_tflops']:.0f} TFLOP/s")
@@ -505,7 +495,7 @@ def main(argv=None):
             res["rows"].append(failed_row(g, e))
     report = table(res)
     os.makedirs(a.out, exist_ok=True)
-    stem = f"{date[:10]}_{res['git_sha']}_{res['device'].replace(' ', '_')}_mla"
+    stem = f"{res['date'][:10]}_{res['git_sha']}_{res['device'].replace(' ', '_')}_mla"
     path = os.path.join(a.out, stem + ".json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1, default=float)
