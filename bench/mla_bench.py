@@ -111,6 +111,9 @@ def load_flashmla(path, build=True):
     if not path:
         return None, {"status": "not given (--flashmla DIR)"}
     info = {"dir": os.path.abspath(path)}
+    if not os.path.isfile(os.path.join(path, "build.py")):
+        info["status"] = f"not found (no {os.path.join(path, 'build.py')})"
+        return None, info
     for key, fname in (("commit", "FLASHMLA_COMMIT"), ("cutlass_commit", "CUTLASS_COMMIT")):
         try:
             with open(os.path.join(path, fname)) as f:

@@ -73,6 +73,7 @@ def test_dry_run_with_flashmla_records_commits(tmp_path):
     peer.mkdir()
     (peer / "FLASHMLA_COMMIT").write_text("0123abcd\n")
     (peer / "CUTLASS_COMMIT").write_text("4567ef01\n")
+    (peer / "build.py").write_text("raise SystemExit('a dry run never builds the peer')\n")
     out = tmp_path / "out"
     r = run("--dry-run", "--flashmla", str(peer), "--out", str(out), "--rows", "memory,fp8,page")
     assert r.returncode == 0, r.stderr
@@ -102,3 +103,12 @@ def test_aim_verdicts():
     assert mla_bench.aim("page 64 time", 0.97, 1.05, higher_is_better=False)["met"] is True
     assert mla_bench.aim("FlashMLA", None, 1.1)["met"] is None
     assert mla_bench.fmt(None, "7.2f") == "      -"
+
+
+def test_missing_flashmla_folder(tmp_path):
+    r = run("--dry-run", "--flashmla", str(tmp_path / "absent"), "--out", str(tmp_path), "--rows", "memory")
+    assert r.returncode == 0, r.stderr
+    res = load_json(tmp_path)
+    assert res["peers"]["flashmla"]["status"].startswith("not found")
+    assert all(a["met"] is None for row in res["rows"] for a in row["aims"] if a["vs"] == "FlashMLA")
+    assert "FlashMLA not found" in r.stdout
