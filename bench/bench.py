@@ -41,6 +41,27 @@ def log(msg):
     print(msg, flush=True)
 
 
+def gpu_session(name, iters=30, flush="write", hint=""):
+    """(torch, cuattn, Timer, record) for a benchmark script, the record holding what every result
+    file names (sha, device, date, versions, build, SMs, flush); None, after saying why, when
+    PyTorch or a usable GPU is missing (the script then exits 77)."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{name} needs PyTorch (peers, ceilings, timing){hint}", file=sys.stderr)
+        return None
+    import cuattn
+    if not cuattn.cuda_available() or not torch.cuda.is_available():
+        print("no usable GPU", file=sys.stderr)
+        return None
+    torch.manual_seed(int(time.time()))
+    props = torch.cuda.get_device_properties(0)
+    res = {"git_sha": git_sha(), "device": props.name, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+           "torch": torch.__version__, "cuattn": cuattn.build_info(), "sms": props.multi_processor_count,
+           "l2_flush": flush}
+    return torch, cuattn, Timer(torch, iters=iters, flush=flush), res
+
+
 # ---- timing --------------------------------------------------------------------------------------
 
 class Timer:

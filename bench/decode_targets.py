@@ -20,15 +20,13 @@ DIR/<date>_<sha>_<device>_decode_targets.json and prints a table with each aim m
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import Timer, git_sha, log  # noqa: E402
+from bench import ceilings, gpu_session, log  # noqa: E402
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 
@@ -238,22 +236,12 @@ def main(argv=None):
     ap.add_argument("--rows", default="skew,waves,b1,fixed,mixed")
     ap.add_argument("--quick", action="store_true", help="fewer shapes")
     a = ap.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("decode_targets.py needs PyTorch (peers, ceilings, timing)", file=sys.stderr)
+    session = gpu_session("decode_targets.py", a.iters)
+    if session is None:
         return 77
-    import cuattn
-    if not cuattn.cuda_available() or not torch.cuda.is_available():
-        print("no usable GPU", file=sys.stderr)
-        return 77
-    torch.manual_seed(int(time.time()))
-    timer = Timer(torch, iters=a.iters)
+    torch, cuattn, timer, res = session
     props = torch.cuda.get_device_properties(0)
-    from bench import ceilings
-    res = {"git_sha": git_sha(), "device": props.name, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-           "torch": torch.__version__, "cuattn": cuattn.build_info(), "sms": props.multi_processor_count,
-           "l2_flush": "write", "ceilings": ceilings(torch, timer), "variants": {}}
+    res.update(ceilings=ceilings(torch, timer), variants={})
     read_ceiling = ReadCeiling(torch, timer, props.multi_processor_count)
     log(f"decode targets on {props.name} (sha {res['git_sha']}): copy {res['ceilings']['copy_gbps']:.0f} GB/s")
     for v in a.variants.split(","):

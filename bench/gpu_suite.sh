@@ -12,7 +12,8 @@
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
 #   engine's read rate by copy kind (128 and 512 MiB, zeroing and read flush); trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
-#   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL)
+#   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
+#   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -137,7 +138,12 @@ for s in $stages; do
       run "decode targets" decode_targets.log python3 bench/decode_targets.py --out "$OUT"
       tail -20 "$OUT/logs/decode_targets.log" ;;
     mla)
-      run "mla bench" mla.log python3 bench/mla_bench.py; tail -20 "$OUT/logs/mla.log" ;;
+      # MLA decode and mla_attention against plain torch and FlashMLA's dense decode (built from the
+      # git-ignored .devcarry/flashmla when present; its columns say so when it is not).
+      run "mla bench" mla.log python3 bench/mla_bench.py --flashmla .devcarry/flashmla --out "$OUT"
+      tail -32 "$OUT/logs/mla.log"
+      run "mla program" mla_program.log ./mla_attention --device cuda
+      grep -E "^(per_pair|materialise|absorb|mla_decode)" "$OUT/logs/mla_program.log" ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;
     *) echo "unknown stage $s" ;;

@@ -110,6 +110,42 @@ static std::string peak_str(const Row& r, const Env& env) {
   return "-";
 }
 
+// Column-aligned text: a header, a rule, the rows. Cells from column first_number on are
+// right-aligned (numbers), except the last one when last_left (a free-text note).
+static void print_grid(FILE* f, const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& cells,
+                       size_t first_number, bool last_left) {
+  std::vector<size_t> w(head.size());
+  for (size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
+  for (const auto& c : cells)
+    for (size_t i = 0; i < c.size() && i < w.size(); ++i) w[i] = std::max(w[i], c[i].size());
+  auto print_line = [&](const std::vector<std::string>& c) {
+    std::string line;
+    for (size_t i = 0; i < c.size() && i < w.size(); ++i) {
+      const bool last = i + 1 == c.size();
+      const bool right = i >= first_number && !(last && last_left);
+      const std::string pad(w[i] - c[i].size(), ' ');
+      line += right ? pad + c[i] : (last ? c[i] : c[i] + pad);
+      if (!last) line += " | ";
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    fprintf(f, "%s\n", line.c_str());
+  };
+  print_line(head);
+  std::vector<std::string> rule;
+  for (size_t i = 0; i < head.size(); ++i) rule.push_back(std::string(w[i], '-'));
+  print_line(rule);
+  for (const auto& c : cells) print_line(c);
+}
+
+void Table::facts(const std::string& title, const std::vector<std::string>& head,
+                  const std::vector<std::vector<std::string>>& rows, size_t first_number) {
+  facts_.push_back({title, head, rows});
+  fprintf(env_.text, "%s\n", title.c_str());
+  print_grid(env_.text, head, rows, first_number, false);
+  fprintf(env_.text, "\n");
+  fflush(env_.text);
+}
+
 int Table::print() const {
   // Which optional columns have anything in them?
   bool any_flops = false, any_bytes = false, any_mem = false, any_check = false;
@@ -161,29 +197,9 @@ int Table::print() const {
     if (failed(r)) status = kExitMismatch;
   }
 
-  std::vector<size_t> w(head.size());
-  for (size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
-  for (const auto& c : cells)
-    for (size_t i = 0; i < c.size(); ++i) w[i] = std::max(w[i], c[i].size());
   FILE* f = env_.text;
-  auto print_line = [&](const std::vector<std::string>& c) {
-    std::string line;
-    for (size_t i = 0; i < c.size(); ++i) {
-      const bool last = i + 1 == c.size();
-      const bool right = i >= 3 && !last;  // numbers right-aligned
-      const std::string pad(w[i] - c[i].size(), ' ');
-      line += right ? pad + c[i] : (last ? c[i] : c[i] + pad);
-      if (!last) line += " | ";
-    }
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    fprintf(f, "%s\n", line.c_str());
-  };
   fprintf(f, "\n");
-  print_line(head);
-  std::vector<std::string> rule;
-  for (size_t i = 0; i < head.size(); ++i) rule.push_back(std::string(w[i], '-'));
-  print_line(rule);
-  for (const auto& c : cells) print_line(c);
+  print_grid(f, head, cells, 3, true);  // numbers right-aligned, the note left
   fprintf(f, "\n");
   if (env_.cuda())
     fprintf(f, "%% of peak: of the tensor-core peak (%.0f TFLOP/s, SMs x clock x flop/clk) for compute-bound rows, "
@@ -244,9 +260,20 @@ void Table::write_json(int status) const {
             json_str(r.note).c_str(), json_str(r.error).c_str(), failed(r) ? "true" : "false");
     first = false;
   }
-  std::string notes;
-  for (const auto& n : notes_) notes += (notes.empty() ? "" : ", ") + json_str(n);
-  fprintf(f, "],\n \"notes\": [%s], \"status\": %d}\n", notes.c_str(), status);
+  auto json_list = [](const std::vector<std::string>& v) {
+    std::string r;
+    for (const auto& x : v) r += (r.empty() ? "" : ", ") + json_str(x);
+    return "[" + r + "]";
+  };
+  std::string facts;
+  for (const Facts& t : facts_) {
+    std::string rows;
+    for (const auto& r : t.rows) rows += (rows.empty() ? "" : ", ") + json_list(r);
+    facts += fmt("%s\n  {\"title\": %s, \"columns\": %s, \"rows\": [%s]}", facts.empty() ? "" : ",",
+                 json_str(t.title).c_str(), json_list(t.head).c_str(), rows.c_str());
+  }
+  fprintf(f, "],\n \"facts\": [%s],\n \"notes\": %s, \"status\": %d}\n", facts.c_str(), json_list(notes_).c_str(),
+          status);
   if (to_stdout) fflush(f);
   else fclose(f);
 }

@@ -43,6 +43,10 @@ class Table {
   // Runs fn (an oracle comparison) and records a thrown error in the row's check.
   void check(Row& row, const std::function<CheckResult()>& fn);
   void footnote(const std::string& line) { notes_.push_back(line); }
+  // A table of figures worked out rather than timed (e.g. cache bytes per token): printed at once,
+  // numbers right-aligned from column `first_number`, and kept for --json ("facts").
+  void facts(const std::string& title, const std::vector<std::string>& head,
+             const std::vector<std::vector<std::string>>& rows, size_t first_number = 1);
   // Prints the table and the footnotes, writes --json; returns the exit status (0, or 1 on a
   // failure).
   int print() const;
@@ -51,8 +55,14 @@ class Table {
   void progress(const Row& row, const std::string& what) const;
   void write_json(int status) const;
   Env& env_;
+  struct Facts {
+    std::string title;
+    std::vector<std::string> head;
+    std::vector<std::vector<std::string>> rows;
+  };
   std::deque<Row> rows_;  // a deque: add() hands out references that must stay valid
   std::vector<std::string> notes_;
+  std::vector<Facts> facts_;
 };
 
 }  // namespace harness

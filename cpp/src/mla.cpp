@@ -139,10 +139,6 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
                 "multiples of 8 (16-byte rows for the tensor-core GEMMs), got ", D, ", ", L, ", ", Dv);
   const bool flash_ok = cuda::attention_supported(q.dtype, int(D), int(Dv));
   const bool latent_ok = cuda::mla_latent_supported(q.dtype, q.dtype, int(L), int(L), false);
-  if (a.method == MlaMethod::automatic && method == MlaMethod::materialise && !flash_ok && latent_ok)
-    method = MlaMethod::absorb;
-  if (a.method == MlaMethod::automatic && method == MlaMethod::absorb && !latent_ok && flash_ok)
-    method = MlaMethod::materialise;
   if (method == MlaMethod::materialise && !flash_ok)
     value_error("mla_attention: no GPU flash kernel for head_dim ", D, "/", Dv, " (", dtype_name(q.dtype),
                 ") in this build, so the materialised order cannot run; use _method='absorb'");
@@ -230,9 +226,8 @@ void mla_attention_gpu(const MlaArgs& a, MlaMethod method, double scale, Stream 
 }
 #endif
 
-}  // namespace
-
-void mla_attention(const MlaArgs& a, Stream stream) {
+// Every input rule of mla_attention; the dims are read from the shapes afterwards.
+void validate_mla(const MlaArgs& a) {
   for (auto [t, n] : {std::pair{&a.q, "q"}, {&a.k_latent, "k_latent"}, {&a.v_latent, "v_latent"},
                       {&a.k_proj, "k_proj"}, {&a.v_proj, "v_proj"}, {&a.out, "out"}})
     require(*t, n);
@@ -263,12 +258,43 @@ void mla_attention(const MlaArgs& a, Stream stream) {
   require_no_overlap({{&a.out, "out"}}, {{&a.q, "q"}, {&a.k_latent, "k_latent"},
                                          {&a.v_latent, "v_latent"}, {&a.k_proj, "k_proj"},
                                          {&a.v_proj, "v_proj"}});
+}
+
+// The order an mla_attention call with these (validated) arguments computes: the forced one, or
+// whichever needs fewer FLOPs, unless this build has no GPU kernel for it and has one for the
+// other. The CPU has no per-pair order: it runs absorb for it.
+MlaMethod choose_method(const MlaArgs& a) {
+  const int64_t B = a.q.shape[0], H = a.q.shape[1], Sq = a.q.shape[2], D = a.q.shape[3];
+  const int64_t Sk = a.k_latent.shape[1], L = a.k_latent.shape[2], Dv = a.v_proj.shape[2];
+  if (!a.q.is_cuda() && a.method == MlaMethod::per_pair) return MlaMethod::absorb;
+  if (a.method != MlaMethod::automatic) return a.method;
+  MlaMethod method = cost_absorb(B, H, Sq, Sk, L, D, Dv) < cost_materialise(B, H, Sq, Sk, L, D, Dv)
+                         ? MlaMethod::absorb
+                         : MlaMethod::materialise;
+#ifdef CUATTN_WITH_CUDA
+  if (a.q.is_cuda()) {
+    const bool flash_ok = cuda::attention_supported(a.q.dtype, int(D), int(Dv));
+    const bool latent_ok = cuda::mla_latent_supported(a.q.dtype, a.q.dtype, int(L), int(L), false);
+    if (method == MlaMethod::materialise && !flash_ok && latent_ok) method = MlaMethod::absorb;
+    if (method == MlaMethod::absorb && !latent_ok && flash_ok) method = MlaMethod::materialise;
+  }
+#endif
+  return method;
+}
+
+}  // namespace
+
+MlaMethod mla_method(const MlaArgs& a) {
+  validate_mla(a);
+  return choose_method(a);
+}
+
+void mla_attention(const MlaArgs& a, Stream stream) {
+  validate_mla(a);
+  const int64_t B = a.q.shape[0], H = a.q.shape[1], Sq = a.q.shape[2], D = a.q.shape[3];
+  const int64_t Sk = a.k_latent.shape[1], L = a.k_latent.shape[2], Dv = a.v_proj.shape[2];
   const double scale = resolve_scale(a.scale, int(D));
-  MlaMethod method = a.method;
-  if (method == MlaMethod::automatic)
-    method = cost_absorb(B, H, Sq, Sk, L, D, Dv) < cost_materialise(B, H, Sq, Sk, L, D, Dv)
-                 ? MlaMethod::absorb
-                 : MlaMethod::materialise;
+  const MlaMethod method = choose_method(a);
   if (a.q.is_cuda()) {
 #ifdef CUATTN_WITH_CUDA
     cuda::DeviceGuard guard(a.q.device_id);

@@ -1717,6 +1717,44 @@ static void scheduler_cases() {
   CHECK(!fc.hopper, "portable=1 turns the Hopper kernel off");
 }
 
+// mla_method: the FLOP-count choice (absorb for few queries, materialise for prefill), a forced
+// order kept (per_pair, which the CPU has not, reported as absorb), and mla_attention's validation.
+static void mla_method_cases() {
+  const int64_t B = 1, H = 4, L = 64, D = 16;
+  auto method = [&](int64_t Sq, int64_t Sk, MlaMethod forced) {
+    std::vector<float> q(size_t(B * H * Sq * D)), kl(size_t(B * Sk * L)), vl(kl.size()), kp(size_t(H * L * D)),
+        vp(kp.size()), out(q.size());
+    MlaArgs a;
+    a.q = make_view(q.data(), DType::f32, {B, H, Sq, D});
+    a.k_latent = make_view(kl.data(), DType::f32, {B, Sk, L});
+    a.v_latent = make_view(vl.data(), DType::f32, {B, Sk, L});
+    a.k_proj = make_view(kp.data(), DType::f32, {H, L, D});
+    a.v_proj = make_view(vp.data(), DType::f32, {H, L, D});
+    a.out = make_view(out.data(), DType::f32, {B, H, Sq, D});
+    a.method = forced;
+    return mla_method(a);
+  };
+  // absorb: 2·Sq·L·(D+Dv) + 4·Sq·Sk·L a head; materialise: 2·Sk·L·(D+Dv) + 2·Sq·Sk·(D+Dv).
+  CHECK(method(1, 100, MlaMethod::automatic) == MlaMethod::absorb, "Sq 1 over 100 keys: absorb expected");
+  CHECK(method(100, 100, MlaMethod::automatic) == MlaMethod::materialise, "Sq = Sk = 100: materialise expected");
+  CHECK(method(100, 100, MlaMethod::absorb) == MlaMethod::absorb, "a forced order is kept");
+  CHECK(method(1, 100, MlaMethod::materialise) == MlaMethod::materialise, "a forced order is kept");
+  CHECK(method(5, 9, MlaMethod::per_pair) == MlaMethod::absorb, "the CPU runs absorb for per_pair");
+  bool refused = false;
+  try {
+    std::vector<float> x(128);
+    MlaArgs a;
+    a.q = make_view(x.data(), DType::f32, {1, 1, 1, 8});
+    a.k_latent = a.v_latent = make_view(x.data(), DType::f32, {1, 2, 4});
+    a.k_proj = a.v_proj = make_view(x.data(), DType::f32, {1, 5, 8});  // L 5 != 4
+    a.out = make_view(x.data() + 64, DType::f32, {1, 1, 1, 8});
+    mla_method(a);
+  } catch (const ValueError& e) {
+    refused = std::string(e.what()).find("k_proj") != std::string::npos;
+  }
+  CHECK(refused, "a k_proj whose latent dim disagrees must be a ValueError naming k_proj");
+}
+
 int main() {
   const auto t0 = std::chrono::steady_clock::now();
   run_case("conversions f16 (known values, all codes, nearest-even)", conversion_f16);
@@ -1734,6 +1772,7 @@ int main() {
   paged_cases();
   append_cases();
   run_case("decode split scheduler (known shapes, invariants)", scheduler_cases);
+  run_case("mla_method: FLOP-count choice, forced orders, validation", mla_method_cases);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n%d passed, %zu failed (%.2f s)\n", g_summary.passed, g_summary.failed.size(), s);
   for (const auto& n : g_summary.failed) std::printf("  FAILED: %s\n", n.c_str());

@@ -166,6 +166,10 @@ struct MlaArgs {
   MlaMethod method = MlaMethod::automatic;  // for benchmarks and tests; results agree
 };
 void mla_attention(const MlaArgs& a, Stream stream = nullptr);
+// The order mla_attention(a) computes (never `automatic`): a.method when forced (per_pair runs
+// absorb on the CPU), else the one of fewer FLOPs that this build runs on a's device. Validates
+// a as mla_attention does; runs nothing.
+MlaMethod mla_method(const MlaArgs& a);
 
 // ---------------------------------------------------------------------------------------------
 // Decode scheduling. A plan is made on the host from the sequence lengths (it reads them once),
