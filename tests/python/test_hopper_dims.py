@@ -6,7 +6,7 @@ kernel). Skipped without an sm_90 GPU, or in a build without sm_90a code or with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
 import numpy as np
 import pytest
@@ -15,12 +15,13 @@ import cuattn
 import oracle
 from conftest import (assert_close, assert_empty_rows_zero, assert_lse, gpu_framework,
                       gpu_skip_reason, make_input, poisoned, to_device)
+from test_attention import Case, build, kwargs_for, out_shape, sinks_for
 from test_block_mask import dense_mask, make_mask_mod
 
 DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
 DTYPES = ["float16", "bfloat16"]
 VARIANT = "hopper=1"
-DEVICE = "cuda"
+DEVICE = "cuda"  # where the cases run (the Hopper kernel exists only there)
 
 
 def _skip_reason(d):
@@ -48,69 +49,36 @@ def dim_params():
     return ps
 
 
-@dataclass(frozen=True)
-class Case:
-    b: int
-    sq: int
-    sk: int
-    hq: int
-    hkv: int
-    causal: bool = False
-    window: object = None
-    softcap: float = 0.0
-    sinks: bool = False
-    layout: str = "bshd"
-
-    def __str__(self):
-        s = f"b{self.b}-q{self.sq}-k{self.sk}-h{self.hq}x{self.hkv}-{self.layout}"
-        if self.causal:
-            s += "-causal"
-        if self.window is not None:
-            s += f"-win{self.window}".replace(" ", "")
-        if self.softcap:
-            s += f"-cap{self.softcap:g}"
-        if self.sinks:
-            s += "-sinks"
-        return s
-
-
+# Shapes with D = 0: the test fills in (D, Dv). Each with its layout.
 CASES = [
-    Case(2, 257, 257, 4, 4),                                  # dense, one partial tile at the end
-    Case(1, 300, 300, 8, 2, causal=True),                     # GQA 4
-    Case(2, 77, 333, 4, 1, causal=True, layout="bhsd"),       # MQA, Sq < Sk: bottom-right diagonal
-    Case(1, 300, 200, 4, 2, causal=True),                     # Sq > Sk: the first 100 rows see nothing
-    Case(1, 333, 333, 4, 2, window=(100, 20)),                # sliding window, both sides
-    Case(2, 257, 257, 4, 4, causal=True, window=64),          # causal window (64, 0)
-    Case(1, 200, 321, 4, 2, causal=True, softcap=5.0, sinks=True),
-    Case(1, 150, 200, 2, 1, window=(1, 1), sinks=True),       # three keys a row, with a sink
-    Case(1, 1000, 1000, 2, 1, causal=True),                   # many tiles: the ring wraps around
+    (Case(2, 257, 257, 4, 4, 0), "bshd"),                                  # dense, a partial last tile
+    (Case(1, 300, 300, 8, 2, 0, causal=True), "bshd"),                     # GQA 4
+    (Case(2, 77, 333, 4, 1, 0, causal=True), "bhsd"),                      # MQA, Sq < Sk: bottom-right diagonal
+    (Case(1, 300, 200, 4, 2, 0, causal=True), "bshd"),                     # Sq > Sk: the first 100 rows see nothing
+    (Case(1, 333, 333, 4, 2, 0, window=(100, 20)), "bshd"),                # sliding window, both sides
+    (Case(2, 257, 257, 4, 4, 0, causal=True, window=64), "bhsd"),          # causal window (64, 0)
+    (Case(1, 200, 321, 4, 2, 0, causal=True, softcap=5.0, sinks=True), "bshd"),
+    (Case(1, 150, 200, 2, 1, 0, window=(1, 1), sinks=True), "bshd"),       # three keys a row, with a sink
+    (Case(1, 1000, 1000, 2, 1, 0, causal=True), "bshd"),                   # many tiles: the ring wraps around
 ]
 
 
-def _inputs(rng, case, d, dv, dtype):
-    if case.layout == "bshd":
-        shapes = [(case.b, case.sq, case.hq, d), (case.b, case.sk, case.hkv, d), (case.b, case.sk, case.hkv, dv)]
-        out_shape = (case.b, case.sq, case.hq, dv)
-        axes = dict(head_axis=2, seq_axis=1)
-    else:
-        shapes = [(case.b, case.hq, case.sq, d), (case.b, case.hkv, case.sk, d), (case.b, case.hkv, case.sk, dv)]
-        out_shape = (case.b, case.hq, case.sq, dv)
-        axes = dict(head_axis=1, seq_axis=2)
-    (q, hq_), (k, hk_), (v, hv_) = (make_input(rng, s, dtype, DEVICE, **axes) for s in shapes)
-    return (q, k, v), (hq_, hk_, hv_), out_shape
+def _case_id(c):
+    case, layout = c
+    return f"{case}-{layout}".replace("-d0", "")
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("shape", CASES, ids=_case_id)
 @pytest.mark.parametrize("d,dv,dtype", dim_params())
-def test_hopper_dims(rng, d, dv, dtype, case):
-    (q, k, v), host, out_shape = _inputs(rng, case, d, dv, dtype)
-    sinks_h = (rng.standard_normal(case.hq) * 2).astype(np.float32) if case.sinks else None
-    sinks = None if sinks_h is None else to_device(sinks_h, DEVICE)
-    kw = dict(causal=case.causal, window=case.window, softcap=case.softcap)
-    out, lse = cuattn.attention(q, k, v, sinks=sinks, layout=case.layout, return_lse=True, _variant=VARIANT,
-                                out=poisoned(out_shape, dtype, DEVICE),
-                                lse_out=poisoned((case.b, case.hq, case.sq), "float32", DEVICE), **kw)
-    ref, ref_lse = oracle.attention_ref(*host, sinks=sinks_h, layout=case.layout, **kw)
+def test_hopper_dims(rng, d, dv, dtype, shape):
+    case, layout = dataclasses.replace(shape[0], d=d, dv=dv), shape[1]
+    (q, k, v), host = build(rng, case, dtype, DEVICE, layout)
+    sinks, sinks_h = sinks_for(rng, case, DEVICE)
+    out, lse = cuattn.attention(q, k, v, sinks=sinks, layout=layout, return_lse=True, _variant=VARIANT,
+                                out=poisoned(out_shape(case, layout), dtype, DEVICE),
+                                lse_out=poisoned((case.b, case.hq, case.sq), "float32", DEVICE),
+                                **kwargs_for(case))
+    ref, ref_lse = oracle.attention_ref(*host, sinks=sinks_h, layout=layout, **kwargs_for(case))
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
     assert_empty_rows_zero(out, ref)
@@ -131,12 +99,12 @@ MASKS = [
 @pytest.mark.parametrize("d,dv,dtype", dim_params())
 def test_hopper_dims_block_mask(rng, d, dv, dtype, mask):
     kind, heads, sq, sk, block_size = mask
-    case = Case(2, sq, sk, 4, 2)
-    (q, k, v), host, out_shape = _inputs(rng, case, d, dv, dtype)
+    case = Case(2, sq, sk, 4, 2, d, dv=dv)
+    (q, k, v), host = build(rng, case, dtype, DEVICE, "bshd")
     mod = make_mask_mod(kind, rng, None, heads, sq, sk)
     bm = cuattn.create_block_mask(mod, None, heads, sq, sk, block_size=block_size, device=DEVICE)
     out, lse = cuattn.attention(q, k, v, block_mask=bm, return_lse=True, _variant=VARIANT,
-                                out=poisoned(out_shape, dtype, DEVICE),
+                                out=poisoned(out_shape(case, "bshd"), dtype, DEVICE),
                                 lse_out=poisoned((case.b, case.hq, sq), "float32", DEVICE))
     ref, ref_lse = oracle.attention_ref(*host, dense_mask=dense_mask(mod, None, heads, sq, sk))
     assert_close(out, ref, dtype)
@@ -187,8 +155,7 @@ def test_hopper_dims_run_the_sm90_kernel(rng, d, dv, dtype):
         pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
     import torch
 
-    case = Case(1, 300, 300, 4, 2, causal=True)
-    (q, k, v), _, _ = _inputs(rng, case, d, dv, dtype)
+    (q, k, v), _ = build(rng, Case(1, 300, 300, 4, 2, d, dv=dv, causal=True), dtype, DEVICE, "bshd")
 
     def kernels(variant):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
