@@ -11,7 +11,7 @@
 //              swizzle (wgmma.cuh). A tile's arrival completes its "full" mbarrier; each
 //              consumer warp's arrival on its "empty" mbarrier hands the slot back
 //   S = Q K^T  wgmma m64n{kBN}k16, both operands from shared memory, D / 16 steps
-//   O += P V   wgmma m64n{Dv}k16 with P from registers (the S accumulators rounded to 16 bits are
+//   O += P V   wgmma m64n{Dv, whole panels}k16 with P from registers (the S accumulators rounded to 16 bits are
 //              the A operand as they stand), V transposed from shared memory
 //   pipeline   a consumer issues S(j) and P(j-1) V(j-1) together, waits for S(j) only, and runs
 //              the softmax of tile j while P V still has the tensor cores; the two consumers take
