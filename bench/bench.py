@@ -1,10 +1,11 @@
 """cuattn benchmark: every variant against its peers, timed in the same run.
 
-    python bench/bench.py [--suite prefill,masks,decode,overhead,memory] [--quick] [--out DIR]
+    python bench/bench.py [--suite prefill,masks,decode,overhead,memory,hopperdims] [--quick] [--out DIR]
 
 Times cuattn and, where PyTorch is installed, its peers (SDPA flash and cuDNN backends,
 FlexAttention with the same masks, plain-torch paged gather + SDPA) on the reference shapes
-(16k-token prefill, the mask cases at S16384, decode GQA 32/8 D128), plus a bf16 GEMM and a
+(16k-token prefill, the mask cases at S16384, decode GQA 32/8 D128; `hopperdims`: the Hopper
+kernel at D 96 / 192 / 256 / (192, 128) beside the default kernel), plus a bf16 GEMM and a
 device-to-device copy as same-run ceilings. Every number is the median of CUDA-event timings
 after warm-up, on fresh random inputs, with the L2 cache flushed before each timed call. Prints a table with ratios and writes JSON (git sha, device, date) and PNG plots to
 bench/results/.
@@ -120,8 +121,20 @@ def attn_flops(B, H, Sq, Sk, D, causal):
     return f / 2 if causal else f
 
 
-def bench_prefill(torch, cuattn, timer, quick):
+def sdpa_peers(torch, timer, row, flops, qt, kt, vt, causal):
+    """SDPA's flash and cuDNN backends on [B, H, S, D] views: *_ms and *_tflops (or *_error) in row."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    F = torch.nn.functional
+    for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+        try:
+            with sdpa_kernel([backend]):
+                ms = timer(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal))
+            row[f"{name}_ms"], row[f"{name}_tflops"] = ms, flops / ms / 1e9
+        except Exception as e:  # backend unavailable for this shape
+            row[f"{name}_error"] = str(e).splitlines()[0][:120]
+
+
+def bench_prefill(torch, cuattn, timer, quick):
     F = torch.nn.functional
     rows = []
     cases = [(128, 16384, False), (128, 16384, True), (128, 8192, False), (128, 8192, True),
@@ -143,14 +156,7 @@ def bench_prefill(torch, cuattn, timer, quick):
         ms = timer(lambda: cuattn.attention(q, k, v, causal=causal, out=out))
         row["cuattn_ms"] = ms
         row["cuattn_tflops"] = flops / ms / 1e9
-        for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
-            try:
-                with sdpa_kernel([backend]):
-                    ms = timer(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal))
-                row[f"{name}_ms"] = ms
-                row[f"{name}_tflops"] = flops / ms / 1e9
-            except Exception as e:  # backend unavailable for this shape
-                row[f"{name}_error"] = str(e).splitlines()[0][:120]
+        sdpa_peers(torch, timer, row, flops, qt, kt, vt, causal)
         ref = F.scaled_dot_product_attention(qt[:1, :2], kt[:1, :2], vt[:1, :2], is_causal=causal)
         got = cuattn.attention(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], causal=causal).transpose(1, 2)
         row["rel_err_vs_sdpa"] = float((got.float() - ref.float()).norm() / ref.float().norm())
@@ -159,6 +165,102 @@ def bench_prefill(torch, cuattn, timer, quick):
             f"flash {row.get('sdpa_flash_tflops', float('nan')):6.1f}  cudnn {row.get('sdpa_cudnn_tflops', float('nan')):6.1f}")
         del q, k, v, qt, kt, vt, out
     return rows
+
+
+# ---- the Hopper kernel at D 96, 192, 256 and (192, 128) ------------------------------------------
+
+HOPPER_DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
+
+
+def bench_hopperdims(torch, cuattn, timer, quick):
+    """16k tokens, hidden 2048 (B = 16384 / S, H = 2048 // D) at S 8k and 16k, causal and not: the
+    default kernel (the portable one at these dims) and the Hopper kernel (_variant "hopper=1")
+    against SDPA flash and cuDNN. Then a varlen row per pair: 64 causal documents of random
+    length 64..4096, against cuDNN on the padded batch and on a nested (jagged) tensor, the faster
+    of the two. FLOPs = 2 B H Sq Sk (D + Dv), halved for causal."""
+    F = torch.nn.functional
+    rows = []
+    shapes = [(16384, False), (16384, True), (8192, False), (8192, True)]
+    if quick:
+        shapes = [(16384, True)]
+    for D, Dv in HOPPER_DIMS:
+        for S, causal in shapes:
+            B, H = 16384 // S, 2048 // D
+            q = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn_like(q)
+            v = torch.randn(B, S, H, Dv, device="cuda", dtype=torch.bfloat16)
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            out = torch.empty(B, S, H, Dv, device="cuda", dtype=torch.bfloat16)
+            flops = 2 * B * H * S * S * (D + Dv) / (2 if causal else 1)
+            row = {"case": f"D{D}/{Dv} S{S} {'causal' if causal else 'full'}", "B": B, "H": H, "S": S,
+                   "D": D, "Dv": Dv, "causal": causal}
+            for key, variant in (("cuattn", ""), ("cuattn_hopper", "hopper=1")):
+                ms = timer(lambda: cuattn.attention(q, k, v, causal=causal, out=out, _variant=variant))
+                row[f"{key}_ms"], row[f"{key}_tflops"] = ms, flops / ms / 1e9
+            sdpa_peers(torch, timer, row, flops, qt, kt, vt, causal)
+            ref = F.scaled_dot_product_attention(qt[:1, :2], kt[:1, :2], vt[:1, :2], is_causal=causal)
+            got = cuattn.attention(q[:1, :, :2], k[:1, :, :2], v[:1, :, :2], causal=causal,
+                                   _variant="hopper=1").transpose(1, 2)
+            row["hopper_rel_err_vs_sdpa"] = float((got.float() - ref.float()).norm() / ref.float().norm())
+            rows.append(row)
+            log(f"  hopperdims {row['case']:<22} default {row['cuattn_tflops']:6.1f}  hopper {row['cuattn_hopper_tflops']:6.1f}"
+                f"  flash {row.get('sdpa_flash_tflops', float('nan')):6.1f}  cudnn {row.get('sdpa_cudnn_tflops', float('nan')):6.1f} TFLOP/s")
+            del q, k, v, qt, kt, vt, out
+        rows.append(bench_hopperdims_varlen(torch, cuattn, timer, D, Dv))
+    return rows
+
+
+def bench_hopperdims_varlen(torch, cuattn, timer, D, Dv, docs=64):
+    F = torch.nn.functional
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    H = 2048 // D
+    lens = torch.randint(64, 4097, (docs,), generator=torch.Generator().manual_seed(D * 1000 + Dv)).tolist()
+    total, longest = sum(lens), max(lens)
+    cu = torch.tensor([0] + list(np.cumsum(lens)), device="cuda", dtype=torch.int32)
+    q = torch.randn(total, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn_like(q)
+    v = torch.randn(total, H, Dv, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(total, H, Dv, device="cuda", dtype=torch.bfloat16)
+    flops = sum(2 * H * L * (L + 1) // 2 * (D + Dv) for L in lens)
+    row = {"case": f"D{D}/{Dv} varlen {docs} docs 64..4096 causal", "H": H, "D": D, "Dv": Dv, "lens": lens,
+           "total_tokens": total}
+    for key, variant in (("cuattn", ""), ("cuattn_hopper", "hopper=1")):
+        ms = timer(lambda: cuattn.attention(q, k, v, causal=True, cu_seqlens_q=cu, cu_seqlens_k=cu,
+                                            max_seqlen_q=longest, max_seqlen_k=longest, out=out,
+                                            _variant=variant))
+        row[f"{key}_ms"], row[f"{key}_tflops"] = ms, flops / ms / 1e9
+    # cuDNN on the padded batch [docs, H, longest, D] (padding computed too, the way a padded
+    # batch runs) and on a jagged nested tensor; the faster one is the peer.
+    forms = {}
+    starts = cu.tolist()
+    try:
+        pad = [torch.zeros(docs, H, longest, d, device="cuda", dtype=torch.bfloat16) for d in (D, D, Dv)]
+        for i, L in enumerate(lens):
+            for p_, x in zip(pad, (q, k, v)):
+                p_[i, :, :L] = x[starts[i]:starts[i] + L].transpose(0, 1)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            forms["padded"] = timer(lambda: F.scaled_dot_product_attention(*pad, is_causal=True))
+        del pad
+    except Exception as e:
+        row["cudnn_padded_error"] = str(e).splitlines()[0][:120]
+    try:
+        nested = [torch.nested.nested_tensor([x[starts[i]:starts[i] + L] for i, L in enumerate(lens)],
+                                             layout=torch.jagged).transpose(1, 2) for x in (q, k, v)]
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            forms["nested"] = timer(lambda: F.scaled_dot_product_attention(*nested, is_causal=True))
+        del nested
+    except Exception as e:
+        row["cudnn_nested_error"] = str(e).splitlines()[0][:120]
+    for form, ms in forms.items():
+        row[f"sdpa_cudnn_{form}_ms"] = ms
+    if forms:
+        form = min(forms, key=forms.get)
+        row["sdpa_cudnn_form"] = form
+        row["sdpa_cudnn_ms"], row["sdpa_cudnn_tflops"] = forms[form], flops / forms[form] / 1e9
+    log(f"  hopperdims {row['case']:<40} default {row['cuattn_tflops']:6.1f}  hopper {row['cuattn_hopper_tflops']:6.1f}"
+        f"  cudnn ({row.get('sdpa_cudnn_form', '-')}) {row.get('sdpa_cudnn_tflops', float('nan')):6.1f} TFLOP/s")
+    del q, k, v, out
+    return row
 
 
 # ---- masks -------------------------------------------------------------------------------------
@@ -402,6 +504,11 @@ def table(res):
         f, n = r.get("sdpa_flash_tflops"), r.get("sdpa_cudnn_tflops")
         lines.append(f"prefill {r['case']:<18} {r['cuattn_tflops']:6.1f} TFLOP/s  x{r['cuattn_tflops'] / f if f else float('nan'):.2f} flash"
                      f"  x{r['cuattn_tflops'] / n if n else float('nan'):.2f} cudnn  {r['cuattn_tflops'] / c['gemm_bf16_tflops']:.0%} of GEMM")
+    for r in res.get("hopperdims", []):
+        n = r.get("sdpa_cudnn_tflops")
+        lines.append(f"hopperdims {r['case']:<40} hopper {r['cuattn_hopper_tflops']:6.1f} TFLOP/s"
+                     f"  x{r['cuattn_hopper_tflops'] / n if n else float('nan'):.2f} cudnn"
+                     f"  x{r['cuattn_hopper_tflops'] / r['cuattn_tflops']:.2f} default kernel")
     for r in res.get("masks", []):
         if "points" in r:
             lines.append(f"sliding linearity: max deviation {r['max_dev_from_linear']:.1%}")
@@ -489,7 +596,8 @@ def main(argv=None):
               "masks": lambda: bench_masks(torch, cuattn, timer, a.quick),
               "memory": lambda: bench_memory(torch, cuattn, timer, a.quick),
               "overhead": lambda: bench_overhead(torch, cuattn, a.quick),
-              "decode": lambda: bench_decode(torch, cuattn, timer, a.quick)}
+              "decode": lambda: bench_decode(torch, cuattn, timer, a.quick),
+              "hopperdims": lambda: bench_hopperdims(torch, cuattn, timer, a.quick)}
     for name in a.suite.split(","):
         try:
             res[name] = suites[name]()

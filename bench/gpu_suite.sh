@@ -6,14 +6,16 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode targets ncu
-#           probe trace heads chain hostile lab mla
+#           probe trace heads chain hostile lab mla hopperdims
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
 #   engine's read rate by copy kind (128 and 512 MiB, zeroing and read flush); trace: bench/trace_decode.cu at B16 L8192 (bf16 and fp8) and B1 L32768,
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
-#   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla)
+#   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
+#   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) through _variant="hopper=1":
+#   tests/python/test_hopper_dims.py, then bench.py --suite hopperdims)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -144,6 +146,12 @@ for s in $stages; do
       tail -32 "$OUT/logs/mla.log"
       run "mla program" mla_program.log ./mla_attention --device cuda
       grep -E "^(per_pair|materialise|absorb|mla_decode)" "$OUT/logs/mla_program.log" ;;
+    hopperdims)
+      run "pytest test_hopper_dims.py" pytest_test_hopper_dims.log python3 -X faulthandler -m pytest -q -rs \
+        --maxfail=20 tests/python/test_hopper_dims.py
+      tail -1 "$OUT/logs/pytest_test_hopper_dims.log"
+      run "bench hopperdims" bench_hopperdims.log python3 bench/bench.py --suite hopperdims --out "$OUT"
+      tail -24 "$OUT/logs/bench_hopperdims.log" ;;
     quickbench)
       run bench bench.log python3 bench/bench.py --quick --out "$OUT"; tail -30 "$OUT/logs/bench.log" ;;
     *) echo "unknown stage $s" ;;

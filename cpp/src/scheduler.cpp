@@ -74,9 +74,9 @@ bool choose_flash_config(const AttnParams& p, const DeviceProps& dev, FlashConfi
       out.head_dim = k.d, out.head_dim_v = k.dv;
       found = true;
     }
-  // The Hopper kernel where it exists for this instantiation and the device is sm_90 (it also
-  // needs sm_90a code in the build and more than one kv tile: the launcher checks those).
-  out.hopper = found && contains(kHopperFlashHeadDims, out.head_dim) && out.head_dim == out.head_dim_v &&
+  // The Hopper kernel where it is the default for this instantiation and the device is sm_90 (it
+  // also needs sm_90a code in the build and more than one kv tile: the launcher checks those).
+  out.hopper = found && contains(kHopperDefaultHeadDims, out.head_dim) && out.head_dim == out.head_dim_v &&
                dev.cc_major == 9 && dev.cc_minor == 0;
   return found;
 }
@@ -113,8 +113,14 @@ std::map<std::string, int> parse_variant(const std::string& spec, std::initializ
 
 void apply_variant(const std::string& variant, FlashConfig& c) {
   if (variant.empty()) return;
-  const auto v = parse_variant(variant, {"portable"});
-  if (v.count("portable") && v.at("portable") != 0) c.hopper = false;
+  const auto v = parse_variant(variant, {"portable", "hopper"});
+  const bool portable = v.count("portable") && v.at("portable") != 0;
+  if (portable && v.count("hopper") && v.at("hopper") != 0)
+    detail::value_error("variant: 'portable' and 'hopper' both set in '", variant, "'");
+  if (portable) c.hopper = false;
+  // The Hopper kernel for any instantiation (the launcher still falls back to the portable one
+  // where the device, the build or the call rule it out), or off.
+  if (v.count("hopper")) c.hopper = v.at("hopper") != 0;
 }
 
 void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm) {

@@ -7,11 +7,11 @@
 //              registers to the consumers (24 / 240 a thread). kBM = 128 query rows: consumer w
 //              owns rows 64w..64w+63
 //   loads      one producer thread drives the tensor memory accelerator (TMA): Q once, then K/V
-//              tiles of kBN = 128 keys into a kStages-deep ring, as 64-column panels with the
-//              128-byte swizzle (wgmma.cuh). A tile's arrival completes its "full" mbarrier; each
+//              tiles of kBN keys into a kStages-deep ring, as 64-column panels with the 128-byte
+//              swizzle (wgmma.cuh). A tile's arrival completes its "full" mbarrier; each
 //              consumer warp's arrival on its "empty" mbarrier hands the slot back
-//   S = Q K^T  wgmma m64n128k16, both operands from shared memory, D / 16 steps
-//   O += P V   wgmma m64nDk16 with P from registers (the S accumulators rounded to 16 bits are
+//   S = Q K^T  wgmma m64n{kBN}k16, both operands from shared memory, D / 16 steps
+//   O += P V   wgmma m64n{Dv, whole panels}k16 with P from registers (the S accumulators rounded to 16 bits are
 //              the A operand as they stand), V transposed from shared memory
 //   pipeline   a consumer issues S(j) and P(j-1) V(j-1) together, waits for S(j) only, and runs
 //              the softmax of tile j while P V still has the tensor cores; the two consumers take
@@ -20,8 +20,21 @@
 //   epilogue   O / l staged in the warpgroup's own Q rows, stored 16 bytes wide
 //
 // Everything outside the math is the portable kernel's: FlashSeq, FlashTiles, mask_scores.
-// Instantiated for D = 64 and 128 (16-bit q/k/v); the host picks it when the device is sm_90,
-// the binary has sm_90a code and the tensors can be described by TMA (flash/dispatch.cu).
+//
+// Tiles per (D, Dv) (FlashSm90Tile): 128 x 128 where the consumer's O and S accumulators and the
+// packed P fit its 240 registers together (Dv <= 128: 64 + 64 + 32 a thread) and two ring stages
+// fit 227 KB; 128 x 64 for Dv = 192 and 256 (O alone is 96 / 128 registers a thread, and a
+// 128-key ring of D 192 or 256 would not fit). D = 96 is stored as two panels, the second half
+// zero (TMA fills the columns past the tensor's head dim with zeros, as it does for any padded
+// D): S = Q K^T runs its 6 k-steps over the real 96 columns, P V runs N = 128 over the padded V
+// and the epilogue stores 96. That keeps every operand in the one layout the D = 64 / 128
+// kernels use (whole 64-column panels, 128-byte swizzle): tiles of 96 would need a 64-byte
+// swizzled 32-column tail panel for Q, K and V, a second tensor map each, and P V split in two.
+//
+// Instantiated for every (D, Dv) pair of kFlashHeadDims (16-bit q/k/v); the host picks it when
+// the device is sm_90, the binary has sm_90a code and the tensors can be described by TMA
+// (flash/dispatch.cu): by default for D = Dv = 64 and 128, for the other pairs when a call asks
+// for it (the internal variant "hopper=1"), until they are measured.
 #pragma once
 
 #include <cuda.h>
@@ -44,30 +57,50 @@ struct FlashTmaMaps {
   CUtensorMap q, k, v;
 };
 
-template <int kD_>
+// Keys a kv tile holds and the depth of the K/V ring, per (D, Dv): see the header comment.
+template <int kD, int kDv>
+struct FlashSm90Tile {
+  static constexpr int kBN = 128, kStages = 2;
+};
+template <>
+struct FlashSm90Tile<192, 192> {
+  static constexpr int kBN = 64, kStages = 2;
+};
+template <>
+struct FlashSm90Tile<256, 256> {
+  static constexpr int kBN = 64, kStages = 2;
+};
+
+template <int kD_, int kDv_>
 struct FlashSm90Traits {
-  static constexpr int kD = kD_;
-  static constexpr int kBM = 128, kBN = 128;
+  static constexpr int kD = kD_, kDv = kDv_;
+  static constexpr int kBM = 128, kBN = FlashSm90Tile<kD, kDv>::kBN;
   static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
-  static constexpr int kStages = 2;
-  static constexpr int kPanels = kD / 64;
+  static constexpr int kStages = FlashSm90Tile<kD, kDv>::kStages;
+  // 64-column panels of Q / K and of V; the last one zero past the head dim (D = 96).
+  static constexpr int kPanelsK = (kD + 63) / 64, kPanelsV = (kDv + 63) / 64;
+  static constexpr int kDvPad = 64 * kPanelsV;  // columns of the O accumulator (N of P V)
   static constexpr int kQPanelBytes = kBM * 128, kKVPanelBytes = kBN * 128;
-  static constexpr int kQBytes = kPanels * kQPanelBytes, kKVBytes = kPanels * kKVPanelBytes;
+  static constexpr int kQBytes = kPanelsK * kQPanelBytes;
+  static constexpr int kKBytes = kPanelsK * kKVPanelBytes, kVBytes = kPanelsV * kKVPanelBytes;
   // Q, kStages K tiles, kStages V tiles; + 1024 to align the start to the swizzle pattern.
-  static constexpr size_t kSmemBytes = size_t(kQBytes) + 2 * kStages * size_t(kKVBytes) + 1024;
-  static_assert(kD == 64 || kD == 128, "instantiated for D = 64 and 128");
+  static constexpr size_t kSmemBytes = size_t(kQBytes) + kStages * (size_t(kKBytes) + kVBytes) + 1024;
+  static_assert(kD % 16 == 0 && kDv % 8 == 0, "S = Q K^T takes k-steps of 16, O n8 blocks");
+  static_assert(kSmemBytes + 128 <= 227 * 1024, "the ring and the barriers fit an SM's 227 KB");
+  static_assert(kPanelsV <= kPanelsK, "the epilogue stages O in the Q tile");
+  static_assert(kBN % 32 == 0 && 128 % kBN == 0, "block-mask words and 128-key mask blocks cover whole tiles");
   static_assert(kConsumers * 64 == kBM, "one 64-row slab per consumer warpgroup");
 };
 
-template <typename T, int kD, bool kBlockSparse>
-__global__ void __launch_bounds__(FlashSm90Traits<kD>::kThreads, 1)
+template <typename T, int kD, int kDv, bool kBlockSparse>
+__global__ void __launch_bounds__(FlashSm90Traits<kD, kDv>::kThreads, 1)
 flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
 #ifdef CUATTN_SM90A
-  using Tr = FlashSm90Traits<kD>;
-  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages, kPanels = Tr::kPanels;
-  constexpr int kNT = kBN / 8, kOT = kD / 8, kKT = kBN / 16;  // n8 blocks of S and O; k16 steps of P V
+  using Tr = FlashSm90Traits<kD, kDv>;
+  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages;
+  constexpr int kNT = kBN / 8, kOT = Tr::kDvPad / 8, kKT = kBN / 16;  // n8 blocks of S and O; k16 steps of P V
   extern __shared__ unsigned char smem_raw[];
   __shared__ uint64_t bars[1 + 4 * kStages];
   uint64_t* const bar_q = bars;
@@ -76,8 +109,8 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
   uint64_t* const empty_k = full_v + kStages;
   uint64_t* const empty_v = empty_k + kStages;
   unsigned char* const sQ = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  auto sK = [&](int s) { return sQ + Tr::kQBytes + s * Tr::kKVBytes; };
-  auto sV = [&](int s) { return sQ + Tr::kQBytes + (kStages + s) * Tr::kKVBytes; };
+  auto sK = [&](int s) { return sQ + Tr::kQBytes + s * Tr::kKBytes; };
+  auto sV = [&](int s) { return sQ + Tr::kQBytes + kStages * Tr::kKBytes + s * Tr::kVBytes; };
 
   const int m_block = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
@@ -111,7 +144,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
       const int hk = h / (p.num_heads_q / p.num_heads_kv);
       const int tb = p.cu_seqlens_q ? 0 : b;  // the tensor maps' batch coordinate
       mbar_arrive_expect_tx(bar_q, Tr::kQBytes);
-      for (int pn = 0; pn < kPanels; ++pn)
+      for (int pn = 0; pn < Tr::kPanelsK; ++pn)
         tma_load_4d(sQ + pn * Tr::kQPanelBytes, &maps.q, bar_q, 64 * pn, int(seq.q_start) + m0, h, tb);
       for (int it = 0; it < n_tiles; ++it) {
         const int s = it % kStages;
@@ -119,12 +152,12 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
         int pattern;
         const int row = int(seq.k_start) + tiles.start(it, pattern);
         if (it >= kStages) mbar_wait(&empty_k[s], reuse);
-        mbar_arrive_expect_tx(&full_k[s], Tr::kKVBytes);
-        for (int pn = 0; pn < kPanels; ++pn)
+        mbar_arrive_expect_tx(&full_k[s], Tr::kKBytes);
+        for (int pn = 0; pn < Tr::kPanelsK; ++pn)
           tma_load_4d(sK(s) + pn * Tr::kKVPanelBytes, &maps.k, &full_k[s], 64 * pn, row, hk, tb);
         if (it >= kStages) mbar_wait(&empty_v[s], reuse);
-        mbar_arrive_expect_tx(&full_v[s], Tr::kKVBytes);
-        for (int pn = 0; pn < kPanels; ++pn)
+        mbar_arrive_expect_tx(&full_v[s], Tr::kVBytes);
+        for (int pn = 0; pn < Tr::kPanelsV; ++pn)
           tma_load_4d(sV(s) + pn * Tr::kKVPanelBytes, &maps.v, &full_v[s], 64 * pn, row, hk, tb);
       }
     }
@@ -160,7 +193,8 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
                        wgmma_desc(k_addr + (ks / 4) * Tr::kKVPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
     wgmma_commit();
   };
-  // O += P V of tile `it`: kBN / 16 steps of 16 keys (16 rows of the V tile = 2048 bytes a panel).
+  // O += P V of tile `it`: kBN / 16 steps of 16 keys (16 rows of the V tile = 2048 bytes a panel),
+  // all kDvPad columns at once (the panels kBN * 128 bytes apart).
   uint32_t pa[kKT][4];
   auto issue_pv = [&](int it) {
     const int s = it % kStages;
@@ -169,7 +203,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk)
-      wgmma_rs<T, kD>(o[0], pa[kk], wgmma_desc(v_addr + kk * 2048, Tr::kKVPanelBytes, 1024), true);
+      wgmma_rs<T, Tr::kDvPad>(o[0], pa[kk], wgmma_desc(v_addr + kk * 2048, Tr::kKVPanelBytes, 1024), true);
     wgmma_commit();
   };
   // The softmax of tile `it` on the landed S; returns the factor O must be rescaled by.
@@ -256,7 +290,7 @@ flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constan
   const int wrows = min(64, max(rows_here - cw * 64, 0));
   T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + (seq.q_start + m0 + cw * 64) * p.o_row_stride +
            h * p.o_head_stride;
-  constexpr int kChunksPerRow = kD / 8;
+  constexpr int kChunksPerRow = Tr::kDvPad / 8;
 #pragma unroll
   for (int i = 0; i < 64 * kChunksPerRow / 128; ++i) {
     const int c = (tid % 128) + 128 * i;

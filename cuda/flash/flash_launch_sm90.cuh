@@ -1,11 +1,12 @@
 // flash_launch_sm90.cuh — host side of flash_fwd_sm90_kernel: the TMA tensor maps and the launch,
-// instantiated once per (dtype, head dim) by the generated files in the build tree.
+// instantiated once per (dtype, head dim, v head dim) by the generated files in the build tree.
 //
 // run_flash_fwd_sm90 returns false, launching nothing, when this call cannot take the Hopper
-// path: no sm_90a code for this device, at most one kv tile (seqlen_k <= 128: the producer /
-// consumer set-up would not pay for itself, and tiny calls stay cheaper on the host), a block mask whose blocks are not multiples of the
-// 128 x 128 tile, or tensors TMA cannot describe (a base not 16-byte aligned, a stride not a
-// multiple of 16 bytes). The caller then runs the portable kernel.
+// path: no sm_90a code for this device, at most one kv tile (seqlen_k <= kBN, 128 or 64 keys: the
+// producer / consumer set-up would not pay for itself, and tiny calls stay cheaper on the host),
+// a block mask whose blocks are not multiples of the 128 x kBN tile, or tensors TMA cannot
+// describe (a base not 16-byte aligned, a stride not a multiple of 16 bytes). The caller then
+// runs the portable kernel.
 #pragma once
 
 #include "common/launch.cuh"
@@ -14,13 +15,13 @@
 
 namespace cuattn {
 
-template <typename T, int kD>
+template <typename T, int kD, int kDv>
 bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
-  using Tr = FlashSm90Traits<kD>;
+  using Tr = FlashSm90Traits<kD, kDv>;
   if (p.seqlen_k <= Tr::kBN) return false;
   const bool sparse = p.block_mask.present();
   if (sparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
-  auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, true> : flash_fwd_sm90_kernel<T, kD, false>;
+  auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, kDv, true> : flash_fwd_sm90_kernel<T, kD, kDv, false>;
   if (!prepare_sm90a_kernel(kernel, Tr::kSmemBytes)) return false;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t nb = varlen ? 1 : p.batch;

@@ -1707,14 +1707,35 @@ static void scheduler_cases() {
   AttnParams fp;
   fp.head_dim = 40, fp.head_dim_v = 40;
   FlashConfig fc;
-  const bool any = head_dim_built(64);
-  CHECK(choose_flash_config(fp, h100, fc) == any && (!any || (fc.head_dim == 64 && fc.hopper)),
+  // (A build narrowed to other head dims pads D40 to its smallest one; a CPU-only build has none.)
+  const bool any = kBuiltHeadDims[0] != '\0';
+  CHECK(choose_flash_config(fp, h100, fc) == any && (!head_dim_built(64) || (fc.head_dim == 64 && fc.hopper)),
         "D40 runs padded to the D64 kernel, Hopper on sm_90");
   DeviceProps a100;
   a100.sm_count = 108, a100.cc_major = 8;
   CHECK(!choose_flash_config(fp, a100, fc) || !fc.hopper, "no Hopper kernel on sm_80");
   apply_variant("portable=1", fc);
   CHECK(!fc.hopper, "portable=1 turns the Hopper kernel off");
+  // The Hopper kernel is the default for D 64 and 128 only; hopper=1 asks for it at any pair.
+  for (const HeadDimPair& hd : kFlashHeadDims) {
+    if (!head_dim_built(hd.d)) continue;  // a narrowed build
+    fp.head_dim = hd.d, fp.head_dim_v = hd.dv;
+    CHECK(choose_flash_config(fp, h100, fc), cat("D ", hd.d, " / ", hd.dv, " is built"));
+    const bool by_default = hd.d == hd.dv && contains(kHopperDefaultHeadDims, hd.d);
+    CHECK(fc.head_dim == hd.d && fc.head_dim_v == hd.dv && fc.hopper == by_default,
+          cat("D ", hd.d, " / ", hd.dv, ": the Hopper kernel by default only for D 64 and 128"));
+    apply_variant("hopper=1", fc);
+    CHECK(fc.hopper, cat("hopper=1 asks for the Hopper kernel at D ", hd.d, " / ", hd.dv));
+    apply_variant("hopper=0", fc);
+    CHECK(!fc.hopper, "hopper=0 turns it off");
+  }
+  bool threw = false;
+  try {
+    apply_variant("portable=1,hopper=1", fc);
+  } catch (const ValueError&) {
+    threw = true;
+  }
+  CHECK(threw, "portable=1 with hopper=1 is a ValueError");
 }
 
 // mla_method: the FLOP-count choice (absorb for few queries, materialise for prefill), a forced

@@ -76,12 +76,13 @@ def test_no_getenv_but_cuattn_check():
 
 def test_kernel_instantiations_come_from_launch_h():
     """cuda/sources.cmake takes the instantiated head dims from cuattn/launch.h's tables (written
-    once) instead of listing them again."""
+    once) instead of listing them again; the flash pairs serve both flash kernels."""
     cmake = (ROOT / "cuda" / "sources.cmake").read_text()
-    for table in ("kFlashHeadDims", "kHopperFlashHeadDims", "kPagedHeadDims"):
+    for table in ("kFlashHeadDims", "kPagedHeadDims"):
         assert f"cuattn_read_table({table} " in cmake
+    assert "run_flash_fwd_sm90" in cmake and "run_flash_fwd" in cmake
     header = (ROOT / "cpp" / "include" / "cuattn" / "launch.h").read_text()
-    for table in ("kFlashHeadDims", "kHopperFlashHeadDims", "kPagedHeadDims"):
+    for table in ("kFlashHeadDims", "kHopperDefaultHeadDims", "kPagedHeadDims"):
         assert re.search(table + r"\[\] = \{[^;]*\};", header), table
 
 
@@ -116,6 +117,8 @@ def test_variant_argument_is_checked():
         cuattn.attention(q, q, q, _variant="colour=1")
     with pytest.raises(ValueError, match="portable=yes"):
         cuattn.attention(q, q, q, _variant="portable=yes")
+    with pytest.raises(ValueError, match="portable=1,hopper=1"):
+        cuattn.attention(q, q, q, _variant="portable=1,hopper=1")
     kc = to_device(np.zeros((4, 16, 1, 64), np.float16), "cuda")
     qd = to_device(np.zeros((1, 2, 64), np.float16), "cuda")
     table = to_device(np.arange(4, dtype=np.int32).reshape(1, 4), "cuda")

@@ -25,14 +25,18 @@ struct HeadDimPair {
 // Other head dims up to kMaxHeadDim that are multiples of kHeadDimMultiple run padded to the
 // smallest pair that covers them.
 inline constexpr HeadDimPair kFlashHeadDims[] = {{64, 64}, {96, 96}, {128, 128}, {192, 128}, {192, 192}, {256, 256}};
-// Head dims of the Hopper (sm_90a) flash kernel, of the paged decode kernels (D == Dv).
-inline constexpr int kHopperFlashHeadDims[] = {64, 128};
+// The Hopper (sm_90a) flash kernel is instantiated for every pair of kFlashHeadDims; the host
+// picks it by default for these head dims (D == Dv), measured against cuDNN. The other pairs
+// run it when a call asks for it (the internal variant "hopper=1") until they are measured.
+inline constexpr int kHopperDefaultHeadDims[] = {64, 128};
+// Head dims of the paged decode kernels (D == Dv).
 inline constexpr int kPagedHeadDims[] = {64, 128, 256};
 inline constexpr int kMaxHeadDim = 256, kHeadDimMultiple = 8;
 
 inline constexpr int kMaxGridYZ = 65535;  // batch and heads ride on grid y / z
 // The portable flash kernel's tile: query rows x keys a CTA step holds (block masks come in
-// multiples of it). The Hopper kernel's is 128 x 128; calls it cannot take run the portable one.
+// multiples of it). The Hopper kernel's is 128 x 128 or 128 x 64 (flash_fwd_sm90.cuh); calls it
+// cannot take run the portable one.
 inline constexpr int kFlashTileQ = 128, kFlashTileKV = 64;
 
 // Split-KV decode: a CTA holds kDecodeRows query rows (GQA group x new tokens) of one kv head;
