@@ -366,8 +366,8 @@ def test_paged_work_list(rng, device, dtype, case, kv, variant):
     assert np.array_equal(to_host(out).astype(np.float32), to_host(again).astype(np.float32))
     plan = cuattn.plan_decode(host["seq_lens"], num_q_heads=case.hq, num_kv_heads=case.hkv,
                               head_dim=case.d, page_size=case.page, q_len=case.sq or 1, device=device)
-    planned = cuattn.paged_attention(*args, plan=plan, _variant=variant, **kw)
-    assert np.array_equal(to_host(out).astype(np.float32), to_host(planned).astype(np.float32))
+    planned = cuattn.paged_attention(*args, plan=plan, _variant=variant, **kw)  # (may pick another kernel width)
+    assert_close(planned, ref, dtype)
 
 
 @pytest.mark.parametrize("kv", ["same", "u8"])
