@@ -321,6 +321,13 @@ NB_MODULE(_cuattn, m) {
       .def_ro("chunk_tokens", &cuattn::DecodePlan::chunk_tokens)
       .def_ro("seq_lens", &cuattn::DecodePlan::seq_lens)
       .def_ro("workspace_bytes", &cuattn::DecodePlan::workspace_bytes)
+      .def_ro("split_capacity", &cuattn::DecodePlan::split_capacity)
+      .def(
+          "update",
+          [](cuattn::DecodePlan& p, const std::vector<int32_t>& seq_lens) {
+            cuattn::update_plan(p, seq_lens.data(), int(seq_lens.size()));
+          },
+          nb::arg("seq_lens"), "New lengths, same batch, same workspace (see cuattn.DecodePlan.update).")
       .def_prop_ro("num_heads_q", [](const cuattn::DecodePlan& p) { return p.opt.num_heads_q; })
       .def_prop_ro("num_heads_kv", [](const cuattn::DecodePlan& p) { return p.opt.num_heads_kv; })
       .def_prop_ro("head_dim", [](const cuattn::DecodePlan& p) { return p.opt.head_dim; })

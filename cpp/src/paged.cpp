@@ -334,6 +334,50 @@ DecodePlan::~DecodePlan() {
 #endif
 }
 
+namespace {
+
+// The plan's schedule for these lengths (plan_decode, update_plan): splits, chunk and kernel
+// variant for the plan's shapes on its device; `capped`: at most plan.split_capacity splits (its
+// workspace's), longer splits instead of more.
+void schedule_plan(DecodePlan& plan, const int32_t* seq_lens_host, int batch, const char* who, bool capped) {
+  const PlanOptions& opt = plan.opt;
+  std::vector<int32_t> lens(seq_lens_host, seq_lens_host + batch);
+  for (int b = 0; b < batch; ++b)
+    if (lens[size_t(b)] < 0) value_error(who, ": seq_lens[", b, "] = ", lens[size_t(b)], " is negative");
+  DecodeShape s;
+  s.batch = batch, s.heads_q = opt.num_heads_q, s.heads_kv = opt.num_heads_kv, s.seqlen_q = opt.seqlen_q;
+  s.page_size = opt.page_size;
+  for (int32_t L : lens) s.total_len += L, s.max_len = std::max<int64_t>(s.max_len, L);
+  s.split_sms = std::max(opt.num_sms, 0);
+  DeviceProps dev;  // a CPU plan: splits for num_sms (or 1)
+  if (opt.device == DeviceType::cuda) {
+    const DeviceInfo d = device_info(opt.device_id);
+    if (!d.available) throw CudaError(cat(who, " on cuda: ", d.reason));
+    dev.sm_count = d.sm_count, dev.cc_major = d.cc_major, dev.cc_minor = d.cc_minor;
+  } else if (opt.num_sms > 0) {
+    dev.sm_count = opt.num_sms;
+  }
+  DecodeSchedule d = choose_decode(s, dev);
+  if (capped && d.max_splits > plan.split_capacity) {
+    const int64_t ps = std::max(opt.page_size, 1);
+    const int64_t chunk = (s.max_len + plan.split_capacity - 1) / plan.split_capacity;
+    d.chunk_tokens = int(std::min<int64_t>((chunk + ps - 1) / ps * ps, INT32_MAX / 2));
+    d.max_splits = int(std::max<int64_t>(1, (s.max_len + d.chunk_tokens - 1) / d.chunk_tokens));
+  }
+  plan.seq_lens = std::move(lens);
+  plan.max_splits = d.max_splits;
+  plan.chunk_tokens = d.chunk_tokens;
+  plan.config = d.config;
+}
+
+}  // namespace
+
+void update_plan(DecodePlan& plan, const int32_t* seq_lens_host, int batch) {
+  if (batch != plan.batch)
+    value_error("plan.update: the plan was made for batch ", plan.batch, ", got ", batch, " lengths");
+  schedule_plan(plan, seq_lens_host, batch, "plan.update", true);
+}
+
 std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
                                         const PlanOptions& opt) {
   if (batch < 0) value_error("batch must be >= 0, got ", batch);
@@ -347,27 +391,8 @@ std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
   plan->opt = opt;
   if (plan->opt.head_dim_v < 1) plan->opt.head_dim_v = opt.head_dim;
   plan->batch = batch;
-  plan->seq_lens.assign(seq_lens_host, seq_lens_host + batch);
-  for (int b = 0; b < batch; ++b)
-    if (plan->seq_lens[size_t(b)] < 0)
-      value_error("plan_decode: seq_lens[", b, "] = ", plan->seq_lens[size_t(b)], " is negative");
-  DecodeShape s;
-  s.batch = batch, s.heads_q = opt.num_heads_q, s.heads_kv = opt.num_heads_kv, s.seqlen_q = opt.seqlen_q;
-  s.page_size = opt.page_size;
-  for (int32_t L : plan->seq_lens) s.total_len += L, s.max_len = std::max<int64_t>(s.max_len, L);
-  s.split_sms = std::max(opt.num_sms, 0);
-  DeviceProps dev;  // a CPU plan: splits for num_sms (or 1)
-  if (opt.device == DeviceType::cuda) {
-    const DeviceInfo d = device_info(opt.device_id);
-    if (!d.available) throw CudaError(cat("plan_decode on cuda: ", d.reason));
-    dev.sm_count = d.sm_count, dev.cc_major = d.cc_major, dev.cc_minor = d.cc_minor;
-  } else if (opt.num_sms > 0) {
-    dev.sm_count = opt.num_sms;
-  }
-  const DecodeSchedule d = choose_decode(s, dev);
-  plan->max_splits = d.max_splits;
-  plan->chunk_tokens = d.chunk_tokens;
-  plan->config = d.config;
+  schedule_plan(*plan, seq_lens_host, batch, "plan_decode", false);
+  plan->split_capacity = plan->max_splits;
 #ifdef CUATTN_WITH_CUDA
   if (opt.device == DeviceType::cuda) cuda::plan_workspace(*plan);
 #endif

@@ -300,6 +300,15 @@ class DecodePlan:
     def __repr__(self):
         return repr(self._plan)
 
+    def update(self, seq_lens):
+        """New lengths for the same batch (a host list/array; a GPU array is copied: one sync).
+        The splits are chosen again for them in the workspace the plan already has (no
+        allocation; where they would need more splits than it holds, the splits grow longer).
+        Later calls use the new schedule; a CUDA graph captured before keeps the one it captured."""
+        lens, _ = _host_lengths(seq_lens)
+        self._plan.update(lens)
+        return self
+
 
 def _host_lengths(seq_lens):
     """seq_lens (a host list/array, or a GPU array: copied, one sync) as a list of ints >= 0

@@ -535,6 +535,42 @@ def test_paged_attention_with_plan(rng, device, dtype, case):
     assert_lse(lse, f64(lse0).astype(np.float64), dtype)
 
 
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_plan_update(rng, device, dtype):
+    """plan.update(seq_lens): a plan made for short sequences takes longer ones in the workspace it
+    has (same bytes; more splits only up to what it holds, longer splits beyond), and calls after
+    it match the oracle at the new lengths; a wrong batch or a negative length is a ValueError
+    naming it, and the plan is unchanged then."""
+    case = PagedCase((3000, 1999, 517, 70), 16, hq=8, hkv=2)
+    dev, host = build_paged(rng, case, dtype, dtype, device)
+    short = [64, 32, 16, 16]
+    plan = cuattn.plan_decode(short, num_q_heads=case.hq, num_kv_heads=case.hkv, head_dim=case.d,
+                              page_size=case.page, device=device, num_sms=132)
+    before = (plan.workspace_bytes, plan.split_capacity, plan.max_splits, plan.chunk_tokens)
+    assert plan.update(dev["seq_lens"]) is plan
+    assert plan.workspace_bytes == before[0] and plan.split_capacity == before[1]
+    assert list(plan.seq_lens) == list(case.lens)
+    assert plan.max_splits <= plan.split_capacity
+    assert plan.max_splits * plan.chunk_tokens >= max(case.lens)
+    assert plan.chunk_tokens % case.page == 0
+    kw = dict(window=case.window, kv_layout=case.kv_layout, sinks=dev["sinks"], return_lse=True)
+    out, lse = cuattn.paged_attention(dev["q"], dev["k_cache"], dev["v_cache"], dev["block_table"],
+                                      dev["seq_lens"], plan=plan, **kw)
+    ref, ref_lse = oracle.paged_ref(host["q"], host["k_cache"], host["v_cache"], host["block_table"],
+                                    host["seq_lens"], sinks=host["sinks"], window=case.window,
+                                    kv_layout=case.kv_layout)
+    assert_close(out, ref, dtype)
+    assert_lse(lse, ref_lse, dtype)
+    state = (plan.max_splits, plan.chunk_tokens, list(plan.seq_lens))
+    with pytest.raises(ValueError, match="batch"):
+        plan.update([10, 20])
+    with pytest.raises(ValueError, match=r"seq_lens\[2\]"):
+        plan.update([10, 20, -1, 4])
+    assert (plan.max_splits, plan.chunk_tokens, list(plan.seq_lens)) == state
+    plan.update(short)  # back to short: as planned at first
+    assert (plan.max_splits, plan.chunk_tokens) == before[2:]
+
+
 # ------------------------------------------------------------------------------------------------
 # append_paged_kv
 

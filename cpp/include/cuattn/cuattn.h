@@ -97,8 +97,8 @@ struct PagedArgs {
   TensorView lse;               // optional float32 [B, Hq] or [B, Hq, Sq]; mixed: [Hq, total_q]
   // Mixed batches (chunked prefill beside decodes): optional int32 [B + 1], sequence b's new
   // tokens are q rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] - 1, the last ones of its cache.
-  // max_seqlen_q (>= every sequence's count) is required when it lives on the GPU. The CPU
-  // backend runs them; on the GPU such a call is validated, then NotImplementedError.
+  // max_seqlen_q (>= every sequence's count) is required when it lives on the GPU (the GPU runs
+  // them on the paged kernel's work list).
   TensorView cu_seqlens_q;
   int64_t max_seqlen_q = -1;
   TensorView sinks;             // optional float32 [Hq]
@@ -189,6 +189,7 @@ struct DecodePlan {
   std::vector<int32_t> seq_lens;    // as planned
   int max_splits = 1;    // splits of the longest sequence (the kernel cuts each by its length)
   int chunk_tokens = 0;  // KV tokens per split (a multiple of page_size)
+  int split_capacity = 1;  // the most splits its workspace holds (max_splits when it was made)
   DecodeConfig config;   // the kernel variant for these shapes on this device
   // Device workspace (CUDA plans): partial outputs, lse and merge counters of every split.
   // Allocated by plan_decode, freed (after a device sync) when the plan is destroyed.
@@ -201,6 +202,11 @@ struct DecodePlan {
 };
 std::shared_ptr<DecodePlan> plan_decode(const int32_t* seq_lens_host, int batch,
                                         const PlanOptions& opt);
+// New lengths for a plan (the same batch): its splits are chosen again for them, in the
+// workspace it has (no allocation): where the lengths would need more splits than the workspace
+// holds, the splits grow longer instead. Calls made after it use the new schedule; a CUDA graph
+// captured before keeps the one it captured.
+void update_plan(DecodePlan& plan, const int32_t* seq_lens_host, int batch);
 
 // ---------------------------------------------------------------------------------------------
 // Small runtime helpers (device memory for cuattn.Array and the programs). All throw CudaError.
