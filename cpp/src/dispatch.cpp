@@ -65,6 +65,16 @@ SplitWorkspace carve(void* base, const WorkspaceLayout& l, int chunk, int max_sp
   return ws;
 }
 
+// A plan's workspace serves either schedule (a call's variant may pick the other one), so both
+// carve it with one counter region, the larger: then each schedule's partials lie past every
+// counter the other uses, and the counters stay zero between launches whichever ran last.
+WorkspaceLayout plan_layout(int64_t batch, int64_t units, int max_splits, int sm_count, int64_t dv, bool list) {
+  WorkspaceLayout grid = layout(batch, units, max_splits, dv), lst = list_layout(batch, sm_count, dv);
+  const size_t counters = std::max(grid.counter_bytes, lst.counter_bytes);
+  grid.counter_bytes = lst.counter_bytes = counters;
+  return list ? lst : grid;
+}
+
 // The host's cached workspace (cached_workspace: it may give a larger counter region) carved by `l`.
 SplitWorkspace cached(WorkspaceLayout l, int chunk, int max_splits, Stream stream) {
   void* base = cached_workspace(l.counter_bytes, l.o_bytes + l.lse_bytes + l.list_bytes, stream);
@@ -143,8 +153,7 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
     DecodeConfig c = plan->config;
     apply_variant(variant, c);
     c.list = c.list || p.cu_seqlens_q != nullptr;  // mixed batches run on the work list
-    const WorkspaceLayout l = c.list ? list_layout(p.batch, c.sm_count, p.head_dim_v)
-                                     : layout(p.batch, units, plan->max_splits, p.head_dim_v);
+    const WorkspaceLayout l = plan_layout(p.batch, units, plan->max_splits, plan->config.sm_count, p.head_dim_v, c.list);
     if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
       value_error("plan has no device workspace for this call (make it with device='cuda')");
     SplitWorkspace ws = carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits);
@@ -187,10 +196,9 @@ void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p
 void plan_workspace(DecodePlan& plan) {
   const int64_t units = int64_t(plan.opt.num_heads_kv) *
                         decode_row_chunks(plan.opt.num_heads_q, plan.opt.num_heads_kv, plan.opt.seqlen_q);
-  // Room for either schedule, so that a call's variant may pick the other one.
-  const size_t bytes = std::max<size_t>({layout(plan.batch, units, plan.max_splits, plan.opt.head_dim_v).total(),
-                                         list_layout(plan.batch, plan.config.sm_count, plan.opt.head_dim_v).total(),
-                                         16});
+  const size_t bytes = std::max<size_t>(
+      {plan_layout(plan.batch, units, plan.max_splits, plan.config.sm_count, plan.opt.head_dim_v, false).total(),
+       plan_layout(plan.batch, units, plan.max_splits, plan.config.sm_count, plan.opt.head_dim_v, true).total(), 16});
   plan.workspace = alloc_zeroed(bytes, plan.opt.device_id);
   plan.workspace_bytes = bytes;
 }

@@ -886,8 +886,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         int64_t q0 = 0;
         if (p.cu_seqlens_q != nullptr) {
           q0 = min(int64_t(max(p.cu_seqlens_q[pc.seq], 0)), p.total_q);
-          sq = int(min(int64_t(min(max(p.cu_seqlens_q[pc.seq + 1] - p.cu_seqlens_q[pc.seq], 0), p.seqlen_q)),
-                       p.total_q - q0));
+          const int64_t n = int64_t(p.cu_seqlens_q[pc.seq + 1]) - p.cu_seqlens_q[pc.seq];
+          sq = int(min(min(max(n, int64_t(0)), int64_t(p.seqlen_q)), p.total_q - q0));
         }
         w = Work{pc.seq, pc.unit, sq, list.units_of(pc.seq) / p.num_heads_kv, q0, list.seq_lens[pc.seq],
                  int(pc.key_begin), int(pc.key_end), pc.split, pc.num_splits, pc.first_cta, pc.first_cta};
@@ -907,7 +907,9 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   if (producer) {
     if constexpr (kBulk && Tr::kRegRealloc)  // the whole warpgroup
       setmaxnreg_dec<kPersistent ? Tr::kPersistentProducerRegs : Tr::kProducerRegs>();
-    if (kPersistent && warp != Tr::kWarps) return;  // the sorter warps: a persistent CTA never orders
+    // TMA: one producer warp; the sorter warps leave (a persistent CTA never orders). Row copies:
+    // every producer thread copies a row of every tile.
+    if (kTma && kPersistent && warp != Tr::kWarps) return;
     run_units();
     return;
   }

@@ -23,6 +23,8 @@ SplitWorkspace with_work_list(Kernel kernel, int threads, size_t smem, const Pag
                               SplitWorkspace ws, dim3& grid, cudaStream_t stream) {
   int64_t ctas = int64_t(c.sm_count) * std::min(std::max(resident_ctas(kernel, threads, smem), 1), kListCtasPerSm);
   if (c.list_ctas > 0) ctas = std::min<int64_t>(ctas, c.list_ctas);
+  // A unit's splits are at most the CTAs; the merge keeps kMaxDecodeSplits weights a warp.
+  ctas = std::min<int64_t>(ctas, kMaxDecodeSplits);
   ws.list.s.ctas = int(ctas);
   const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
   // The host carved these arrays from writable workspace; the kernel only reads them.

@@ -368,6 +368,9 @@ def test_paged_work_list(rng, device, dtype, case, kv, variant):
                               head_dim=case.d, page_size=case.page, q_len=case.sq or 1, device=device)
     planned = cuattn.paged_attention(*args, plan=plan, _variant=variant, **kw)  # (may pick another kernel width)
     assert_close(planned, ref, dtype)
+    # One plan's workspace serves both schedules in turn (their merge counters must stay zero).
+    for v in ("list=0", variant, "list=0"):
+        assert_close(cuattn.paged_attention(*args, plan=plan, _variant=v, **kw), ref, dtype)
 
 
 @pytest.mark.parametrize("kv", ["same", "u8"])
