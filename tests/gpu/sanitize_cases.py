@@ -100,5 +100,23 @@ for ps, D in ((16, 128), (32, 64), (64, 128)):
     cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant="persistent_ctas=3")
     cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200, _variant="persistent_ctas=3")
     n += 2
+# The work list (every kernel kind: TMA 4- and 8-warp, row copies at D256 / page 48, tma=0), a
+# skewed batch with an empty sequence, capped grids so that CTAs take several pieces and units
+# split across CTAs merge; then mixed batches (cu_seqlens_q) on it.
+for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256, False), (64, 128, True)):
+    B, Hq, Hkv = 4, 8, 2
+    lens = torch.tensor([3000, 0, 77, 700], device=dev, dtype=torch.int32)
+    nb = (3000 + ps - 1) // ps
+    kc, vc = r(B * nb + 1, ps, Hkv, D), r(B * nb + 1, ps, Hkv, D)
+    if fp8:
+        kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
+    table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
+    for variant in ("list=1", "list_ctas=5", "list=1,wide=1", "list=1,tma=0"):
+        cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant=variant)
+        n += 1
+    cu = torch.tensor([0, 1, 1, 40, 43], device=dev, dtype=torch.int32)  # 1, 0, 39, 3 new tokens
+    cuattn.paged_attention(r(43, Hq, D), kc, vc, table, lens, cu_seqlens_q=cu, max_seqlen_q=39,
+                           window=500, return_lse=True)
+    n += 1
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")
