@@ -24,17 +24,12 @@ __device__ __forceinline__ int64_t warp_inclusive_scan(int64_t x, int lane) {
   return x;
 }
 
-__device__ __forceinline__ int64_t clamped_len(const int32_t* lens, int b, int64_t max_len) {
-  const int64_t len = lens[b];
-  return len < 0 ? 0 : (len > max_len ? max_len : len);
-}
-
 // Positions of sequence b on the line (and its units, when `units` is not null).
 __device__ __forceinline__ int64_t seq_cost(const int32_t* lens, const int32_t* cu_q, int b, const WorkListShape& s,
                                             int64_t max_len, int* units = nullptr) {
-  const int u = cu_q ? packed_units(int64_t(cu_q[b + 1]) - cu_q[b], s) : s.units;
+  const int u = seq_unit_count(cu_q, b, s);
   if (units) *units = u;
-  return int64_t(u) * unit_cost(clamped_len(lens, b, max_len), s);
+  return int64_t(u) * unit_cost(clamp_len(lens[b], max_len), s);
 }
 
 __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t* __restrict__ lens,
@@ -60,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t*
   int64_t at = incl - mine + (warp > 0 ? warp_total[warp - 1] : 0);  // exclusive start of this run
   for (int b = b0; b < b1; ++b) {
     int units = 0;
-    clamped[b] = int32_t(clamped_len(lens, b, max_len));
+    clamped[b] = int32_t(clamp_len(lens[b], max_len));
     seq_start[b] = at;
     at += seq_cost(lens, cu_q, b, s, max_len, &units);
     if (cu_q) seq_units[b] = units;

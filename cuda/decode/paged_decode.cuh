@@ -862,8 +862,6 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     CUATTN_TRACE(4);
   };
 
-  // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
-  // under that role's register budget (one loop after both would have the smaller one).
   // The grid's piece (split, yy, b): false when the sequence has fewer splits.
   auto grid_piece = [&](int split, int yy, int b, Work& w) {
     const int L = p.num_pages > 0 ? min(max(p.seq_lens[b], 0), p.max_blocks * p.page_size) : 0;
@@ -875,6 +873,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
              split, nsplits, unit, int64_t(unit) * ws.max_splits};
     return split < nsplits;
   };
+  // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
+  // under that role's register budget (one loop after both would have the smaller one).
   auto run_units = [&] {
     Work w;
     if (listed) {  // this CTA's share of the work list, in line order

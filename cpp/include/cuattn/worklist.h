@@ -56,6 +56,14 @@ CUATTN_HD int packed_units(int64_t tokens, const WorkListShape& s) {
   return int(s.heads_kv * ((s.group * t + s.rows - 1) / s.rows));
 }
 
+// A sequence's length as the list counts it: clamped to [0, max_len] (both builders).
+CUATTN_HD int64_t clamp_len(int64_t len, int64_t max_len) { return len < 0 ? 0 : len > max_len ? max_len : len; }
+
+// Units of sequence b: s.units, or in a mixed batch (cu_seqlens_q set) those of its query tokens.
+CUATTN_HD int seq_unit_count(const int32_t* cu_seqlens_q, int b, const WorkListShape& s) {
+  return cu_seqlens_q ? packed_units(int64_t(cu_seqlens_q[b + 1]) - cu_seqlens_q[b], s) : s.units;
+}
+
 // Positions one unit of a sequence of `len` keys takes on the line.
 CUATTN_HD int64_t unit_cost(int64_t len, const WorkListShape& s) {
   return s.overhead + (len > 0 ? (len + s.granule - 1) / s.granule : 0);
@@ -164,10 +172,9 @@ inline void build_worklist(const int32_t* lens, const WorkListShape& s, int64_t 
                            int32_t* seq_units = nullptr) {
   int64_t at = 0;
   for (int b = 0; b < s.batch; ++b) {
-    int64_t len = lens[b] < 0 ? 0 : lens[b];
-    if (len > max_len) len = max_len;
+    const int64_t len = clamp_len(lens[b], max_len);
     clamped_lens[b] = int32_t(len);
-    const int units = cu_seqlens_q ? packed_units(int64_t(cu_seqlens_q[b + 1]) - cu_seqlens_q[b], s) : s.units;
+    const int units = seq_unit_count(cu_seqlens_q, b, s);
     if (cu_seqlens_q) seq_units[b] = units;
     seq_start[b] = at;
     at += int64_t(units) * unit_cost(len, s);
