@@ -14,8 +14,9 @@
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
 #   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
-#   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) through _variant="hopper=1":
-#   tests/python/test_hopper_dims.py, then bench.py --suite hopperdims)
+#   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) (the default on sm_90; the
+#   tests force it with _variant="hopper=1"): tests/python/test_hopper_dims.py, then
+#   bench.py --suite hopperdims against the portable kernel and cuDNN)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs

@@ -74,10 +74,9 @@ bool choose_flash_config(const AttnParams& p, const DeviceProps& dev, FlashConfi
       out.head_dim = k.d, out.head_dim_v = k.dv;
       found = true;
     }
-  // The Hopper kernel where it is the default for this instantiation and the device is sm_90 (it
-  // also needs sm_90a code in the build and more than one kv tile: the launcher checks those).
-  out.hopper = found && contains(kHopperDefaultHeadDims, out.head_dim) && out.head_dim == out.head_dim_v &&
-               dev.cc_major == 9 && dev.cc_minor == 0;
+  // The Hopper kernel on sm_90, for every instantiation (it also needs sm_90a code in the build
+  // and more than one kv tile: the launcher checks those).
+  out.hopper = found && dev.cc_major == 9 && dev.cc_minor == 0;
   return found;
 }
 

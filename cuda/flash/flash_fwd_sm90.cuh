@@ -33,8 +33,8 @@
 //
 // Instantiated for every (D, Dv) pair of kFlashHeadDims (16-bit q/k/v); the host picks it when
 // the device is sm_90, the binary has sm_90a code and the tensors can be described by TMA
-// (flash/dispatch.cu): by default for D = Dv = 64 and 128, for the other pairs when a call asks
-// for it (the internal variant "hopper=1"), until they are measured.
+// (flash/dispatch.cu), for every pair by default (the internal variant "portable=1" asks for the
+// portable kernel instead).
 #pragma once
 
 #include <cuda.h>

@@ -68,8 +68,7 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, softcap=0.0, si
     stream: int handle or stream object; default the current stream of q's framework.
     check=True validates GPU cu_seqlens contents (one device sync).
     _variant is internal (tests, benchmarks): "portable=1" forces the portable GPU kernel,
-    "hopper=1" the sm_90a kernel at any instantiated head dim (where the device and the call
-    allow it; by default it runs only at D = Dv = 64 and 128).
+    "hopper=1" the sm_90a kernel (the default on sm_90 where the build and the call allow it).
     """
     a = _cuattn.AttentionArgs()
     a.layout = _checks.choice(layout, "layout", _LAYOUTS)

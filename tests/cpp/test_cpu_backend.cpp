@@ -1716,14 +1716,14 @@ static void scheduler_cases() {
   CHECK(!choose_flash_config(fp, a100, fc) || !fc.hopper, "no Hopper kernel on sm_80");
   apply_variant("portable=1", fc);
   CHECK(!fc.hopper, "portable=1 turns the Hopper kernel off");
-  // The Hopper kernel is the default for D 64 and 128 only; hopper=1 asks for it at any pair.
+  // The Hopper kernel is the default at every pair on sm_90; hopper=0 turns it off.
   for (const HeadDimPair& hd : kFlashHeadDims) {
     if (!head_dim_built(hd.d)) continue;  // a narrowed build
     fp.head_dim = hd.d, fp.head_dim_v = hd.dv;
     CHECK(choose_flash_config(fp, h100, fc), cat("D ", hd.d, " / ", hd.dv, " is built"));
-    const bool by_default = hd.d == hd.dv && contains(kHopperDefaultHeadDims, hd.d);
-    CHECK(fc.head_dim == hd.d && fc.head_dim_v == hd.dv && fc.hopper == by_default,
-          cat("D ", hd.d, " / ", hd.dv, ": the Hopper kernel by default only for D 64 and 128"));
+    CHECK(fc.head_dim == hd.d && fc.head_dim_v == hd.dv && fc.hopper,
+          cat("D ", hd.d, " / ", hd.dv, ": the Hopper kernel by default on sm_90"));
+    CHECK(choose_flash_config(fp, a100, fc) && !fc.hopper, cat("D ", hd.d, " / ", hd.dv, ": portable on sm_80"));
     apply_variant("hopper=1", fc);
     CHECK(fc.hopper, cat("hopper=1 asks for the Hopper kernel at D ", hd.d, " / ", hd.dv));
     apply_variant("hopper=0", fc);

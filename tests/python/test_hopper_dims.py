@@ -1,4 +1,4 @@
-"""The Hopper (sm_90a) flash kernel at the head dims where it is not the default yet: D = 96, 192,
+"""The Hopper (sm_90a) flash kernel at the head dims it gained after D 64 and 128: D = 96, 192,
 256 and (D, Dv) = (192, 128), forced through the internal _variant="hopper=1", against the
 float64 oracle with the suite's tolerances, poisoned outputs and odd lengths. Every case has more
 than 128 keys, so the kernel takes the call (with at most one kv tile it hands it to the portable

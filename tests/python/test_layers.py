@@ -82,7 +82,7 @@ def test_kernel_instantiations_come_from_launch_h():
         assert f"cuattn_read_table({table} " in cmake
     assert "run_flash_fwd_sm90" in cmake and "run_flash_fwd" in cmake
     header = (ROOT / "cpp" / "include" / "cuattn" / "launch.h").read_text()
-    for table in ("kFlashHeadDims", "kHopperDefaultHeadDims", "kPagedHeadDims"):
+    for table in ("kFlashHeadDims", "kPagedHeadDims"):
         assert re.search(table + r"\[\] = \{[^;]*\};", header), table
 
 

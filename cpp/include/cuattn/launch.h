@@ -25,10 +25,9 @@ struct HeadDimPair {
 // Other head dims up to kMaxHeadDim that are multiples of kHeadDimMultiple run padded to the
 // smallest pair that covers them.
 inline constexpr HeadDimPair kFlashHeadDims[] = {{64, 64}, {96, 96}, {128, 128}, {192, 128}, {192, 192}, {256, 256}};
-// The Hopper (sm_90a) flash kernel is instantiated for every pair of kFlashHeadDims; the host
-// picks it by default for these head dims (D == Dv), measured against cuDNN. The other pairs
-// run it when a call asks for it (the internal variant "hopper=1") until they are measured.
-inline constexpr int kHopperDefaultHeadDims[] = {64, 128};
+// The Hopper (sm_90a) flash kernel is instantiated for every pair of kFlashHeadDims and is the
+// default on sm_90 for all of them (measured faster than the portable kernel at every pair:
+// docs/performance.md); the internal variant "portable=1" (or "hopper=0") asks for the other one.
 // Head dims of the paged decode kernels (D == Dv).
 inline constexpr int kPagedHeadDims[] = {64, 128, 256};
 inline constexpr int kMaxHeadDim = 256, kHeadDimMultiple = 8;
