@@ -169,6 +169,9 @@ def rows_fixed(torch, cuattn, timer, variant, quick):
             row["peer_ms"], row["ratio"] = peer, peer / ms
         except Exception as e:  # noqa: BLE001
             row["ratio"], row["note"] = None, f"cuDNN: {str(e).splitlines()[0][:100]}"
+        # cuattn timed again after the peer: the same shape read 15 % faster in the waves row than
+        # here (H100, 2026-12-05), so record whether the order matters.
+        row["ms_after_peer"] = timer(lambda: cuattn.paged_attention(q, kc, vc, table, seq, out=out, **kw))
         ref = F.scaled_dot_product_attention(q4.float(), kd.float(), vd.float(), enable_gqa=True).view(B, HQ, D)
         row["rel_err"] = float((out.float() - ref).norm() / ref.norm())
         rows.append(row)

@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode targets ncu
-#           probe trace heads chain hostile lab mla hopperdims
+#           probe trace heads chain hostile lab mla hopperdims listdiag
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
@@ -16,7 +16,9 @@
 #   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
 #   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) (the default on sm_90; the
 #   tests force it with _variant="hopper=1"): tests/python/test_hopper_dims.py, then
-#   bench.py --suite hopperdims against the portable kernel and cuDNN)
+#   bench.py --suite hopperdims against the portable kernel and cuDNN; listdiag: the paged decode
+#   work list against the grid schedule under Nsight Compute (bench/ncu_decode_peer.py), then
+#   bench/decode_targets.py over the list's cost-model settings)
 #   (default: build test check sanitize bench)
 #   Environment: CUATTN_GIT_SHA=<sha> names the commit in every result (pass it: the device
 #   machine's copy of .git can point at an older commit); CUATTN_CUDA_ARCHS (default 90a; 80 runs
@@ -135,6 +137,22 @@ for s in $stages; do
     lab)
       run "persistent decode lab" lab.log ./persistent_decode --check --json "$OUT/lab.json"
       tail -12 "$OUT/logs/lab.log" ;;
+    listdiag)
+      # The work list against the grid schedule: Nsight Compute on one call of each (grid, shared
+      # memory a CTA, occupancy, DRAM, stalls) at B1, B64 (bf16 and fp8) and the skewed batch,
+      # then the list's cost-model knobs on the rows it loses or wins.
+      for c in "1x32768 bf16" "64x4096 fp8" "64x4096 bf16" "skew bf16"; do
+        set -- $c
+        run "ncu list $1 $2" ncu_list_$1_$2.log ncu --profile-from-start off --clock-control none \
+          --kernel-name regex:"paged_decode|build_worklist" --section SpeedOfLight --section Occupancy \
+          --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+          python3 bench/ncu_decode_peer.py --case $1 --kv $2 --no-peer --variants default,list=1
+        grep -E "^  [a-z_]+kernel|Duration|DRAM Throughput|Achieved Occupancy|Block Limit (Shared|Reg)|Dynamic Shared|Registers Per|Grid Size|Waves Per SM|Stall (Long|Barrier|Wait)" \
+          "$OUT/logs/ncu_list_$1_$2.log" | head -60
+      done
+      run "list sweep" list_sweep.log python3 bench/decode_targets.py --out "$OUT" --rows skew,waves,b1 \
+        --variants default,list=1,list=1+list_granule=256,list=1+list_granule=1024,list=1+list_overhead=16,list=1+tma=0
+      tail -45 "$OUT/logs/list_sweep.log" ;;
     targets)
       # Paged decode against its ceilings and peers in one run (skew, partial waves, B1 against a
       # pure-read kernel, the fixed rows against cuDNN, the mixed batch).

@@ -82,12 +82,12 @@ SplitWorkspace cached(WorkspaceLayout l, int chunk, int max_splits, Stream strea
 }
 
 // The list's shape for this call; the launcher sets its CTA count.
-void shape_list(SplitWorkspace& ws, const PagedParams& p, int64_t units) {
+void shape_list(SplitWorkspace& ws, const PagedParams& p, int64_t units, const DecodeConfig& c) {
   WorkListShape& s = ws.list.s;
   s.batch = p.batch;
   s.units = int(units);
-  s.granule = kListGranule;
-  s.overhead = kListOverhead;
+  s.granule = c.list_granule > 0 ? c.list_granule : kListGranule;
+  s.overhead = c.list_overhead > 0 ? c.list_overhead : kListOverhead;
   if (p.cu_seqlens_q != nullptr) {  // mixed batches: units by each sequence's query tokens
     s.heads_kv = p.num_heads_kv, s.group = p.num_heads_q / p.num_heads_kv;
     s.rows = kDecodeRows, s.max_tokens = std::max(p.seqlen_q, 0);  // seqlen_q: the longest
@@ -157,7 +157,7 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
     if (plan->workspace == nullptr || plan->workspace_bytes < l.total())
       value_error("plan has no device workspace for this call (make it with device='cuda')");
     SplitWorkspace ws = carve(plan->workspace, l, plan->chunk_tokens, plan->max_splits);
-    if (c.list) shape_list(ws, p, units);
+    if (c.list) shape_list(ws, p, units, c);
     kernels::paged_attention(p, c, ws, stream);
     return;
   }
@@ -175,7 +175,7 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
   SplitWorkspace ws = carve(nullptr, layout(0, 0, 0, 0), d.chunk_tokens, 1);
   if (d.config.list) {
     ws = cached(list_layout(p.batch, d.config.sm_count, p.head_dim_v), d.chunk_tokens, 1, stream);
-    shape_list(ws, p, units);
+    shape_list(ws, p, units, d.config);
   } else if (d.max_splits > 1) {
     ws = cached(layout(p.batch, units, d.max_splits, p.head_dim_v), d.chunk_tokens, d.max_splits, stream);
   }

@@ -125,7 +125,8 @@ void apply_variant(const std::string& variant, FlashConfig& c) {
 void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm) {
   if (variant.empty()) return;
   const auto v = parse_variant(variant, {"tma", "wide", "persistent", "persistent_ctas", "page_order",
-                                         "pdl", "ctas_per_sm", "list", "list_ctas"});
+                                         "pdl", "ctas_per_sm", "list", "list_ctas", "list_granule",
+                                         "list_overhead"});
   const auto get = [&](const char* k, auto& field) {
     if (v.count(k)) field = std::remove_reference_t<decltype(field)>(v.at(k));
   };
@@ -145,6 +146,10 @@ void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm
     c.list = true;
   }
   get("list", c.list);
+  // The list's cost model (experiments): a granule of 16..8192 keys in whole 16-key steps (a
+  // piece may start inside a tile: the kernel masks by key range), an overhead of 1..1024.
+  if (v.count("list_granule")) c.list_granule = std::clamp(v.at("list_granule"), 16, 8192) / 16 * 16;
+  if (v.count("list_overhead")) c.list_overhead = std::clamp(v.at("list_overhead"), 1, 1024);
   if (ctas_per_sm != nullptr && v.count("ctas_per_sm"))
     *ctas_per_sm = std::clamp(v.at("ctas_per_sm"), 1, 64);
 }

@@ -337,15 +337,16 @@ LIST_CASES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["list=1", "list_ctas=1", "list_ctas=7", "list=1,tma=0", "list=1,wide=1"])
+@pytest.mark.parametrize("variant", ["list=1", "list_ctas=1", "list_ctas=7", "list=1,tma=0", "list=1,wide=1",
+                                     "list=1,list_granule=48,list_overhead=1", "list=1,list_granule=512"])
 @pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("case", LIST_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 def test_paged_work_list(rng, device, dtype, case, kv, variant):
     """The work-list schedule (internal _variant "list=1"; "list_ctas=N" caps its persistent grid
     at N CTAs): every CTA takes an equal share of all (sequence, kv head) units' keys, split
-    anywhere on 64-key boundaries, the splits of a unit merged by the last of its CTAs in split
-    order. Against the oracle with poisoned outputs (empty sequences give zeros and -inf), with and
+    anywhere on granule boundaries (64 keys, or list_granule=N), the splits of a unit merged by the
+    last of its CTAs in split order. Against the oracle with poisoned outputs (empty sequences give zeros and -inf), with and
     without a plan, and bitwise the same on a second call (fixed merge order)."""
     _skip_case(case, device)
     dev, host = build_paged(rng, case, dtype, dtype if kv == "same" else kv, device)

@@ -163,6 +163,8 @@ struct DecodeConfig {
   bool list = false;         // the work-list schedule: a persistent grid takes balanced key ranges of
                              // every (sequence, kv head) from one list built on the device
   int list_ctas = 0;         // > 0: at most this many CTAs for the list (else the occupancy's)
+  int list_granule = 0;      // > 0: keys a position of the list stands for (else kListGranule)
+  int list_overhead = 0;     // > 0: positions a unit's set-up is worth (else kListOverhead)
   bool pdl = true;           // programmatic dependent launch (sm90)
   int sm_count = 1;          // of the device (a persistent grid is one wave)
 };
