@@ -146,12 +146,12 @@ for s in $stages; do
         run "ncu list $1 $2" ncu_list_$1_$2.log ncu --profile-from-start off --clock-control none \
           --kernel-name regex:"paged_decode|build_worklist" --section SpeedOfLight --section Occupancy \
           --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
-          python3 bench/ncu_decode_peer.py --case $1 --kv $2 --no-peer --variants default,list=1
+          python3 bench/ncu_decode_peer.py --case $1 --kv $2 --no-peer --variants default,list=1,list=1+drain=1
         grep -E "^  [a-z_]+kernel|Duration|DRAM Throughput|Achieved Occupancy|Block Limit (Shared|Reg)|Dynamic Shared|Registers Per|Grid Size|Waves Per SM|Stall (Long|Barrier|Wait)" \
           "$OUT/logs/ncu_list_$1_$2.log" | head -60
       done
       run "list sweep" list_sweep.log python3 bench/decode_targets.py --out "$OUT" --rows skew,waves,b1 \
-        --variants default,list=1,list=1+list_granule=256,list=1+list_granule=1024,list=1+list_overhead=16,list=1+tma=0
+        --variants default,list=1,list=1+drain=1,list=1+list_granule=256,list=1+list_granule=1024,list=1+list_overhead=16,list=1+tma=0
       tail -45 "$OUT/logs/list_sweep.log" ;;
     targets)
       # Paged decode against its ceilings and peers in one run (skew, partial waves, B1 against a

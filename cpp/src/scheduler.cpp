@@ -126,13 +126,14 @@ void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm
   if (variant.empty()) return;
   const auto v = parse_variant(variant, {"tma", "wide", "persistent", "persistent_ctas", "page_order",
                                          "pdl", "ctas_per_sm", "list", "list_ctas", "list_granule",
-                                         "list_overhead"});
+                                         "list_overhead", "drain"});
   const auto get = [&](const char* k, auto& field) {
     if (v.count(k)) field = std::remove_reference_t<decltype(field)>(v.at(k));
   };
   get("tma", c.tma);
   get("wide", c.wide);
   get("pdl", c.pdl);
+  get("drain", c.drain);
   get("page_order", c.page_order_after);
   // A cap on the persistent CTAs runs them on any grid of more units; persistent=0 wins.
   if (v.count("persistent_ctas") && v.at("persistent_ctas") > 0) {

@@ -99,7 +99,8 @@ struct PagedTraits {
   static constexpr size_t kMergeBytes = size_t(kWarps) * 16 * (kD + 2) * sizeof(float);
   // Where a persistent CTA's merge scratch starts: past the ring when producers (sm90) may already
   // be filling it with the next piece's tiles; in it when the consumers copy (sm80: they wait for
-  // each other after every piece).
+  // each other after every piece) or when the producer waits for the epilogue
+  // (SplitWorkspace::scratch_in_ring, the kernel's `drain`).
   template <bool kTma, bool kBulk>
   static constexpr size_t scratch_offset() {
     return !kBulk ? 0 : kTma ? kTmaRingBytes : kRingBytes;
@@ -305,8 +306,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   __shared__ int s_count[kTma ? 3 * 32 : 1];
   __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];  // [stage][box]: its first key
   __shared__ int s_last;                                  // split-KV: this CTA merges the unit
+  __shared__ int s_pieces_done;                           // drain: pieces whose epilogue is over
   if constexpr (kBulk) {
     if (tid == 0) {
+      s_pieces_done = 0;
 #pragma unroll
       for (int st = 0; st < Tr::kStages; ++st)  // TMA: one arrival a box of the tile (the producer's lanes)
         mbar_init(&full[st], kTma ? kBN / min(p.page_size, kBN) : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
@@ -694,8 +697,10 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     // ---- merge the warps' states: per row, each warp's max m_w and sum l_w; O_w rescaled to the
     // common max and summed in a fixed order (deterministic) ---------------------------------------
     constexpr int kW = Tr::kWarps;
-    // In the ring (free by then), or past it when the ring already holds the next unit's tiles.
-    float* s_m = reinterpret_cast<float*>(smem_raw + (kPersistent ? Tr::template scratch_offset<kTma, kBulk>() : 0));  // [kW][16]
+    // In the ring (free by then), or past it when the ring already holds the next unit's tiles
+    // (a persistent CTA whose producer runs ahead: not with ws.scratch_in_ring, see run_units).
+    const size_t scratch = kPersistent && !ws.scratch_in_ring ? Tr::template scratch_offset<kTma, kBulk>() : 0;
+    float* s_m = reinterpret_cast<float*>(smem_raw + scratch);  // [kW][16]
     float* s_l = s_m + kW * 16;                       // [kW][16]
     float* s_ow = s_l + kW * 16;                      // [kW][16][kDv]
     auto max_of_warps = [&](int r) {
@@ -873,6 +878,27 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
              split, nsplits, unit, int64_t(unit) * ws.max_splits};
     return split < nsplits;
   };
+  // A persistent CTA whose epilogue scratch lies in the ring (ws.scratch_in_ring, sm90): the
+  // producer starts piece n only once the consumers have finished piece n - 1 (its epilogue
+  // included) and counted it in s_pieces_done. Zero-tile pieces count too, so the two sides
+  // walk the same pieces; the count only grows, so a consumer side that runs ahead through pieces
+  // without tiles is never missed.
+  const bool drain = kBulk && kPersistent && ws.scratch_in_ring;
+  int pieces = 0;  // pieces this thread's role has started
+  auto run_piece = [&](const Work& w) {
+    if (drain && producer && pieces > 0) {
+      if (lane == 0)
+        while (smem_count_read(&s_pieces_done) < pieces) __nanosleep(32);
+      __syncwarp();
+    }
+    run_unit(w);
+    if (drain && !producer) {
+      fence_proxy_async();  // this thread's scratch accesses before the copies that reuse the bytes
+      named_barrier_sync(1, Tr::kThreads);
+      if (tid == 0) smem_count_publish(&s_pieces_done, pieces + 1);
+    }
+    ++pieces;
+  };
   // Each role runs its units after its setmaxnreg, so that ptxas compiles each copy of run_unit
   // under that role's register budget (one loop after both would have the smaller one).
   auto run_units = [&] {
@@ -891,13 +917,13 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
         }
         w = Work{pc.seq, pc.unit, sq, list.units_of(pc.seq) / p.num_heads_kv, q0, list.seq_lens[pc.seq],
                  int(pc.key_begin), int(pc.key_end), pc.split, pc.num_splits, pc.first_cta, pc.first_cta};
-        run_unit(w);
+        run_piece(w);
         if constexpr (!kBulk) named_barrier_sync(1, Tr::kThreads);  // (sm80: the scratch is the ring)
       }
     } else if constexpr (kPersistent) {
       const int n_units = ws.max_splits * n_y * p.batch;  // < 2^31 (the launcher checks)
       for (int u = blockIdx.x; u < n_units; u += gridDim.x) {
-        if (grid_piece(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y, w)) run_unit(w);
+        if (grid_piece(u % ws.max_splits, u / ws.max_splits % n_y, u / ws.max_splits / n_y, w)) run_piece(w);
         if constexpr (!kBulk) named_barrier_sync(1, Tr::kThreads);
       }
     } else {

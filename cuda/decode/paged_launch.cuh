@@ -60,11 +60,15 @@ bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorks
         p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
     auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide, kPersistent>;
-    const size_t smem = kPersistent ? Tr::kTmaRingBytes + Tr::kMergeBytes : std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
+    // A persistent CTA keeps its merge scratch past the ring, unless it drains (c.drain): then in it.
+    const bool in_ring = kPersistent && c.drain;
+    const size_t smem = kPersistent && !in_ring ? Tr::kTmaRingBytes + Tr::kMergeBytes
+                                                : std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
     if (!prepare_sm90a_kernel(kernel, smem)) return false;
     SplitWorkspace w = ws;
+    w.scratch_in_ring = in_ring;
     if (kPersistent && ws.list.seq_start != nullptr) {
-      w = with_work_list(kernel, Tr::kBlock, smem, p, c, ws, grid, stream);
+      w = with_work_list(kernel, Tr::kBlock, smem, p, c, w, grid, stream);
     } else if constexpr (kPersistent) {
       const int64_t wave = std::min<int64_t>(int64_t(c.sm_count) * resident_ctas(kernel, Tr::kBlock, smem),
                                              c.persistent_ctas > 0 ? c.persistent_ctas : INT32_MAX);
@@ -103,12 +107,15 @@ void launch_paged(const PagedParams& p, const DecodeConfig& c, const SplitWorksp
     }
     if (c.tma && run_paged_tma<T, kD, kFp8, false, true>(p, c, ws, grid, stream)) return;
     auto kernel = paged_decode_kernel<T, kD, kFp8, false, false, true>;
-    // The scratch past the ring where the kernel runs sm90 code (its producers run ahead), in it
-    // on sm80 code (Tr::scratch_offset); kernel_has_pdl tells which code the device runs.
-    const size_t smem = kernel_has_pdl(kernel) ? Tr::kRingBytes + Tr::kMergeBytes
-                                               : std::max(Tr::kRingBytes, Tr::kMergeBytes);
+    // The scratch past the ring where the kernel runs sm90 code (its producers run ahead) unless
+    // it drains (c.drain), in it on sm80 code (Tr::scratch_offset); kernel_has_pdl tells which
+    // code the device runs.
+    const bool past_ring = kernel_has_pdl(kernel) && !c.drain;
+    const size_t smem = past_ring ? Tr::kRingBytes + Tr::kMergeBytes : std::max(Tr::kRingBytes, Tr::kMergeBytes);
     set_smem_limit(kernel, smem);
-    const SplitWorkspace w = with_work_list(kernel, Tr::kBlock, smem, p, c, ws, grid, stream);
+    SplitWorkspace w = ws;
+    w.scratch_in_ring = c.drain;
+    w = with_work_list(kernel, Tr::kBlock, smem, p, c, w, grid, stream);
     launch_kernel(kernel, grid, Tr::kBlock, smem, stream, c.pdl, p, w, PagedTmaMaps{});
     return;
   }

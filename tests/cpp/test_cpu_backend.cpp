@@ -1696,6 +1696,8 @@ static void scheduler_cases() {
   CHECK(!v.list, "list=0 wins over a cap");
   apply_variant("list_granule=200,list_overhead=5000", v);
   CHECK(v.list_granule == 192 && v.list_overhead == 1024, "the list's granule in 16-key steps, overhead capped");
+  apply_variant("drain=1", v);
+  CHECK(v.drain, "drain=1 puts a persistent kernel's merge scratch in its ring");
   apply_variant("list_granule=1,list_overhead=0", v);
   CHECK(v.list_granule == 16 && v.list_overhead == 1, "granule and overhead at least 16 and 1");
   for (const char* bad : {"tma", "wide=x", "colour=1", "tma=1x"}) {

@@ -99,7 +99,8 @@ for ps, D in ((16, 128), (32, 64), (64, 128)):
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
     cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant="persistent_ctas=3")
     cuattn.paged_attention(r(B, 2, Hq, D), kc, vc, table, lens, window=200, _variant="persistent_ctas=3")
-    n += 2
+    cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant="persistent_ctas=3,drain=1")
+    n += 3
 # The work list (every kernel kind: TMA 4- and 8-warp, row copies at D256 / page 48, tma=0), a
 # skewed batch with an empty sequence, capped grids so that CTAs take several pieces and units
 # split across CTAs merge; then mixed batches (cu_seqlens_q) on it.
@@ -111,7 +112,8 @@ for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256,
     if fp8:
         kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-    for variant in ("list=1", "list_ctas=5", "list=1,wide=1", "list=1,tma=0"):
+    for variant in ("list=1", "list_ctas=5", "list=1,wide=1", "list=1,tma=0", "list=1,drain=1",
+                    "list=1,drain=1,tma=0", "list_ctas=5,drain=1"):
         cuattn.paged_attention(r(B, Hq, D), kc, vc, table, lens, return_lse=True, _variant=variant)
         n += 1
     cu = torch.tensor([0, 1, 1, 40, 43], device=dev, dtype=torch.int32)  # 1, 0, 39, 3 new tokens

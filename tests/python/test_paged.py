@@ -338,7 +338,8 @@ LIST_CASES = [
 
 
 @pytest.mark.parametrize("variant", ["list=1", "list_ctas=1", "list_ctas=7", "list=1,tma=0", "list=1,wide=1",
-                                     "list=1,list_granule=48,list_overhead=1", "list=1,list_granule=512"])
+                                     "list=1,list_granule=48,list_overhead=1", "list=1,list_granule=512",
+                                     "list=1,drain=1", "list=1,drain=1,tma=0", "list=1,drain=1,wide=1"])
 @pytest.mark.parametrize("kv", ["same", "u8"])
 @pytest.mark.parametrize("case", LIST_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))

@@ -93,6 +93,12 @@ struct SplitWorkspace {
   // a persistent grid of list.s.ctas CTAs; partial results then live in 2 * ctas slots of o / lse
   // (partial_slot) and counters are per CTA ([ctas]). The host fills everything but s.ctas.
   WorkList list;
+  // Persistent sm90 kernels (DecodeConfig::drain, set by the launcher): the epilogue's scratch
+  // lies in the ring, as in a one-unit CTA, instead of past it, and the producer starts a piece
+  // only once the consumers are done with the previous one. Less shared memory a CTA (two 16-bit
+  // D128 CTAs fit an SM instead of one), but the next piece's first tiles no longer arrive during
+  // the epilogue.
+  bool scratch_in_ring = false;
 };
 
 namespace kernels {

@@ -165,6 +165,7 @@ struct DecodeConfig {
   int list_ctas = 0;         // > 0: at most this many CTAs for the list (else the occupancy's)
   int list_granule = 0;      // > 0: keys a position of the list stands for (else kListGranule)
   int list_overhead = 0;     // > 0: positions a unit's set-up is worth (else kListOverhead)
+  bool drain = false;        // persistent kernels: merge scratch in the ring (SplitWorkspace::scratch_in_ring)
   bool pdl = true;           // programmatic dependent launch (sm90)
   int sm_count = 1;          // of the device (a persistent grid is one wave)
 };
