@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "cuattn/tensor.h"
@@ -50,16 +51,25 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
   });
 }
 
-// How many CTAs of `kernel` (`threads` threads, `smem` bytes of dynamic shared memory; the same
-// for every call with this kernel) fit on one SM at once, once per (kernel, device).
+// How many CTAs of `kernel` (`threads` threads, `smem` bytes of dynamic shared memory, within the
+// limit set_smem_limit raised) fit on one SM at once, once per (kernel, threads, smem, device):
+// one kernel may be launched with more than one layout (a persistent decode kernel's scratch past
+// its ring or in it).
 template <typename Kernel>
 int resident_ctas(Kernel kernel, int threads, size_t smem) {
-  return once_per_device<int>(reinterpret_cast<const void*>(kernel), [&](int) {
-    int n = 0;
-    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
-               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    return n;
-  });
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, size_t, int>, int> cache;
+  int dev = 0;
+  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, smem, dev);
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
+             "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  cache.emplace(key, n);
+  return n;
 }
 
 // Whether `kernel` may overlap the kernel before it in the stream (programmatic dependent

@@ -191,6 +191,8 @@ CUATTN_DEVICE void order_boxes(int w, int lane, int n, int first_key, int box_ke
 template <typename T, int kD, bool kFp8, bool kTma = false, bool kWide = false, bool kPersistent = false>
 __global__ void __launch_bounds__(PagedTraits<kD, kFp8, kWide>::kBlock,
                                   // a persistent row-copy CTA holds its ring and scratch: one an SM
+                                  // (with drain its scratch is in the ring, but its registers are
+                                  // still budgeted for one)
                                   kPersistent && !kTma ? 1 : PagedTraits<kD, kFp8, kWide>::kMinBlocks)
 paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant__ SplitWorkspace ws,
                     const __grid_constant__ PagedTmaMaps maps) {
@@ -248,7 +250,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   // A persistent CTA's ring runs on from one piece into the next (a slot's stage and phase count
   // the tiles of all of its pieces), so the producer copies the next piece's first tiles while the
   // consumers finish the current one, and the epilogue's scratch lies past the ring instead of
-  // reusing it. (A separate instantiation: the loop costs the one-unit kernel 1-11 % where it has
+  // reusing it (unless ws.scratch_in_ring: then the producer waits for the epilogue, see
+  // run_piece). (A separate instantiation: the loop costs the one-unit kernel 1-11 % where it has
   // no use, B16 fp8 D64 the most.)
   // Units of a sequence (grid): kv heads x row chunks of 16 query rows (token, group member).
   const int n_y = kPersistent ? p.num_heads_kv * ((group * p.seqlen_q + 15) / 16) : int(gridDim.y);

@@ -41,7 +41,8 @@ SplitWorkspace with_work_list(Kernel kernel, int threads, size_t smem, const Pag
 // nothing launched. kPersistent: the work list's grid (ws.list set: with_work_list), or else a
 // grid of more CTAs than fit on the GPU at once (or than DecodeConfig::persistent_ctas) launched
 // as one wave of at most that many CTAs that take its units in turn (paged_decode_kernel's work
-// units, numbered in 32 bits); either way with the merge scratch past the ring. False (nothing
+// units, numbered in 32 bits); either way with the merge scratch past the ring (in it with
+// DecodeConfig::drain: SplitWorkspace::scratch_in_ring). False (nothing
 // launched) for a grid that fits, or one of 2^31 units or more, when there is no list.
 template <typename T, int kD, bool kFp8, bool kWide = false, bool kPersistent = false>
 bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorkspace& ws, dim3 grid,
@@ -60,11 +61,13 @@ bool run_paged_tma(const PagedParams& p, const DecodeConfig& c, const SplitWorks
         p.page_size >= 16 && (Tr::kBN % p.page_size == 0 || p.page_size % Tr::kBN == 0);
     if (!boxes_fit || p.num_pages <= 0) return false;
     auto kernel = paged_decode_kernel<T, kD, kFp8, true, kWide, kPersistent>;
-    // A persistent CTA keeps its merge scratch past the ring, unless it drains (c.drain): then in it.
+    // A persistent CTA keeps its merge scratch past the ring, unless it drains (c.drain): then in
+    // it. The kernel's limit is raised once, to the larger layout, so that either may follow.
     const bool in_ring = kPersistent && c.drain;
-    const size_t smem = kPersistent && !in_ring ? Tr::kTmaRingBytes + Tr::kMergeBytes
-                                                : std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
-    if (!prepare_sm90a_kernel(kernel, smem)) return false;
+    const size_t unit_smem = std::max(Tr::kTmaRingBytes, Tr::kMergeBytes);
+    const size_t limit = kPersistent ? Tr::kTmaRingBytes + Tr::kMergeBytes : unit_smem;
+    const size_t smem = in_ring ? unit_smem : limit;
+    if (!prepare_sm90a_kernel(kernel, limit)) return false;
     SplitWorkspace w = ws;
     w.scratch_in_ring = in_ring;
     if (kPersistent && ws.list.seq_start != nullptr) {
@@ -110,9 +113,12 @@ void launch_paged(const PagedParams& p, const DecodeConfig& c, const SplitWorksp
     // The scratch past the ring where the kernel runs sm90 code (its producers run ahead) unless
     // it drains (c.drain), in it on sm80 code (Tr::scratch_offset); kernel_has_pdl tells which
     // code the device runs.
-    const bool past_ring = kernel_has_pdl(kernel) && !c.drain;
-    const size_t smem = past_ring ? Tr::kRingBytes + Tr::kMergeBytes : std::max(Tr::kRingBytes, Tr::kMergeBytes);
-    set_smem_limit(kernel, smem);
+    // The limit is raised once, to the larger layout, so that either may follow.
+    const bool sm90 = kernel_has_pdl(kernel);
+    const size_t unit_smem = std::max(Tr::kRingBytes, Tr::kMergeBytes);
+    const size_t limit = sm90 ? Tr::kRingBytes + Tr::kMergeBytes : unit_smem;
+    const size_t smem = sm90 && !c.drain ? limit : unit_smem;
+    set_smem_limit(kernel, limit);
     SplitWorkspace w = ws;
     w.scratch_in_ring = c.drain;
     w = with_work_list(kernel, Tr::kBlock, smem, p, c, w, grid, stream);

@@ -11,7 +11,7 @@ import pytest
 import cuattn
 import oracle
 from conftest import (DTYPES, FP8, RTOL, assert_close, assert_empty_rows_zero, assert_lse, device_dtype_params,
-                      f64, gpu_framework, poisoned, randn, to_device, to_host)
+                      f64, gpu_framework, gpu_skip_reason, poisoned, randn, to_device, to_host)
 
 
 @dataclass(frozen=True)
@@ -793,3 +793,39 @@ def test_decode_step_in_cuda_graph(rng, device, dtype, kv_dtype):
             np.testing.assert_array_equal(to_host(out).view(np.uint8), got[0].view(np.uint8))
             np.testing.assert_array_equal(to_host(lse), got[1])
     torch.cuda.current_stream().wait_stream(side)
+
+
+_DRAIN_FIRST = r"""
+import torch, cuattn
+torch.manual_seed(0)
+B, Hq, Hkv, D, ps = 4, 8, 2, 128, 16
+lens = torch.tensor([3000, 0, 77, 700], device="cuda", dtype=torch.int32)
+nb = (3000 + ps - 1) // ps
+kc = torch.randn(B * nb, ps, Hkv, D, device="cuda", dtype=torch.bfloat16)
+vc = torch.randn_like(kc)
+table = torch.randperm(B * nb, device="cuda", dtype=torch.int32).view(B, nb)
+q = torch.randn(B, Hq, D, device="cuda", dtype=torch.bfloat16)
+ref = cuattn.paged_attention(q, kc, vc, table, lens, _variant="list=0").float()
+# The drained layout first in this process, then the other one on the same kernels.
+for v in ("list=1,drain=1", "list=1", "list=1,drain=1", "list=1,tma=0,drain=1", "list=1,tma=0",
+          "persistent_ctas=3,drain=1", "persistent_ctas=3"):
+    out = cuattn.paged_attention(q, kc, vc, table, lens, _variant=v).float()
+    err = float((out - ref).norm() / ref.norm())
+    assert err < 1e-2, (v, err)
+torch.cuda.synchronize()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(gpu_skip_reason() is not None or gpu_framework() != "torch",
+                    reason=gpu_skip_reason() or "needs PyTorch with CUDA")
+def test_paged_persistent_layouts_in_one_process():
+    """A persistent kernel launched with its merge scratch in the ring (drain=1) first in a fresh
+    process and past it afterwards (and back): the launcher raises the kernel's shared-memory
+    limit to the larger layout and sizes the grid per layout, so neither order fails to launch or
+    runs on the other's CTA count."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _DRAIN_FIRST], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
