@@ -63,7 +63,11 @@ double Env::time_ms(const std::function<void()>& fn) {
   return median(ms);
 }
 
-std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& fn) {
+namespace {
+
+// run(i) for i in [0, warmup + n), each started on an idle device with a cold L2 and timed alone
+// (CUDA events on env.stream, std::chrono on the CPU); the times in ms of the last n.
+std::vector<double> timed_runs(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& run) {
   std::vector<double> ms;
 #ifdef CUATTN_WITH_CUDA
   if (env.cuda()) {
@@ -83,7 +87,7 @@ std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::fu
       if (s.flush) ck(cudaMemsetAsync(s.flush, int(i & 0xff), flush_bytes, env.stream), "L2 flush");
       env.sync();
       ck(cudaEventRecord(s.ev[0], env.stream), "cudaEventRecord");
-      fn(i);
+      run(i);
       ck(cudaEventRecord(s.ev[1], env.stream), "cudaEventRecord");
       ck(cudaEventSynchronize(s.ev[1]), "cudaEventSynchronize");
       float t = 0;
@@ -95,10 +99,25 @@ std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::fu
 #endif
   for (int64_t i = 0; i < warmup + n; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    fn(i);
+    run(i);
     const auto t1 = std::chrono::steady_clock::now();
     if (i >= warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
+  return ms;
+}
+
+}  // namespace
+
+std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& fn) {
+  return timed_runs(env, warmup, n, fn);
+}
+
+std::vector<double> time_loops(Env& env, int64_t warmup, int64_t n, int64_t steps,
+                               const std::function<void(int64_t)>& fn) {
+  std::vector<double> ms = timed_runs(env, warmup, n, [&](int64_t) {
+    for (int64_t t = 0; t < steps; ++t) fn(t);
+  });
+  for (double& x : ms) x /= double(std::max<int64_t>(steps, 1));
   return ms;
 }
 

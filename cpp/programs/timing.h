@@ -23,6 +23,12 @@ double median(std::vector<double> v);  // -1 when empty
 // the call's host launch cost. Returns the times in ms of the last n calls.
 std::vector<double> time_each(Env& env, int64_t warmup, int64_t n, const std::function<void(int64_t)>& fn);
 
+// The latency of a call in a loop that keeps the device busy (a serving loop's steps): per run,
+// the L2 flushed and waited for, then fn(0), ..., fn(steps - 1) issued back to back and timed
+// together. Returns each of the last n runs' time per call in ms (warmup runs first, untimed).
+std::vector<double> time_loops(Env& env, int64_t warmup, int64_t n, int64_t steps,
+                               const std::function<void(int64_t)>& fn);
+
 // Throws cuattn::CudaError naming `what` unless status (a cudaError_t) is cudaSuccess (cuda builds).
 void ck(int status, const char* what);
 
