@@ -170,6 +170,14 @@ def bench_prefill(torch, cuattn, timer, quick):
 # ---- the Hopper kernel at D 96, 192, 256 and (192, 128) ------------------------------------------
 
 HOPPER_DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
+ALT_TILE_DIMS = [(192, 192), (256, 256)]  # the Hopper kernel's longer key tile (internal "alt_tile=1")
+
+
+def hopper_variants(D, Dv):
+    """(result key, _variant) timed per hopperdims row: the default, the portable kernel, and the
+    longer key tile where the pair has one."""
+    vs = [("cuattn", ""), ("cuattn_portable", "portable=1")]
+    return vs + ([("cuattn_alt", "alt_tile=1")] if (D, Dv) in ALT_TILE_DIMS else [])
 
 
 def bench_hopperdims(torch, cuattn, timer, quick):
@@ -194,7 +202,7 @@ def bench_hopperdims(torch, cuattn, timer, quick):
             flops = 2 * B * H * S * S * (D + Dv) / (2 if causal else 1)
             row = {"case": f"D{D}/{Dv} S{S} {'causal' if causal else 'full'}", "B": B, "H": H, "S": S,
                    "D": D, "Dv": Dv, "causal": causal}
-            for key, variant in (("cuattn", ""), ("cuattn_portable", "portable=1")):
+            for key, variant in hopper_variants(D, Dv):
                 ms = timer(lambda: cuattn.attention(q, k, v, causal=causal, out=out, _variant=variant))
                 row[f"{key}_ms"], row[f"{key}_tflops"] = ms, flops / ms / 1e9
             sdpa_peers(torch, timer, row, flops, qt, kt, vt, causal)
@@ -223,7 +231,7 @@ def bench_hopperdims_varlen(torch, cuattn, timer, D, Dv, docs=64):
     flops = sum(2 * H * L * (L + 1) // 2 * (D + Dv) for L in lens)
     row = {"case": f"D{D}/{Dv} varlen {docs} docs 64..4096 causal", "H": H, "D": D, "Dv": Dv, "lens": lens,
            "total_tokens": total}
-    for key, variant in (("cuattn", ""), ("cuattn_portable", "portable=1")):
+    for key, variant in hopper_variants(D, Dv):
         ms = timer(lambda: cuattn.attention(q, k, v, causal=True, cu_seqlens_q=cu, cu_seqlens_k=cu,
                                             max_seqlen_q=longest, max_seqlen_k=longest, out=out,
                                             _variant=variant))
@@ -507,7 +515,9 @@ def table(res):
         n = r.get("sdpa_cudnn_tflops")
         lines.append(f"hopperdims {r['case']:<40} {r['cuattn_tflops']:6.1f} TFLOP/s"
                      f"  x{r['cuattn_tflops'] / n if n else float('nan'):.2f} cudnn"
-                     f"  x{r['cuattn_tflops'] / r['cuattn_portable_tflops']:.2f} portable kernel")
+                     f"  x{r['cuattn_tflops'] / r['cuattn_portable_tflops']:.2f} portable kernel"
+                     + (f"  alt tile {r['cuattn_alt_tflops']:6.1f} (x{r['cuattn_alt_tflops'] / n if n else float('nan'):.2f} cudnn)"
+                        if "cuattn_alt_tflops" in r else ""))
     for r in res.get("masks", []):
         if "points" in r:
             lines.append(f"sliding linearity: max deviation {r['max_dev_from_linear']:.1%}")

@@ -112,7 +112,7 @@ std::map<std::string, int> parse_variant(const std::string& spec, std::initializ
 
 void apply_variant(const std::string& variant, FlashConfig& c) {
   if (variant.empty()) return;
-  const auto v = parse_variant(variant, {"portable", "hopper"});
+  const auto v = parse_variant(variant, {"portable", "hopper", "alt_tile"});
   const bool portable = v.count("portable") && v.at("portable") != 0;
   if (portable && v.count("hopper") && v.at("hopper") != 0)
     detail::value_error("variant: 'portable' and 'hopper' both set in '", variant, "'");
@@ -120,6 +120,8 @@ void apply_variant(const std::string& variant, FlashConfig& c) {
   // The Hopper kernel for any instantiation (the launcher still falls back to the portable one
   // where the device, the build or the call rule it out), or off.
   if (v.count("hopper")) c.hopper = v.at("hopper") != 0;
+  // The Hopper kernel's longer key tile (D192 / D256, calls without a block mask), until measured.
+  if (v.count("alt_tile")) c.alt_tile = v.at("alt_tile") != 0;
 }
 
 void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm) {

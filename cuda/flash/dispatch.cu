@@ -13,14 +13,14 @@ template <typename T, int kD, int kDv>
 void run_flash_fwd(const AttnParams& p, cudaStream_t stream);
 // Defined in the generated flash_fwd_sm90_*.cu files; false when the call cannot take that path.
 template <typename T, int kD, int kDv>
-bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream);
+bool run_flash_fwd_sm90(const AttnParams& p, const FlashConfig& c, cudaStream_t stream);
 
 namespace {
 template <typename T>
 void run(const AttnParams& p, const FlashConfig& c, cudaStream_t s) {
   dispatch_flash_dims(c.head_dim, c.head_dim_v, [&](auto d, auto dv) {
     constexpr int kD = decltype(d)::value, kDv = decltype(dv)::value;
-    if (c.hopper && run_flash_fwd_sm90<T, kD, kDv>(p, s)) return;
+    if (c.hopper && run_flash_fwd_sm90<T, kD, kDv>(p, c, s)) return;
     run_flash_fwd<T, kD, kDv>(p, s);
   });
 }

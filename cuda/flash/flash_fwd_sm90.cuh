@@ -40,6 +40,8 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "common/copy.cuh"
 #include "common/mask.cuh"
 #include "common/mma.cuh"
@@ -70,15 +72,33 @@ template <>
 struct FlashSm90Tile<256, 256> {
   static constexpr int kBN = 64, kStages = 2;
 };
+// The longer key tiles (FlashConfig::alt_tile, calls without a block mask: a tile that does not
+// divide 128 keys cannot hold whole mask blocks), FlashAttention-3's for these dims: D192 112 keys
+// (two stages: 222,208 bytes), D256 80 (230,400 bytes). Fewer barrier and softmax rounds per key
+// than the 64-key tiles, and a wider S = Q K^T; the consumers' S, P and O (D256: 40 + 20 + 128
+// registers a thread) stay inside their 240.
+template <int kD, int kDv>
+struct FlashSm90AltTile : FlashSm90Tile<kD, kDv> {};
+template <>
+struct FlashSm90AltTile<192, 192> {
+  static constexpr int kBN = 112, kStages = 2;
+};
+template <>
+struct FlashSm90AltTile<256, 256> {
+  static constexpr int kBN = 80, kStages = 2;
+};
+template <int kD, int kDv>
+inline constexpr bool kFlashSm90HasAltTile = FlashSm90AltTile<kD, kDv>::kBN != FlashSm90Tile<kD, kDv>::kBN;
 
-template <int kD_, int kDv_>
+template <int kD_, int kDv_, bool kAlt = false>
 struct FlashSm90Traits {
+  using Tile = std::conditional_t<kAlt, FlashSm90AltTile<kD_, kDv_>, FlashSm90Tile<kD_, kDv_>>;
   static constexpr int kD = kD_, kDv = kDv_;
-  static constexpr int kBM = 128, kBN = FlashSm90Tile<kD, kDv>::kBN;
+  static constexpr int kBM = 128, kBN = Tile::kBN;
   static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
-  static constexpr int kStages = FlashSm90Tile<kD, kDv>::kStages;
+  static constexpr int kStages = Tile::kStages;
   // 64-column panels of Q / K and of V; the last one zero past the head dim (D = 96).
   static constexpr int kPanelsK = (kD + 63) / 64, kPanelsV = (kDv + 63) / 64;
   static constexpr int kDvPad = 64 * kPanelsV;  // columns of the O accumulator (N of P V)
@@ -90,15 +110,17 @@ struct FlashSm90Traits {
   static_assert(kD % 16 == 0 && kDv % 8 == 0, "S = Q K^T takes k-steps of 16, O n8 blocks");
   static_assert(kSmemBytes + 128 <= 227 * 1024, "the ring and the barriers fit an SM's 227 KB");
   static_assert(kPanelsV <= kPanelsK, "the epilogue stages O in the Q tile");
-  static_assert(kBN % 32 == 0 && 128 % kBN == 0, "block-mask words and 128-key mask blocks cover whole tiles");
+  static_assert(kBN % 16 == 0 && kBN <= 256, "P V takes k-steps of 16 keys; a TMA box holds 256 rows at most");
   static_assert(kConsumers * 64 == kBM, "one 64-row slab per consumer warpgroup");
 };
 
-template <typename T, int kD, int kDv, bool kBlockSparse>
-__global__ void __launch_bounds__(FlashSm90Traits<kD, kDv>::kThreads, 1)
+template <typename T, int kD, int kDv, bool kBlockSparse, bool kAlt = false>
+__global__ void __launch_bounds__(FlashSm90Traits<kD, kDv, kAlt>::kThreads, 1)
 flash_fwd_sm90_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ FlashTmaMaps maps) {
 #ifdef CUATTN_SM90A
-  using Tr = FlashSm90Traits<kD, kDv>;
+  using Tr = FlashSm90Traits<kD, kDv, kAlt>;
+  static_assert(!kBlockSparse || (Tr::kBN % 32 == 0 && 128 % Tr::kBN == 0),
+                "block-mask words and 128-key mask blocks cover whole tiles");
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kStages = Tr::kStages;
   constexpr int kNT = kBN / 8, kOT = Tr::kDvPad / 8, kKT = kBN / 16;  // n8 blocks of S and O; k16 steps of P V
   extern __shared__ unsigned char smem_raw[];

@@ -2,7 +2,7 @@
 // instantiated once per (dtype, head dim, v head dim) by the generated files in the build tree.
 //
 // run_flash_fwd_sm90 returns false, launching nothing, when this call cannot take the Hopper
-// path: no sm_90a code for this device, at most one kv tile (seqlen_k <= kBN, 128 or 64 keys: the
+// path: no sm_90a code for this device, at most one kv tile (seqlen_k <= kBN, 64 to 128 keys: the
 // producer / consumer set-up would not pay for itself, and tiny calls stay cheaper on the host),
 // a block mask whose blocks are not multiples of the 128 x kBN tile, or tensors TMA cannot
 // describe (a base not 16-byte aligned, a stride not a multiple of 16 bytes). The caller then
@@ -15,13 +15,12 @@
 
 namespace cuattn {
 
-template <typename T, int kD, int kDv>
-bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
-  using Tr = FlashSm90Traits<kD, kDv>;
+template <typename T, int kD, int kDv, bool kBlockSparse, bool kAlt>
+bool launch_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
+  using Tr = FlashSm90Traits<kD, kDv, kAlt>;
   if (p.seqlen_k <= Tr::kBN) return false;
-  const bool sparse = p.block_mask.present();
-  if (sparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
-  auto kernel = sparse ? flash_fwd_sm90_kernel<T, kD, kDv, true> : flash_fwd_sm90_kernel<T, kD, kDv, false>;
+  if (kBlockSparse && (p.block_mask.block_q % Tr::kBM != 0 || p.block_mask.block_kv % Tr::kBN != 0)) return false;
+  auto kernel = flash_fwd_sm90_kernel<T, kD, kDv, kBlockSparse, kAlt>;
   if (!prepare_sm90a_kernel(kernel, Tr::kSmemBytes)) return false;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int64_t nb = varlen ? 1 : p.batch;
@@ -38,6 +37,17 @@ bool run_flash_fwd_sm90(const AttnParams& p, cudaStream_t stream) {
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, maps);
   check_launch("flash_fwd_sm90_kernel launch");
   return true;
+}
+
+// The block-mask kernel for calls with a block mask, else the dense one on the config's tile (the
+// longer one, FlashConfig::alt_tile, where this pair has one).
+template <typename T, int kD, int kDv>
+bool run_flash_fwd_sm90(const AttnParams& p, const FlashConfig& c, cudaStream_t stream) {
+  if (p.block_mask.present()) return launch_flash_fwd_sm90<T, kD, kDv, true, false>(p, stream);
+  if constexpr (kFlashSm90HasAltTile<kD, kDv>) {
+    if (c.alt_tile) return launch_flash_fwd_sm90<T, kD, kDv, false, true>(p, stream);
+  }
+  return launch_flash_fwd_sm90<T, kD, kDv, false, false>(p, stream);
 }
 
 }  // namespace cuattn

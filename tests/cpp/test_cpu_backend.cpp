@@ -1734,6 +1734,10 @@ static void scheduler_cases() {
     CHECK(fc.hopper, cat("hopper=1 asks for the Hopper kernel at D ", hd.d, " / ", hd.dv));
     apply_variant("hopper=0", fc);
     CHECK(!fc.hopper, "hopper=0 turns it off");
+    CHECK(!fc.alt_tile, "the longer key tile is not a default");
+    apply_variant("alt_tile=1", fc);
+    CHECK(fc.alt_tile, "alt_tile=1 asks for the longer key tile");
+    fc.alt_tile = false;
   }
   bool threw = false;
   try {

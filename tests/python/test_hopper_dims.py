@@ -19,6 +19,7 @@ from test_attention import Case, build, kwargs_for, out_shape, sinks_for
 from test_block_mask import dense_mask, make_mask_mod
 
 DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
+ALT_TILE_DIMS = [(192, 192), (256, 256)]  # where the kernel has a longer key tile (internal "alt_tile=1")
 DTYPES = ["float16", "bfloat16"]
 VARIANT = "hopper=1"
 DEVICE = "cuda"  # where the cases run (the Hopper kernel exists only there)
@@ -39,12 +40,17 @@ def _skip_reason(d):
     return None
 
 
-def dim_params():
+def dim_params(with_alt=False):
+    """(d, dv, dtype, variant): every pair on its default tile, and with_alt the longer key tiles."""
     ps = []
-    for d, dv in DIMS:
+    runs = [(d, dv, VARIANT) for d, dv in DIMS]
+    if with_alt:
+        runs += [(d, dv, VARIANT + ",alt_tile=1") for d, dv in ALT_TILE_DIMS]
+    for d, dv, variant in runs:
         for dtype in DTYPES:
             reason = _skip_reason(d)
-            ps.append(pytest.param(d, dv, dtype, id=f"d{d}v{dv}-{dtype}",
+            tag = "-alt" if "alt_tile" in variant else ""
+            ps.append(pytest.param(d, dv, dtype, variant, id=f"d{d}v{dv}{tag}-{dtype}",
                                    marks=pytest.mark.skipif(reason is not None, reason=reason or "")))
     return ps
 
@@ -69,12 +75,12 @@ def _case_id(c):
 
 
 @pytest.mark.parametrize("shape", CASES, ids=_case_id)
-@pytest.mark.parametrize("d,dv,dtype", dim_params())
-def test_hopper_dims(rng, d, dv, dtype, shape):
+@pytest.mark.parametrize("d,dv,dtype,variant", dim_params(with_alt=True))
+def test_hopper_dims(rng, d, dv, dtype, variant, shape):
     case, layout = dataclasses.replace(shape[0], d=d, dv=dv), shape[1]
     (q, k, v), host = build(rng, case, dtype, DEVICE, layout)
     sinks, sinks_h = sinks_for(rng, case, DEVICE)
-    out, lse = cuattn.attention(q, k, v, sinks=sinks, layout=layout, return_lse=True, _variant=VARIANT,
+    out, lse = cuattn.attention(q, k, v, sinks=sinks, layout=layout, return_lse=True, _variant=variant,
                                 out=poisoned(out_shape(case, layout), dtype, DEVICE),
                                 lse_out=poisoned((case.b, case.hq, case.sq), "float32", DEVICE),
                                 **kwargs_for(case))
@@ -96,14 +102,16 @@ MASKS = [
 
 
 @pytest.mark.parametrize("mask", MASKS, ids=lambda m: f"{m[0]}-q{m[2]}-k{m[3]}")
-@pytest.mark.parametrize("d,dv,dtype", dim_params())
-def test_hopper_dims_block_mask(rng, d, dv, dtype, mask):
+@pytest.mark.parametrize("d,dv,dtype,variant", dim_params(with_alt=True))
+def test_hopper_dims_block_mask(rng, d, dv, dtype, variant, mask):
+    """(alt_tile=1 asks for a tile that cannot hold whole mask blocks: block-mask calls keep the
+    default tile, so the alt rows check that they still do.)"""
     kind, heads, sq, sk, block_size = mask
     case = Case(2, sq, sk, 4, 2, d, dv=dv)
     (q, k, v), host = build(rng, case, dtype, DEVICE, "bshd")
     mod = make_mask_mod(kind, rng, None, heads, sq, sk)
     bm = cuattn.create_block_mask(mod, None, heads, sq, sk, block_size=block_size, device=DEVICE)
-    out, lse = cuattn.attention(q, k, v, block_mask=bm, return_lse=True, _variant=VARIANT,
+    out, lse = cuattn.attention(q, k, v, block_mask=bm, return_lse=True, _variant=variant,
                                 out=poisoned(out_shape(case, "bshd"), dtype, DEVICE),
                                 lse_out=poisoned((case.b, case.hq, sq), "float32", DEVICE))
     ref, ref_lse = oracle.attention_ref(*host, dense_mask=dense_mask(mod, None, heads, sq, sk))
@@ -121,8 +129,8 @@ VARLEN = [
 
 
 @pytest.mark.parametrize("lens", VARLEN, ids=lambda c: "q" + "_".join(map(str, c[0])) + "-k" + "_".join(map(str, c[1])))
-@pytest.mark.parametrize("d,dv,dtype", dim_params())
-def test_hopper_dims_varlen(rng, d, dv, dtype, lens):
+@pytest.mark.parametrize("d,dv,dtype,variant", dim_params(with_alt=True))
+def test_hopper_dims_varlen(rng, d, dv, dtype, variant, lens):
     lens_q, lens_k, causal, window, with_sinks = lens
     hq, hkv = 4, 2
     cq = np.concatenate([[0], np.cumsum(lens_q)]).astype(np.int32)
@@ -136,7 +144,7 @@ def test_hopper_dims_varlen(rng, d, dv, dtype, lens):
     sinks = None if sinks_h is None else to_device(sinks_h, DEVICE)
     out, lse = cuattn.attention(q, k, v, cu_seqlens_q=to_device(cq, DEVICE), cu_seqlens_k=to_device(ck, DEVICE),
                                 max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k), causal=causal,
-                                window=window, sinks=sinks, return_lse=True, _variant=VARIANT,
+                                window=window, sinks=sinks, return_lse=True, _variant=variant,
                                 out=poisoned((tq, hq, dv), dtype, DEVICE),
                                 lse_out=poisoned((hq, tq), "float32", DEVICE))
     ref, ref_lse = oracle.attention_ref(hq_, hk_, hv_, cu_seqlens_q=cq, cu_seqlens_k=ck, causal=causal,
@@ -146,11 +154,11 @@ def test_hopper_dims_varlen(rng, d, dv, dtype, lens):
     assert_empty_rows_zero(out, ref)
 
 
-@pytest.mark.parametrize("d,dv,dtype", [p for p in dim_params() if p.values[2] == "bfloat16"])
-def test_hopper_dims_run_the_sm90_kernel(rng, d, dv, dtype):
-    """hopper=1 launches the sm_90a kernel itself (not the portable one it falls back to where a
-    call rules it out), and the default launches the portable one at these dims. Read from the
-    kernel names PyTorch's profiler records."""
+@pytest.mark.parametrize("d,dv,dtype,variant", [p for p in dim_params(with_alt=True) if p.values[2] == "bfloat16"])
+def test_hopper_dims_run_the_sm90_kernel(rng, d, dv, dtype, variant):
+    """hopper=1 (and the default) launch the sm_90a kernel itself (not the portable one it falls
+    back to where a call rules it out), and portable=1 the portable one. Read from the kernel
+    names PyTorch's profiler records."""
     if gpu_framework() != "torch":
         pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
     import torch
@@ -163,7 +171,8 @@ def test_hopper_dims_run_the_sm90_kernel(rng, d, dv, dtype):
             torch.cuda.synchronize()
         return [e.name for e in prof.events() if "flash_fwd" in e.name]
 
-    forced = kernels(VARIANT)
+    forced = kernels(variant)
     assert any("flash_fwd_sm90_kernel" in n for n in forced), forced
-    default = kernels("")
-    assert default and not any("sm90" in n for n in default), default
+    assert any("flash_fwd_sm90_kernel" in n for n in kernels("")), "the default at this pair"
+    portable = kernels("portable=1")
+    assert portable and not any("sm90" in n for n in portable), portable
