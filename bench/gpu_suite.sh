@@ -152,7 +152,14 @@ for s in $stages; do
       done
       run "list sweep" list_sweep.log python3 bench/decode_targets.py --out "$OUT" --rows skew,waves,b1 \
         --variants default,list=1,list=1+drain=1,list=1+list_granule=256,list=1+list_granule=1024,list=1+list_overhead=16,list=1+tma=0
-      tail -45 "$OUT/logs/list_sweep.log" ;;
+      tail -45 "$OUT/logs/list_sweep.log"
+      # Page-row locality: on NHD pages a token's 8 kv heads share 2 KB, which the grid schedule reads
+      # together (its CTAs of one sequence's heads walk the same keys at once) and the list does
+      # not (its shares start at different keys in each head). HND pages make a head's rows
+      # contiguous: if the list's loss shrinks there, locality is the cause.
+      run "list layouts" list_layouts.log python3 bench/decode_sweep.py --cases 1x32768,64x4096 --k 1 \
+        --layouts NHD,HND --variants default,list=1,list=1+drain=1
+      tail -8 "$OUT/logs/list_layouts.log" ;;
     targets)
       # Paged decode against its ceilings and peers in one run (skew, partial waves, B1 against a
       # pure-read kernel, the fixed rows against cuDNN, the mixed batch).

@@ -158,4 +158,65 @@ CUATTN_DEVICE float combined_lse(float max_lse, float weight_sum) {
   return max_lse == -CUDART_INF_F ? -CUDART_INF_F : max_lse + __logf(weight_sum);
 }
 
+// The split combine of one query row by one warp, shared by the decode kernels: n partial rows
+// (each normalised, with its LSE), lane l owning columns [l kPer, l kPer + kPer). lse(i) and
+// row(i) give split i's LSE and partial row in global memory, written earlier in this grid (by
+// other CTAs, after a fence) or by an earlier kernel, so both are read through L2 (__ldcg). w is
+// this warp's scratch of n floats in shared memory. The first kPre rows are requested before the
+// weights are formed, so that the two L2 round trips overlap; the rest stream. Columns at or past
+// `cols` (a multiple of 2) are neither read nor summed. acc gets the merged row, divided by the
+// weight sum; returns the merged LSE. An empty split (LSE -inf) weighs 0 and its row, perhaps never
+// written in this launch, is selected away, never multiplied. Summed in split order: the same
+// inputs give the same bits.
+template <int kPer, int kPre, class Lse, class Row>
+CUATTN_DEVICE float combine_splits(int n, const Lse& lse, const Row& row, float* w, int lane, int cols,
+                                   float (&acc)[kPer]) {
+  static_assert(kPer % 2 == 0, "columns are read in pairs");
+  const int c0 = lane * kPer;
+  auto part = [&](int sp, int c) {  // columns c0 + 2c, + 1 of split sp (0 past `cols`)
+    return c0 + 2 * c < cols ? __ldcg(reinterpret_cast<const float2*>(row(sp) + c0) + c) : make_float2(0.f, 0.f);
+  };
+  float2 pre[kPre][kPer / 2];
+#pragma unroll
+  for (int i = 0; i < kPre; ++i)
+#pragma unroll
+    for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < n ? part(i, c) : make_float2(0.f, 0.f);
+  float m = -CUDART_INF_F;
+  for (int sp = lane; sp < n; sp += 32) {
+    w[sp] = lse(sp);
+    m = fmaxf(m, w[sp]);
+  }
+  m = warp_max(m);
+  float sum = 0.f;
+  for (int sp = lane; sp < n; sp += 32) {
+    w[sp] = combine_weight(w[sp], m);
+    sum += w[sp];
+  }
+  sum = warp_sum(sum);
+  __syncwarp();
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) acc[c] = 0.f;
+  auto add = [&](float wt, float2 x, int c) {
+    acc[2 * c] += wt != 0.f ? wt * x.x : 0.f;
+    acc[2 * c + 1] += wt != 0.f ? wt * x.y : 0.f;
+  };
+#pragma unroll
+  for (int i = 0; i < kPre; ++i) {
+    const float wt = i < n ? w[i] : 0.f;
+#pragma unroll
+    for (int c = 0; c < kPer / 2; ++c) add(wt, pre[i][c], c);
+  }
+#pragma unroll 16
+  for (int sp = kPre; sp < n; ++sp) {
+    const float wt = w[sp];
+#pragma unroll
+    for (int c = 0; c < kPer / 2; ++c) add(wt, part(sp, c), c);
+  }
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) acc[c] *= inv;
+  __syncwarp();  // every lane is done with w before the caller reuses it
+  return combined_lse(m, sum);
+}
+
 }  // namespace cuattn

@@ -811,60 +811,19 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     if (!s_last) return;
     __threadfence();
 
-    // Merge the nsplits partials, one warp a row, each lane owning kPer adjacent columns. The
-    // partial rows of the first kPre splits are requested before the LSEs are turned into weights,
-    // so the two L2 round trips overlap; the rest stream with many loads in flight. Loads are
-    // unconditional: an empty split (weight 0) left its partial unwritten this launch, and its
-    // stale values are selected away, never multiplied.
+    // Merge the nsplits partials (combine_splits), one warp a row.
     constexpr int kPer = kDv / 32, kPre = 2048 / kDv;  // kPre * kPer = 64 registers of prefetch
     float* s_w = s_ow + 16 * kDv + warp * kMaxDecodeSplits;  // this warp's weights (past the result rows)
-    auto partial = [&](int sp, int r, int c) {         // columns lane*kPer + 2c, +1 of split sp
-      return __ldcg(reinterpret_cast<const float2*>(ws.o + (slot_of(w, sp) * 16 + r) * kDv + lane * kPer) + c);
-    };
     for (int r = warp; r < rows_here; r += Tr::kWarps) {
-      float2 pre[kPre][kPer / 2];
-#pragma unroll
-      for (int i = 0; i < kPre; ++i)
-#pragma unroll
-        for (int c = 0; c < kPer / 2; ++c) pre[i][c] = i < nsplits ? partial(i, r, c) : make_float2(0.f, 0.f);
-      float m = -CUDART_INF_F;
-      for (int sp = lane; sp < nsplits; sp += 32) {
-        s_w[sp] = __ldcg(ws.lse + slot_of(w, sp) * 16 + r);
-        m = fmaxf(m, s_w[sp]);
-      }
-      m = warp_max(m);
-      float sum = 0.f;
-      for (int sp = lane; sp < nsplits; sp += 32) {
-        s_w[sp] = combine_weight(s_w[sp], m);
-        sum += s_w[sp];
-      }
-      sum = warp_sum(sum);
-      __syncwarp();
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
       float acc[kPer];
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) acc[c] = 0.f;
-      auto add = [&](float w, float2 x, int c) {
-        acc[2 * c] += w != 0.f ? w * x.x : 0.f;
-        acc[2 * c + 1] += w != 0.f ? w * x.y : 0.f;
-      };
-#pragma unroll
-      for (int i = 0; i < kPre; ++i) {
-        const float w = i < nsplits ? s_w[i] : 0.f;
-#pragma unroll
-        for (int c = 0; c < kPer / 2; ++c) add(w, pre[i][c], c);
-      }
-#pragma unroll 16
-      for (int sp = kPre; sp < nsplits; ++sp) {
-        const float w = s_w[sp];
-#pragma unroll
-        for (int c = 0; c < kPer / 2; ++c) add(w, partial(sp, r, c), c);
-      }
+      const float lse = combine_splits<kPer, kPre>(
+          nsplits, [&](int sp) { return __ldcg(ws.lse + slot_of(w, sp) * 16 + r); },
+          [&](int sp) { return ws.o + (slot_of(w, sp) * 16 + r) * kDv; }, s_w, lane, kDv, acc);
       float* orow = s_ow + r * kDv;  // free again: every partial row was written before the count
 #pragma unroll
-      for (int c = 0; c < kPer; ++c) orow[lane * kPer + c] = acc[c] * inv;
+      for (int c = 0; c < kPer; ++c) orow[lane * kPer + c] = acc[c];
       __syncwarp();
-      store_row(r, orow, combined_lse(m, sum));
+      store_row(r, orow, lse);
     }
     consumer_sync();
     CUATTN_TRACE(4);

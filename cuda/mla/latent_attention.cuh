@@ -22,7 +22,7 @@
 //              (page = the batch index when there is no block table: a contiguous latent);
 //              rows past the split's end are zero-filled and masked.
 //   split-KV   with several splits each CTA writes its normalised partial output and LSE, and
-//              mla_latent_combine merges them (one CTA per query row).
+//              mla_latent_combine merges them (one warp per query row, combine_splits).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -293,29 +293,33 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_latent_kernel(const __gri
   }
 }
 
-// Merges the splits of one query row (CTA (row, batch)): out = sum_i w_i o_i / sum_i w_i.
-template <typename T>
-__global__ void mla_latent_combine(const __grid_constant__ MlaLatentParams p) {
-  const int row = blockIdx.x, b = blockIdx.y;
+// Merges the splits of kCombineRows query rows a CTA (grid (row groups, batch)), one warp a row,
+// with the decode kernels' one split combine (combine_splits). Dynamic shared memory: each warp's
+// num_splits weights.
+constexpr int kCombineRows = 4;
+template <typename T, int kDv>
+__global__ void __launch_bounds__(32 * kCombineRows) mla_latent_combine(const __grid_constant__ MlaLatentParams p) {
+  constexpr int kPer = kDv / 32, kPre = 2048 / kDv > 1 ? 2048 / kDv : 2;
+  extern __shared__ float s_weights[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = p.num_heads_q * p.seqlen_q;
+  const int row = blockIdx.x * kCombineRows + warp, b = blockIdx.y;
+  if (row >= rows) return;
   const int token = row / p.num_heads_q, h = row % p.num_heads_q;
   const int64_t first = int64_t(b) * p.num_splits * rows + row;  // split i: first + i * rows
-  float max_lse = -CUDART_INF_F;
-  for (int i = 0; i < p.num_splits; ++i) max_lse = fmaxf(max_lse, p.part_lse[first + int64_t(i) * rows]);
-  float wsum = 0.f;
-  for (int i = 0; i < p.num_splits; ++i) wsum += combine_weight(p.part_lse[first + int64_t(i) * rows], max_lse);
-  const float inv = wsum > 0.f ? 1.f / wsum : 0.f;
+  float acc[kPer];
+  const float lse = combine_splits<kPer, kPre>(
+      p.num_splits, [&](int i) { return __ldcg(p.part_lse + first + int64_t(i) * rows); },
+      [&](int i) { return p.part_o + (first + int64_t(i) * rows) * p.head_dim_v; }, s_weights + warp * p.num_splits,
+      lane, p.head_dim_v, acc);
   T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
-  for (int col = threadIdx.x; col < p.head_dim_v; col += blockDim.x) {
-    float acc = 0.f;
-    for (int i = 0; i < p.num_splits; ++i) {
-      const float w = combine_weight(p.part_lse[first + int64_t(i) * rows], max_lse);
-      if (w > 0.f) acc += w * p.part_o[(first + int64_t(i) * rows) * p.head_dim_v + col];
-    }
-    out[col] = from_float<T>(acc * inv);
+#pragma unroll
+  for (int c = 0; c < kPer; c += 2) {
+    const int col = lane * kPer + c;
+    if (col < p.head_dim_v) *reinterpret_cast<uint32_t*>(out + col) = pack2<T>(acc[c], acc[c + 1]);
   }
-  if (p.lse != nullptr && threadIdx.x == 0)
-    p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = combined_lse(max_lse, wsum);
+  if (p.lse != nullptr && lane == 0)
+    p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
 }
 
 }  // namespace cuattn
