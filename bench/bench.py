@@ -5,7 +5,8 @@
 Times cuattn and, where PyTorch is installed, its peers (SDPA flash and cuDNN backends,
 FlexAttention with the same masks, plain-torch paged gather + SDPA) on the reference shapes
 (16k-token prefill, the mask cases at S16384, decode GQA 32/8 D128; `hopperdims`: the default
-kernel at D 96 / 192 / 256 / (192, 128), the Hopper one on sm_90, beside the portable kernel), plus a bf16 GEMM and a
+kernel at D 96 / 192 / 256 / (192, 128) and 128, the Hopper one on sm_90, beside the portable
+kernel and the Hopper kernel's longer key tiles (D128, D192, D256)), plus a bf16 GEMM and a
 device-to-device copy as same-run ceilings. Every number is the median of CUDA-event timings
 after warm-up, on fresh random inputs, with the L2 cache flushed before each timed call. Prints a table with ratios and writes JSON (git sha, device, date) and PNG plots to
 bench/results/.
@@ -169,8 +170,8 @@ def bench_prefill(torch, cuattn, timer, quick):
 
 # ---- the Hopper kernel at D 96, 192, 256 and (192, 128) ------------------------------------------
 
-HOPPER_DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
-ALT_TILE_DIMS = [(192, 192), (256, 256)]  # the Hopper kernel's longer key tile (internal "alt_tile=1")
+HOPPER_DIMS = [(96, 96), (192, 192), (256, 256), (192, 128), (128, 128)]  # D128: for its alt tile
+ALT_TILE_DIMS = [(128, 128), (192, 192), (256, 256)]  # the Hopper kernel's longer key tile ("alt_tile=1")
 
 
 def hopper_variants(D, Dv):

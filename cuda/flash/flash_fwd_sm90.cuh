@@ -73,8 +73,8 @@ struct FlashSm90Tile<256, 256> {
   static constexpr int kBN = 64, kStages = 2;
 };
 // The longer key tiles (FlashConfig::alt_tile, calls without a block mask: a tile that does not
-// divide 128 keys cannot hold whole mask blocks), FlashAttention-3's for these dims: D192 112 keys
-// (two stages: 222,208 bytes), D256 80 (230,400 bytes). Fewer barrier and softmax rounds per key
+// divide 128 keys cannot hold whole mask blocks), FlashAttention-3's for these dims: D128 176 keys
+// (214,016 bytes), D192 112 (two stages: 222,208 bytes), D256 80 (230,400 bytes). Fewer barrier and softmax rounds per key
 // than the 64-key tiles, and a wider S = Q K^T; the consumers' S, P and O (D256: 40 + 20 + 128
 // registers a thread) stay inside their 240.
 template <int kD, int kDv>
@@ -86,6 +86,12 @@ struct FlashSm90AltTile<192, 192> {
 template <>
 struct FlashSm90AltTile<256, 256> {
   static constexpr int kBN = 80, kStages = 2;
+};
+// D128: 176 keys (FlashAttention-3's tile for non-causal D128; 214,016 bytes), for long rows
+// without a causal diagonal, where the 128-key tile's per-tile barrier and softmax rounds show.
+template <>
+struct FlashSm90AltTile<128, 128> {
+  static constexpr int kBN = 176, kStages = 2;
 };
 template <int kD, int kDv>
 inline constexpr bool kFlashSm90HasAltTile = FlashSm90AltTile<kD, kDv>::kBN != FlashSm90Tile<kD, kDv>::kBN;

@@ -19,7 +19,7 @@ from test_attention import Case, build, kwargs_for, out_shape, sinks_for
 from test_block_mask import dense_mask, make_mask_mod
 
 DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
-ALT_TILE_DIMS = [(192, 192), (256, 256)]  # where the kernel has a longer key tile (internal "alt_tile=1")
+ALT_TILE_DIMS = [(128, 128), (192, 192), (256, 256)]  # where the kernel has a longer key tile ("alt_tile=1")
 DTYPES = ["float16", "bfloat16"]
 VARIANT = "hopper=1"
 DEVICE = "cuda"  # where the cases run (the Hopper kernel exists only there)
