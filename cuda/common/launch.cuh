@@ -24,20 +24,22 @@ inline void check_cuda(cudaError_t e, const char* what) {
 
 inline void check_launch(const char* what) { check_cuda(cudaGetLastError(), what); }
 
-// fn(device) for `key` (a kernel's address, or nullptr for a device property) on the current
-// device, computed once per (key, device) under a lock and cached. Each call site (each fn type)
-// keeps its own cache. Kernel keys are addresses: kernels of one signature share a function type.
+// fn(device) for `key` (a kernel's address, or nullptr for a device property) and `detail` (what
+// else the answer depends on, e.g. a launch's shared memory) on the current device, computed once
+// per (key, detail, device) under a lock and cached. Each call site (each fn type) keeps its own
+// cache. Kernel keys are addresses: kernels of one signature share a function type.
 template <typename V, typename Fn>
-V once_per_device(const void* key, Fn fn) {
+V once_per_device(const void* key, Fn fn, size_t detail = 0) {
   static std::mutex mu;
-  static std::map<std::pair<const void*, int>, V> cache;
+  static std::map<std::tuple<const void*, size_t, int>, V> cache;
   int dev = 0;
   check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
   std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find({key, dev});
+  const auto k = std::make_tuple(key, detail, dev);
+  const auto it = cache.find(k);
   if (it != cache.end()) return it->second;
   const V v = fn(dev);
-  cache.emplace(std::make_pair(key, dev), v);
+  cache.emplace(k, v);
   return v;
 }
 
@@ -51,25 +53,21 @@ void set_smem_limit(Kernel kernel, size_t bytes) {
   });
 }
 
-// How many CTAs of `kernel` (`threads` threads, `smem` bytes of dynamic shared memory, within the
-// limit set_smem_limit raised) fit on one SM at once, once per (kernel, threads, smem, device):
-// one kernel may be launched with more than one layout (a persistent decode kernel's scratch past
-// its ring or in it).
+// How many CTAs of `kernel` (`threads` threads, its block size at every launch; `smem` bytes of
+// dynamic shared memory, within the limit set_smem_limit raised) fit on one SM at once, once per
+// (kernel, smem, device): one kernel may be launched with more than one layout (a persistent
+// decode kernel's scratch past its ring or in it).
 template <typename Kernel>
 int resident_ctas(Kernel kernel, int threads, size_t smem) {
-  static std::mutex mu;
-  static std::map<std::tuple<const void*, int, size_t, int>, int> cache;
-  int dev = 0;
-  check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, smem, dev);
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  int n = 0;
-  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
-             "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  cache.emplace(key, n);
-  return n;
+  return once_per_device<int>(
+      reinterpret_cast<const void*>(kernel),
+      [&](int) {
+        int n = 0;
+        check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem),
+                   "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+        return n;
+      },
+      smem);
 }
 
 // Whether `kernel` may overlap the kernel before it in the stream (programmatic dependent

@@ -21,7 +21,7 @@
 //
 // Everything outside the math is the portable kernel's: FlashSeq, FlashTiles, mask_scores.
 //
-// Tiles per (D, Dv) (FlashSm90Tile): 128 x 128 where the consumer's O and S accumulators and the
+// Tiles per (D, Dv) (flash_sm90_kv_tile): 128 x 128 where the consumer's O and S accumulators and the
 // packed P fit its 240 registers together (Dv <= 128: 64 + 64 + 32 a thread) and two ring stages
 // fit 227 KB; 128 x 64 for Dv = 192 and 256 (O alone is 96 / 128 registers a thread, and a
 // 128-key ring of D 192 or 256 would not fit). D = 96 is stored as two panels, the second half
@@ -40,8 +40,6 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <type_traits>
-
 #include "common/copy.cuh"
 #include "common/mask.cuh"
 #include "common/mma.cuh"
@@ -59,52 +57,29 @@ struct FlashTmaMaps {
   CUtensorMap q, k, v;
 };
 
-// Keys a kv tile holds and the depth of the K/V ring, per (D, Dv): see the header comment.
+// Keys a kv tile holds, per (D, Dv): see the header comment. `alt`: the longer key tiles
+// (FlashConfig::alt_tile, calls without a block mask: a tile that does not divide 128 keys cannot
+// hold whole mask blocks), FlashAttention-3's for these dims: D128 176 keys (214,016 bytes), D192
+// 112 (222,208 bytes), D256 80 (230,400 bytes), two stages each. Fewer barrier and softmax rounds
+// per key, and a wider S = Q K^T; the consumers' S, P and O (D256: 40 + 20 + 128 registers a
+// thread) stay inside their 240. Other pairs have none (alt gives their one tile).
+constexpr int flash_sm90_kv_tile(int d, int dv, bool alt) {
+  if (d == 128 && dv == 128) return alt ? 176 : 128;
+  if (d == 192 && dv == 192) return alt ? 112 : 64;
+  if (d == 256 && dv == 256) return alt ? 80 : 64;
+  return 128;
+}
 template <int kD, int kDv>
-struct FlashSm90Tile {
-  static constexpr int kBN = 128, kStages = 2;
-};
-template <>
-struct FlashSm90Tile<192, 192> {
-  static constexpr int kBN = 64, kStages = 2;
-};
-template <>
-struct FlashSm90Tile<256, 256> {
-  static constexpr int kBN = 64, kStages = 2;
-};
-// The longer key tiles (FlashConfig::alt_tile, calls without a block mask: a tile that does not
-// divide 128 keys cannot hold whole mask blocks), FlashAttention-3's for these dims: D128 176 keys
-// (214,016 bytes), D192 112 (two stages: 222,208 bytes), D256 80 (230,400 bytes). Fewer barrier and softmax rounds per key
-// than the 64-key tiles, and a wider S = Q K^T; the consumers' S, P and O (D256: 40 + 20 + 128
-// registers a thread) stay inside their 240.
-template <int kD, int kDv>
-struct FlashSm90AltTile : FlashSm90Tile<kD, kDv> {};
-template <>
-struct FlashSm90AltTile<192, 192> {
-  static constexpr int kBN = 112, kStages = 2;
-};
-template <>
-struct FlashSm90AltTile<256, 256> {
-  static constexpr int kBN = 80, kStages = 2;
-};
-// D128: 176 keys (FlashAttention-3's tile for non-causal D128; 214,016 bytes), for long rows
-// without a causal diagonal, where the 128-key tile's per-tile barrier and softmax rounds show.
-template <>
-struct FlashSm90AltTile<128, 128> {
-  static constexpr int kBN = 176, kStages = 2;
-};
-template <int kD, int kDv>
-inline constexpr bool kFlashSm90HasAltTile = FlashSm90AltTile<kD, kDv>::kBN != FlashSm90Tile<kD, kDv>::kBN;
+inline constexpr bool kFlashSm90HasAltTile = flash_sm90_kv_tile(kD, kDv, true) != flash_sm90_kv_tile(kD, kDv, false);
 
 template <int kD_, int kDv_, bool kAlt = false>
 struct FlashSm90Traits {
-  using Tile = std::conditional_t<kAlt, FlashSm90AltTile<kD_, kDv_>, FlashSm90Tile<kD_, kDv_>>;
   static constexpr int kD = kD_, kDv = kDv_;
-  static constexpr int kBM = 128, kBN = Tile::kBN;
+  static constexpr int kBM = 128, kBN = flash_sm90_kv_tile(kD, kDv, kAlt);
   static constexpr int kConsumers = 2;                  // math warpgroups, 64 rows each
   static constexpr int kThreads = 128 * (kConsumers + 1);  // + the producer warpgroup
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;  // setmaxnreg split of 64K
-  static constexpr int kStages = Tile::kStages;
+  static constexpr int kStages = 2;  // K/V ring depth
   // 64-column panels of Q / K and of V; the last one zero past the head dim (D = 96).
   static constexpr int kPanelsK = (kD + 63) / 64, kPanelsV = (kDv + 63) / 64;
   static constexpr int kDvPad = 64 * kPanelsV;  // columns of the O accumulator (N of P V)

@@ -18,9 +18,9 @@ void run_mla_latent(const MlaLatentParams& p, cudaStream_t stream) {
   check_launch("mla_latent_kernel launch");
   if (p.num_splits > 1) {
     const size_t weights = size_t(kCombineRows) * p.num_splits * sizeof(float);
-    auto combine = mla_latent_combine<T, kDv>;
-    set_smem_limit(combine, 48 * 1024);  // the default limit; num_splits <= 3072 fits it
-    combine<<<dim3((rows + kCombineRows - 1) / kCombineRows, p.batch), 32 * kCombineRows, weights, stream>>>(p);
+    // Within the default 48 KB of dynamic shared memory (num_splits <= kMaxDecodeSplits = 512).
+    mla_latent_combine<T, kDv>
+        <<<dim3((rows + kCombineRows - 1) / kCombineRows, p.batch), 32 * kCombineRows, weights, stream>>>(p);
     check_launch("mla_latent_combine launch");
   }
 }
