@@ -77,6 +77,10 @@ bool choose_flash_config(const AttnParams& p, const DeviceProps& dev, FlashConfi
   // The Hopper kernel on sm_90, for every instantiation (it also needs sm_90a code in the build
   // and more than one kv tile: the launcher checks those).
   out.hopper = found && dev.cc_major == 9 && dev.cc_minor == 0;
+  // Its longer key tile (128 x 112 at D192, 128 x 80 at D256; calls without a block mask) at
+  // D192 and D256: 2-15 % faster there on every benchmark row (H100, bench/NOTES.md); at D128
+  // (128 x 176) it won at S16k and lost at S8k, so D128 keeps 128 x 128.
+  out.alt_tile = out.head_dim_v >= 192;
   return found;
 }
 
@@ -120,7 +124,7 @@ void apply_variant(const std::string& variant, FlashConfig& c) {
   // The Hopper kernel for any instantiation (the launcher still falls back to the portable one
   // where the device, the build or the call rule it out), or off.
   if (v.count("hopper")) c.hopper = v.at("hopper") != 0;
-  // The Hopper kernel's longer key tile (D192 / D256, calls without a block mask), until measured.
+  // The Hopper kernel's longer key tile (1) or its 128 x 128 / 128 x 64 one (0), where the pair has both.
   if (v.count("alt_tile")) c.alt_tile = v.at("alt_tile") != 0;
 }
 

@@ -1734,10 +1734,12 @@ static void scheduler_cases() {
     CHECK(fc.hopper, cat("hopper=1 asks for the Hopper kernel at D ", hd.d, " / ", hd.dv));
     apply_variant("hopper=0", fc);
     CHECK(!fc.hopper, "hopper=0 turns it off");
-    CHECK(!fc.alt_tile, "the longer key tile is not a default");
+    // The longer key tile by default at D192 and D256 (measured faster there), not at D128.
+    CHECK(fc.alt_tile == (hd.dv >= 192), cat("D ", hd.d, " / ", hd.dv, ": the longer key tile by default iff Dv >= 192"));
     apply_variant("alt_tile=1", fc);
     CHECK(fc.alt_tile, "alt_tile=1 asks for the longer key tile");
-    fc.alt_tile = false;
+    apply_variant("alt_tile=0", fc);
+    CHECK(!fc.alt_tile, "alt_tile=0 asks for the 128 x 128 / 128 x 64 one");
   }
   bool threw = false;
   try {

@@ -19,7 +19,9 @@ from test_attention import Case, build, kwargs_for, out_shape, sinks_for
 from test_block_mask import dense_mask, make_mask_mod
 
 DIMS = [(96, 96), (192, 192), (256, 256), (192, 128)]
-ALT_TILE_DIMS = [(128, 128), (192, 192), (256, 256)]  # where the kernel has a longer key tile ("alt_tile=1")
+# Pairs where the kernel has two key tiles, and the variant of the one that is not the default
+# (D128: the longer 128 x 176; D192 / D256: the 128 x 64 one, their default being the longer).
+OTHER_TILE = {(128, 128): "alt_tile=1", (192, 192): "alt_tile=0", (256, 256): "alt_tile=0"}
 DTYPES = ["float16", "bfloat16"]
 VARIANT = "hopper=1"
 DEVICE = "cuda"  # where the cases run (the Hopper kernel exists only there)
@@ -41,15 +43,15 @@ def _skip_reason(d):
 
 
 def dim_params(with_alt=False):
-    """(d, dv, dtype, variant): every pair on its default tile, and with_alt the longer key tiles."""
+    """(d, dv, dtype, variant): every pair on its default tile, and with_alt on its other key tile."""
     ps = []
     runs = [(d, dv, VARIANT) for d, dv in DIMS]
     if with_alt:
-        runs += [(d, dv, VARIANT + ",alt_tile=1") for d, dv in ALT_TILE_DIMS]
+        runs += [(d, dv, VARIANT + "," + v) for (d, dv), v in OTHER_TILE.items()]
     for d, dv, variant in runs:
         for dtype in DTYPES:
             reason = _skip_reason(d)
-            tag = "-alt" if "alt_tile" in variant else ""
+            tag = "-" + variant.split(",")[-1].replace("=", "") if "alt_tile" in variant else ""
             ps.append(pytest.param(d, dv, dtype, variant, id=f"d{d}v{dv}{tag}-{dtype}",
                                    marks=pytest.mark.skipif(reason is not None, reason=reason or "")))
     return ps
@@ -104,8 +106,8 @@ MASKS = [
 @pytest.mark.parametrize("mask", MASKS, ids=lambda m: f"{m[0]}-q{m[2]}-k{m[3]}")
 @pytest.mark.parametrize("d,dv,dtype,variant", dim_params(with_alt=True))
 def test_hopper_dims_block_mask(rng, d, dv, dtype, variant, mask):
-    """(alt_tile=1 asks for a tile that cannot hold whole mask blocks: block-mask calls keep the
-    default tile, so the alt rows check that they still do.)"""
+    """(The longer key tiles cannot hold whole mask blocks: block-mask calls always run the 128 x
+    128 / 128 x 64 one, so the alt_tile rows check that they still do.)"""
     kind, heads, sq, sk, block_size = mask
     case = Case(2, sq, sk, 4, 2, d, dv=dv)
     (q, k, v), host = build(rng, case, dtype, DEVICE, "bshd")

@@ -34,8 +34,9 @@ inline constexpr int kMaxHeadDim = 256, kHeadDimMultiple = 8;
 
 inline constexpr int kMaxGridYZ = 65535;  // batch and heads ride on grid y / z
 // The portable flash kernel's tile: query rows x keys a CTA step holds (block masks come in
-// multiples of it). The Hopper kernel's is 128 x 128 or 128 x 64 (with alt_tile, 128 x 176 at D128,
-// 128 x 112 at D192 and 128 x 80 at D256 for calls without a block mask: flash_fwd_sm90.cuh);
+// multiples of it). The Hopper kernel's is 128 x 128 or 128 x 64, or for calls without a block mask
+// the longer 128 x 112 at D192 and 128 x 80 at D256 (the default there) and, with alt_tile, 128 x
+// 176 at D128 (flash_fwd_sm90.cuh);
 // calls it cannot take run the portable one.
 inline constexpr int kFlashTileQ = 128, kFlashTileKV = 64;
 

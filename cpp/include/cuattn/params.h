@@ -151,7 +151,7 @@ struct MergeParams {
 struct FlashConfig {
   int head_dim = 0, head_dim_v = 0;  // the instantiation (>= the call's, padded)
   bool hopper = false;               // the sm_90a kernel (else the portable mma.sync one)
-  bool alt_tile = false;             // its longer key tile where the pair has one (D128: 176, D192: 112, D256: 80)
+  bool alt_tile = false;             // its longer key tile where the pair has one (D128: 176, D192: 112, D256: 80; default at D192 / D256)
 };
 
 struct DecodeConfig {
