@@ -18,7 +18,7 @@ __device__ unsigned long long g_trace[8192 * 8];
 __device__ unsigned long long g_tiles[4][1024][3];
 #define CUATTN_TRACE_TILE(it, ph) do { if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z < 4 && (it) < 1024) { \
   unsigned long long t_; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); g_tiles[blockIdx.z][it][ph] = t_; } } while (0)
-#include "decode/paged_decode.cuh"
+#include "decode/paged/kernel.cuh"
 #include "common/tma_host.cuh"  // make_tma_map
 #include <cstring>
 using namespace cuattn;

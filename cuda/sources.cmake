@@ -111,7 +111,7 @@ ${_line}
 endfunction()
 
 # Paged decode kernels (D == Dv): each file holds the fp16/bf16-cache and the fp8-cache kernels.
-cuattn_instantiate(paged "paged decode kernels" decode/paged_launch.cuh
+cuattn_instantiate(paged "paged decode kernels" decode/paged/launch.cuh
   "template void run_paged<@TYPE@, @D@>(const PagedParams&, const DecodeConfig&, const SplitWorkspace&, cudaStream_t);"
   "${_paged_dims}")
 

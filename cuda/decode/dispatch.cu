@@ -1,5 +1,5 @@
 // dispatch.cu — kernels::paged_attention: the paged decode instantiation for the call's q dtype
-// and head dim, launched as the host's DecodeConfig asks (decode/paged_launch.cuh).
+// and head dim, launched as the host's DecodeConfig asks (decode/paged/launch.cuh).
 #include "common/dispatch.cuh"
 #include "common/types.cuh"
 #include "cuattn/launch.h"

@@ -1,4 +1,4 @@
-// paged_launch.cuh — host launcher of paged_decode_kernel, instantiated once per (q dtype,
+// launch.cuh — host launcher of paged_decode_kernel, instantiated once per (q dtype,
 // head dim) by the generated files in the build tree; each instance holds the 16-bit-cache and
 // the fp8-cache kernels.
 #pragma once
@@ -9,7 +9,7 @@
 #include "common/launch.cuh"
 #include "common/tma_host.cuh"
 #include "cuattn/launch.h"
-#include "decode/paged_decode.cuh"
+#include "decode/paged/kernel.cuh"
 
 namespace cuattn {
 
