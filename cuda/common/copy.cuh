@@ -140,15 +140,4 @@ CUATTN_DEVICE void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// A count in shared memory that one side raises and the other waits for (it only ever grows, so
-// a waiter can never miss a step, as a phase parity could when the other side runs two ahead).
-CUATTN_DEVICE void smem_count_publish(int* count, int value) {
-  asm volatile("st.release.cta.shared::cta.b32 [%0], %1;\n" ::"r"(smem_addr(count)), "r"(value) : "memory");
-}
-CUATTN_DEVICE int smem_count_read(const int* count) {
-  int v;
-  asm volatile("ld.acquire.cta.shared::cta.b32 %0, [%1];\n" : "=r"(v) : "r"(smem_addr(count)) : "memory");
-  return v;
-}
-
 }  // namespace cuattn

@@ -113,10 +113,8 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   __shared__ int s_count[kTma ? 3 * 32 : 1];
   __shared__ int s_first_key[kTma ? Tr::kStages : 1][kTma ? kBN / 16 : 1];  // [stage][box]: its first key
   __shared__ int s_last;                                  // split-KV: this CTA merges the unit
-  __shared__ int s_pieces_done;                           // drain: pieces whose epilogue is over
   if constexpr (kBulk) {
     if (tid == 0) {
-      s_pieces_done = 0;
 #pragma unroll
       for (int st = 0; st < Tr::kStages; ++st)  // TMA: one arrival a box of the tile (the producer's lanes)
         mbar_init(&full[st], kTma ? kBN / min(p.page_size, kBN) : Tr::kThreads), mbar_init(&empty[st], Tr::kThreads);
@@ -454,26 +452,22 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     CUATTN_TRACE(4);
   };
 
-  // A persistent CTA whose epilogue scratch lies in the ring (ws.scratch_in_ring, sm90): the
-  // producer starts piece n only once the consumers have finished piece n - 1 (its epilogue
-  // included) and counted it in s_pieces_done. Zero-tile pieces count too, so the two sides
-  // walk the same pieces; the count only grows, so a consumer side that runs ahead through pieces
-  // without tiles is never missed.
+  // A persistent CTA whose epilogue scratch lies in the ring (ws.scratch_in_ring, sm90): producer
+  // and consumers meet at named barrier 2 after every piece, the consumers once its epilogue is
+  // over, the producer once it has issued the piece's tiles (long before: it waits there), so the
+  // producer writes the next piece's tiles only into a ring that no epilogue uses any more. Both
+  // sides walk the same pieces (zero-tile pieces and skipped row chunks alike), so the barrier's
+  // uses pair up; neither side can run a piece ahead of the other. (A count in shared memory
+  // polled by the producer did the same, but compute-sanitizer's racecheck sees no ordering in it.)
   const bool drain = kBulk && kPersistent && ws.scratch_in_ring;
-  int pieces = 0;  // pieces this thread's role has started
+  // TMA: the one issuing producer warp (the sorters have left); row copies: every producer thread.
+  constexpr int kDrainThreads = Tr::kThreads + (kTma ? 32 : Tr::kThreads);
   auto run_piece = [&](const Work& w) {
-    if (drain && producer && pieces > 0) {
-      if (lane == 0)
-        while (smem_count_read(&s_pieces_done) < pieces) __nanosleep(32);
-      __syncwarp();
-    }
     run_unit(w);
-    if (drain && !producer) {
-      fence_proxy_async();  // this thread's scratch accesses before the copies that reuse the bytes
-      named_barrier_sync(1, Tr::kThreads);
-      if (tid == 0) smem_count_publish(&s_pieces_done, pieces + 1);
+    if (drain) {
+      if (!producer) fence_proxy_async();  // this thread's scratch accesses before the copies that reuse the bytes
+      named_barrier_sync(2, kDrainThreads);
     }
-    ++pieces;
   };
   // sm80 persistent CTAs: the consumers meet after every piece (the merge scratch is the ring).
   auto between = [] {
