@@ -88,7 +88,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
                                     std::conditional_t<kBulk, BulkRowProducer<Tr, KV>, CpAsyncCopier<Tr, KV>>>;
   using Ring = typename Source::Ring;
   using Panels = TmaPanels<Tr, int(sizeof(KV))>;  // the TMA ring's swizzled layout
-  constexpr int kRawStride = kTma ? kD : kFp8 ? kD + 16 : Tr::kStride;  // elements of KV per smem row
+  constexpr int kRawStride = Ring::kRowStride;  // elements of KV per smem row (the ring's layout)
   extern __shared__ __align__(16) unsigned char smem_raw[];
 
   CUATTN_TRACE(0);
@@ -324,7 +324,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
     // common max and summed in a fixed order (deterministic) ---------------------------------------
     constexpr int kW = Tr::kWarps;
     // In the ring (free by then), or past it when the ring already holds the next unit's tiles
-    // (a persistent CTA whose producer runs ahead: not with ws.scratch_in_ring, see run_units).
+    // (a persistent CTA whose producer runs ahead: not with ws.scratch_in_ring, see run_piece).
     const size_t scratch = kPersistent && !ws.scratch_in_ring ? Tr::template scratch_offset<kTma, kBulk>() : 0;
     float* s_m = reinterpret_cast<float*>(smem_raw + scratch);  // [kW][16]
     float* s_l = s_m + kW * 16;                       // [kW][16]

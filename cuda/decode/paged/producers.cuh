@@ -46,6 +46,7 @@ struct PieceTiles {
 // every consumer thread has released it.
 template <class Tr, typename KV, int kRawStride>
 struct KvRing {
+  static constexpr int kRowStride = kRawStride;                  // elements of KV a ring row
   static constexpr size_t kTile = size_t(Tr::kBN) * kRawStride;  // elements of one K (or V) tile
   KV* base;
   uint64_t* full;
@@ -200,10 +201,14 @@ struct RowCopies {
   int r0;        // this thread's first row of a tile
   int col;       // cp.async: its first element of the row
   bool copies_v; // bulk: its rows are V rows
+  int warp;
 
   CUATTN_DEVICE RowCopies(Ring r, int tid)
       : ring(r), r0(kBulk ? tid % Tr::kBN : tid / kLanesPerRow), col(kBulk ? 0 : (tid % kLanesPerRow) * kChunkElems),
-        copies_v(kBulk && tid % Tr::kThreads >= Tr::kBN) {}
+        copies_v(kBulk && tid % Tr::kThreads >= Tr::kBN), warp(tid / 32) {}
+
+  // The first of consumer warp `warp`'s 16 keys of tile `it`: rows land where their keys fall.
+  CUATTN_DEVICE int warp_first_key(const PieceTiles& u, int it) const { return u.tile0 + it * Tr::kBN + warp * 16; }
 
   CUATTN_DEVICE void fetch_pages(const PieceTiles& u, const PagedKV<KV>& kv, int tile, int (&ids)[kCopyPasses]) const {
     const bool any_keys = u.n_tiles > 0;
@@ -222,9 +227,6 @@ struct BulkRowProducer : RowCopies<Tr, KV, true> {
   using Base = RowCopies<Tr, KV, true>;
   using Base::Base;
   using Base::copies_v, Base::r0, Base::ring, Base::kCopyPasses, Base::kRawStride, Base::kRowBytes;
-  int warp;
-
-  CUATTN_DEVICE BulkRowProducer(typename Base::Ring r, int tid) : Base(r, tid), warp(tid / 32) {}
 
   CUATTN_DEVICE void produce(const PieceTiles& u, const PagedKV<KV>& kv) const {
     int ids[kCopyPasses], next[kCopyPasses];
@@ -253,7 +255,7 @@ struct BulkRowProducer : RowCopies<Tr, KV, true> {
   CUATTN_DEVICE void start(const PieceTiles&, const PagedKV<KV>&) {}
   CUATTN_DEVICE int land(const PieceTiles& u, const PagedKV<KV>&, int it) const {
     ring.wait_landed(u.t_base + it);
-    return u.tile0 + it * Tr::kBN + warp * 16;
+    return this->warp_first_key(u, it);
   }
   CUATTN_DEVICE void release(const PieceTiles& u, int it) const { ring.release(u.t_base + it); }
   CUATTN_DEVICE void finish() const {}
@@ -268,10 +270,9 @@ struct CpAsyncCopier : RowCopies<Tr, KV, false> {
   using Base = RowCopies<Tr, KV, false>;
   using Base::col, Base::r0, Base::ring, Base::kCopyPasses, Base::kCopyStep, Base::kRawStride, Base::kPerLane,
       Base::kLanesPerRow, Base::kChunkElems;
-  int warp;
   int pages[kCopyPasses];  // ids of the next tile to issue (it + kStages - 1 at the loop top)
 
-  CUATTN_DEVICE CpAsyncCopier(typename Base::Ring r, int tid) : Base(r, tid), warp(tid / 32) {}
+  CUATTN_DEVICE CpAsyncCopier(typename Base::Ring r, int tid) : Base(r, tid) {}
 
   CUATTN_DEVICE void issue(const PieceTiles& u, const PagedKV<KV>& kv, int tile, const int (&ids)[kCopyPasses]) const {
     const int stage = (u.t_base + tile) % Tr::kStages;
@@ -314,7 +315,7 @@ struct CpAsyncCopier : RowCopies<Tr, KV, false> {
     if (it + Tr::kStages - 1 < u.n_tiles) issue(u, kv, it + Tr::kStages - 1, pages);
     cp_async_commit();
     this->fetch_pages(u, kv, it + Tr::kStages, pages);
-    return u.tile0 + it * Tr::kBN + warp * 16;
+    return this->warp_first_key(u, it);
   }
   CUATTN_DEVICE void release(const PieceTiles&, int) const {}
   CUATTN_DEVICE void finish() const { cp_async_wait<0>(); }
