@@ -10,6 +10,8 @@ set(CUATTN_CUDA_SOURCES
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/decode/dispatch.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/decode/append.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/dispatch.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/latent_decode_f16.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/latent_decode_bf16.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/gemm.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/cuda/mla/per_pair.cu)
 

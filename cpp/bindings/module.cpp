@@ -397,7 +397,8 @@ NB_MODULE(_cuattn, m) {
       .def_rw("scale", &MlaDecodeArgs::scale)
       .def_rw("head_dim_v", &MlaDecodeArgs::head_dim_v)
       .def_rw("causal", &MlaDecodeArgs::causal)
-      .def_rw("check", &MlaDecodeArgs::check);
+      .def_rw("check", &MlaDecodeArgs::check)
+      .def_rw("variant", &MlaDecodeArgs::variant);  // internal: tests and bench pick kernels
   plan_field(md);
   call(m, "mla_decode", &cuattn::mla_decode,
        "MLA decode over a paged latent cache (see cuattn.mla_decode).");

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuattn/cuattn.h"
+#include "cuattn/mla_params.h"
 #include "cuattn/params.h"
 #include "scheduler.h"
 
@@ -63,6 +64,9 @@ void naive_attention(const AttnParams& p, void* workspace, Stream stream);
 void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::string& variant, Stream stream);
 void append_paged_kv(const AppendParams& p, Stream stream);
 void merge_states(const MergeParams& p, Stream stream);
+// mla_decode on the decode work list: the list's shape and its workspace (the plan's, else the
+// cached one) into p, then the launch.
+void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream);
 // True where the CUDA build has a kernel for this (dtype, head dim, head dim v) combination.
 bool attention_supported(DType t, int d, int dv);
 bool paged_supported(DType q, DType kv, int d, int dv);

@@ -193,6 +193,34 @@ void append_paged_kv(const AppendParams& p, Stream stream) {
 
 void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p, stream); }
 
+void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream) {
+  const int sms = current_device_props().sm_count;
+  SplitWorkspace ws;
+  if (plan != nullptr) {
+    const PlanOptions& o = plan->opt;
+    const int64_t units = int64_t(o.num_heads_kv) * decode_row_chunks(o.num_heads_q, o.num_heads_kv, o.seqlen_q);
+    const WorkspaceLayout l = plan_layout(plan->batch, units, plan->max_splits, plan->config.sm_count, 512, true);
+    if (plan->workspace == nullptr || plan->workspace_bytes < l.total() || plan->batch < p.batch ||
+        int64_t(plan->config.sm_count) * kListCtasPerSm < sms)
+      value_error("plan has no device workspace for this call (make it with device='cuda', head_dim=576, "
+                  "head_dim_v=512)");
+    ws = carve(plan->workspace, l, 0, 1);
+  } else {
+    ws = cached(list_layout(p.batch, sms, 512), 0, 1, stream);
+  }
+  WorkList& list = p.list;
+  list.s = WorkListShape{};
+  list.s.batch = p.batch;
+  list.s.units = int((int64_t(p.num_heads_q) * p.seqlen_q + kDecodeRows - 1) / kDecodeRows);
+  list.s.granule = kListGranule;
+  list.s.overhead = kListOverhead;
+  list.seq_start = ws.list.seq_start;
+  list.seq_lens = ws.list.seq_lens;
+  list.seq_units = nullptr;
+  p.part_o = ws.o, p.part_lse = ws.lse;
+  mla_list_decode(p, stream);
+}
+
 void plan_workspace(DecodePlan& plan) {
   const int64_t units = int64_t(plan.opt.num_heads_kv) *
                         decode_row_chunks(plan.opt.num_heads_q, plan.opt.num_heads_kv, plan.opt.seqlen_q);

@@ -437,6 +437,13 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   p.k_scale = pp.k_scale;
   p.q_dtype = pp.q_dtype, p.kv_dtype = pp.kv_dtype;
   cuda::DeviceGuard guard(a.q.device_id);
+  if (a.variant != "" && a.variant != "list=0" && a.variant != "list=1")
+    value_error("mla_decode: unknown variant '", a.variant, "' (internal: list=0 or list=1)");
+  if (a.variant != "list=0" && p.seq_lens != nullptr) {  // the work list (the default)
+    if (a.plan == nullptr && stream_is_capturing(stream))
+      value_error("mla_decode needs plan= (from plan_decode) under CUDA-graph capture");
+    return cuda::mla_list_decode(p, a.plan, stream);
+  }
   if (a.plan == nullptr) {
     choose_latent_splits(p, int64_t(p.max_blocks) * p.page_size);
     if (p.num_splits > 1 && stream_is_capturing(stream))

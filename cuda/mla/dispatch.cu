@@ -7,6 +7,8 @@ namespace cuattn {
 
 template <typename T, int kDk, int kDv, bool kSharedV, bool kFp8>
 void run_mla_latent(const MlaLatentParams& p, cudaStream_t stream);
+template <typename T>
+void run_mla_list(const MlaLatentParams& p, cudaStream_t stream);
 
 namespace {
 
@@ -46,6 +48,13 @@ void mla_latent_attention(const MlaLatentParams& p, CUstream_st* stream) {
   if (p.batch > 65535) throw ValueError("the GPU latent-attention kernel supports at most 65535 sequences");
   if (p.q_dtype == DType::bf16) run<__nv_bfloat16>(p, stream);
   else run<__half>(p, stream);
+}
+
+void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream) {
+  if (p.batch == 0 || p.num_heads_q == 0 || p.seqlen_q == 0) return;
+  if (p.batch > 65535) throw ValueError("the GPU latent-attention kernel supports at most 65535 sequences");
+  if (p.q_dtype == DType::bf16) run_mla_list<__nv_bfloat16>(p, stream);
+  else run_mla_list<__half>(p, stream);
 }
 
 int mla_sm_count() {

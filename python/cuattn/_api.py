@@ -387,14 +387,17 @@ def mla_attention(q, k_latent, v_latent, k_proj, v_proj, *, causal=True, scale=N
 
 def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, causal=True,
                kv_scale=None, kv_cache_dtype=None, plan=None, out=None, lse_out=None, stream=None,
-               check=False):
+               check=False, _variant=""):
     """DeepSeek-V3 MLA decode over a paged latent cache. q [B, Sq, Hq, 576]; kv_cache
     [num_blocks, block_size, 576] or [num_blocks, block_size, 1, 576] (512 latent + 64 rope; V is
     the first head_dim_v columns) in q's dtype or fp8 e4m3 (float8_e4m3fn, or uint8 with
     kv_cache_dtype="fp8_e4m3") dequantised with kv_scale (a float or a device scalar);
     block_table int32 [B, max_blocks]; seq_lens int32 [B]. Token t of Sq sees keys
     j <= seq_len - Sq + t when causal. scale is required (DeepSeek-V3: mscale^2 / sqrt(192)).
-    Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq])."""
+    Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq]).
+
+    _variant is internal (tests, benchmarks): "list=0" runs the per-sequence split kernel instead
+    of the work-list kernel."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     a = _cuattn.MlaDecodeArgs()
@@ -403,6 +406,7 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     a.causal = _checks.boolean(causal, "causal")
     a.check = _checks.boolean(check, "check")
     a.plan = _plan(plan)
+    a.variant = str(_variant)
     ctx = _Call(q, stream)
     a.q, a.kv_cache = ctx.inp(q, "q"), ctx.inp(kv_cache, "kv_cache", _kv_real(kv_cache_dtype))
     a.block_table, a.seq_lens = ctx.inp(block_table, "block_table"), ctx.inp(seq_lens, "seq_lens")

@@ -120,5 +120,19 @@ for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256,
     cuattn.paged_attention(r(43, Hq, D), kc, vc, table, lens, cu_seqlens_q=cu, max_seqlen_q=39,
                            window=500, return_lse=True)
     n += 1
+# MLA decode (576-wide latents, V = the first 512): the work list with a skewed batch, an empty
+# sequence, odd pages, Sq > 1, 72 rows (a partial unit), fp8; then the per-sequence split kernel.
+for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True), (1, 128, 1, False)):
+    B = 3
+    lens = torch.tensor([2500, 0, 130], device=dev, dtype=torch.int32)
+    nb = (2500 + ps - 1) // ps
+    cache = r(B * nb + 1, ps, 576)
+    if fp8:
+        cache = cache.to(torch.float8_e4m3fn)
+    table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
+    for variant in ("", "list=0"):
+        cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
+                          _variant=variant)
+        n += 1
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")

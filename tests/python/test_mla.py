@@ -191,7 +191,18 @@ DECODE_CASES = [
     DecodeCase((129, 50, 0), 7, 128),               # an odd page size, 128 heads (2 row tiles)
     DecodeCase((3, 90), 16, 16, sq=8),              # Sq > seq_len: early tokens see nothing
     DecodeCase((2000,), 48, 128, sq=2, gpu_only=True),  # several splits
+    DecodeCase((9000, 3, 70, 0, 5, 1), 64, 16, gpu_only=True),  # skewed: one long sequence split widely
+    DecodeCase((3000, 2500), 16, 24, sq=3, gpu_only=True),  # 72 rows: five units, the last partial
 ]
+
+# The GPU's two decode kernels (internal _variant): the work list (default) and the per-sequence
+# split kernel; the CPU has one path.
+VARIANTS = ["", "list=0"]
+
+
+def skip_variant_on_cpu(device, variant):
+    if device == "cpu" and variant:
+        pytest.skip("the CPU backend has one path")
 
 
 def build_decode(rng, case, dtype, kv="16"):
@@ -223,11 +234,13 @@ def skip_long_on_cpu(device, case):
         pytest.skip("a long case for the GPU's split-KV path; the CPU backend runs the short ones")
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("poison", [False, True])
 @pytest.mark.parametrize("case", DECODE_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params())
-def test_mla_decode(rng, device, dtype, case, poison):
+def test_mla_decode(rng, device, dtype, case, poison, variant):
     skip_long_on_cpu(device, case)
+    skip_variant_on_cpu(device, variant)
     q, cache, table, sl = build_decode(rng, case, dtype)
     bsz = len(case.lens)
     extra = {}
@@ -236,7 +249,8 @@ def test_mla_decode(rng, device, dtype, case, poison):
                      lse_out=poisoned((bsz, case.hq, case.sq), "float32", device))
     dq = to_device(q, device)
     out, lse = cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                                 to_device(sl, device), scale=SCALE, causal=case.causal, **extra)
+                                 to_device(sl, device), scale=SCALE, causal=case.causal, _variant=variant,
+                                 **extra)
     if poison:
         assert out is extra["out"] and lse is extra["lse_out"]
     ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE, causal=case.causal)
@@ -248,18 +262,21 @@ def test_mla_decode(rng, device, dtype, case, poison):
 
 
 FP8_CASES = [DecodeCase((1, 65, 300), 64, 16), DecodeCase((40, 0, 9), 16, 8, sq=3),
-             DecodeCase((1500, 7), 32, 128, gpu_only=True)]
+             DecodeCase((1500, 7), 32, 128, gpu_only=True),
+             DecodeCase((9000, 3, 70, 0, 5, 1), 64, 16, gpu_only=True)]
 
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kv", ["fp8", "u8"])
 @pytest.mark.parametrize("scale_kind", ["float", "device"])
 @pytest.mark.parametrize("case", FP8_CASES, ids=str)
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
-def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv):
+def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
     """fp8 e4m3 latent caches (float8_e4m3fn, or uint8 + kv_cache_dtype='fp8_e4m3'), dequantised
     with kv_scale as a float or a float32 device scalar."""
     skip_long_on_cpu(device, case)
+    skip_variant_on_cpu(device, variant)
     if device == "cuda" and kv == "fp8" and gpu_framework() == "cupy":
         pytest.skip("CuPy cannot export float8_e4m3fn through DLPack (uint8 case covers it)")
     q, cache, table, sl = build_decode(rng, case, dtype, kv="fp8")
@@ -268,7 +285,8 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv):
     dcache = to_device(cache.view(np.uint8) if kv == "u8" else cache, device)
     extra = dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}
     out, lse = cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),
-                                 to_device(sl, device), scale=SCALE, kv_scale=kv_scale, **extra)
+                                 to_device(sl, device), scale=SCALE, kv_scale=kv_scale, _variant=variant,
+                                 **extra)
     ref, ref_lse = oracle.mla_decode_ref(q, f64(cache) * ks, table, sl, scale=SCALE)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
@@ -321,6 +339,23 @@ def test_mla_decode_cuda_graph(rng, device, dtype):
     ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=0.1)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_decode_deterministic(rng, device, dtype):
+    """The work list splits the same lengths the same way and merges splits in a fixed order:
+    repeated calls give the same bits, with and without a plan."""
+    case = DecodeCase((7000, 300, 1, 4096), 64, 16, sq=2)
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    args = [to_device(x, device) for x in (q, cache, table, sl)]
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, q_len=case.sq, device=device)
+    runs = [cuattn.mla_decode(*args, scale=SCALE, plan=p) for p in (None, None, plan, plan)]
+    for (o1, l1), (o2, l2) in (runs[0:2], runs[2:4]):
+        assert np.array_equal(f64(o1), f64(o2)) and np.array_equal(f64(l1), f64(l2))
+    ref, _ = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE)
+    assert_close(runs[0][0], ref, dtype)
+    assert_close(runs[2][0], ref, dtype)
 
 
 def test_mla_decode_errors(rng):

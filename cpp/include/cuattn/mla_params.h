@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuattn/params.h"
+#include "cuattn/worklist.h"
 
 struct CUstream_st;
 
@@ -51,6 +52,12 @@ struct MlaLatentParams {
   int num_splits = 1, chunk_tokens = 0;
   float* part_o = nullptr;    // [b, num_splits, hq * sq, head_dim_v]
   float* part_lse = nullptr;  // [b, num_splits, hq * sq]
+
+  // mla_decode on the decode work list (mla_list_decode): units of 16 query rows, granules of 64
+  // keys; the host sets list.s (all but ctas) and the arrays' storage (seq_start [batch + 1],
+  // seq_lens [batch]), which the launcher fills on the device from seq_lens. Split pieces leave
+  // their rows in part_o [2 ctas slots, 16, 512] and part_lse [2 ctas slots, 16] (partial_slot).
+  WorkList list;
 };
 
 // Batched matrix product on the tensor cores, fp32 accumulation, C in the inputs' dtype:
@@ -93,6 +100,8 @@ namespace cuda {
 // Defined in cuda/mla/ when built with CUDA. All run on `stream`, allocate nothing and never sync.
 bool mla_latent_supported(DType q, DType kv, int head_dim, int head_dim_v, bool shared_v);
 void mla_latent_attention(const MlaLatentParams& p, CUstream_st* stream);
+// DeepSeek MLA decode (576/512, v_cache null, seq_lens set) on the work list (p.list).
+void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream);
 void gemm(const GemmParams& p, CUstream_st* stream);
 void mla_per_pair(const MlaPerPairParams& p, CUstream_st* stream);
 int mla_sm_count();  // SMs of the current device (cached)
