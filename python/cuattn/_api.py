@@ -396,8 +396,9 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     j <= seq_len - Sq + t when causal. scale is required (DeepSeek-V3: mscale^2 / sqrt(192)).
     Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq]).
 
-    _variant is internal (tests, benchmarks): "list=0" runs the per-sequence split kernel instead
-    of the work-list kernel."""
+    _variant is internal (tests, benchmarks): "list=1" forces the work-list kernel, "list=0" the
+    per-sequence split kernel (by default: the list, but the split kernel for Hq x Sq > 64 when
+    its CTAs fill the GPU)."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     a = _cuattn.MlaDecodeArgs()

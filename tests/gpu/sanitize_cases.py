@@ -130,7 +130,7 @@ for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True)
     if fp8:
         cache = cache.to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-    for variant in ("", "list=0"):
+    for variant in ("list=1", "list=0"):
         cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
                           _variant=variant)
         n += 1

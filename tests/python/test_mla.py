@@ -195,9 +195,9 @@ DECODE_CASES = [
     DecodeCase((3000, 2500), 16, 24, sq=3, gpu_only=True),  # 72 rows: five units, the last partial
 ]
 
-# The GPU's two decode kernels (internal _variant): the work list (default) and the per-sequence
-# split kernel; the CPU has one path.
-VARIANTS = ["", "list=0"]
+# The GPU's two decode kernels (internal _variant): chosen by shape, the work list forced, the
+# per-sequence split kernel forced; the CPU has one path.
+VARIANTS = ["", "list=1", "list=0"]
 
 
 def skip_variant_on_cpu(device, variant):

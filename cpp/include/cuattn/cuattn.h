@@ -143,7 +143,8 @@ struct MlaDecodeArgs {
   bool causal = true;
   bool check = false;
   const DecodePlan* plan = nullptr;
-  // Internal (tests and bench): "list=0" runs the per-sequence split kernel instead of the work list.
+  // Internal (tests and bench): "list=1" / "list=0" force the work list / the per-sequence split
+  // kernel ("": chosen by shape).
   std::string variant;
 };
 void mla_decode(const MlaDecodeArgs& a, Stream stream = nullptr);
