@@ -30,7 +30,9 @@ void launch_mla_list(MlaLatentParams p, cudaStream_t stream) {
                      std::to_string(optin));
   set_smem_limit(kernel, smem);
   const int sms = std::max(cuda::mla_sm_count(), 1);
-  const int ctas = std::min(sms * std::max(resident_ctas(kernel, Deep::kThreads, smem), 1), kMaxDecodeSplits);
+  // The workspace holds two slots for each of kListCtasPerSm CTAs an SM (one fits today).
+  const int per_sm = std::min(std::max(resident_ctas(kernel, Deep::kThreads, smem), 1), kListCtasPerSm);
+  const int ctas = std::min(sms * per_sm, kMaxDecodeSplits);
   p.list.s.ctas = ctas;
   const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
   kernels::build_worklist(p.seq_lens, p.list.s, max_len, const_cast<int64_t*>(p.list.seq_start),
