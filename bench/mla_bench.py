@@ -19,6 +19,9 @@ decode, all on the same inputs. Rows and aims:
              kernel                                      >= 50 x (per_pair timed once when slow)
   absorb     mla_attention's absorbed order, B1 H32 Sq1 Sk32768 L512 D128: GB/s of the latent
              reads (both latents, once)                  >= 0.8 x copy
+  kernels    mla_decode's two GPU kernels (the work list, the per-sequence split kernel, forced
+             through the internal _variant) and the one chosen by shape, Hq 16-128: the
+             choice's time <= 1.03 x the faster kernel's
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
@@ -51,7 +54,8 @@ from bench import ceilings, git_sha, gpu_session, log  # noqa: E402
 DK, DV = 576, 512
 # DeepSeek-V3: softmax scale = mscale^2 / sqrt(qk_head_dim = 192), mscale = 0.1 ln(40) + 1 (YaRN).
 SCALE = (0.1 * math.log(40) + 1) ** 2 / math.sqrt(192)
-GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb")
+GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels")
+KERNELS = {"list": "list=1", "split": "list=0"}  # mla_decode's internal _variant of each kernel
 SLOW_MS = 200  # a per-pair call slower than this is timed once
 
 
@@ -235,6 +239,28 @@ class Gpu:
                 m["flashmla_note"] = f"FlashMLA failed: {type(e).__name__}: {first_line(e)}"
         return m
 
+    def kernels(self, c: Decode):
+        """Times of mla_decode with the kernel chosen by shape and with each kernel forced."""
+        key = ("kernels", c)
+        if key not in self.memo:
+            torch, cuattn = self.torch, self.cuattn
+            per = [-(-L // c.page) for L in c.lens]
+            cache = torch.randn(sum(per), c.page, 1, DK, device="cuda", dtype=torch.bfloat16)
+            perm = torch.randperm(sum(per), device="cuda", dtype=torch.int32)  # pages in random order
+            table = torch.zeros(c.batch, max(per), device="cuda", dtype=torch.int32)
+            at = 0
+            for b, n in enumerate(per):
+                table[b, :n] = perm[at:at + n]
+                at += n
+            lens = torch.tensor(c.lens, device="cuda", dtype=torch.int32)
+            q = torch.randn(c.batch, 1, c.hq, DK, device="cuda", dtype=torch.bfloat16)
+            self.memo[key] = {f"{k}_ms": self.timer(lambda v=v: cuattn.mla_decode(q, cache, table, lens, scale=SCALE,
+                                                                                   _variant=v))
+                              for k, v in (("chosen", ""), *KERNELS.items())}
+            del cache
+            torch.cuda.empty_cache()
+        return self.memo[key]
+
     def attention(self, c: Attention, methods):
         key = (c, tuple(methods))
         if key not in self.memo:
@@ -307,6 +333,10 @@ class DryRun:
             m["flashmla_ms"] = ms * 1.08
         return m
 
+    def kernels(self, c: Decode):
+        ms = self.decode(c)["cuattn_ms"]
+        return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0)}
+
     def attention(self, c: Attention, methods):
         m = {"torch_ms": 9.0, "rel_err": {k: 3e-3 for k in methods}}
         for k in methods:
@@ -354,6 +384,8 @@ MEMORY = [uniform(B, L, 16) for B in (64, 128) for L in (4096, 8192)]
 COMPUTE = [uniform(B, L, 128) for B in (64, 128) for L in (4096, 8192)]
 PAGE = [uniform(64, 8192, 16), uniform(64, 4096, 128)]
 SKEW = Decode((65536,) + (512,) * 63, 16)
+KERNEL_CASES = [uniform(16, 8192, 16), uniform(32, 4096, 16), uniform(64, 4096, 32), uniform(64, 4096, 64),
+                uniform(1, 32768, 128), uniform(64, 4096, 128), uniform(128, 8192, 128)]
 PREFILL = Attention(1, 32, 4096, 4096)
 ABSORB = Attention(1, 32, 1, 32768)
 
@@ -406,6 +438,17 @@ def rows_for(group, src, ceil):
                  "torch_ms": m.get("torch_ms"), "x_torch": div(m.get("torch_ms"), ms), "rel_err": m.get("rel_err"),
                  "notes": [m["torch_note"]] if "torch_note" in m else [],
                  "aims": [aim("copy", div(gbps, ceil["copy_gbps"]), 0.8)]}]
+    if group == "kernels":
+        rows = []
+        for c in KERNEL_CASES:
+            m = src.kernels(c)
+            ms = m["chosen_ms"]
+            best = min(m["list_ms"], m["split_ms"])
+            rows.append({"group": group, "row": c.name(), "ms": ms, "gbps": c.bytes / ms / 1e6,
+                         "tflops": c.flops / ms / 1e9, "list_ms": m["list_ms"], "split_ms": m["split_ms"],
+                         "notes": [f"list {m['list_ms']:.4f} ms, split kernel {m['split_ms']:.4f} ms"],
+                         "aims": [aim("faster kernel", div(ms, best), 1.03, False)]})
+        return rows
     raise ValueError(f"unknown row group {group!r}")
 
 

@@ -34,7 +34,7 @@ def test_imports_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported at import time'; print(len(mla_bench.GROUPS))")
     r = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "8"
+    assert r.stdout.strip() == "9"
 
 
 @pytest.mark.parametrize("args, word", [(["--rows", "memory,nope"], "nope"), (["--iters", "0"], "--iters"),
@@ -49,12 +49,16 @@ def test_dry_run_without_flashmla(tmp_path):
     r = run("--dry-run", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     res = load_json(tmp_path)
-    from_script = {"memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb"}
+    from_script = {"memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels"}
     assert {row["group"] for row in res["rows"]} == from_script
     assert res["dry_run"] and res["peers"]["flashmla"]["status"].startswith("not given")
     aims = [a for row in res["rows"] for a in row["aims"]]
     s = res["summary"]
-    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 27
+    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 34
+    # The kernel-choice rows time both kernels and judge the chosen one against the faster.
+    kernels = [row for row in res["rows"] if row["group"] == "kernels"]
+    assert len(kernels) == 7 and all(row["list_ms"] > 0 and row["split_ms"] > 0 for row in kernels)
+    assert all(row["aims"][0]["vs"] == "faster kernel" and row["aims"][0]["cmp"] == "<=" for row in kernels)
     # Without the peer, every aim against it is "not measured" and the rows say why.
     flash = [a for a in aims if a["vs"] == "FlashMLA"]
     assert len(flash) == 8 and all(a["ratio"] is None and a["met"] is None for a in flash)
