@@ -86,25 +86,66 @@ CUATTN_DEVICE void load_key_tile(unsigned char* smem, const void* cache, const M
   }
 }
 
-// Widens a raw fp8 e4m3 tile [kBN x kDk] to f16/bf16 [kBN x kStride] (exact: every e4m3 value
-// is an f16 and a bf16).
+// Eight fp8 e4m3 values (low byte first) widened to eight f16/bf16 (exact: every e4m3 value is
+// an f16 and a bf16).
+template <typename T>
+CUATTN_DEVICE uint4 widen_fp8x8(uint2 v) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t pair = uint16_t(((i < 2 ? v.x : v.y) >> (16 * (i % 2))) & 0xffffu);
+    w[i] = fp8x2_to_f16x2(pair);
+    if constexpr (kIsBf16<T>) {
+      const float2 f = unpack2<__half>(w[i]);
+      w[i] = pack2<T>(f.x, f.y);
+    }
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Widens a raw fp8 e4m3 tile [kBN x kDk] to f16/bf16 [kBN x kStride].
 template <typename T, int kBN, int kDk, int kStride, int kThreads>
 CUATTN_DEVICE void widen_fp8_tile(T* dst, const unsigned char* raw, int tid) {
   constexpr int kGroups = kDk / 8;
   for (int c = tid; c < kBN * kGroups; c += kThreads) {
     const int r = c / kGroups, col = (c % kGroups) * 8;
-    const uint2 v = *reinterpret_cast<const uint2*>(raw + r * kDk + col);
-    uint32_t w[4];
+    *reinterpret_cast<uint4*>(dst + r * kStride + col) =
+        widen_fp8x8<T>(*reinterpret_cast<const uint2*>(raw + r * kDk + col));
+  }
+}
+
+// A 16-row group's fp32 scores over kBN keys from shared memory (the group's first row at `rows`,
+// row stride kSStride floats) into the accumulator layout: rows g and g + 8, columns 2 t, 2 t + 1
+// of every n8 tile. Warps that share a row group read the same scores, so the same online
+// softmax on them keeps identical maxima and sums without further talk.
+template <int kBN, int kSStride>
+CUATTN_DEVICE void scores_from_smem(const float* rows, int g, int t, float (&sc)[1][kBN / 8][4]) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint16_t pair = uint16_t(((i < 2 ? v.x : v.y) >> (16 * (i % 2))) & 0xffffu);
-      w[i] = fp8x2_to_f16x2(pair);
-      if constexpr (kIsBf16<T>) {
-        const float2 f = unpack2<__half>(w[i]);
-        w[i] = pack2<T>(f.x, f.y);
-      }
+  for (int nt = 0; nt < kBN / 8; ++nt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const float2 v = *reinterpret_cast<const float2*>(rows + (g + 8 * hf) * kSStride + nt * 8 + 2 * t);
+      sc[0][nt][2 * hf] = v.x, sc[0][nt][2 * hf + 1] = v.y;
     }
-    *reinterpret_cast<uint4*>(dst + r * kStride + col) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// O += P V over kBN keys for one warp's kOT n8 output tiles: P in the accumulator layout; v_lane
+// the shared address of this lane's ldmatrix.trans row at key 0 of the warp's first column
+// (keys lane % 8 + 8 ((lane / 8) % 2), columns + 8 (lane / 16)); kVStride the V rows' stride in
+// elements.
+template <typename T, int kBN, int kOT, int kVStride>
+CUATTN_DEVICE void accumulate_pv(const float (&p)[kBN / 8][4], uint32_t v_lane, float (&o)[kOT][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kBN / 16; ++kk) {
+    uint32_t pa[4];
+    acc_to_a<T>(p, kk, pa);
+#pragma unroll
+    for (int dp = 0; dp < kOT / 2; ++dp) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, v_lane + 2 * (kk * 16 * kVStride + dp * 16));
+      mma_m16n8k16<T>(o[2 * dp], pa, vb[0], vb[1]);
+      mma_m16n8k16<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
+    }
   }
 }
 
@@ -226,15 +267,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_latent_kernel(const __gri
       cp_async_commit();
     }
 
-    // The row group's 16 x 32 scores in the accumulator layout; the same softmax in all 4 warps.
+    // The row group's 16 x 32 scores; the same softmax in all 4 warps.
     float sc[1][kBN / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < kBN / 8; ++nt)
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const float2 v = *reinterpret_cast<const float2*>(sS + (first_row + 8 * hf) * Tr::kSStride + nt * 8 + 2 * t);
-        sc[0][nt][2 * hf] = v.x, sc[0][nt][2 * hf + 1] = v.y;
-      }
+    scores_from_smem<kBN, Tr::kSStride>(sS + rg * 16 * Tr::kSStride, g, t, sc);
     float alpha[2];
     softmax.update(sc, sl2, alpha);
     rescale_output(o, alpha);
@@ -242,19 +277,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_latent_kernel(const __gri
     // O[:, slice] += P V[:, slice]; V is the first Dv columns of K(it) or its own tile.
     const uint32_t v_base = Tr::kSharedV ? k_base : smem_addr(sV);
     constexpr int kVS = Tr::kSharedV ? Tr::kKStride : Tr::kVStride;
-#pragma unroll
-    for (int kk = 0; kk < kBN / 16; ++kk) {
-      uint32_t pa[4];
-      acc_to_a<T>(sc[0], kk, pa);
-#pragma unroll
-      for (int dp = 0; dp < kOT / 2; ++dp) {
-        uint32_t vb[4];
-        ldmatrix_x4_trans(vb, v_base + 2 * ((kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kVS +
-                                            slice * Tr::kSliceCols + dp * 16 + (lane / 16) * 8));
-        mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
-        mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
-      }
-    }
+    accumulate_pv<T, kBN, kOT, kVS>(
+        sc[0], v_base + 2 * ((lane % 8 + ((lane / 8) % 2) * 8) * kVS + slice * Tr::kSliceCols + (lane / 16) * 8),
+        o[0]);
     cp_async_wait<0>();
     __syncthreads();  // K(it + 1) landed; every warp is done with S, V(it) and K(it)
   }

@@ -82,17 +82,8 @@ CUATTN_DEVICE void latent_widen_keys(T* dst, const unsigned char* raw, int warp,
 #pragma unroll 6
   for (int c = lane; c < 8 * kGroups; c += 32) {
     const int r = warp * 8 + c / kGroups, col = (c % kGroups) * 8;
-    const uint2 v = *reinterpret_cast<const uint2*>(raw + r * Tr::kDk + col);
-    uint32_t w[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      w[i] = fp8x2_to_f16x2(uint16_t(((i < 2 ? v.x : v.y) >> (16 * (i % 2))) & 0xffffu));
-      if constexpr (kIsBf16<T>) {
-        const float2 f = unpack2<__half>(w[i]);
-        w[i] = pack2<T>(f.x, f.y);
-      }
-    }
-    *reinterpret_cast<uint4*>(dst + r * Tr::kStride + col) = make_uint4(w[0], w[1], w[2], w[3]);
+    *reinterpret_cast<uint4*>(dst + r * Tr::kStride + col) =
+        widen_fp8x8<T>(*reinterpret_cast<const uint2*>(raw + r * Tr::kDk + col));
   }
 }
 
@@ -199,32 +190,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 
       // The same online softmax in every warp, over all 64 keys.
       float sc[1][kBN / 8][4];
-#pragma unroll
-      for (int nt = 0; nt < kBN / 8; ++nt)
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          const float2 v = *reinterpret_cast<const float2*>(sS + (g + 8 * hf) * Tr::kSStride + nt * 8 + 2 * t);
-          sc[0][nt][2 * hf] = v.x, sc[0][nt][2 * hf + 1] = v.y;
-        }
+      scores_from_smem<kBN, Tr::kSStride>(sS, g, t, sc);
       float alpha[2];
       softmax.update(sc, sl2, alpha);
       rescale_output(o, alpha);
 
       // O[:, 64 warp..] += P V[:, 64 warp..], V = the first 512 columns of the tile.
-      const uint32_t v_base = smem_addr(tile + (lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride +
-                                        warp * Tr::kColsPerWarp + (lane / 16) * 8);
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; ++kk) {
-        uint32_t pa[4];
-        acc_to_a<T>(sc[0], kk, pa);
-#pragma unroll
-        for (int dp = 0; dp < kOT / 2; ++dp) {
-          uint32_t vb[4];
-          ldmatrix_x4_trans(vb, v_base + 2 * (kk * 16 * Tr::kStride + dp * 16));
-          mma_m16n8k16<T>(o[0][2 * dp], pa, vb[0], vb[1]);
-          mma_m16n8k16<T>(o[0][2 * dp + 1], pa, vb[2], vb[3]);
-        }
-      }
+      accumulate_pv<T, kBN, kOT, Tr::kStride>(
+          sc[0],
+          smem_addr(tile + (lane % 8 + ((lane / 8) % 2) * 8) * Tr::kStride + warp * Tr::kColsPerWarp + (lane / 16) * 8),
+          o[0]);
     }
     cp_async_wait<0>();  // the empty groups past the end
 
