@@ -189,19 +189,26 @@ class Gpu:
             self.torch.cuda.empty_cache()
         return self.memo[c]
 
-    def _decode(self, c):
-        torch, cuattn, timer = self.torch, self.cuattn, self.timer
+    def inputs(self, c: Decode):
+        """Random bf16 q [B, 1, Hq, 576] and latent cache, its pages in random order: (q, cache,
+        block table [B, widest sequence's pages], lens)."""
+        torch = self.torch
         per = [-(-L // c.page) for L in c.lens]
-        nblocks, width = sum(per), max(per)
-        cache = torch.randn(nblocks, c.page, 1, DK, device="cuda", dtype=torch.bfloat16)
-        perm = torch.randperm(nblocks, device="cuda", dtype=torch.int32)  # pages in random order
-        table = torch.zeros(c.batch, width, device="cuda", dtype=torch.int32)
+        cache = torch.randn(sum(per), c.page, 1, DK, device="cuda", dtype=torch.bfloat16)
+        perm = torch.randperm(sum(per), device="cuda", dtype=torch.int32)
+        table = torch.zeros(c.batch, max(per), device="cuda", dtype=torch.int32)
         at = 0
         for b, n in enumerate(per):
             table[b, :n] = perm[at:at + n]
             at += n
         lens = torch.tensor(c.lens, device="cuda", dtype=torch.int32)
         q = torch.randn(c.batch, 1, c.hq, DK, device="cuda", dtype=torch.bfloat16)
+        return q, cache, table, lens
+
+    def _decode(self, c):
+        torch, cuattn, timer = self.torch, self.cuattn, self.timer
+        q, cache, table, lens = self.inputs(c)
+        width = table.shape[1]
         out = torch.empty(c.batch, 1, c.hq, DV, device="cuda", dtype=torch.bfloat16)
         lse = torch.empty(c.batch, c.hq, 1, device="cuda", dtype=torch.float32)
         kw = {}
@@ -244,16 +251,7 @@ class Gpu:
         key = ("kernels", c)
         if key not in self.memo:
             torch, cuattn = self.torch, self.cuattn
-            per = [-(-L // c.page) for L in c.lens]
-            cache = torch.randn(sum(per), c.page, 1, DK, device="cuda", dtype=torch.bfloat16)
-            perm = torch.randperm(sum(per), device="cuda", dtype=torch.int32)  # pages in random order
-            table = torch.zeros(c.batch, max(per), device="cuda", dtype=torch.int32)
-            at = 0
-            for b, n in enumerate(per):
-                table[b, :n] = perm[at:at + n]
-                at += n
-            lens = torch.tensor(c.lens, device="cuda", dtype=torch.int32)
-            q = torch.randn(c.batch, 1, c.hq, DK, device="cuda", dtype=torch.bfloat16)
+            q, cache, table, lens = self.inputs(c)
             self.memo[key] = {f"{k}_ms": self.timer(lambda v=v: cuattn.mla_decode(q, cache, table, lens, scale=SCALE,
                                                                                    _variant=v))
                               for k, v in (("chosen", ""), *KERNELS.items())}

@@ -200,7 +200,7 @@ void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream) 
     const PlanOptions& o = plan->opt;
     const int64_t units = int64_t(o.num_heads_kv) * decode_row_chunks(o.num_heads_q, o.num_heads_kv, o.seqlen_q);
     const WorkspaceLayout l = plan_layout(plan->batch, units, plan->max_splits, plan->config.sm_count, 512, true);
-    if (plan->workspace == nullptr || plan->workspace_bytes < l.total() || plan->batch < p.batch ||
+    if (plan->workspace == nullptr || plan->workspace_bytes < l.total() ||
         int64_t(plan->config.sm_count) * kListCtasPerSm < sms)
       value_error("plan has no device workspace for this call (make it with device='cuda', head_dim=576, "
                   "head_dim_v=512)");
