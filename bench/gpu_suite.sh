@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode targets ncu
-#           probe trace heads chain hostile lab mla hopperdims listdiag
+#           probe trace heads chain hostile lab mla mlahopper hopperdims listdiag
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
@@ -14,6 +14,7 @@
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
 #   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
+#   mlahopper: the sm_90a MLA decode kernel's tests, then its bench rows (hopper, kernels);
 #   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) (the default on sm_90; the
 #   tests force it with _variant="hopper=1"): tests/python/test_hopper_dims.py, then
 #   bench.py --suite hopperdims against the portable kernel and cuDNN; listdiag: the paged decode
@@ -172,6 +173,15 @@ for s in $stages; do
       tail -32 "$OUT/logs/mla.log"
       run "mla program" mla_program.log ./mla_attention --device cuda
       grep -E "^(per_pair|materialise|absorb|mla_decode)" "$OUT/logs/mla_program.log" ;;
+    mlahopper)
+      # The sm_90a MLA decode kernel (_variant="hopper=1"): its test cases first, under a time
+      # limit (a wrong barrier phase hangs), then its rows and the kernel choice against FlashMLA.
+      run "pytest test_mla hopper" pytest_mla_hopper.log timeout 300 python3 -X faulthandler -m pytest -q -rs \
+        --maxfail=10 -k hopper tests/python/test_mla.py
+      tail -3 "$OUT/logs/pytest_mla_hopper.log"
+      run "mla bench hopper" mla_hopper.log timeout 400 python3 bench/mla_bench.py --flashmla .devcarry/flashmla \
+        --rows hopper,kernels --out "$OUT"
+      tail -24 "$OUT/logs/mla_hopper.log" ;;
     hopperdims)
       run "pytest test_hopper_dims.py" pytest_test_hopper_dims.log python3 -X faulthandler -m pytest -q -rs \
         --maxfail=20 tests/python/test_hopper_dims.py

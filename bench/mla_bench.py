@@ -19,9 +19,11 @@ decode, all on the same inputs. Rows and aims:
              kernel                                      >= 50 x (per_pair timed once when slow)
   absorb     mla_attention's absorbed order, B1 H32 Sq1 Sk32768 L512 D128: GB/s of the latent
              reads (both latents, once)                  >= 0.8 x copy
-  kernels    mla_decode's two GPU kernels (the work list, the per-sequence split kernel, forced
-             through the internal _variant) and the one chosen by shape, Hq 16-128: the
-             choice's time <= 1.03 x the faster kernel's
+  kernels    mla_decode's GPU kernels (the work list, the per-sequence split kernel, the sm_90a
+             work-list kernel, forced through the internal _variant) and the one chosen by
+             shape, Hq 16-128: the choice's time <= 1.03 x the fastest kernel's
+  hopper     the sm_90a kernel (_variant "hopper=1") at the memory, small, compute, skew and
+             page-16 shapes, with those rows' aims (FlashMLA's time from the same rows)
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
@@ -54,8 +56,10 @@ from bench import ceilings, git_sha, gpu_session, log  # noqa: E402
 DK, DV = 576, 512
 # DeepSeek-V3: softmax scale = mscale^2 / sqrt(qk_head_dim = 192), mscale = 0.1 ln(40) + 1 (YaRN).
 SCALE = (0.1 * math.log(40) + 1) ** 2 / math.sqrt(192)
-GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels")
-KERNELS = {"list": "list=1", "split": "list=0"}  # mla_decode's internal _variant of each kernel
+GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels", "hopper")
+# mla_decode's internal _variant of each kernel ("hopper=1" runs the work-list kernel on devices or
+# pages the sm_90a kernel does not take)
+KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1"}
 SLOW_MS = 200  # a per-pair call slower than this is timed once
 
 
@@ -247,14 +251,17 @@ class Gpu:
         return m
 
     def kernels(self, c: Decode):
-        """Times of mla_decode with the kernel chosen by shape and with each kernel forced."""
+        """Times of mla_decode with the kernel chosen by shape and with each kernel forced, and
+        each forced kernel's output against the chosen one's (rel_err)."""
         key = ("kernels", c)
         if key not in self.memo:
             torch, cuattn = self.torch, self.cuattn
             q, cache, table, lens = self.inputs(c)
-            self.memo[key] = {f"{k}_ms": self.timer(lambda v=v: cuattn.mla_decode(q, cache, table, lens, scale=SCALE,
-                                                                                   _variant=v))
-                              for k, v in (("chosen", ""), *KERNELS.items())}
+            run = lambda v: cuattn.mla_decode(q, cache, table, lens, scale=SCALE, _variant=v)  # noqa: E731
+            m = {f"{k}_ms": self.timer(lambda v=v: run(v)) for k, v in (("chosen", ""), *KERNELS.items())}
+            want = run("")[0]
+            m["rel_err"] = {k: rel_err(torch, run(v)[0], want) for k, v in KERNELS.items()}
+            self.memo[key] = m
             del cache
             torch.cuda.empty_cache()
         return self.memo[key]
@@ -333,7 +340,8 @@ class DryRun:
 
     def kernels(self, c: Decode):
         ms = self.decode(c)["cuattn_ms"]
-        return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0)}
+        return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0),
+                "hopper_ms": ms * 0.9, "rel_err": {k: 1e-3 for k in KERNELS}}
 
     def attention(self, c: Attention, methods):
         m = {"torch_ms": 9.0, "rel_err": {k: 3e-3 for k in methods}}
@@ -441,11 +449,29 @@ def rows_for(group, src, ceil):
         for c in KERNEL_CASES:
             m = src.kernels(c)
             ms = m["chosen_ms"]
-            best = min(m["list_ms"], m["split_ms"])
+            best = min(m[f"{k}_ms"] for k in KERNELS)
             rows.append({"group": group, "row": c.name(), "ms": ms, "gbps": c.bytes / ms / 1e6,
-                         "tflops": c.flops / ms / 1e9, "list_ms": m["list_ms"], "split_ms": m["split_ms"],
-                         "notes": [f"list {m['list_ms']:.4f} ms, split kernel {m['split_ms']:.4f} ms"],
-                         "aims": [aim("faster kernel", div(ms, best), 1.03, False)]})
+                         "tflops": c.flops / ms / 1e9, **{f"{k}_ms": m[f"{k}_ms"] for k in KERNELS},
+                         "rel_err": m["rel_err"],
+                         "notes": [", ".join(f"{k} {m[f'{k}_ms']:.4f} ms" for k in KERNELS)],
+                         "aims": [aim("fastest kernel", div(ms, best), 1.03, False)]})
+        return rows
+    if group == "hopper":
+        rows = []
+        cases = ([(c, [("copy", 0.90), ("FlashMLA", 1.1)]) for c in MEMORY]
+                 + [(uniform(16, 8192, 16), [("copy", 0.8)]), (uniform(1, 32768, 128), [("copy", 0.6)])]
+                 + [(c, [("FlashMLA", 1.05), ("GEMM", 0.87)]) for c in COMPUTE]
+                 + [(SKEW, [("copy", 0.8)])] + [(dataclasses.replace(c, page=16), []) for c in PAGE])
+        for c, aims in cases:
+            k, d = src.kernels(c), src.decode(c)
+            m = {"cuattn_ms": k["hopper_ms"], "torch_ms": d.get("torch_ms"), "flashmla_ms": d.get("flashmla_ms"),
+                 "rel_err": {"hopper vs default": k["rel_err"]["hopper"]}}
+            m.update({n: d[n] for n in ("torch_note", "flashmla_note") if n in d})
+            row = decode_row(group, c, m, ceil, aims)
+            if c.page == 16:
+                c64 = dataclasses.replace(c, page=64)
+                row["aims"].append(aim("page 64 time", div(row["ms"], src.kernels(c64)["hopper_ms"]), 1.05, False))
+            rows.append(row)
         return rows
     raise ValueError(f"unknown row group {group!r}")
 

@@ -193,7 +193,7 @@ void append_paged_kv(const AppendParams& p, Stream stream) {
 
 void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p, stream); }
 
-void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream) {
+void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, bool hopper) {
   const int sms = current_device_props().sm_count;
   SplitWorkspace ws;
   if (plan != nullptr) {
@@ -208,10 +208,15 @@ void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream) 
   } else {
     ws = cached(list_layout(p.batch, sms, 512), 0, 1, stream);
   }
+  // The sm_90a kernel's 64-row units where it can run the call: one CTA an SM, two 64-row slots
+  // each, which the workspace's kListCtasPerSm x two 16-row slots an SM hold.
+  static_assert(kListCtasPerSm * kDecodeRows >= 64, "the list's slots hold 64-row units");
+  hopper = hopper && (plan == nullptr || plan->config.sm_count >= sms) && mla_hopper_ready(p);
   WorkList& list = p.list;
   list.s = WorkListShape{};
   list.s.batch = p.batch;
-  list.s.units = int((int64_t(p.num_heads_q) * p.seqlen_q + kDecodeRows - 1) / kDecodeRows);
+  list.s.rows = hopper ? 64 : kDecodeRows;
+  list.s.units = int((int64_t(p.num_heads_q) * p.seqlen_q + list.s.rows - 1) / list.s.rows);
   list.s.granule = kListGranule;
   list.s.overhead = kListOverhead;
   list.seq_start = ws.list.seq_start;

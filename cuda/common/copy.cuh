@@ -130,6 +130,22 @@ CUATTN_DEVICE void tma_load_4d(void* smem, const void* tmap, uint64_t* bar, int 
 #endif
 }
 
+// The barriers of a kStages-deep ring of tiles filled by a producer and read by consumers. Ring
+// tile gt (a CTA's tiles numbered on from one piece of work into the next) lives in slot
+// gt % kStages; its `full` barrier completes phase gt / kStages when the tile has landed, its
+// `empty` barrier when every consumer has released it.
+template <int kStages>
+struct StageBarriers {
+  uint64_t* full;
+  uint64_t* empty;
+  // Producer: wait until ring tile gt's slot is free (its previous tile released).
+  CUATTN_DEVICE void wait_free(int gt) const {
+    if (gt >= kStages) mbar_wait(&empty[gt % kStages], uint32_t(gt / kStages - 1) & 1u);
+  }
+  CUATTN_DEVICE void wait_landed(int gt) const { mbar_wait(&full[gt % kStages], uint32_t(gt / kStages) & 1u); }
+  CUATTN_DEVICE void release(int gt) const { mbar_arrive(&empty[gt % kStages]); }
+};
+
 // Barrier `id` (1..15; 0 is __syncthreads) among `threads` threads, e.g. one warpgroup.
 CUATTN_DEVICE void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");

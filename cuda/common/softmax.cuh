@@ -60,28 +60,67 @@ struct OnlineSoftmax {
   template <int kN>
   CUATTN_DEVICE void update(float (&s)[kM][kN][4], float sl2, float (&alpha)[kRows]) {
 #pragma unroll
-    for (int mt = 0; mt < kM; ++mt) {
+    for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = 2 * mt + half;
-        float mx = row_max[r];
+      for (int half = 0; half < 2; ++half) exp_row(s, sl2, mt, half, row_max_with(s, mt, half), alpha[2 * mt + half]);
+  }
+
+  // update() in two halves, for kernels that split a row's keys between warpgroups: tile_max
+  // gives each row's new max over the running max and this thread's quad's scores; the
+  // warpgroups combine theirs (the same value in each), then update_to exponentiates against it.
+  // Row sums stay each warpgroup's own until they are added before finalize (row_totals,
+  // set_row_totals).
+  template <int kN>
+  CUATTN_DEVICE void tile_max(const float (&s)[kM][kN][4], float (&mx)[kRows]) const {
 #pragma unroll
-        for (int nt = 0; nt < kN; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
-        mx = quad_max(mx);
-        // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
-        const float base = mx == -CUDART_INF_F ? 0.f : mx * sl2;
-        alpha[r] = fast_exp2(row_max[r] * sl2 - base);
-        row_max[r] = mx;
-        float sum = 0.f;
+    for (int mt = 0; mt < kM; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < kN; ++nt) {
-          s[mt][nt][2 * half] = fast_exp2(fmaf(s[mt][nt][2 * half], sl2, -base));
-          s[mt][nt][2 * half + 1] = fast_exp2(fmaf(s[mt][nt][2 * half + 1], sl2, -base));
-          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
-        }
-        row_sum[r] = row_sum[r] * alpha[r] + sum;
-      }
+      for (int half = 0; half < 2; ++half) mx[2 * mt + half] = row_max_with(s, mt, half);
+  }
+  template <int kN>
+  CUATTN_DEVICE void update_to(float (&s)[kM][kN][4], float sl2, const float (&mx)[kRows], float (&alpha)[kRows]) {
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) exp_row(s, sl2, mt, half, mx[2 * mt + half], alpha[2 * mt + half]);
+  }
+
+  // Row (mt, half)'s running max taken over its scores in s (reduced over the quad).
+  template <int kN>
+  CUATTN_DEVICE float row_max_with(const float (&s)[kM][kN][4], int mt, int half) const {
+    float mx = row_max[2 * mt + half];
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+    return quad_max(mx);
+  }
+  // Row (mt, half)'s scores turned into p against the new max mx; its state updated; alpha: the
+  // factor for the output accumulator.
+  template <int kN>
+  CUATTN_DEVICE void exp_row(float (&s)[kM][kN][4], float sl2, int mt, int half, float mx, float& alpha) {
+    const int r = 2 * mt + half;
+    // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
+    const float base = mx == -CUDART_INF_F ? 0.f : mx * sl2;
+    alpha = fast_exp2(row_max[r] * sl2 - base);
+    row_max[r] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < kN; ++nt) {
+      s[mt][nt][2 * half] = fast_exp2(fmaf(s[mt][nt][2 * half], sl2, -base));
+      s[mt][nt][2 * half + 1] = fast_exp2(fmaf(s[mt][nt][2 * half + 1], sl2, -base));
+      sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
     }
+    row_sum[r] = row_sum[r] * alpha + sum;
+  }
+
+  // Each row's sum over its quad (what finalize divides by), and the reverse: rows' totals put
+  // back so that finalize sees exactly them (the quad's first thread holds the total).
+  CUATTN_DEVICE void row_totals(float (&l)[kRows]) const {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) l[r] = quad_sum(row_sum[r]);
+  }
+  CUATTN_DEVICE void set_row_totals(const float (&l)[kRows]) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) row_sum[r] = threadIdx.x % 4 == 0 ? l[r] : 0.f;
   }
 
   // Final normalisation: per row, the factor for the output accumulator and the natural-log

@@ -184,14 +184,14 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
   X(136, 17) X(144, 18) X(152, 19) X(160, 20) X(168, 21) X(176, 22) X(184, 23) X(192, 24) \
   X(200, 25) X(208, 26) X(216, 27) X(224, 28) X(232, 29) X(240, 30) X(248, 31) X(256, 32)
 
-// D (+)= A B, A and B from shared memory, both K-major (trans-a = trans-b = 0). Inputs: desc_a,
-// desc_b, the accumulate flag.
-#define CUATTN_WGMMA_SS(N, K, DT) CUATTN_WGMMA_SS_(N, K, DT, CUATTN_NEXT_##K)
-#define CUATTN_WGMMA_SS_(N, K, DT, ...) CUATTN_WGMMA_SS__(N, K, DT, __VA_ARGS__)
-#define CUATTN_WGMMA_SS__(N, K, DT, A, B, P, ...)                                             \
+// D (+)= A B, A and B from shared memory, A K-major (trans-a = 0), B K-major (TB "0") or
+// MN-major (TB "1"). Inputs: desc_a, desc_b, the accumulate flag.
+#define CUATTN_WGMMA_SS(N, K, DT, TB) CUATTN_WGMMA_SS_(N, K, DT, TB, CUATTN_NEXT_##K)
+#define CUATTN_WGMMA_SS_(N, K, DT, TB, ...) CUATTN_WGMMA_SS__(N, K, DT, TB, __VA_ARGS__)
+#define CUATTN_WGMMA_SS__(N, K, DT, TB, A, B, P, ...)                                         \
   asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " P ", 0;\n"                              \
                " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." DT "." DT " {" CUATTN_REGS_##K \
-               "}, " A ", " B ", p, 1, 1, 0, 0;\n}\n"                                        \
+               "}, " A ", " B ", p, 1, 1, 0, " TB ";\n}\n"                                   \
                : CUATTN_ACC_##K(d)                                                           \
                : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)))
 
@@ -209,8 +209,10 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
 // One `if constexpr (N == n)` arm per width; the chain ends in the empty statement after it.
 #define CUATTN_SS_ARM(n, k)                                              \
   if constexpr (N == n) {                                                \
-    if constexpr (kIsBf16<T>) CUATTN_WGMMA_SS(n, k, "bf16");             \
-    else CUATTN_WGMMA_SS(n, k, "f16");                                   \
+    if constexpr (kIsBf16<T> && kBMnMajor) CUATTN_WGMMA_SS(n, k, "bf16", "1"); \
+    else if constexpr (kIsBf16<T>) CUATTN_WGMMA_SS(n, k, "bf16", "0");  \
+    else if constexpr (kBMnMajor) CUATTN_WGMMA_SS(n, k, "f16", "1");    \
+    else CUATTN_WGMMA_SS(n, k, "f16", "0");                              \
   } else
 #define CUATTN_RS_ARM(n, k)                                              \
   if constexpr (N == n) {                                                \
@@ -218,8 +220,10 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
     else CUATTN_WGMMA_RS(n, k, "f16");                                   \
   } else
 
-// S-style product: d[N/8][4] = (accumulate ? d : 0) + A(64 x 16) B(16 x N).
-template <typename T, int N>
+// d[N/8][4] = (accumulate ? d : 0) + A(64 x 16) B(16 x N), both from shared memory: the S-style
+// product (B K-major), or with kBMnMajor an O-style one whose A is in shared memory (P written
+// there by another warpgroup) and B MN-major.
+template <typename T, int N, bool kBMnMajor = false>
 CUATTN_DEVICE void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk16: N is a multiple of 8 up to 256");
 #ifdef CUATTN_SM90A

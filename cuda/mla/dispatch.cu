@@ -9,6 +9,8 @@ template <typename T, int kDk, int kDv, bool kSharedV, bool kFp8>
 void run_mla_latent(const MlaLatentParams& p, cudaStream_t stream);
 template <typename T>
 void run_mla_list(const MlaLatentParams& p, cudaStream_t stream);
+template <typename T>
+bool mla_sm90_ready(const MlaLatentParams& p);
 
 namespace {
 
@@ -55,6 +57,11 @@ void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream) {
   if (p.batch > 65535) throw ValueError("the GPU latent-attention kernel supports at most 65535 sequences");
   if (p.q_dtype == DType::bf16) run_mla_list<__nv_bfloat16>(p, stream);
   else run_mla_list<__half>(p, stream);
+}
+
+bool mla_hopper_ready(const MlaLatentParams& p) {
+  if (p.q_dtype == DType::bf16) return mla_sm90_ready<__nv_bfloat16>(p);
+  return p.q_dtype == DType::f16 && mla_sm90_ready<__half>(p);
 }
 
 int mla_sm_count() {

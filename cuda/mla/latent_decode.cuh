@@ -57,6 +57,25 @@ struct LatentDecodeTraits {
   static_assert((kKeysPerWarp * kChunksPerKey) % 32 == 0, "a warp's copies are whole rounds");
 };
 
+// One piece of the list as an MLA kernel sees it: sequence b's keys [n_begin, n_end) for the
+// unit's query rows [row0, row0 + unit_rows), n_end cut at the unit's last row's causal limit,
+// in n_tiles tiles of bn keys.
+struct LatentPiece {
+  int b, row0, seq_len, n_begin, n_end, n_tiles;
+  CUATTN_DEVICE LatentPiece(const MlaLatentParams& p, const WorkPiece& piece, int unit_rows, int bn)
+      : b(piece.seq), row0(piece.unit * unit_rows), seq_len(p.list.seq_lens[piece.seq]),
+        n_begin(int(piece.key_begin)), n_end(int(piece.key_end)) {
+    if (p.causal) n_end = min(n_end, visible_end(p, row0 + unit_rows - 1));
+    n_tiles = n_end > n_begin ? (n_end - n_begin + bn - 1) / bn : 0;
+  }
+  // Keys row `row` (of the sequence's rows, token-major) may see: [.., visible_end).
+  CUATTN_DEVICE int visible_end(const MlaLatentParams& p, int row) const {
+    if (!p.causal) return n_end;
+    const int token = min(row / p.num_heads_q, p.seqlen_q - 1);
+    return min(n_end, seq_len - p.seqlen_q + token + 1);
+  }
+};
+
 // Requests keys [n0, n0 + kBN) of sequence b, keys >= n_end zero-filled; warp w copies its own 8
 // keys (lane k < 8 looks up key 8 w + k's page and passes the row's offset to the others).
 template <typename Tr>
@@ -104,16 +123,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 
   WorkPiece piece;
   for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
-    const int b = piece.seq, row0 = piece.unit * Tr::kRows;
-    const int seq_len = list.seq_lens[b];
-    // Keys this unit's rows may see: the piece, cut at the last row's causal limit.
-    int n_end = int(piece.key_end);
-    const int n_begin = int(piece.key_begin);
-    if (p.causal) {
-      const int last_token = min(p.seqlen_q - 1, (row0 + Tr::kRows - 1) / p.num_heads_q);
-      n_end = min(n_end, seq_len - p.seqlen_q + last_token + 1);
-    }
-    const int n_tiles = n_end > n_begin ? (n_end - n_begin + kBN - 1) / kBN : 0;
+    const LatentPiece u(p, piece, Tr::kRows, kBN);
+    const int b = u.b, row0 = u.row0, n_begin = u.n_begin, n_end = u.n_end, n_tiles = u.n_tiles;
 
     __syncthreads();  // every warp is done with the previous piece's tiles and scores
     auto issue = [&](int it) {
@@ -178,8 +189,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int rl = g + 8 * hf;
-        const int token = min((row0 + rl) / p.num_heads_q, p.seqlen_q - 1);
-        const int last = p.causal ? min(n_end, seq_len - p.seqlen_q + token + 1) : n_end;  // keys < last
+        const int last = u.visible_end(p, row0 + rl);  // keys < last
         const int j = n0 + warp * 8 + 2 * t;
         float2 v;
         v.x = j < last ? s0[2 * hf] + s1[2 * hf] : -CUDART_INF_F;
@@ -232,12 +242,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
   }
 }
 
-// Merges the split units of the list: one warp a query row (grid (row groups of kCombineRows,
-// batch)); a row whose unit was not split was written by the decode kernel and is skipped.
+// Merges the split units of the list (units of kRows query rows): one warp a query row (grid (row
+// groups of kCombineRows, batch)); a row whose unit was not split was written by the decode kernel and is skipped.
 // Dynamic shared memory: each warp's weights, one a CTA of the list.
-template <typename T>
+template <typename T, int kRows>
 __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
-  constexpr int kRows = 16, kDv = 512, kPer = kDv / 32;
+  constexpr int kDv = 512, kPer = kDv / 32;
   extern __shared__ float s_weights[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = p.num_heads_q * p.seqlen_q;

@@ -1,4 +1,5 @@
-// latent_decode_launch.cuh — host launcher of mla_list_decode_kernel: the work list built on the
+// latent_decode_launch.cuh — host launchers of the work-list MLA decode kernels
+// (mla_list_decode_kernel, and on sm_90a mla_decode_sm90_kernel): the work list built on the
 // device from seq_lens, the persistent grid (one CTA an SM), then the split combine. Instantiated
 // per dtype by latent_decode_{f16,bf16}.cu.
 #pragma once
@@ -7,10 +8,29 @@
 #include <string>
 
 #include "common/launch.cuh"
+#include "common/tma_host.cuh"
 #include "cuattn/launch.h"
 #include "mla/latent_decode.cuh"
+#include "mla/latent_decode_sm90.cuh"
 
 namespace cuattn {
+
+// The list's line for p.list.s (ctas set), built on the device from seq_lens, each clamped to the
+// block table's capacity.
+inline void build_mla_list(const MlaLatentParams& p, cudaStream_t stream) {
+  const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
+  kernels::build_worklist(p.seq_lens, p.list.s, max_len, const_cast<int64_t*>(p.list.seq_start),
+                          const_cast<int32_t*>(p.list.seq_lens), stream);
+}
+
+// The split combine after either decode kernel (units of kRows query rows).
+template <typename T, int kRows>
+void launch_mla_list_combine(const MlaLatentParams& p, cudaStream_t stream) {
+  const int rows = p.num_heads_q * p.seqlen_q;
+  mla_list_combine<T, kRows><<<dim3((rows + kCombineRows - 1) / kCombineRows, p.batch), 32 * kCombineRows,
+                               size_t(kCombineRows) * p.list.s.ctas * sizeof(float), stream>>>(p);
+  check_launch("mla_list_combine launch");
+}
 
 // The deepest ring the device's shared memory per block holds (kDeep stages, else 2).
 template <typename T, bool kFp8, int kDeep>
@@ -34,20 +54,55 @@ void launch_mla_list(MlaLatentParams p, cudaStream_t stream) {
   const int per_sm = std::min(std::max(resident_ctas(kernel, Deep::kThreads, smem), 1), kListCtasPerSm);
   const int ctas = std::min(sms * per_sm, kMaxDecodeSplits);
   p.list.s.ctas = ctas;
-  const int64_t max_len = p.num_pages > 0 ? int64_t(p.max_blocks) * p.page_size : 0;
-  kernels::build_worklist(p.seq_lens, p.list.s, max_len, const_cast<int64_t*>(p.list.seq_start),
-                          const_cast<int32_t*>(p.list.seq_lens), stream);
+  build_mla_list(p, stream);
   kernel<<<ctas, Deep::kThreads, smem, stream>>>(p);
   check_launch("mla_list_decode_kernel launch");
-  const int rows = p.num_heads_q * p.seqlen_q;
-  mla_list_combine<T><<<dim3((rows + kCombineRows - 1) / kCombineRows, p.batch), 32 * kCombineRows,
-                        size_t(kCombineRows) * ctas * sizeof(float), stream>>>(p);
-  check_launch("mla_list_combine launch");
+  launch_mla_list_combine<T, Deep::kRows>(p, stream);
+}
+
+// ---- sm_90a ----------------------------------------------------------------------------------
+// Page sizes whose 64-key tiles are whole TMA boxes at 1024-byte steps of the swizzled panels.
+inline bool mla_sm90_page_ok(int page) { return page > 0 && (page % 64 == 0 || page == 8 || page == 16 || page == 32); }
+
+// The latent cache as a 4-d tensor [1][num_pages][page_size][576] for TMA, boxes of 64 columns x
+// min(page, 64) slots. False when TMA cannot describe it.
+inline bool mla_sm90_map(CUtensorMap* map, const MlaLatentParams& p) {
+  return make_tma_map(map, p.kv_dtype, p.k_cache, 576, p.page_size, p.num_pages, 1, p.k_slot_stride,
+                      p.k_page_stride, 0, std::min(p.page_size, 64));
+}
+
+// Can mla_decode_sm90_kernel run this call on this device (sm_90a code, a 16-bit cache of a page
+// size it takes, TMA-describable, q rows 16-byte aligned)? Raises its shared-memory limit once.
+template <typename T>
+bool mla_sm90_ready(const MlaLatentParams& p) {
+  if (p.kv_dtype != p.q_dtype || !mla_sm90_page_ok(p.page_size) || p.num_pages <= 0) return false;
+  if (reinterpret_cast<uintptr_t>(p.q) % 16 != 0 || p.q_batch_stride % 8 != 0 || p.q_row_stride % 8 != 0 ||
+      p.q_head_stride % 8 != 0)
+    return false;
+  if (!prepare_sm90a_kernel(mla_decode_sm90_kernel<T>, LatentSm90Traits::kSmem)) return false;
+  CUtensorMap map;
+  return mla_sm90_map(&map, p);
+}
+
+// Runs a list of 64-row units (p.list.s.rows == 64: the host asked mla_sm90_ready first).
+template <typename T>
+void launch_mla_sm90(MlaLatentParams p, cudaStream_t stream) {
+  using Tr = LatentSm90Traits;
+  CUtensorMap map;
+  if (!mla_sm90_ready<T>(p) || !mla_sm90_map(&map, p))
+    throw ValueError("mla_decode: the sm_90a kernel cannot run this call");
+  // One CTA an SM (its shared memory); the workspace's slots (two a CTA of 64 rows) fit it.
+  p.list.s.ctas = std::min(std::max(cuda::mla_sm_count(), 1), kMaxDecodeSplits);
+  build_mla_list(p, stream);
+  mla_decode_sm90_kernel<T><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
+  check_launch("mla_decode_sm90_kernel launch");
+  launch_mla_list_combine<T, Tr::kRows>(p, stream);
 }
 
 template <typename T>
 void run_mla_list(const MlaLatentParams& p, cudaStream_t stream) {
-  if (p.kv_dtype == DType::fp8_e4m3) launch_mla_list<T, true, 4>(p, stream);
+  if (p.list.s.rows == LatentSm90Traits::kRows) launch_mla_sm90<T>(p, stream);
+  else if (p.kv_dtype == DType::fp8_e4m3) launch_mla_list<T, true, 4>(p, stream);
   else launch_mla_list<T, false, 3>(p, stream);
 }
 

@@ -121,8 +121,10 @@ for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256,
                            window=500, return_lse=True)
     n += 1
 # MLA decode (576-wide latents, V = the first 512): the work list with a skewed batch, an empty
-# sequence, odd pages, Sq > 1, 72 rows (a partial unit), fp8; then the per-sequence split kernel.
-for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True), (1, 128, 1, False)):
+# sequence, odd pages, Sq > 1, 72 rows (a partial unit), fp8; then the per-sequence split kernel;
+# then the sm_90a kernel (hopper=1; the portable list kernel elsewhere) at each page size it takes.
+for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True), (1, 128, 1, False),
+                        (16, 24, 3, False), (8, 16, 1, False), (32, 128, 1, False), (128, 16, 2, False)):
     B = 3
     lens = torch.tensor([2500, 0, 130], device=dev, dtype=torch.int32)
     nb = (2500 + ps - 1) // ps
@@ -130,7 +132,7 @@ for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True)
     if fp8:
         cache = cache.to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-    for variant in ("list=1", "list=0"):
+    for variant in ("list=1", "list=0", "hopper=1"):
         cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
                           _variant=variant)
         n += 1

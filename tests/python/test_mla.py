@@ -193,11 +193,15 @@ DECODE_CASES = [
     DecodeCase((2000,), 48, 128, sq=2, gpu_only=True),  # several splits
     DecodeCase((9000, 3, 70, 0, 5, 1), 64, 16, gpu_only=True),  # skewed: one long sequence split widely
     DecodeCase((3000, 2500), 16, 24, sq=3, gpu_only=True),  # 72 rows: five units, the last partial
+    DecodeCase((70, 513, 2), 8, 40, sq=2),          # pages of 8; 80 rows: two 64-row units
+    DecodeCase((1000, 33, 260), 32, 128, causal=False),  # pages of 32, two 64-row units
+    DecodeCase((300, 5000, 64), 128, 16, sq=3, gpu_only=True),  # pages of 128, split
 ]
 
-# The GPU's two decode kernels (internal _variant): chosen by shape, the work list forced, the
-# per-sequence split kernel forced; the CPU has one path.
-VARIANTS = ["", "list=1", "list=0"]
+# The GPU's decode kernels (internal _variant): chosen by shape, the work list forced, the
+# per-sequence split kernel forced, the sm_90a kernel (64-row units; where it cannot run the call,
+# on another device or page size, the work list's portable kernel); the CPU has one path.
+VARIANTS = ["", "list=1", "list=0", "hopper=1"]
 
 
 def skip_variant_on_cpu(device, variant):

@@ -34,7 +34,7 @@ def test_imports_without_torch():
             "assert 'torch' not in sys.modules, 'torch imported at import time'; print(len(mla_bench.GROUPS))")
     r = subprocess.run([sys.executable, "-c", code, str(SCRIPT.parent)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "9"
+    assert r.stdout.strip() == "10"
 
 
 @pytest.mark.parametrize("args, word", [(["--rows", "memory,nope"], "nope"), (["--iters", "0"], "--iters"),
@@ -49,19 +49,23 @@ def test_dry_run_without_flashmla(tmp_path):
     r = run("--dry-run", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     res = load_json(tmp_path)
-    from_script = {"memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels"}
+    from_script = {"memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels", "hopper"}
     assert {row["group"] for row in res["rows"]} == from_script
     assert res["dry_run"] and res["peers"]["flashmla"]["status"].startswith("not given")
     aims = [a for row in res["rows"] for a in row["aims"]]
     s = res["summary"]
-    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 34
-    # The kernel-choice rows time both kernels and judge the chosen one against the faster.
+    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 55
+    # The kernel-choice rows time every kernel and judge the chosen one against the fastest.
     kernels = [row for row in res["rows"] if row["group"] == "kernels"]
-    assert len(kernels) == 7 and all(row["list_ms"] > 0 and row["split_ms"] > 0 for row in kernels)
-    assert all(row["aims"][0]["vs"] == "faster kernel" and row["aims"][0]["cmp"] == "<=" for row in kernels)
+    assert len(kernels) == 7
+    assert all(row[f"{k}_ms"] > 0 and k in row["rel_err"] for row in kernels for k in ("list", "split", "hopper"))
+    assert all(row["aims"][0]["vs"] == "fastest kernel" and row["aims"][0]["cmp"] == "<=" for row in kernels)
+    # The sm_90a kernel's rows repeat the decode aims: 4 memory, 2 small, 4 compute, skew, 2 page 16.
+    hopper = [row for row in res["rows"] if row["group"] == "hopper"]
+    assert len(hopper) == 13 and sum(len(row["aims"]) for row in hopper) == 21
     # Without the peer, every aim against it is "not measured" and the rows say why.
     flash = [a for a in aims if a["vs"] == "FlashMLA"]
-    assert len(flash) == 8 and all(a["ratio"] is None and a["met"] is None for a in flash)
+    assert len(flash) == 16 and all(a["ratio"] is None and a["met"] is None for a in flash)
     assert s["not_measured"] == len(flash)
     memory = [row for row in res["rows"] if row["group"] == "memory"]
     assert all(any("FlashMLA not given" in n for n in row["notes"]) for row in memory)

@@ -53,10 +53,11 @@ struct MlaLatentParams {
   float* part_o = nullptr;    // [b, num_splits, hq * sq, head_dim_v]
   float* part_lse = nullptr;  // [b, num_splits, hq * sq]
 
-  // mla_decode on the decode work list (mla_list_decode): units of 16 query rows, granules of 64
-  // keys; the host sets list.s (all but ctas) and the arrays' storage (seq_start [batch + 1],
-  // seq_lens [batch]), which the launcher fills on the device from seq_lens. Split pieces leave
-  // their rows in part_o [2 ctas slots, 16, 512] and part_lse [2 ctas slots, 16] (partial_slot).
+  // mla_decode on the decode work list (mla_list_decode): units of list.s.rows (16, or 64 on
+  // sm_90a) query rows, granules of 64 keys; the host sets list.s (all but ctas) and the arrays'
+  // storage (seq_start [batch + 1], seq_lens [batch]), which the launcher fills on the device from
+  // seq_lens. Split pieces leave their rows in part_o [2 ctas slots, rows, 512] and part_lse
+  // [2 ctas slots, rows] (partial_slot).
   WorkList list;
 };
 
@@ -100,8 +101,11 @@ namespace cuda {
 // Defined in cuda/mla/ when built with CUDA. All run on `stream`, allocate nothing and never sync.
 bool mla_latent_supported(DType q, DType kv, int head_dim, int head_dim_v, bool shared_v);
 void mla_latent_attention(const MlaLatentParams& p, CUstream_st* stream);
-// DeepSeek MLA decode (576/512, v_cache null, seq_lens set) on the work list (p.list).
+// DeepSeek MLA decode (576/512, v_cache null, seq_lens set) on the work list (p.list): units of
+// p.list.s.rows = 16 query rows (the portable kernel) or 64 (the sm_90a kernel, where
+// mla_hopper_ready says it can run the call on the current device).
 void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream);
+bool mla_hopper_ready(const MlaLatentParams& p);
 void gemm(const GemmParams& p, CUstream_st* stream);
 void mla_per_pair(const MlaPerPairParams& p, CUstream_st* stream);
 int mla_sm_count();  // SMs of the current device (cached)

@@ -45,7 +45,8 @@ struct WorkListShape {
   int granule = 64;  // keys a position stands for (the kernel's tile, a multiple of the page), >= 1
   int overhead = 1;  // positions a unit's set-up and write-out are worth, >= 1
   int ctas = 1;      // CTAs of the persistent grid, >= 1
-  // Mixed batches (the builders' cu_seqlens_q): units of a sequence of t query tokens are
+  // Query rows a unit holds (MLA decode: 16, or 64 for the sm_90a kernel). Mixed batches (the
+  // builders' cu_seqlens_q): units of a sequence of t query tokens are
   // heads_kv * ceil(group * t / rows), t clamped to [0, max_tokens].
   int heads_kv = 1, group = 1, rows = 16, max_tokens = 1;
 };

@@ -125,7 +125,7 @@ paged_decode_kernel(const __grid_constant__ PagedParams p, const __grid_constant
   } else {
     if (producer) return;  // before any barrier: the consumers' barriers count 128 threads
   }
-  const Ring ring{reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0)), full, empty};
+  const Ring ring{{full, empty}, reinterpret_cast<KV*>(smem_raw + (kTma ? (1024 - smem_addr(smem_raw) % 1024) % 1024 : 0))};
   Source src = [&] {
     if constexpr (kTma) {
       const int box = min(p.page_size, kBN);

@@ -41,24 +41,14 @@ struct PieceTiles {
   int lo, hi, tile0, n_tiles, t_base;
 };
 
-// kStages slots of (K tile, V tile) in shared memory. Ring tile gt lives in slot gt % kStages; its
-// `full` barrier completes phase gt / kStages when the tile has landed, its `empty` barrier when
-// every consumer thread has released it.
+// kStages slots of (K tile, V tile) in shared memory, and their barriers (StageBarriers).
 template <class Tr, typename KV, int kRawStride>
-struct KvRing {
+struct KvRing : StageBarriers<Tr::kStages> {
   static constexpr int kRowStride = kRawStride;                  // elements of KV a ring row
   static constexpr size_t kTile = size_t(Tr::kBN) * kRawStride;  // elements of one K (or V) tile
   KV* base;
-  uint64_t* full;
-  uint64_t* empty;
   CUATTN_DEVICE KV* k(int stage) const { return base + stage * 2 * kTile; }
   CUATTN_DEVICE KV* v(int stage) const { return k(stage) + kTile; }
-  // Producer: wait until ring tile gt's slot is free (its previous tile released).
-  CUATTN_DEVICE void wait_free(int gt) const {
-    if (gt >= Tr::kStages) mbar_wait(&empty[gt % Tr::kStages], uint32_t(gt / Tr::kStages - 1) & 1u);
-  }
-  CUATTN_DEVICE void wait_landed(int gt) const { mbar_wait(&full[gt % Tr::kStages], uint32_t(gt / Tr::kStages) & 1u); }
-  CUATTN_DEVICE void release(int gt) const { mbar_arrive(&empty[gt % Tr::kStages]); }
 };
 
 // The TMA ring's layout: panels of [kBN rows][128 bytes] with the 128-byte swizzle, K's panels

@@ -1,0 +1,317 @@
+// latent_decode_sm90.cuh — DeepSeek MLA decode on Hopper (sm_90a): the work list of
+// latent_decode.cuh with TMA loads and wgmma, units of 64 query rows.
+//
+// A unit is 64 query rows (row r = token * Hq + head; rows past Hq x Sq are zero) of one
+// sequence; every row attends to the same 576-wide latent keys, whose first 512 columns are V.
+//
+//   CTA       one an SM, 3 warpgroups: a producer warp (the other three warps of its warpgroup
+//             leave) and two consumer warpgroups; setmaxnreg moves the registers to the
+//             consumers
+//   loads     the producer warp's lanes issue TMA tensor copies of a 64-key tile, one per (box,
+//             64-column panel): a box is a page (pages of 8, 16 or 32 slots) or 64 slots of one
+//             (pages a multiple of 64), 9 panels of [64 keys][128 bytes] with the 128-byte swizzle,
+//             into a 2-stage ring (StageBarriers). Q (64 x 576, 72 KB) and two tiles fill the
+//             shared memory, so the ring cannot be deeper: one tile lands while the other is used
+//   S = Q K^T consumer c computes the scores of keys 32 c .. 32 c + 31 of the tile for all 64 rows:
+//             wgmma m64n32k16, 36 k-steps, Q and K from shared memory
+//   softmax   the two consumers exchange their rows' tile maxima through shared memory and both
+//             go on from the same maximum (OnlineSoftmax::tile_max / update_to), so both rescale
+//             by the same factors; each keeps the sum of its own keys until the end
+//   O += P V  consumer c owns output columns 256 c .. 256 c + 255 (m64n256, 128 accumulators a
+//             thread): its own 32 keys' P from registers (wgmma with A in registers), the other
+//             consumer's 32 from shared memory (it writes its P there, swizzled, before a
+//             barrier), V = the tile's first 512 columns, read in place (MN-major)
+//   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
+//             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine
+//
+// Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices run
+// mla_list_decode_kernel (the host decides: mla_hopper_ready).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "common/copy.cuh"
+#include "common/mma.cuh"
+#include "common/softmax.cuh"
+#include "common/types.cuh"
+#include "common/wgmma.cuh"
+#include "cuattn/mla_params.h"
+#include "cuattn/worklist.h"
+#include "mla/latent_decode.cuh"  // LatentPiece
+
+namespace cuattn {
+
+struct LatentSm90Traits {
+  static constexpr int kDk = 576, kDv = 512, kRows = 64, kBN = 64, kStages = 2;
+  static constexpr int kPanels = kDk / 64;             // 9 panels of 64 columns
+  static constexpr int kPanelBytes = kBN * 128;        // [64 rows][128 bytes], swizzled
+  static constexpr int kQBytes = kPanels * kRows * 128;
+  static constexpr int kTileBytes = kPanels * kPanelBytes;
+  static constexpr int kPBytes = kRows * kBN * 2;      // P, one 64 x 64 panel
+  static constexpr int kConsumers = 2;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kProducerRegs = 56, kConsumerRegs = 224;  // 56 x 128 + 224 x 256 <= 64K
+  static constexpr int kKeysPerWg = kBN / kConsumers;  // 32: S is m64n32
+  static constexpr int kColsPerWg = kDv / kConsumers;  // 256: O is m64n256
+  static constexpr int kOT = kColsPerWg / 8;           // 32 accumulator n8 blocks
+  // Q, the ring, P, the rows' exchange (a float a row a consumer), the barriers (full, empty).
+  static constexpr size_t kExchOffset = size_t(kQBytes) + kStages * size_t(kTileBytes) + kPBytes;
+  static constexpr size_t kBarOffset = kExchOffset + kConsumers * kRows * sizeof(float);
+  static constexpr size_t kSmem = kBarOffset + 2 * kStages * sizeof(uint64_t) + 1024;  // + alignment
+  static_assert(kSmem <= 227 * 1024, "Q, two tiles and P fit an SM's 227 KB");
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 65536, "the register split fits");
+};
+
+// The producer: one warp's lanes copy a tile's (box, panel) pairs, lane 0 announcing the bytes
+// on the tile's `full` barrier first. Boxes of pages past the piece's keys are not copied (their
+// table entries may be junk); the consumers zero the V rows past the keys (land).
+struct LatentTmaProducer {
+  using Tr = LatentSm90Traits;
+  StageBarriers<Tr::kStages> ring;
+  unsigned char* tiles;  // kStages tiles of kTileBytes
+  const CUtensorMap* map;
+  int box;               // keys a box: min(page size, 64)
+
+  CUATTN_DEVICE unsigned char* tile(int gt) const { return tiles + (gt % Tr::kStages) * Tr::kTileBytes; }
+
+  CUATTN_DEVICE void produce(const MlaLatentParams& p, const LatentPiece& u, int t_base, int lane) const {
+    const int nbox = Tr::kBN / box;
+    for (int it = 0; it < u.n_tiles; ++it) {
+      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN;
+      const int boxes = min(nbox, (u.n_end - n0 + box - 1) / box);  // boxes holding keys < n_end
+      ring.wait_free(gt);
+      if (lane == 0) mbar_arrive_expect_tx(&ring.full[gt % Tr::kStages], uint32_t(boxes * box * 128 * Tr::kPanels));
+      __syncwarp();
+      unsigned char* dst = tile(gt);
+      for (int i = lane; i < boxes * Tr::kPanels; i += 32) {
+        const int j = i / Tr::kPanels, pn = i % Tr::kPanels, key = n0 + j * box;
+        int page = u.b;
+        if (p.block_table != nullptr) {
+          page = p.block_table[u.b * p.bt_batch_stride + key / p.page_size];
+          page = min(max(page, 0), p.num_pages - 1);
+        }
+        tma_load_4d(dst + pn * Tr::kPanelBytes + j * box * 128, map, &ring.full[gt % Tr::kStages], 64 * pn,
+                    key % p.page_size, page, 0);
+      }
+    }
+  }
+
+  // Consumer warpgroup c: waits for ring tile gt; in a tile that holds keys past the piece's end
+  // (valid < 64 of them count), zeroes those V rows of its own 256 columns (P = 0 times a NaN
+  // left in such a row would be NaN; its K rows need nothing, the mask overwrites their scores).
+  // Called after both consumers' S of the tile completed (they read every column of K).
+  CUATTN_DEVICE void zero_tail(int gt, int valid, int c, int ctid) const {
+    if (valid >= Tr::kBN) return;
+    unsigned char* t = tile(gt);
+    constexpr int kChunks = 4 * 8;  // 16-byte chunks of a row in this consumer's 4 panels
+    for (int e = ctid; e < (Tr::kBN - valid) * kChunks; e += 128) {
+      const int r = valid + e / kChunks, pn = 4 * c + (e % kChunks) / 8, ch = e % 8;
+      *reinterpret_cast<uint4*>(t + pn * Tr::kPanelBytes + r * 128 + ((ch ^ (r % 8)) * 16)) = make_uint4(0, 0, 0, 0);
+    }
+    fence_proxy_async();  // before wgmma (and later TMA) reach these rows
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(LatentSm90Traits::kThreads, 1)
+mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
+#ifdef CUATTN_SM90A
+  using Tr = LatentSm90Traits;
+  constexpr int kBN = Tr::kBN, kOT = Tr::kOT;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* const sQ = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* const sP = sQ + Tr::kQBytes + Tr::kStages * Tr::kTileBytes;
+  float* const s_exch = reinterpret_cast<float*>(sQ + Tr::kExchOffset);  // [consumer][row]
+  uint64_t* const bars = reinterpret_cast<uint64_t*>(sQ + Tr::kBarOffset);
+  const LatentTmaProducer src{{bars, bars + Tr::kStages}, sQ + Tr::kQBytes, &kv_map, min(p.page_size, kBN)};
+
+  const int tid = threadIdx.x, wg = tid / 128;
+  if (tid == 0) {
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbar_init(&src.ring.full[s], 1);
+      mbar_init(&src.ring.empty[s], 4 * Tr::kConsumers);  // one arrival a consumer warp
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const WorkList& list = p.list;
+  WorkPiece piece;
+
+  // ---- producer warp --------------------------------------------------------------------------
+  if (wg == 0) {
+    setmaxnreg_dec<Tr::kProducerRegs>();
+    if (tid >= 32) return;
+    int t_base = 0;
+    for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
+      const LatentPiece u(p, piece, Tr::kRows, kBN);
+      src.produce(p, u, t_base, tid);
+      t_base += u.n_tiles;
+    }
+    return;
+  }
+
+  // ---- consumer warpgroups --------------------------------------------------------------------
+  setmaxnreg_inc<Tr::kConsumerRegs>();
+  const int c = wg - 1, ctid = tid % 128, warp = ctid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int rows = p.num_heads_q * p.seqlen_q;
+  const float sl2 = p.scale * kLog2e;
+  constexpr int kAll = 1, kQReady = 2, kMaxReady = 3, kPReady = 4;  // named barriers, 256 threads
+  auto sync_consumers = [](int id) { named_barrier_sync(id, 256); };
+  const uint32_t q_addr = smem_addr(sQ), p_addr = smem_addr(sP);
+  int t_base = 0;
+
+  for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
+    const LatentPiece u(p, piece, Tr::kRows, kBN);
+    const int b = u.b, row0 = u.row0;
+
+    // The unit's 64 x 576 query into sQ (panels of [64 rows][128 bytes], swizzled); rows past the
+    // last are zero. Both consumers have finished with the previous piece's Q, P and exchange.
+    sync_consumers(kAll);
+    {
+      const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride;
+      constexpr int kChunksPerRow = Tr::kDk / 8;
+      for (int e = c * 128 + ctid; e < Tr::kRows * kChunksPerRow; e += 256) {
+        const int r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (row < rows)
+          v = *reinterpret_cast<const uint4*>(q + (row / p.num_heads_q) * p.q_row_stride +
+                                              (row % p.num_heads_q) * p.q_head_stride + cc * 8);
+        *reinterpret_cast<uint4*>(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16)) = v;
+      }
+      fence_proxy_async();
+    }
+    sync_consumers(kQReady);
+
+    OnlineSoftmax<1> softmax;
+    softmax.init();
+    float o[1][kOT][4];
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
+    // Keys every row of the unit sees: tiles below it need no mask.
+    const int n_clear = u.visible_end(p, row0);
+
+    for (int it = 0; it < u.n_tiles; ++it) {
+      const int gt = t_base + it, n0 = u.n_begin + it * kBN;
+      const uint32_t k_addr = smem_addr(src.tile(gt));
+      src.ring.wait_landed(gt);
+
+      // S = Q K^T for this consumer's 32 keys (rows 32 c.. of every K panel).
+      float sc[1][Tr::kKeysPerWg / 8][4];
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < Tr::kDk / 16; ++ks)
+        wgmma_ss<T, Tr::kKeysPerWg>(
+            sc[0], wgmma_desc(q_addr + (ks / 4) * (Tr::kRows * 128) + (ks % 4) * 32, 16, 1024),
+            wgmma_desc(k_addr + (ks / 4) * Tr::kPanelBytes + c * Tr::kKeysPerWg * 128 + (ks % 4) * 32, 16, 1024),
+            ks > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(sc[0]);
+
+      if (n0 + kBN > n_clear) {  // keys past some row's end: -inf
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int last = u.visible_end(p, row0 + warp * 16 + g + 8 * hf);
+#pragma unroll
+          for (int nt = 0; nt < Tr::kKeysPerWg / 8; ++nt) {
+            const int j = n0 + c * Tr::kKeysPerWg + nt * 8 + 2 * t;
+            if (j >= last) sc[0][nt][2 * hf] = -CUDART_INF_F;
+            if (j + 1 >= last) sc[0][nt][2 * hf + 1] = -CUDART_INF_F;
+          }
+        }
+      }
+
+      // One maximum a row over both consumers' keys.
+      float mx[2], alpha[2];
+      softmax.tile_max(sc, mx);
+      const int r0 = warp * 16 + g;
+      if (t == 0) s_exch[c * Tr::kRows + r0] = mx[0], s_exch[c * Tr::kRows + r0 + 8] = mx[1];
+      sync_consumers(kMaxReady);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) mx[hf] = fmaxf(mx[hf], s_exch[(1 - c) * Tr::kRows + r0 + 8 * hf]);
+      softmax.update_to(sc, sl2, mx, alpha);
+      rescale_output(o, alpha);
+
+      // P: this consumer's 32 keys as wgmma A fragments, and into sP for the other consumer
+      // (16-byte chunk 4 c + nt of each row, swizzled); the V rows past the piece zeroed.
+      uint32_t pa[Tr::kKeysPerWg / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < Tr::kKeysPerWg / 16; ++kk) acc_to_a<T>(sc[0], kk, pa[kk]);
+#pragma unroll
+      for (int nt = 0; nt < Tr::kKeysPerWg / 8; ++nt)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int r = r0 + 8 * hf, chunk = (4 * c + nt) ^ (r % 8);
+          *reinterpret_cast<uint32_t*>(sP + r * 128 + chunk * 16 + t * 4) =
+              pack2<T>(sc[0][nt][2 * hf], sc[0][nt][2 * hf + 1]);
+        }
+      fence_proxy_async();
+      src.zero_tail(gt, u.n_end - n0, c, ctid);
+      sync_consumers(kPReady);
+
+      // O[:, 256 c..] += P V: own keys (registers), then the other consumer's (shared memory).
+      // V rows 16 kk.. of this consumer's panels 4 c..4 c + 3 (2048 bytes a 16-row step).
+      const uint32_t v_addr = k_addr + 4 * c * Tr::kPanelBytes;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < Tr::kKeysPerWg / 16; ++kk) {
+        const int own = 2 * c + kk, other = 2 * (1 - c) + kk;  // 16-key steps of the tile
+        wgmma_rs<T, Tr::kColsPerWg>(o[0], pa[kk], wgmma_desc(v_addr + own * 2048, Tr::kPanelBytes, 1024), true);
+        wgmma_ss<T, Tr::kColsPerWg, true>(o[0], wgmma_desc(p_addr + other * 32, 16, 1024),
+                                          wgmma_desc(v_addr + other * 2048, Tr::kPanelBytes, 1024), true);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(o[0]);
+      fence_operands(pa);
+      if (lane == 0) src.ring.release(gt);
+    }
+    t_base += u.n_tiles;
+
+    // ---- epilogue: the row sums of both consumers, then the unit's normalised rows -------------
+    {
+      float l[2];
+      softmax.row_totals(l);
+      const int r0 = warp * 16 + g;
+      // The exchange's last reads (the other consumer's maxima) came before kPReady.
+      if (t == 0) s_exch[c * Tr::kRows + r0] = l[0], s_exch[c * Tr::kRows + r0 + 8] = l[1];
+      sync_consumers(kMaxReady);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) l[hf] = s_exch[r0 + 8 * hf] + s_exch[Tr::kRows + r0 + 8 * hf];
+      softmax.set_row_totals(l);
+    }
+    float factor[2], lse[2];
+    softmax.finalize(sl2, false, 0.f, factor, lse);
+    const int slot = partial_slot(blockIdx.x, piece.split);
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int rl = warp * 16 + g + 8 * hf, row = row0 + rl;
+      if (row >= rows) continue;
+      const int token = row / p.num_heads_q, h = row % p.num_heads_q;
+      const int col0 = c * Tr::kColsPerWg + 2 * t;
+      if (piece.num_splits == 1) {
+        T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
+#pragma unroll
+        for (int ot = 0; ot < kOT; ++ot)
+          *reinterpret_cast<uint32_t*>(out + col0 + ot * 8) =
+              pack2<T>(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
+        if (p.lse != nullptr && c == 0 && t == 0)
+          p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse[hf];
+      } else {
+        float* out = p.part_o + (int64_t(slot) * Tr::kRows + rl) * Tr::kDv;
+#pragma unroll
+        for (int ot = 0; ot < kOT; ++ot)
+          *reinterpret_cast<float2*>(out + col0 + ot * 8) =
+              make_float2(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
+        if (c == 0 && t == 0) p.part_lse[int64_t(slot) * Tr::kRows + rl] = lse[hf];
+      }
+    }
+  }
+#else
+  arch_unsupported();
+#endif
+}
+
+}  // namespace cuattn
