@@ -445,8 +445,8 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   // at B1 Hq 128).
   const int64_t rows = int64_t(p.num_heads_q) * p.seqlen_q;
   const bool wide_and_full = rows > 64 && int64_t(p.batch) * ((rows + 63) / 64) >= cuda::mla_sm_count();
-  // "hopper=1": the work list with the sm_90a kernel (64-row units, TMA, wgmma) where it can run
-  // the call, else the portable list kernel. Not yet a default: it has not been measured.
+  // "hopper=1": the work list with the sm_90a kernel (64-row units, TMA, wgmma); a ValueError
+  // where it cannot run the call. Not yet a default: it has not been measured.
   const bool hopper = a.variant == "hopper=1";
   const bool list = hopper || a.variant == "list=1" || (a.variant.empty() && !wide_and_full);
   if (list && p.seq_lens != nullptr) {

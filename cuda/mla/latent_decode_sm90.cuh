@@ -24,8 +24,8 @@
 //   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
 //             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine
 //
-// Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices run
-// mla_list_decode_kernel (the host decides: mla_hopper_ready).
+// Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices are not
+// taken (mla_hopper_ready says which calls are).
 #pragma once
 
 #include <cuda.h>

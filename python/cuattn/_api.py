@@ -399,8 +399,8 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     _variant is internal (tests, benchmarks): "list=1" forces the work-list kernel, "list=0" the
     per-sequence split kernel (by default: the list, but the split kernel for Hq x Sq > 64 when
     its CTAs fill the GPU), "hopper=1" the work list with the sm_90a kernel (TMA, wgmma, 64-row
-    units) where the device and the cache (16-bit, pages of 8, 16, 32 or a multiple of 64) allow
-    it, else the work-list kernel."""
+    units; a ValueError unless the device is sm_90 and the cache 16-bit with pages of 8, 16, 32
+    or a multiple of 64)."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     a = _cuattn.MlaDecodeArgs()

@@ -209,6 +209,33 @@ def skip_variant_on_cpu(device, variant):
         pytest.skip("the CPU backend has one path")
 
 
+def hopper_skip_reason():
+    """Why the sm_90a kernel cannot run on this GPU and build (None: it can)."""
+    cc = tuple(cuattn.device_info().get("compute_capability", (0, 0)))
+    if cc != (9, 0):
+        return f"the sm_90a MLA kernel needs an sm_90 GPU (this one is sm_{cc[0]}{cc[1]})"
+    archs = str(cuattn.build_info().get("archs", ""))
+    if "90a" not in archs:
+        return f"this build has no sm_90a code (archs {archs})"
+    return None
+
+
+def hopper_takes(page, kv="16"):
+    """Does the sm_90a kernel take this cache (16-bit, pages of 8, 16, 32 or a multiple of 64)?"""
+    return kv == "16" and (page % 64 == 0 or page in (8, 16, 32))
+
+
+def forced_kernel_refuses(variant, page, kv="16"):
+    """hopper=1 on a GPU: skipped where the GPU or the build has no sm_90a kernel; True where the
+    kernel exists but does not take this cache (the call must then raise a ValueError)."""
+    if variant != "hopper=1":
+        return False
+    reason = hopper_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    return not hopper_takes(page, kv)
+
+
 def build_decode(rng, case, dtype, kv="16"):
     """A paged latent cache in random page order (unused table entries hold junk ids) and q.
     kv: '16' (q's dtype) or 'fp8' (e4m3 values, dequantised with a scale by the caller)."""
@@ -252,9 +279,14 @@ def test_mla_decode(rng, device, dtype, case, poison, variant):
         extra = dict(out=poisoned((bsz, case.sq, case.hq, DV), dtype, device),
                      lse_out=poisoned((bsz, case.hq, case.sq), "float32", device))
     dq = to_device(q, device)
-    out, lse = cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),
-                                 to_device(sl, device), scale=SCALE, causal=case.causal, _variant=variant,
-                                 **extra)
+    call = lambda: cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),  # noqa: E731
+                                     to_device(sl, device), scale=SCALE, causal=case.causal, _variant=variant,
+                                     **extra)
+    if forced_kernel_refuses(variant, case.page):
+        with pytest.raises(ValueError, match="hopper=1"):
+            call()
+        return
+    out, lse = call()
     if poison:
         assert out is extra["out"] and lse is extra["lse_out"]
     ref, ref_lse = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE, causal=case.causal)
@@ -288,13 +320,50 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
     kv_scale = ks if scale_kind == "float" else to_device(np.full((), ks, np.float32), device)
     dcache = to_device(cache.view(np.uint8) if kv == "u8" else cache, device)
     extra = dict(kv_cache_dtype="fp8_e4m3") if kv == "u8" else {}
-    out, lse = cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),
-                                 to_device(sl, device), scale=SCALE, kv_scale=kv_scale, _variant=variant,
-                                 **extra)
+    call = lambda: cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),  # noqa: E731
+                                     to_device(sl, device), scale=SCALE, kv_scale=kv_scale, _variant=variant,
+                                     **extra)
+    if forced_kernel_refuses(variant, case.page, kv="fp8"):
+        with pytest.raises(ValueError, match="hopper=1"):
+            call()
+        return
+    out, lse = call()
     ref, ref_lse = oracle.mla_decode_ref(q, f64(cache) * ks, table, sl, scale=SCALE)
     assert_close(out, ref, dtype)
     assert_lse(lse, ref_lse, dtype)
     assert_empty_rows_zero(out, ref)
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
+def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
+    """hopper=1 launches the sm_90a kernel itself, with a plan and without; the default and
+    list=1 do not yet. Read from the kernel names PyTorch's profiler records."""
+    if gpu_framework() != "torch":
+        pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
+    reason = hopper_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import torch
+
+    case = DecodeCase((300, 17, 1000), 64, 16, sq=2)
+    q, cache, table, sl = build_decode(rng, case, dtype)
+    args = [to_device(x, device) for x in (q, cache, table, sl)]
+    plan = cuattn.plan_decode(args[3], num_q_heads=case.hq, num_kv_heads=1, head_dim=KV_DIM,
+                              head_dim_v=DV, page_size=case.page, q_len=case.sq, device=device)
+
+    def kernels(variant, p=None):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            out, _ = cuattn.mla_decode(*args, scale=SCALE, plan=p, _variant=variant)
+            torch.cuda.synchronize()
+        return [e.name for e in prof.events() if "mla_" in e.name], out
+
+    ref, _ = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE)
+    for p in (None, plan):
+        names, out = kernels("hopper=1", p)
+        assert any("mla_decode_sm90_kernel" in n for n in names), names
+        assert_close(out, ref, dtype)
+    names, _ = kernels("list=1")
+    assert names and not any("sm90" in n for n in names), names
 
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("bfloat16",)))
