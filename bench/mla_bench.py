@@ -22,8 +22,9 @@ decode, all on the same inputs. Rows and aims:
   kernels    mla_decode's GPU kernels (the work list, the per-sequence split kernel, the sm_90a
              work-list kernel, forced through the internal _variant) and the one chosen by
              shape, Hq 16-128: the choice's time <= 1.03 x the fastest kernel's
-  hopper     the sm_90a kernel (_variant "hopper=1") at the memory, small, compute, skew and
-             page-16 shapes, with those rows' aims (FlashMLA's time from the same rows)
+  hopper     the sm_90a kernel, one tile after another (_variant "hopper=1") and with S of a
+             tile overlapping P V of the one before ("hopper=2"), at the memory, small, compute,
+             skew and page-16 shapes, with those rows' aims (FlashMLA's time from the same rows)
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
@@ -59,7 +60,7 @@ SCALE = (0.1 * math.log(40) + 1) ** 2 / math.sqrt(192)
 GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels", "hopper")
 # mla_decode's internal _variant of each kernel ("hopper=1" runs the work-list kernel on devices or
 # pages the sm_90a kernel does not take)
-KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1"}
+KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1", "hopper2": "hopper=2"}
 SLOW_MS = 200  # a per-pair call slower than this is timed once
 
 
@@ -347,7 +348,7 @@ class DryRun:
     def kernels(self, c: Decode):
         ms = self.decode(c)["cuattn_ms"]
         return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0),
-                "hopper_ms": ms * 0.9, "rel_err": {k: 1e-3 for k in KERNELS}}
+                "hopper_ms": ms * 0.9, "hopper2_ms": ms * 0.85, "rel_err": {k: 1e-3 for k in KERNELS}}
 
     def attention(self, c: Attention, methods):
         m = {"torch_ms": 9.0, "rel_err": {k: 3e-3 for k in methods}}
@@ -469,21 +470,23 @@ def rows_for(group, src, ceil):
                  + [(uniform(16, 8192, 16), [("copy", 0.8)]), (uniform(1, 32768, 128), [("copy", 0.6)])]
                  + [(c, [("FlashMLA", 1.05), ("GEMM", 0.87)]) for c in COMPUTE]
                  + [(SKEW, [("copy", 0.8)])] + [(dataclasses.replace(c, page=16), []) for c in PAGE])
-        for c, aims in cases:
-            k = src.kernels(c)
-            if k["hopper_ms"] is None:  # no sm_90a kernel here: the kernels rows say why
-                log(f"hopper {c.name()}: not run ({'; '.join(k.get('notes', []))})")
-                continue
-            d = src.decode(c)
-            m = {"cuattn_ms": k["hopper_ms"], "torch_ms": d.get("torch_ms"), "flashmla_ms": d.get("flashmla_ms"),
-                 "rel_err": {"hopper vs default": k["rel_err"]["hopper"]}}
-            m.update({n: d[n] for n in ("torch_note", "flashmla_note") if n in d})
-            row = decode_row(group, c, m, ceil, aims)
-            if c.page == 16:
-                c64 = dataclasses.replace(c, page=64)
-                row["aims"].append(aim("page 64 time", div(row["ms"], src.kernels(c64)["hopper_ms"] or math.nan),
-                                       1.05, False))
-            rows.append(row)
+        for kernel in ("hopper", "hopper2"):
+            for c, aims in cases:
+                k = src.kernels(c)
+                if k[f"{kernel}_ms"] is None:  # no sm_90a kernel here: the kernels rows say why
+                    log(f"{kernel} {c.name()}: not run ({'; '.join(k.get('notes', []))})")
+                    continue
+                d = src.decode(c)
+                m = {"cuattn_ms": k[f"{kernel}_ms"], "torch_ms": d.get("torch_ms"), "flashmla_ms": d.get("flashmla_ms"),
+                     "rel_err": {f"{kernel} vs default": k["rel_err"][kernel]}}
+                m.update({n: d[n] for n in ("torch_note", "flashmla_note") if n in d})
+                row = decode_row(group, c, m, ceil, aims)
+                row["row"] = f"{c.name()} [{KERNELS[kernel]}]"
+                if c.page == 16:
+                    c64 = dataclasses.replace(c, page=64)
+                    row["aims"].append(aim("page 64 time", div(row["ms"], src.kernels(c64)[f"{kernel}_ms"] or math.nan),
+                                           1.05, False))
+                rows.append(row)
         return rows
     raise ValueError(f"unknown row group {group!r}")
 

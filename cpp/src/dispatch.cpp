@@ -212,7 +212,7 @@ void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, 
   // each, which the workspace's kListCtasPerSm x two 16-row slots an SM hold.
   static_assert(kListCtasPerSm * kDecodeRows >= 64, "the list's slots hold 64-row units");
   if (hopper && !((plan == nullptr || plan->config.sm_count >= sms) && mla_hopper_ready(p)))
-    value_error("mla_decode: the sm_90a kernel (variant hopper=1) cannot run this call: it needs an sm_90 "
+    value_error("mla_decode: the sm_90a kernel (variant hopper=1 or 2) cannot run this call: it needs an sm_90 "
                 "device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a multiple of "
                 "64 slots, and q rows 16-byte aligned (page size ", p.page_size, ")");
   WorkList& list = p.list;

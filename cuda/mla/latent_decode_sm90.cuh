@@ -23,6 +23,9 @@
 //             barrier), V = the tile's first 512 columns, read in place (MN-major)
 //   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
 //             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine
+//   schedule  kOverlap false: each tile's S, softmax and P V one after another. kOverlap true: S
+//             of tile i + 1 is issued together with P V of tile i, and tile i + 1's softmax runs
+//             while P V(i) finishes (one more barrier a tile, before sP is rewritten)
 //
 // Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices are not
 // taken (mla_hopper_ready says which calls are).
@@ -56,7 +59,9 @@ struct LatentSm90Traits {
   static constexpr int kColsPerWg = kDv / kConsumers;  // 256: O is m64n256
   static constexpr int kOT = kColsPerWg / 8;           // 32 accumulator n8 blocks
   // Q, the ring, P, the rows' exchange (a float a row a consumer), the barriers (full, empty).
-  static constexpr size_t kExchOffset = size_t(kQBytes) + kStages * size_t(kTileBytes) + kPBytes;
+  static constexpr size_t kRingOffset = kQBytes;
+  static constexpr size_t kPOffset = kRingOffset + kStages * size_t(kTileBytes);
+  static constexpr size_t kExchOffset = kPOffset + kPBytes;
   static constexpr size_t kBarOffset = kExchOffset + kConsumers * kRows * sizeof(float);
   static constexpr size_t kSmem = kBarOffset + 2 * kStages * sizeof(uint64_t) + 1024;  // + alignment
   static_assert(kSmem <= 227 * 1024, "Q, two tiles and P fit an SM's 227 KB");
@@ -113,18 +118,18 @@ struct LatentTmaProducer {
   }
 };
 
-template <typename T>
+template <typename T, bool kOverlap>
 __global__ void __launch_bounds__(LatentSm90Traits::kThreads, 1)
 mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
 #ifdef CUATTN_SM90A
   using Tr = LatentSm90Traits;
-  constexpr int kBN = Tr::kBN, kOT = Tr::kOT;
+  constexpr int kBN = Tr::kBN, kOT = Tr::kOT, kKW = Tr::kKeysPerWg;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const sQ = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  unsigned char* const sP = sQ + Tr::kQBytes + Tr::kStages * Tr::kTileBytes;
+  unsigned char* const sP = sQ + Tr::kPOffset;
   float* const s_exch = reinterpret_cast<float*>(sQ + Tr::kExchOffset);  // [consumer][row]
   uint64_t* const bars = reinterpret_cast<uint64_t*>(sQ + Tr::kBarOffset);
-  const LatentTmaProducer src{{bars, bars + Tr::kStages}, sQ + Tr::kQBytes, &kv_map, min(p.page_size, kBN)};
+  const LatentTmaProducer src{{bars, bars + Tr::kStages}, sQ + Tr::kRingOffset, &kv_map, min(p.page_size, kBN)};
 
   const int tid = threadIdx.x, wg = tid / 128;
   if (tid == 0) {
@@ -155,29 +160,34 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
   // ---- consumer warpgroups --------------------------------------------------------------------
   setmaxnreg_inc<Tr::kConsumerRegs>();
   const int c = wg - 1, ctid = tid % 128, warp = ctid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int r0 = warp * 16 + g;  // this thread's rows of the unit: r0 and r0 + 8
   const int rows = p.num_heads_q * p.seqlen_q;
   const float sl2 = p.scale * kLog2e;
-  constexpr int kAll = 1, kQReady = 2, kMaxReady = 3, kPReady = 4;  // named barriers, 256 threads
+  // named barriers, 256 threads (kPvDone: kOverlap only)
+  constexpr int kAll = 1, kQReady = 2, kMaxReady = 3, kPReady = 4, kPvDone = 5;
   auto sync_consumers = [](int id) { named_barrier_sync(id, 256); };
-  const uint32_t q_addr = smem_addr(sQ), p_addr = smem_addr(sP);
+  const uint32_t q_addr = smem_addr(sQ);
   int t_base = 0;
 
   for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
     const LatentPiece u(p, piece, Tr::kRows, kBN);
     const int b = u.b, row0 = u.row0;
+    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride;
+    auto q_row = [&](int r) {  // row r of the unit, or null past the last row
+      const int row = row0 + r;
+      return row < rows ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride
+                        : static_cast<const T*>(nullptr);
+    };
 
     // The unit's 64 x 576 query into sQ (panels of [64 rows][128 bytes], swizzled); rows past the
     // last are zero. Both consumers have finished with the previous piece's Q, P and exchange.
     sync_consumers(kAll);
     {
-      const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride;
       constexpr int kChunksPerRow = Tr::kDk / 8;
       for (int e = c * 128 + ctid; e < Tr::kRows * kChunksPerRow; e += 256) {
-        const int r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (row < rows)
-          v = *reinterpret_cast<const uint4*>(q + (row / p.num_heads_q) * p.q_row_stride +
-                                              (row % p.num_heads_q) * p.q_head_stride + cc * 8);
+        const int r = e / kChunksPerRow, cc = e % kChunksPerRow;
+        const T* src_row = q_row(r);
+        const uint4 v = src_row != nullptr ? *reinterpret_cast<const uint4*>(src_row + cc * 8) : make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16)) = v;
       }
       fence_proxy_async();
@@ -189,84 +199,124 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     float o[1][kOT][4];
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
+    float sc[1][kKW / 8][4];
+    uint32_t pa[kKW / 16][4];
+    float alpha[2];
     // Keys every row of the unit sees: tiles below it need no mask.
     const int n_clear = u.visible_end(p, row0);
 
-    for (int it = 0; it < u.n_tiles; ++it) {
-      const int gt = t_base + it, n0 = u.n_begin + it * kBN;
-      const uint32_t k_addr = smem_addr(src.tile(gt));
+    // ---- the steps of one tile ---------------------------------------------------------------
+    // S = Q K^T for this consumer's 32 keys (rows 32 c.. of every K panel): issued and committed.
+    auto issue_s = [&](int it) {
+      const int gt = t_base + it;
+      const uint32_t k_addr = smem_addr(src.tile(gt)) + c * kKW * 128;
       src.ring.wait_landed(gt);
-
-      // S = Q K^T for this consumer's 32 keys (rows 32 c.. of every K panel).
-      float sc[1][Tr::kKeysPerWg / 8][4];
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < Tr::kDk / 16; ++ks)
-        wgmma_ss<T, Tr::kKeysPerWg>(
-            sc[0], wgmma_desc(q_addr + (ks / 4) * (Tr::kRows * 128) + (ks % 4) * 32, 16, 1024),
-            wgmma_desc(k_addr + (ks / 4) * Tr::kPanelBytes + c * Tr::kKeysPerWg * 128 + (ks % 4) * 32, 16, 1024),
-            ks > 0);
+        wgmma_ss<T, kKW>(sc[0], wgmma_desc(q_addr + (ks / 4) * (Tr::kRows * 128) + (ks % 4) * 32, 16, 1024),
+                         wgmma_desc(k_addr + (ks / 4) * Tr::kPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
       wgmma_commit();
-      wgmma_wait<0>();
+    };
+    // The landed S of tile `it`: masked, one maximum a row over both consumers' keys, turned
+    // into P; alpha: the factor O is to be rescaled by (once its P V of the tile before is done).
+    auto softmax_tile = [&](int it) {
       fence_operands(sc[0]);
-
+      const int n0 = u.n_begin + it * kBN;
       if (n0 + kBN > n_clear) {  // keys past some row's end: -inf
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
-          const int last = u.visible_end(p, row0 + warp * 16 + g + 8 * hf);
+          const int last = u.visible_end(p, row0 + r0 + 8 * hf);
 #pragma unroll
-          for (int nt = 0; nt < Tr::kKeysPerWg / 8; ++nt) {
-            const int j = n0 + c * Tr::kKeysPerWg + nt * 8 + 2 * t;
+          for (int nt = 0; nt < kKW / 8; ++nt) {
+            const int j = n0 + c * kKW + nt * 8 + 2 * t;
             if (j >= last) sc[0][nt][2 * hf] = -CUDART_INF_F;
             if (j + 1 >= last) sc[0][nt][2 * hf + 1] = -CUDART_INF_F;
           }
         }
       }
-
-      // One maximum a row over both consumers' keys.
-      float mx[2], alpha[2];
+      float mx[2];
       softmax.tile_max(sc, mx);
-      const int r0 = warp * 16 + g;
       if (t == 0) s_exch[c * Tr::kRows + r0] = mx[0], s_exch[c * Tr::kRows + r0 + 8] = mx[1];
       sync_consumers(kMaxReady);
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) mx[hf] = fmaxf(mx[hf], s_exch[(1 - c) * Tr::kRows + r0 + 8 * hf]);
       softmax.update_to(sc, sl2, mx, alpha);
-      rescale_output(o, alpha);
-
-      // P: this consumer's 32 keys as wgmma A fragments, and into sP for the other consumer
-      // (16-byte chunk 4 c + nt of each row, swizzled); the V rows past the piece zeroed.
-      uint32_t pa[Tr::kKeysPerWg / 16][4];
+    };
+    // P of tile `it`: this consumer's 32 keys as wgmma A fragments and into sP for the other
+    // consumer (16-byte chunk 4 c + nt of each row, swizzled); the tile's V rows past the piece
+    // zeroed; then both consumers' P are there.
+    auto publish_p = [&](int it) {
 #pragma unroll
-      for (int kk = 0; kk < Tr::kKeysPerWg / 16; ++kk) acc_to_a<T>(sc[0], kk, pa[kk]);
+      for (int kk = 0; kk < kKW / 16; ++kk) acc_to_a<T>(sc[0], kk, pa[kk]);
+      unsigned char* sp = sP;
 #pragma unroll
-      for (int nt = 0; nt < Tr::kKeysPerWg / 8; ++nt)
+      for (int nt = 0; nt < kKW / 8; ++nt)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
           const int r = r0 + 8 * hf, chunk = (4 * c + nt) ^ (r % 8);
-          *reinterpret_cast<uint32_t*>(sP + r * 128 + chunk * 16 + t * 4) =
+          *reinterpret_cast<uint32_t*>(sp + r * 128 + chunk * 16 + t * 4) =
               pack2<T>(sc[0][nt][2 * hf], sc[0][nt][2 * hf + 1]);
         }
       fence_proxy_async();
-      src.zero_tail(gt, u.n_end - n0, c, ctid);
+      src.zero_tail(t_base + it, u.n_end - u.n_begin - it * kBN, c, ctid);
       sync_consumers(kPReady);
-
-      // O[:, 256 c..] += P V: own keys (registers), then the other consumer's (shared memory).
-      // V rows 16 kk.. of this consumer's panels 4 c..4 c + 3 (2048 bytes a 16-row step).
-      const uint32_t v_addr = k_addr + 4 * c * Tr::kPanelBytes;
+    };
+    // O[:, 256 c..] += P V of tile `it`: own keys (registers), then the other consumer's (shared
+    // memory); V rows 16 kk.. of this consumer's panels 4 c..4 c + 3 (2048 bytes a 16-row step).
+    auto issue_pv = [&](int it) {
+      const uint32_t v_addr = smem_addr(src.tile(t_base + it)) + 4 * c * Tr::kPanelBytes;
+      const uint32_t p_addr = smem_addr(sP);
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < Tr::kKeysPerWg / 16; ++kk) {
+      for (int kk = 0; kk < kKW / 16; ++kk) {
         const int own = 2 * c + kk, other = 2 * (1 - c) + kk;  // 16-key steps of the tile
         wgmma_rs<T, Tr::kColsPerWg>(o[0], pa[kk], wgmma_desc(v_addr + own * 2048, Tr::kPanelBytes, 1024), true);
         wgmma_ss<T, Tr::kColsPerWg, true>(o[0], wgmma_desc(p_addr + other * 32, 16, 1024),
                                           wgmma_desc(v_addr + other * 2048, Tr::kPanelBytes, 1024), true);
       }
       wgmma_commit();
-      wgmma_wait<0>();
+    };
+    // After P V of tile `it` completed: its registers are free again and its ring slot released.
+    auto pv_done = [&](int it) {
       fence_operands(o[0]);
       fence_operands(pa);
-      if (lane == 0) src.ring.release(gt);
+      if (lane == 0) src.ring.release(t_base + it);
+    };
+
+    if constexpr (!kOverlap) {
+      for (int it = 0; it < u.n_tiles; ++it) {
+        issue_s(it);
+        wgmma_wait<0>();
+        softmax_tile(it);
+        rescale_output(o, alpha);
+        publish_p(it);
+        issue_pv(it);
+        wgmma_wait<0>();
+        pv_done(it);
+      }
+    } else if (u.n_tiles > 0) {
+      // S(it + 1) and P V(it) on the tensor cores together; the softmax of tile it + 1 runs while
+      // P V(it) finishes. sP is rewritten for tile it + 1 only once both consumers' P V(it), which
+      // reads it, completed (kPvDone).
+      issue_s(0);
+      wgmma_wait<0>();
+      softmax_tile(0);  // O is still 0: no rescale
+      publish_p(0);
+      for (int it = 0; it + 1 < u.n_tiles; ++it) {
+        issue_s(it + 1);
+        issue_pv(it);
+        wgmma_wait<1>();  // S(it + 1) landed; P V(it) may still run
+        softmax_tile(it + 1);
+        wgmma_wait<0>();
+        pv_done(it);
+        sync_consumers(kPvDone);
+        rescale_output(o, alpha);
+        publish_p(it + 1);
+      }
+      issue_pv(u.n_tiles - 1);
+      wgmma_wait<0>();
+      pv_done(u.n_tiles - 1);
     }
     t_base += u.n_tiles;
 
@@ -274,7 +324,6 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     {
       float l[2];
       softmax.row_totals(l);
-      const int r0 = warp * 16 + g;
       // The exchange's last reads (the other consumer's maxima) came before kPReady.
       if (t == 0) s_exch[c * Tr::kRows + r0] = l[0], s_exch[c * Tr::kRows + r0 + 8] = l[1];
       sync_consumers(kMaxReady);
@@ -287,7 +336,7 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     const int slot = partial_slot(blockIdx.x, piece.split);
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      const int rl = warp * 16 + g + 8 * hf, row = row0 + rl;
+      const int rl = r0 + 8 * hf, row = row0 + rl;
       if (row >= rows) continue;
       const int token = row / p.num_heads_q, h = row % p.num_heads_q;
       const int col0 = c * Tr::kColsPerWg + 2 * t;
