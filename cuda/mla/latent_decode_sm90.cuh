@@ -183,14 +183,18 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     // last are zero. Both consumers have finished with the previous piece's Q, P and exchange.
     sync_consumers(kAll);
     {
-      constexpr int kChunksPerRow = Tr::kDk / 8;
-      for (int e = c * 128 + ctid; e < Tr::kRows * kChunksPerRow; e += 256) {
-        const int r = e / kChunksPerRow, cc = e % kChunksPerRow;
+      constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = Tr::kRows * kChunksPerRow / 256;  // 18
+      static_assert(Tr::kRows * kChunksPerRow % 256 == 0, "whole rounds of 16-byte copies");
+#pragma unroll 6
+      for (int i = 0; i < kPerThread; ++i) {  // cp.async: all 18 copies in flight, rows past zero-filled
+        const int e = i * 256 + c * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow;
         const T* src_row = q_row(r);
-        const uint4 v = src_row != nullptr ? *reinterpret_cast<const uint4*>(src_row + cc * 8) : make_uint4(0, 0, 0, 0);
-        *reinterpret_cast<uint4*>(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16)) = v;
+        cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16),
+                    src_row != nullptr ? src_row + cc * 8 : q, src_row != nullptr);
       }
-      fence_proxy_async();
+      cp_async_commit();
+      cp_async_wait<0>();
+      fence_proxy_async();  // before wgmma reads them
     }
     sync_consumers(kQReady);
 
