@@ -23,9 +23,12 @@
 //             barrier), V = the tile's first 512 columns, read in place (MN-major)
 //   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
 //             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine
-//   schedule  kOverlap false: each tile's S, softmax and P V one after another. kOverlap true: S
-//             of tile i + 1 is issued together with P V of tile i, and tile i + 1's softmax runs
-//             while P V(i) finishes (one more barrier a tile, before sP is rewritten)
+//   schedule  kOverlap false: each tile's S, softmax and P V one after another, while the other
+//             ring slot loads. kOverlap true: S of tile i + 1 is issued together with P V of tile
+//             i, and tile i + 1's softmax runs while P V(i) finishes (one more barrier a tile,
+//             before sP is rewritten); but then both slots are in use at once, so tile i + 2
+//             starts loading only when P V(i) is done: the tensor cores gain, the copies lose
+//             their overlap (for compute-bound rows whose tiles come from L2; to be measured)
 //
 // Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices are not
 // taken (mla_hopper_ready says which calls are).
