@@ -243,8 +243,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 }
 
 // Merges the split units of the list (units of kRows query rows): one warp a query row (grid (row
-// groups of kCombineRows, batch)); a row whose unit was not split was written by the decode kernel and is skipped.
-// Dynamic shared memory: each warp's weights, one a CTA of the list.
+// groups of kCombineRows, batch)); a row whose unit was not split was written by the decode
+// kernel and is skipped. Dynamic shared memory: each warp's weights, one a CTA of the list.
 template <typename T, int kRows>
 __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
   constexpr int kDv = 512, kPer = kDv / 32;

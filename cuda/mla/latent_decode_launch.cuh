@@ -62,7 +62,9 @@ void launch_mla_list(MlaLatentParams p, cudaStream_t stream) {
 
 // ---- sm_90a ----------------------------------------------------------------------------------
 // Page sizes whose 64-key tiles are whole TMA boxes at 1024-byte steps of the swizzled panels.
-inline bool mla_sm90_page_ok(int page) { return page > 0 && (page % 64 == 0 || page == 8 || page == 16 || page == 32); }
+inline bool mla_sm90_page_ok(int page) {
+  return page > 0 && (page % 64 == 0 || page == 8 || page == 16 || page == 32);
+}
 
 // The latent cache as a 4-d tensor [1][num_pages][page_size][576] for TMA, boxes of 64 columns x
 // min(page, 64) slots. False when TMA cannot describe it.
@@ -107,9 +109,11 @@ void run_mla_list(const MlaLatentParams& p, cudaStream_t stream) {
   if (p.list.s.rows == LatentSm90Traits::kRows) {
     if (p.overlap) launch_mla_sm90<T, true>(p, stream);
     else launch_mla_sm90<T, false>(p, stream);
+  } else if (p.kv_dtype == DType::fp8_e4m3) {
+    launch_mla_list<T, true, 4>(p, stream);
+  } else {
+    launch_mla_list<T, false, 3>(p, stream);
   }
-  else if (p.kv_dtype == DType::fp8_e4m3) launch_mla_list<T, true, 4>(p, stream);
-  else launch_mla_list<T, false, 3>(p, stream);
 }
 
 }  // namespace cuattn
