@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "cuattn/mla_params.h"
+#include "scheduler.h"
 #include "validate.h"
 
 namespace cuattn {
@@ -437,21 +438,11 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   p.k_scale = pp.k_scale;
   p.q_dtype = pp.q_dtype, p.kv_dtype = pp.kv_dtype;
   cuda::DeviceGuard guard(a.q.device_id);
-  if (a.variant != "" && a.variant != "list=0" && a.variant != "list=1" && a.variant != "hopper=1" &&
-      a.variant != "hopper=2")
-    value_error("mla_decode: unknown variant '", a.variant, "' (internal: list=0, list=1, hopper=1 or hopper=2)");
-  // The work list balances any batch by length. The per-sequence split kernel reads each key tile
-  // for 64 query rows instead of 16, which wins once its CTAs alone fill the GPU at Hq x Sq > 64
-  // (H100, bf16, page 64: B64 / B128 at Hq 128 1.10-1.27x faster; the list wins at Hq <= 64 and
-  // at B1 Hq 128).
-  const int64_t rows = int64_t(p.num_heads_q) * p.seqlen_q;
-  const bool wide_and_full = rows > 64 && int64_t(p.batch) * ((rows + 63) / 64) >= cuda::mla_sm_count();
-  // "hopper=1" / "hopper=2": the work list with the sm_90a kernel (64-row units, TMA, wgmma), one
-  // tile after another / S of a tile overlapping P V of the one before; a ValueError where it
-  // cannot run the call. Not yet a default: it has not been measured.
-  const bool hopper = a.variant == "hopper=1" || a.variant == "hopper=2";
-  p.overlap = a.variant == "hopper=2";
-  const bool list = hopper || a.variant == "list=1" || (a.variant.empty() && !wide_and_full);
+  const MlaDecodeChoice choice =
+      choose_mla_decode(p.batch, int64_t(p.num_heads_q) * p.seqlen_q, cuda::current_device_props(), a.variant);
+  const bool hopper = choice.kernel == MlaKernel::hopper;  // a ValueError where it cannot run the call
+  p.overlap = choice.overlap;
+  const bool list = choice.kernel != MlaKernel::split;
   if (list && p.seq_lens != nullptr) {
     if (a.plan == nullptr && stream_is_capturing(stream))
       value_error("mla_decode needs plan= (from plan_decode) under CUDA-graph capture");

@@ -161,4 +161,20 @@ void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm
     *ctas_per_sm = std::clamp(v.at("ctas_per_sm"), 1, 64);
 }
 
+MlaDecodeChoice choose_mla_decode(int64_t batch, int64_t rows, const DeviceProps& dev, const std::string& variant) {
+  MlaDecodeChoice c;
+  if (variant == "list=1") return c;
+  if (variant == "list=0") return c.kernel = MlaKernel::split, c;
+  if (variant == "hopper=1" || variant == "hopper=2") {
+    c.kernel = MlaKernel::hopper;
+    c.overlap = variant == "hopper=2";
+    return c;
+  }
+  if (!variant.empty())
+    detail::value_error("mla_decode: unknown variant '", variant, "' (internal: list=0, list=1, hopper=1 or hopper=2)");
+  const bool wide_and_full = rows > 64 && batch * ((rows + 63) / 64) >= dev.sm_count;
+  if (wide_and_full) c.kernel = MlaKernel::split;
+  return c;
+}
+
 }  // namespace cuattn

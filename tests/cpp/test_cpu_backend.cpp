@@ -1616,6 +1616,32 @@ static void parallel_for_case() {
 
 // The decode split scheduler: whole pages, at most kMaxDecodeSplits splits, one split when the
 // batch alone fills the GPU, and at most kCtasPerSm CTAs per SM otherwise.
+// mla_decode's kernel by shape (132 SMs) and by the internal variant.
+static void mla_choice_cases() {
+  DeviceProps dev;
+  dev.sm_count = 132;
+  auto kernel = [&](int64_t batch, int64_t rows, const std::string& v = "") {
+    return choose_mla_decode(batch, rows, dev, v).kernel;
+  };
+  CHECK(kernel(64, 16) == MlaKernel::list, "B64 Hq16: the work list");
+  CHECK(kernel(1, 128) == MlaKernel::list, "B1 Hq128: the work list (2 split-kernel CTAs would idle the GPU)");
+  CHECK(kernel(64, 64) == MlaKernel::list, "64 rows: the work list (no row the split kernel reads for nothing)");
+  CHECK(kernel(66, 128) == MlaKernel::split, "B66 Hq128: 132 CTAs of 64 rows fill the SMs: the split kernel");
+  CHECK(kernel(65, 128) == MlaKernel::list, "B65 Hq128: 130 CTAs do not fill 132 SMs: the work list");
+  CHECK(kernel(64, 128, "list=1") == MlaKernel::list && kernel(1, 16, "list=0") == MlaKernel::split,
+        "list=1 / list=0 force the kernels");
+  const MlaDecodeChoice h1 = choose_mla_decode(1, 16, dev, "hopper=1"), h2 = choose_mla_decode(1, 16, dev, "hopper=2");
+  CHECK(h1.kernel == MlaKernel::hopper && !h1.overlap && h2.kernel == MlaKernel::hopper && h2.overlap,
+        "hopper=1 / hopper=2: the sm_90a kernel, serial / overlapped");
+  bool threw = false;
+  try {
+    choose_mla_decode(1, 16, dev, "hopper=3");
+  } catch (const ValueError& e) {
+    threw = std::string(e.what()).find("hopper=3") != std::string::npos;
+  }
+  CHECK(threw, "an unknown variant is a ValueError naming it");
+}
+
 static void scheduler_cases() {
   auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
   const int sms = 132, per_sm = kCtasPerSm;
@@ -1805,6 +1831,7 @@ int main() {
   paged_cases();
   append_cases();
   run_case("decode split scheduler (known shapes, invariants)", scheduler_cases);
+  run_case("mla_decode kernel choice", mla_choice_cases);
   run_case("mla_method: FLOP-count choice, forced orders, validation", mla_method_cases);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n%d passed, %zu failed (%.2f s)\n", g_summary.passed, g_summary.failed.size(), s);
