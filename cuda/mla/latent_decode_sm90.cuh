@@ -22,7 +22,9 @@
 //             consumer's 32 from shared memory (it writes its P there, swizzled, before a
 //             barrier), V = the tile's first 512 columns, read in place (MN-major)
 //   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
-//             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine
+//             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine. The
+//             next piece's query is copied (cp.async) as soon as both consumers' last S of this
+//             piece is done, so it lands under the last P V and the epilogue
 //   schedule  kOverlap false: each tile's S, softmax and P V one after another, while the other
 //             ring slot loads. kOverlap true: S of tile i + 1 is issued together with P V of tile
 //             i, and tile i + 1's softmax runs while P V(i) finishes (one more barrier a tile,
@@ -172,34 +174,37 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
   const uint32_t q_addr = smem_addr(sQ);
   int t_base = 0;
 
+  // A unit's 64 x 576 query into sQ (panels of [64 rows][128 bytes], swizzled), rows past the
+  // last zero: this consumer's 18 16-byte cp.async copies, all in flight, not waited for.
+  auto copy_q = [&](const WorkPiece& w) {
+    const T* q = static_cast<const T*>(p.q) + w.seq * p.q_batch_stride;
+    const int row0 = w.unit * Tr::kRows;
+    constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = Tr::kRows * kChunksPerRow / 256;  // 18
+    static_assert(Tr::kRows * kChunksPerRow % 256 == 0, "whole rounds of 16-byte copies");
+#pragma unroll 6
+    for (int i = 0; i < kPerThread; ++i) {
+      const int e = i * 256 + c * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
+      const bool ok = row < rows;
+      const T* src = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
+      cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16), src + cc * 8, ok);
+    }
+    cp_async_commit();
+  };
+  bool q_copied = false;  // the piece's query was copied during the previous piece's last tile
+
   for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
     const LatentPiece u(p, piece, Tr::kRows, kBN);
     const int b = u.b, row0 = u.row0;
-    const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride;
-    auto q_row = [&](int r) {  // row r of the unit, or null past the last row
-      const int row = row0 + r;
-      return row < rows ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride
-                        : static_cast<const T*>(nullptr);
-    };
+    WorkPiece next = piece;
+    const bool has_next = list.next(blockIdx.x, next);
 
-    // The unit's 64 x 576 query into sQ (panels of [64 rows][128 bytes], swizzled); rows past the
-    // last are zero. Both consumers have finished with the previous piece's Q, P and exchange.
+    // The query: both consumers have finished with the previous piece's Q, P and exchange.
     sync_consumers(kAll);
-    {
-      constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = Tr::kRows * kChunksPerRow / 256;  // 18
-      static_assert(Tr::kRows * kChunksPerRow % 256 == 0, "whole rounds of 16-byte copies");
-#pragma unroll 6
-      for (int i = 0; i < kPerThread; ++i) {  // cp.async: all 18 copies in flight, rows past zero-filled
-        const int e = i * 256 + c * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow;
-        const T* src_row = q_row(r);
-        cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16),
-                    src_row != nullptr ? src_row + cc * 8 : q, src_row != nullptr);
-      }
-      cp_async_commit();
-      cp_async_wait<0>();
-      fence_proxy_async();  // before wgmma reads them
-    }
+    if (!q_copied) copy_q(piece);
+    cp_async_wait<0>();
+    fence_proxy_async();  // before wgmma reads them
     sync_consumers(kQReady);
+    q_copied = false;
 
     OnlineSoftmax<1> softmax;
     softmax.init();
@@ -246,6 +251,12 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
       softmax.tile_max(sc, mx);
       if (t == 0) s_exch[c * Tr::kRows + r0] = mx[0], s_exch[c * Tr::kRows + r0 + 8] = mx[1];
       sync_consumers(kMaxReady);
+      // Both consumers' last S of the piece is done: sQ is free for the next piece's query, which
+      // then lands under this piece's last P V and epilogue.
+      if (it == u.n_tiles - 1 && has_next) {
+        copy_q(next);
+        q_copied = true;
+      }
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) mx[hf] = fmaxf(mx[hf], s_exch[(1 - c) * Tr::kRows + r0 + 8 * hf]);
       softmax.update_to(sc, sl2, mx, alpha);
