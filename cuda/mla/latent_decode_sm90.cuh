@@ -23,8 +23,8 @@
 //             barrier), V = the tile's first 512 columns, read in place (MN-major)
 //   pieces    as in latent_decode.cuh: a whole unit writes its normalised rows, a split piece its
 //             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine. The
-//             next piece's query is copied (cp.async) as soon as both consumers' last S of this
-//             piece is done, so it lands under the last P V and the epilogue
+//             next piece's query is copied (cp.async) once the piece's last P V is issued (both
+//             consumers' S are done by then), so it lands under that P V and the epilogue
 //   schedule  kOverlap false: each tile's S, softmax and P V one after another, while the other
 //             ring slot loads. kOverlap true: S of tile i + 1 is issued together with P V of tile
 //             i, and tile i + 1's softmax runs while P V(i) finishes (one more barrier a tile,
@@ -185,14 +185,14 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     for (int i = 0; i < kPerThread; ++i) {
       const int e = i * 256 + c * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
       const bool ok = row < rows;
-      const T* src = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
-      cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16), src + cc * 8, ok);
+      const T* from = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
+      cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16), from + cc * 8, ok);
     }
     cp_async_commit();
   };
   bool q_copied = false;  // the piece's query was copied during the previous piece's last tile
 
-  for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
+  for (bool more = list.first(blockIdx.x, piece); more;) {
     const LatentPiece u(p, piece, Tr::kRows, kBN);
     const int b = u.b, row0 = u.row0;
     WorkPiece next = piece;
@@ -251,12 +251,6 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
       softmax.tile_max(sc, mx);
       if (t == 0) s_exch[c * Tr::kRows + r0] = mx[0], s_exch[c * Tr::kRows + r0 + 8] = mx[1];
       sync_consumers(kMaxReady);
-      // Both consumers' last S of the piece is done: sQ is free for the next piece's query, which
-      // then lands under this piece's last P V and epilogue.
-      if (it == u.n_tiles - 1 && has_next) {
-        copy_q(next);
-        q_copied = true;
-      }
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) mx[hf] = fmaxf(mx[hf], s_exch[(1 - c) * Tr::kRows + r0 + 8 * hf]);
       softmax.update_to(sc, sl2, mx, alpha);
@@ -294,6 +288,12 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
                                           wgmma_desc(v_addr + other * 2048, Tr::kPanelBytes, 1024), true);
       }
       wgmma_commit();
+      // After the piece's last P V is issued both consumers' S are done (kMaxReady, kPReady passed):
+      // sQ is free for the next piece's query, which lands under this P V and the epilogue.
+      if (it == u.n_tiles - 1 && has_next) {
+        copy_q(next);
+        q_copied = true;
+      }
     };
     // After P V of tile `it` completed: its registers are free again and its ring slot released.
     auto pv_done = [&](int it) {
@@ -375,6 +375,8 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
         if (c == 0 && t == 0) p.part_lse[int64_t(slot) * Tr::kRows + rl] = lse[hf];
       }
     }
+    piece = next;
+    more = has_next;
   }
 #else
   arch_unsupported();

@@ -1614,8 +1614,6 @@ static void parallel_for_case() {
   CHECK(refused && get_num_threads() == threads, "set_num_threads(0) is a ValueError");
 }
 
-// The decode split scheduler: whole pages, at most kMaxDecodeSplits splits, one split when the
-// batch alone fills the GPU, and at most kCtasPerSm CTAs per SM otherwise.
 // mla_decode's kernel by shape (132 SMs) and by the internal variant.
 static void mla_choice_cases() {
   DeviceProps dev;
@@ -1642,6 +1640,8 @@ static void mla_choice_cases() {
   CHECK(threw, "an unknown variant is a ValueError naming it");
 }
 
+// The decode split scheduler: whole pages, at most kMaxDecodeSplits splits, one split when the
+// batch alone fills the GPU, and at most kCtasPerSm CTAs per SM otherwise.
 static void scheduler_cases() {
   auto splits = [](int64_t len, int chunk) { return (len + chunk - 1) / chunk; };
   const int sms = 132, per_sm = kCtasPerSm;
