@@ -22,9 +22,9 @@ decode, all on the same inputs. Rows and aims:
   kernels    mla_decode's GPU kernels (the work list, the per-sequence split kernel, the sm_90a
              work-list kernel, forced through the internal _variant) and the one chosen by
              shape, Hq 16-128: the choice's time <= 1.03 x the fastest kernel's
-  hopper     the sm_90a kernel, one tile after another (_variant "hopper=1") and with S of a
-             tile overlapping P V of the one before ("hopper=2"), at the memory, small, compute,
-             skew and page-16 shapes, with those rows' aims (FlashMLA's time from the same rows)
+  hopper     the sm_90a kernel forced (_variant "hopper=1"; on sm_90 also the default where it
+             runs) at the memory, small, compute, skew and page-16 shapes, with those rows' aims
+             (FlashMLA's time from the same rows)
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
@@ -60,7 +60,7 @@ SCALE = (0.1 * math.log(40) + 1) ** 2 / math.sqrt(192)
 GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels", "hopper")
 # mla_decode's internal _variant of each kernel ("hopper=1" runs the work-list kernel on devices or
 # pages the sm_90a kernel does not take)
-KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1", "hopper2": "hopper=2"}
+KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1"}
 SLOW_MS = 200  # a per-pair call slower than this is timed once
 
 
@@ -348,7 +348,7 @@ class DryRun:
     def kernels(self, c: Decode):
         ms = self.decode(c)["cuattn_ms"]
         return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0),
-                "hopper_ms": ms * 0.9, "hopper2_ms": ms * 0.85, "rel_err": {k: 1e-3 for k in KERNELS}}
+                "hopper_ms": ms * 0.9, "rel_err": {k: 1e-3 for k in KERNELS}}
 
     def attention(self, c: Attention, methods):
         m = {"torch_ms": 9.0, "rel_err": {k: 3e-3 for k in methods}}
@@ -470,7 +470,7 @@ def rows_for(group, src, ceil):
                  + [(uniform(16, 8192, 16), [("copy", 0.8)]), (uniform(1, 32768, 128), [("copy", 0.6)])]
                  + [(c, [("FlashMLA", 1.05), ("GEMM", 0.87)]) for c in COMPUTE]
                  + [(SKEW, [("copy", 0.8)])] + [(dataclasses.replace(c, page=16), []) for c in PAGE])
-        for kernel in ("hopper", "hopper2"):
+        for kernel in ("hopper",):
             for c, aims in cases:
                 k = src.kernels(c)
                 if k[f"{kernel}_ms"] is None:  # no sm_90a kernel here: the kernels rows say why

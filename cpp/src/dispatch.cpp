@@ -193,6 +193,14 @@ void append_paged_kv(const AppendParams& p, Stream stream) {
 
 void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p, stream); }
 
+bool mla_hopper_usable(const MlaLatentParams& p, const DecodePlan* plan) {
+  // One CTA an SM with two 64-row slots each, which the workspace's kListCtasPerSm x two 16-row
+  // slots an SM hold (a plan's: for its SM count).
+  static_assert(kListCtasPerSm * kDecodeRows >= 64, "the list's slots hold 64-row units");
+  return p.seq_lens != nullptr && (plan == nullptr || plan->config.sm_count >= current_device_props().sm_count) &&
+         mla_hopper_ready(p);
+}
+
 void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, bool hopper) {
   const int sms = current_device_props().sm_count;
   SplitWorkspace ws;
@@ -208,13 +216,7 @@ void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, 
   } else {
     ws = cached(list_layout(p.batch, sms, 512), 0, 1, stream);
   }
-  // The sm_90a kernel's 64-row units where it can run the call: one CTA an SM, two 64-row slots
-  // each, which the workspace's kListCtasPerSm x two 16-row slots an SM hold.
-  static_assert(kListCtasPerSm * kDecodeRows >= 64, "the list's slots hold 64-row units");
-  if (hopper && !((plan == nullptr || plan->config.sm_count >= sms) && mla_hopper_ready(p)))
-    value_error("mla_decode: the sm_90a kernel (variant hopper=1 or 2) cannot run this call: it needs an sm_90 "
-                "device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a multiple of "
-                "64 slots, and q rows 16-byte aligned (page size ", p.page_size, ")");
+  if (hopper && !mla_hopper_usable(p, plan)) value_error("mla_decode: the sm_90a kernel cannot run this call");
   WorkList& list = p.list;
   list.s = WorkListShape{};
   list.s.batch = p.batch;

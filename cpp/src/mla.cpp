@@ -440,9 +440,15 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   cuda::DeviceGuard guard(a.q.device_id);
   const MlaDecodeChoice choice =
       choose_mla_decode(p.batch, int64_t(p.num_heads_q) * p.seqlen_q, cuda::current_device_props(), a.variant);
-  const bool hopper = choice.kernel == MlaKernel::hopper;  // a ValueError where it cannot run the call
-  p.overlap = choice.overlap;
-  const bool list = choice.kernel != MlaKernel::split;
+  MlaKernel kernel = choice.kernel;
+  if (kernel == MlaKernel::hopper && !cuda::mla_hopper_usable(p, a.plan)) {
+    if (choice.forced)
+      value_error("mla_decode: the sm_90a kernel (variant hopper=1) cannot run this call: it needs an sm_90 "
+                  "device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a multiple "
+                  "of 64 slots, and q rows 16-byte aligned (page size ", p.page_size, ")");
+    kernel = choice.fallback;
+  }
+  const bool hopper = kernel == MlaKernel::hopper, list = kernel != MlaKernel::split;
   if (list && p.seq_lens != nullptr) {
     if (a.plan == nullptr && stream_is_capturing(stream))
       value_error("mla_decode needs plan= (from plan_decode) under CUDA-graph capture");

@@ -163,17 +163,15 @@ void apply_variant(const std::string& variant, DecodeConfig& c, int* ctas_per_sm
 
 MlaDecodeChoice choose_mla_decode(int64_t batch, int64_t rows, const DeviceProps& dev, const std::string& variant) {
   MlaDecodeChoice c;
-  if (variant == "list=1") return c;
-  if (variant == "list=0") return c.kernel = MlaKernel::split, c;
-  if (variant == "hopper=1" || variant == "hopper=2") {
-    c.kernel = MlaKernel::hopper;
-    c.overlap = variant == "hopper=2";
-    return c;
-  }
-  if (!variant.empty())
-    detail::value_error("mla_decode: unknown variant '", variant, "' (internal: list=0, list=1, hopper=1 or hopper=2)");
   const bool wide_and_full = rows > 64 && batch * ((rows + 63) / 64) >= dev.sm_count;
-  if (wide_and_full) c.kernel = MlaKernel::split;
+  c.fallback = wide_and_full ? MlaKernel::split : MlaKernel::list;
+  c.kernel = dev.cc_major == 9 && dev.cc_minor == 0 ? MlaKernel::hopper : c.fallback;
+  if (variant.empty()) return c;
+  c.forced = true;
+  if (variant == "list=1") c.kernel = MlaKernel::list;
+  else if (variant == "list=0") c.kernel = MlaKernel::split;
+  else if (variant == "hopper=1") c.kernel = MlaKernel::hopper;
+  else detail::value_error("mla_decode: unknown variant '", variant, "' (internal: list=0, list=1 or hopper=1)");
   return c;
 }
 

@@ -81,16 +81,13 @@ bool mla_sm90_ready(const MlaLatentParams& p) {
   if (reinterpret_cast<uintptr_t>(p.q) % 16 != 0 || p.q_batch_stride % 8 != 0 || p.q_row_stride % 8 != 0 ||
       p.q_head_stride % 8 != 0)
     return false;
-  if (!prepare_sm90a_kernel(mla_decode_sm90_kernel<T, false>, LatentSm90Traits::kSmem) ||
-      !prepare_sm90a_kernel(mla_decode_sm90_kernel<T, true>, LatentSm90Traits::kSmem))
-    return false;
+  if (!prepare_sm90a_kernel(mla_decode_sm90_kernel<T>, LatentSm90Traits::kSmem)) return false;
   CUtensorMap map;
   return mla_sm90_map(&map, p);
 }
 
-// Runs a list of 64-row units (p.list.s.rows == 64: the host asked mla_sm90_ready first), on the
-// pipelined schedule where p.overlap says so.
-template <typename T, bool kOverlap>
+// Runs a list of 64-row units (p.list.s.rows == 64: the host asked mla_sm90_ready first).
+template <typename T>
 void launch_mla_sm90(MlaLatentParams p, cudaStream_t stream) {
   using Tr = LatentSm90Traits;
   CUtensorMap map;
@@ -99,7 +96,7 @@ void launch_mla_sm90(MlaLatentParams p, cudaStream_t stream) {
   // One CTA an SM (its shared memory); the workspace's slots (two a CTA of 64 rows) fit it.
   p.list.s.ctas = std::min(std::max(cuda::mla_sm_count(), 1), kMaxDecodeSplits);
   build_mla_list(p, stream);
-  mla_decode_sm90_kernel<T, kOverlap><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
+  mla_decode_sm90_kernel<T><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
   check_launch("mla_decode_sm90_kernel launch");
   launch_mla_list_combine<T, Tr::kRows>(p, stream);
 }
@@ -107,8 +104,7 @@ void launch_mla_sm90(MlaLatentParams p, cudaStream_t stream) {
 template <typename T>
 void run_mla_list(const MlaLatentParams& p, cudaStream_t stream) {
   if (p.list.s.rows == LatentSm90Traits::kRows) {
-    if (p.overlap) launch_mla_sm90<T, true>(p, stream);
-    else launch_mla_sm90<T, false>(p, stream);
+    launch_mla_sm90<T>(p, stream);
   } else if (p.kv_dtype == DType::fp8_e4m3) {
     launch_mla_list<T, true, 4>(p, stream);
   } else {

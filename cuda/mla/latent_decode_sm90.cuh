@@ -25,12 +25,9 @@
 //             rows and LSE in fp32 to its slot (64 rows a slot), merged by mla_list_combine. The
 //             next piece's query is copied (cp.async) once the piece's last P V is issued (both
 //             consumers' S are done by then), so it lands under that P V and the epilogue
-//   schedule  kOverlap false: each tile's S, softmax and P V one after another, while the other
-//             ring slot loads. kOverlap true: S of tile i + 1 is issued together with P V of tile
-//             i, and tile i + 1's softmax runs while P V(i) finishes (one more barrier a tile,
-//             before sP is rewritten); but then both slots are in use at once, so tile i + 2
-//             starts loading only when P V(i) is done: the tensor cores gain, the copies lose
-//             their overlap (for compute-bound rows whose tiles come from L2; to be measured)
+//   schedule  each tile's S, softmax and P V one after another, while the other ring slot loads
+//             (issuing S of tile i + 1 with P V of tile i instead holds both slots, so no tile
+//             loads while the tensor cores work: 5-25 % slower on an H100, bench/NOTES.md)
 //
 // Page sizes other than 8, 16, 32 or a multiple of 64, fp8 caches and other devices are not
 // taken (mla_hopper_ready says which calls are).
@@ -123,7 +120,7 @@ struct LatentTmaProducer {
   }
 };
 
-template <typename T, bool kOverlap>
+template <typename T>
 __global__ void __launch_bounds__(LatentSm90Traits::kThreads, 1)
 mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
 #ifdef CUATTN_SM90A
@@ -168,8 +165,7 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
   const int r0 = warp * 16 + g;  // this thread's rows of the unit: r0 and r0 + 8
   const int rows = p.num_heads_q * p.seqlen_q;
   const float sl2 = p.scale * kLog2e;
-  // named barriers, 256 threads (kPvDone: kOverlap only)
-  constexpr int kAll = 1, kQReady = 2, kMaxReady = 3, kPReady = 4, kPvDone = 5;
+  constexpr int kAll = 1, kQReady = 2, kMaxReady = 3, kPReady = 4;  // named barriers, 256 threads
   auto sync_consumers = [](int id) { named_barrier_sync(id, 256); };
   const uint32_t q_addr = smem_addr(sQ);
   int t_base = 0;
@@ -231,7 +227,7 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
       wgmma_commit();
     };
     // The landed S of tile `it`: masked, one maximum a row over both consumers' keys, turned
-    // into P; alpha: the factor O is to be rescaled by (once its P V of the tile before is done).
+    // into P; alpha: the factor O is to be rescaled by.
     auto softmax_tile = [&](int it) {
       fence_operands(sc[0]);
       const int n0 = u.n_begin + it * kBN;
@@ -302,39 +298,15 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
       if (lane == 0) src.ring.release(t_base + it);
     };
 
-    if constexpr (!kOverlap) {
-      for (int it = 0; it < u.n_tiles; ++it) {
-        issue_s(it);
-        wgmma_wait<0>();
-        softmax_tile(it);
-        rescale_output(o, alpha);
-        publish_p(it);
-        issue_pv(it);
-        wgmma_wait<0>();
-        pv_done(it);
-      }
-    } else if (u.n_tiles > 0) {
-      // S(it + 1) and P V(it) on the tensor cores together; the softmax of tile it + 1 runs while
-      // P V(it) finishes. sP is rewritten for tile it + 1 only once both consumers' P V(it), which
-      // reads it, completed (kPvDone).
-      issue_s(0);
+    for (int it = 0; it < u.n_tiles; ++it) {
+      issue_s(it);
       wgmma_wait<0>();
-      softmax_tile(0);  // O is still 0: no rescale
-      publish_p(0);
-      for (int it = 0; it + 1 < u.n_tiles; ++it) {
-        issue_s(it + 1);
-        issue_pv(it);
-        wgmma_wait<1>();  // S(it + 1) landed; P V(it) may still run
-        softmax_tile(it + 1);
-        wgmma_wait<0>();
-        pv_done(it);
-        sync_consumers(kPvDone);
-        rescale_output(o, alpha);
-        publish_p(it + 1);
-      }
-      issue_pv(u.n_tiles - 1);
+      softmax_tile(it);
+      rescale_output(o, alpha);
+      publish_p(it);
+      issue_pv(it);
       wgmma_wait<0>();
-      pv_done(u.n_tiles - 1);
+      pv_done(it);
     }
     t_base += u.n_tiles;
 

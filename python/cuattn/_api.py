@@ -396,12 +396,11 @@ def mla_decode(q, kv_cache, block_table, seq_lens, *, scale, head_dim_v=512, cau
     j <= seq_len - Sq + t when causal. scale is required (DeepSeek-V3: mscale^2 / sqrt(192)).
     Returns (out [B, Sq, Hq, 512], lse [B, Hq, Sq]).
 
-    _variant is internal (tests, benchmarks): "list=1" forces the work-list kernel, "list=0" the
-    per-sequence split kernel (by default: the list, but the split kernel for Hq x Sq > 64 when
-    its CTAs fill the GPU), "hopper=1" the work list with the sm_90a kernel (TMA, wgmma, 64-row
-    units; a ValueError unless the device is sm_90 and the cache 16-bit with pages of 8, 16, 32
-    or a multiple of 64), "hopper=2" the same kernel with S of a tile overlapping P V of the one
-    before."""
+    _variant is internal (tests, benchmarks): "hopper=1" forces the sm_90a work-list kernel (TMA,
+    wgmma, 64-row units; a ValueError unless the device is sm_90 and the cache 16-bit with pages
+    of 8, 16, 32 or a multiple of 64), "list=1" the portable work-list kernel, "list=0" the
+    per-sequence split kernel. By default: the sm_90a kernel where it can run the call, else the
+    portable list, but the split kernel for Hq x Sq > 64 when its CTAs fill the GPU."""
     if scale is None:
         raise ValueError("mla_decode needs scale= (DeepSeek-V3 uses mscale^2/sqrt(192))")
     a = _cuattn.MlaDecodeArgs()

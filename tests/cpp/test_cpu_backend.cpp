@@ -1614,10 +1614,11 @@ static void parallel_for_case() {
   CHECK(refused && get_num_threads() == threads, "set_num_threads(0) is a ValueError");
 }
 
-// mla_decode's kernel by shape (132 SMs) and by the internal variant.
+// mla_decode's kernel by device and shape (132 SMs) and by the internal variant.
 static void mla_choice_cases() {
   DeviceProps dev;
   dev.sm_count = 132;
+  dev.cc_major = 8;
   auto kernel = [&](int64_t batch, int64_t rows, const std::string& v = "") {
     return choose_mla_decode(batch, rows, dev, v).kernel;
   };
@@ -1628,14 +1629,21 @@ static void mla_choice_cases() {
   CHECK(kernel(65, 128) == MlaKernel::list, "B65 Hq128: 130 CTAs do not fill 132 SMs: the work list");
   CHECK(kernel(64, 128, "list=1") == MlaKernel::list && kernel(1, 16, "list=0") == MlaKernel::split,
         "list=1 / list=0 force the kernels");
-  const MlaDecodeChoice h1 = choose_mla_decode(1, 16, dev, "hopper=1"), h2 = choose_mla_decode(1, 16, dev, "hopper=2");
-  CHECK(h1.kernel == MlaKernel::hopper && !h1.overlap && h2.kernel == MlaKernel::hopper && h2.overlap,
-        "hopper=1 / hopper=2: the sm_90a kernel, serial / overlapped");
+  const MlaDecodeChoice h = choose_mla_decode(1, 16, dev, "hopper=1");
+  CHECK(h.kernel == MlaKernel::hopper && h.forced, "hopper=1: the sm_90a kernel, forced");
+  dev.cc_major = 9;  // sm_90: the sm_90a kernel by default, the shape rule where it cannot run
+  const MlaDecodeChoice d = choose_mla_decode(66, 128, dev, "");
+  CHECK(d.kernel == MlaKernel::hopper && !d.forced && d.fallback == MlaKernel::split,
+        "sm_90 B66 Hq128: the sm_90a kernel, falling back to the split kernel");
+  CHECK(choose_mla_decode(1, 16, dev, "").fallback == MlaKernel::list, "sm_90 B1 Hq16: falls back to the list");
+  CHECK(kernel(64, 16, "list=1") == MlaKernel::list, "sm_90: list=1 still forces the portable kernel");
+  dev.cc_minor = 9;  // sm_99 (none such), i.e. not sm_90: no sm_90a kernel
+  CHECK(kernel(64, 16) == MlaKernel::list, "only sm_90 takes the sm_90a kernel by default");
   bool threw = false;
   try {
-    choose_mla_decode(1, 16, dev, "hopper=3");
+    choose_mla_decode(1, 16, dev, "hopper=2");
   } catch (const ValueError& e) {
-    threw = std::string(e.what()).find("hopper=3") != std::string::npos;
+    threw = std::string(e.what()).find("hopper=2") != std::string::npos;
   }
   CHECK(threw, "an unknown variant is a ValueError naming it");
 }

@@ -198,11 +198,11 @@ DECODE_CASES = [
     DecodeCase((300, 5000, 64), 128, 16, sq=3, gpu_only=True),  # pages of 128, split
 ]
 
-# The GPU's decode kernels (internal _variant): chosen by shape, the work list forced, the
-# per-sequence split kernel forced, the sm_90a kernel (64-row units) one tile after another and
-# with S overlapping P V (on sm_90 GPUs; a ValueError for caches it does not take); the CPU has
-# one path.
-VARIANTS = ["", "list=1", "list=0", "hopper=1", "hopper=2"]
+# The GPU's decode kernels (internal _variant): the default (on sm_90 the sm_90a kernel where it
+# can run the call, else by shape), the work list's portable kernel forced, the per-sequence split
+# kernel forced, the sm_90a kernel forced (on sm_90 GPUs; a ValueError for caches it does not
+# take); the CPU has one path.
+VARIANTS = ["", "list=1", "list=0", "hopper=1"]
 
 
 def skip_variant_on_cpu(device, variant):
@@ -227,9 +227,9 @@ def hopper_takes(page, kv="16"):
 
 
 def forced_kernel_refuses(variant, page, kv="16"):
-    """hopper=1 / 2 on a GPU: skipped where the GPU or the build has no sm_90a kernel; True where the
+    """hopper=1 on a GPU: skipped where the GPU or the build has no sm_90a kernel; True where the
     kernel exists but does not take this cache (the call must then raise a ValueError)."""
-    if not variant.startswith("hopper="):
+    if variant != "hopper=1":
         return False
     reason = hopper_skip_reason()
     if reason:
@@ -284,7 +284,7 @@ def test_mla_decode(rng, device, dtype, case, poison, variant):
                                      to_device(sl, device), scale=SCALE, causal=case.causal, _variant=variant,
                                      **extra)
     if forced_kernel_refuses(variant, case.page):
-        with pytest.raises(ValueError, match="hopper=1 or 2"):
+        with pytest.raises(ValueError, match="hopper=1"):
             call()
         return
     out, lse = call()
@@ -325,7 +325,7 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
                                      to_device(sl, device), scale=SCALE, kv_scale=kv_scale, _variant=variant,
                                      **extra)
     if forced_kernel_refuses(variant, case.page, kv="fp8"):
-        with pytest.raises(ValueError, match="hopper=1 or 2"):
+        with pytest.raises(ValueError, match="hopper=1"):
             call()
         return
     out, lse = call()
@@ -337,7 +337,7 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
-    """hopper=1 and hopper=2 launch the sm_90a kernel itself, with a plan and without; list=1
+    """The default and hopper=1 launch the sm_90a kernel itself, with a plan and without; list=1
     does not. Read from the kernel names PyTorch's profiler records."""
     if gpu_framework() != "torch":
         pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
@@ -359,7 +359,7 @@ def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
         return [e.name for e in prof.events() if "mla_" in e.name], out
 
     ref, _ = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE)
-    for variant in ("hopper=1", "hopper=2"):
+    for variant in ("", "hopper=1"):
         for p in (None, plan):
             names, out = kernels(variant, p)
             assert any("mla_decode_sm90_kernel" in n for n in names), names

@@ -59,9 +59,6 @@ struct MlaLatentParams {
   // seq_lens. Split pieces leave their rows in part_o [2 ctas slots, rows, 512] and part_lse
   // [2 ctas slots, rows] (partial_slot).
   WorkList list;
-  // The sm_90a kernel (list.s.rows == 64): S of a tile overlapping P V of the one before
-  // (internal variant hopper=2), else one tile after another (hopper=1).
-  bool overlap = false;
 };
 
 // Batched matrix product on the tensor cores, fp32 accumulation, C in the inputs' dtype:
