@@ -56,15 +56,17 @@ struct LatentTraits {
   static_assert(!kFp8 || kSharedV, "fp8 caches hold K and V in one latent");
 };
 
+// The page holding key j of sequence b (its block-table entry clamped into the cache).
+CUATTN_DEVICE int latent_page(const MlaLatentParams& p, int b, int j) {
+  if (p.block_table == nullptr) return b;
+  const int page = p.block_table[b * p.bt_batch_stride + j / p.page_size];
+  return min(max(page, 0), p.num_pages - 1);
+}
+
 // Where key j of sequence b starts in a cache (elements), its page clamped into the cache.
 CUATTN_DEVICE int64_t latent_key_offset(const MlaLatentParams& p, int b, int j, int64_t page_stride,
                                         int64_t slot_stride) {
-  int page = b;
-  if (p.block_table != nullptr) {
-    page = p.block_table[b * p.bt_batch_stride + j / p.page_size];
-    page = min(max(page, 0), p.num_pages - 1);
-  }
-  return page * page_stride + int64_t(j % p.page_size) * slot_stride;
+  return latent_page(p, b, j) * page_stride + int64_t(j % p.page_size) * slot_stride;
 }
 
 // Requests keys [n0, n0 + kBN) of a cache (element size kBytes) into a [kBN x kCols] tile with

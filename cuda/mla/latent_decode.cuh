@@ -76,6 +76,30 @@ struct LatentPiece {
   }
 };
 
+// A unit's normalised output for one query row, this thread's share: columns col0 + 8 ot (+ 1) of
+// accumulator half hf times f, to out with the row's LSE (a whole unit), or in fp32 to row rl of
+// the split slot with its LSE (mla_list_combine merges them). The LSE by `lse_writer` threads.
+template <typename T, int kRows, int kOT>
+CUATTN_DEVICE void store_latent_row(const MlaLatentParams& p, int b, int row, int rl, int slot, bool whole,
+                                    int col0, const float (&o)[kOT][4], int hf, float f, float lse,
+                                    bool lse_writer) {
+  constexpr int kDv = 512;
+  if (whole) {
+    const int token = row / p.num_heads_q, h = row % p.num_heads_q;
+    T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot)
+      *reinterpret_cast<uint32_t*>(out + col0 + ot * 8) = pack2<T>(o[ot][2 * hf] * f, o[ot][2 * hf + 1] * f);
+    if (p.lse != nullptr && lse_writer) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
+  } else {
+    float* out = p.part_o + (int64_t(slot) * kRows + rl) * kDv;
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot)
+      *reinterpret_cast<float2*>(out + col0 + ot * 8) = make_float2(o[ot][2 * hf] * f, o[ot][2 * hf + 1] * f);
+    if (lse_writer) p.part_lse[int64_t(slot) * kRows + rl] = lse;
+  }
+}
+
 // Requests keys [n0, n0 + kBN) of sequence b, keys >= n_end zero-filled; warp w copies its own 8
 // keys (lane k < 8 looks up key 8 w + k's page and passes the row's offset to the others).
 template <typename Tr>
@@ -220,24 +244,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int rl = g + 8 * hf, row = row0 + rl;
-      if (row >= rows) continue;
-      const int token = row / p.num_heads_q, h = row % p.num_heads_q;
-      const float f = factor[hf] * k_scale;
-      const int col0 = warp * Tr::kColsPerWarp + 2 * t;
-      if (piece.num_splits == 1) {
-        T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot)
-          *reinterpret_cast<uint32_t*>(out + col0 + ot * 8) = pack2<T>(o[0][ot][2 * hf] * f, o[0][ot][2 * hf + 1] * f);
-        if (p.lse != nullptr && warp == 0 && t == 0)
-          p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse[hf];
-      } else {
-        float* out = p.part_o + (int64_t(slot) * Tr::kRows + rl) * Tr::kDv;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot)
-          *reinterpret_cast<float2*>(out + col0 + ot * 8) = make_float2(o[0][ot][2 * hf] * f, o[0][ot][2 * hf + 1] * f);
-        if (warp == 0 && t == 0) p.part_lse[int64_t(slot) * Tr::kRows + rl] = lse[hf];
-      }
+      if (row < rows)
+        store_latent_row<T, Tr::kRows, kOT>(p, b, row, rl, slot, piece.num_splits == 1,
+                                            warp * Tr::kColsPerWarp + 2 * t, o[0], hf, factor[hf] * k_scale,
+                                            lse[hf], warp == 0 && t == 0);
     }
   }
 }

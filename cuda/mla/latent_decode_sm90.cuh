@@ -72,7 +72,7 @@ struct LatentSm90Traits {
 
 // The producer: one warp's lanes copy a tile's (box, panel) pairs, lane 0 announcing the bytes
 // on the tile's `full` barrier first. Boxes of pages past the piece's keys are not copied (their
-// table entries may be junk); the consumers zero the V rows past the keys (land).
+// table entries may be junk); the consumers zero the V rows past the keys (zero_tail).
 struct LatentTmaProducer {
   using Tr = LatentSm90Traits;
   StageBarriers<Tr::kStages> ring;
@@ -93,13 +93,8 @@ struct LatentTmaProducer {
       unsigned char* dst = tile(gt);
       for (int i = lane; i < boxes * Tr::kPanels; i += 32) {
         const int j = i / Tr::kPanels, pn = i % Tr::kPanels, key = n0 + j * box;
-        int page = u.b;
-        if (p.block_table != nullptr) {
-          page = p.block_table[u.b * p.bt_batch_stride + key / p.page_size];
-          page = min(max(page, 0), p.num_pages - 1);
-        }
         tma_load_4d(dst + pn * Tr::kPanelBytes + j * box * 128, map, &ring.full[gt % Tr::kStages], 64 * pn,
-                    key % p.page_size, page, 0);
+                    key % p.page_size, latent_page(p, u.b, key), 0);
       }
     }
   }
@@ -327,25 +322,10 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int rl = r0 + 8 * hf, row = row0 + rl;
-      if (row >= rows) continue;
-      const int token = row / p.num_heads_q, h = row % p.num_heads_q;
-      const int col0 = c * Tr::kColsPerWg + 2 * t;
-      if (piece.num_splits == 1) {
-        T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot)
-          *reinterpret_cast<uint32_t*>(out + col0 + ot * 8) =
-              pack2<T>(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
-        if (p.lse != nullptr && c == 0 && t == 0)
-          p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse[hf];
-      } else {
-        float* out = p.part_o + (int64_t(slot) * Tr::kRows + rl) * Tr::kDv;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot)
-          *reinterpret_cast<float2*>(out + col0 + ot * 8) =
-              make_float2(o[0][ot][2 * hf] * factor[hf], o[0][ot][2 * hf + 1] * factor[hf]);
-        if (c == 0 && t == 0) p.part_lse[int64_t(slot) * Tr::kRows + rl] = lse[hf];
-      }
+      if (row < rows)
+        store_latent_row<T, Tr::kRows, kOT>(p, b, row, rl, slot, piece.num_splits == 1,
+                                            c * Tr::kColsPerWg + 2 * t, o[0], hf, factor[hf], lse[hf],
+                                            c == 0 && t == 0);
     }
     piece = next;
     more = has_next;
