@@ -58,9 +58,9 @@ DK, DV = 576, 512
 # DeepSeek-V3: softmax scale = mscale^2 / sqrt(qk_head_dim = 192), mscale = 0.1 ln(40) + 1 (YaRN).
 SCALE = (0.1 * math.log(40) + 1) ** 2 / math.sqrt(192)
 GROUPS = ("memory", "small", "compute", "page", "skew", "fp8", "attention", "absorb", "kernels", "hopper")
-# mla_decode's internal _variant of each kernel ("hopper=1" runs the work-list kernel on devices or
-# pages the sm_90a kernel does not take)
-KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1"}
+# mla_decode's internal _variant of each kernel ("hopper=1" / "narrow=1" are a ValueError on devices,
+# caches or row counts the sm_90a kernels do not take)
+KERNELS = {"list": "list=1", "split": "list=0", "hopper": "hopper=1", "narrow": "narrow=1"}
 SLOW_MS = 200  # a per-pair call slower than this is timed once
 
 
@@ -262,7 +262,7 @@ class Gpu:
             want = run("")[0]
             m = {"chosen_ms": self.timer(lambda: run("")), "rel_err": {}, "notes": []}
             for k, v in KERNELS.items():
-                try:  # hopper=1 is a ValueError where the sm_90a kernel cannot run (device, cache)
+                try:  # hopper=1 / narrow=1: a ValueError where the sm_90a kernel cannot run the call
                     m["rel_err"][k] = rel_err(torch, run(v)[0], want)
                     m[f"{k}_ms"] = self.timer(lambda v=v: run(v))
                 except ValueError as e:
@@ -348,7 +348,9 @@ class DryRun:
     def kernels(self, c: Decode):
         ms = self.decode(c)["cuattn_ms"]
         return {"chosen_ms": ms, "list_ms": ms * (1.0 if c.hq <= 64 else 1.1), "split_ms": ms * (3.0 if c.hq <= 64 else 1.0),
-                "hopper_ms": ms * 0.9, "rel_err": {k: 1e-3 for k in KERNELS}}
+                "hopper_ms": ms * 0.9, "narrow_ms": ms * 0.8 if c.hq <= 32 else None,
+                "rel_err": {k: 1e-3 for k in KERNELS if k != "narrow" or c.hq <= 32},
+                "notes": [] if c.hq <= 32 else ["narrow: (dry run) more than 32 query rows"]}
 
     def attention(self, c: Attention, methods):
         m = {"torch_ms": 9.0, "rel_err": {k: 3e-3 for k in methods}}
@@ -470,7 +472,7 @@ def rows_for(group, src, ceil):
                  + [(uniform(16, 8192, 16), [("copy", 0.8)]), (uniform(1, 32768, 128), [("copy", 0.6)])]
                  + [(c, [("FlashMLA", 1.05), ("GEMM", 0.87)]) for c in COMPUTE]
                  + [(SKEW, [("copy", 0.8)])] + [(dataclasses.replace(c, page=16), []) for c in PAGE])
-        for kernel in ("hopper",):
+        for kernel in ("hopper", "narrow"):
             for c, aims in cases:
                 k = src.kernels(c)
                 if k[f"{kernel}_ms"] is None:  # no sm_90a kernel here: the kernels rows say why

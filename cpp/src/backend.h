@@ -65,11 +65,12 @@ void paged_attention(const PagedParams& p, const DecodePlan* plan, const std::st
 void append_paged_kv(const AppendParams& p, Stream stream);
 void merge_states(const MergeParams& p, Stream stream);
 // mla_decode on the decode work list: the list's shape and its workspace (the plan's, else the
-// cached one) into p, then the launch; with `hopper` on the sm_90a kernel (mla_hopper_usable).
-void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, bool hopper);
-// Can the sm_90a MLA decode kernel run this call (device, build, cache, alignment, the plan's
-// workspace)?
-bool mla_hopper_usable(const MlaLatentParams& p, const DecodePlan* plan);
+// cached one) into p, then the launch of `kernel` (list, hopper or narrow; the sm_90a ones only
+// where mla_hopper_usable).
+void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, MlaKernel kernel);
+// Can the sm_90a MLA decode kernel (narrow: the one for at most 32 query rows) run this call
+// (device, build, cache, alignment, rows, the plan's workspace)?
+bool mla_hopper_usable(const MlaLatentParams& p, const DecodePlan* plan, bool narrow);
 // True where the CUDA build has a kernel for this (dtype, head dim, head dim v) combination.
 bool attention_supported(DType t, int d, int dv);
 bool paged_supported(DType q, DType kv, int d, int dv);

@@ -193,15 +193,15 @@ void append_paged_kv(const AppendParams& p, Stream stream) {
 
 void merge_states(const MergeParams& p, Stream stream) { kernels::merge_states(p, stream); }
 
-bool mla_hopper_usable(const MlaLatentParams& p, const DecodePlan* plan) {
-  // One CTA an SM with two 64-row slots each, which the workspace's kListCtasPerSm x two 16-row
-  // slots an SM hold (a plan's: for its SM count).
+bool mla_hopper_usable(const MlaLatentParams& p, const DecodePlan* plan, bool narrow) {
+  // One CTA an SM with two slots of at most 64 rows each, which the workspace's kListCtasPerSm x
+  // two 16-row slots an SM hold (a plan's: for its SM count).
   static_assert(kListCtasPerSm * kDecodeRows >= 64, "the list's slots hold 64-row units");
   return p.seq_lens != nullptr && (plan == nullptr || plan->config.sm_count >= current_device_props().sm_count) &&
-         mla_hopper_ready(p);
+         mla_hopper_ready(p, narrow);
 }
 
-void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, bool hopper) {
+void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, MlaKernel kernel) {
   const int sms = current_device_props().sm_count;
   SplitWorkspace ws;
   if (plan != nullptr) {
@@ -216,11 +216,15 @@ void mla_list_decode(MlaLatentParams& p, const DecodePlan* plan, Stream stream, 
   } else {
     ws = cached(list_layout(p.batch, sms, 512), 0, 1, stream);
   }
-  if (hopper && !mla_hopper_usable(p, plan)) value_error("mla_decode: the sm_90a kernel cannot run this call");
+  const bool hopper = kernel == MlaKernel::hopper || kernel == MlaKernel::narrow;
+  const bool narrow = kernel == MlaKernel::narrow;
+  if (hopper && !mla_hopper_usable(p, plan, narrow)) value_error("mla_decode: the sm_90a kernel cannot run this call");
+  const int rows = p.num_heads_q * p.seqlen_q;
   WorkList& list = p.list;
   list.s = WorkListShape{};
   list.s.batch = p.batch;
-  list.s.rows = hopper ? 64 : kDecodeRows;
+  list.s.rows = !hopper ? kDecodeRows : !narrow ? 64 : rows <= 16 ? 16 : 32;
+  p.list_kernel = hopper ? MlaListKernel::sm90 : MlaListKernel::portable;
   list.s.units = int((int64_t(p.num_heads_q) * p.seqlen_q + list.s.rows - 1) / list.s.rows);
   list.s.granule = kListGranule;
   list.s.overhead = kListOverhead;

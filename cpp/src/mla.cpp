@@ -441,18 +441,19 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
   const MlaDecodeChoice choice =
       choose_mla_decode(p.batch, int64_t(p.num_heads_q) * p.seqlen_q, cuda::current_device_props(), a.variant);
   MlaKernel kernel = choice.kernel;
-  if (kernel == MlaKernel::hopper && !cuda::mla_hopper_usable(p, a.plan)) {
+  const bool sm90 = kernel == MlaKernel::hopper || kernel == MlaKernel::narrow;
+  if (sm90 && !cuda::mla_hopper_usable(p, a.plan, kernel == MlaKernel::narrow)) {
     if (choice.forced)
-      value_error("mla_decode: the sm_90a kernel (variant hopper=1) cannot run this call: it needs an sm_90 "
-                  "device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a multiple "
-                  "of 64 slots, and q rows 16-byte aligned (page size ", p.page_size, ")");
+      value_error("mla_decode: the sm_90a kernel (variant ", a.variant, ") cannot run this call: it needs an "
+                  "sm_90 device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a "
+                  "multiple of 64 slots, q rows 16-byte aligned, and for narrow=1 at most 32 query rows "
+                  "(page size ", p.page_size, ", num_heads_q x seqlen_q ", int64_t(p.num_heads_q) * p.seqlen_q, ")");
     kernel = choice.fallback;
   }
-  const bool hopper = kernel == MlaKernel::hopper, list = kernel != MlaKernel::split;
-  if (list && p.seq_lens != nullptr) {
+  if (kernel != MlaKernel::split && p.seq_lens != nullptr) {
     if (a.plan == nullptr && stream_is_capturing(stream))
       value_error("mla_decode needs plan= (from plan_decode) under CUDA-graph capture");
-    return cuda::mla_list_decode(p, a.plan, stream, hopper);
+    return cuda::mla_list_decode(p, a.plan, stream, kernel);
   }
   if (a.plan == nullptr) {
     choose_latent_splits(p, int64_t(p.max_blocks) * p.page_size);

@@ -165,13 +165,17 @@ MlaDecodeChoice choose_mla_decode(int64_t batch, int64_t rows, const DeviceProps
   MlaDecodeChoice c;
   const bool wide_and_full = rows > 64 && batch * ((rows + 63) / 64) >= dev.sm_count;
   c.fallback = wide_and_full ? MlaKernel::split : MlaKernel::list;
-  c.kernel = dev.cc_major == 9 && dev.cc_minor == 0 ? MlaKernel::hopper : c.fallback;
+  const MlaKernel sm90 = rows <= 32 ? MlaKernel::narrow : MlaKernel::hopper;
+  c.kernel = dev.cc_major == 9 && dev.cc_minor == 0 ? sm90 : c.fallback;
   if (variant.empty()) return c;
   c.forced = true;
   if (variant == "list=1") c.kernel = MlaKernel::list;
   else if (variant == "list=0") c.kernel = MlaKernel::split;
   else if (variant == "hopper=1") c.kernel = MlaKernel::hopper;
-  else detail::value_error("mla_decode: unknown variant '", variant, "' (internal: list=0, list=1 or hopper=1)");
+  else if (variant == "narrow=1") c.kernel = MlaKernel::narrow;
+  else
+    detail::value_error("mla_decode: unknown variant '", variant,
+                        "' (internal: list=0, list=1, hopper=1 or narrow=1)");
   return c;
 }
 

@@ -51,20 +51,22 @@ DecodeConfig choose_decode_config(const DecodeShape& s, int chunk_tokens, int ma
                                   const DeviceProps& dev);
 
 // mla_decode's kernel: the decode work list with the portable kernel (16-row units), the
-// per-sequence split kernel (64 query rows a CTA), or the work list with the sm_90a kernel
-// (64-row units, TMA, wgmma).
-enum class MlaKernel { list, split, hopper };
+// per-sequence split kernel (64 query rows a CTA), or the work list with an sm_90a kernel (TMA,
+// wgmma): 64-row units (hopper), or for at most 32 query rows the narrow one (16- or 32-row
+// units, the products transposed so that no tensor-core row is padding).
+enum class MlaKernel { list, split, hopper, narrow };
 struct MlaDecodeChoice {
   MlaKernel kernel = MlaKernel::list;
   MlaKernel fallback = MlaKernel::list;  // where the sm_90a kernel cannot run the call
   bool forced = false;                   // the variant asked for this kernel: no fallback
 };
-// On sm_90 the sm_90a kernel (H100, bf16, page 64, same run: 1.2-4.1x faster than either portable
-// kernel at Hq 16-128, B1-128); elsewhere, and for calls it cannot run, by shape: the split kernel
+// On sm_90 an sm_90a kernel (the 64-row one measured on an H100, bf16, page 64, same run: 1.2-4.1x
+// faster than either portable kernel at Hq 16-128, B1-128; the narrow one where Hq x Sq <= 32);
+// elsewhere, and for calls it cannot run, by shape: the split kernel
 // reads each key tile for 64 query rows instead of 16, which wins once its CTAs alone fill the GPU
 // at Hq x Sq > 64 (H100: B64 / B128 at Hq 128 1.10-1.27x faster; the list wins at Hq <= 64 and at
-// B1 Hq 128). The internal variant forces one ("list=1", "list=0", "hopper=1"; ValueError for
-// another).
+// B1 Hq 128). The internal variant forces one ("list=1", "list=0", "hopper=1", "narrow=1";
+// ValueError for another).
 MlaDecodeChoice choose_mla_decode(int64_t batch, int64_t rows, const DeviceProps& dev, const std::string& variant);
 
 // The flash instantiation and kernel of an attention call; false when no instantiation covers

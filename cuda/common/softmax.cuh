@@ -42,6 +42,32 @@ CUATTN_DEVICE float warp_sum(float x) {
   return x;
 }
 
+// The subtrahend of a row's exponents for its new max mx: mx * sl2, or 0 while the row has seen
+// no visible key (max -inf), so that exp2 gives 0 instead of NaN.
+CUATTN_DEVICE float softmax_base(float mx, float sl2) { return mx == -CUDART_INF_F ? 0.f : mx * sl2; }
+
+// A row's final normalisation from its running max m (raw scores) and its total sum l: the
+// factor for its output accumulator and its natural-log LSE. `sink` (log2 units) adds exp2(sink)
+// to the denominator when has_sink. A row that saw no visible key gets factor 0 and lse -inf
+// (with or without a sink).
+CUATTN_DEVICE void softmax_finish(float m_raw, float l, float sl2, bool has_sink, float sink, float& factor,
+                                  float& lse) {
+  if (m_raw == -CUDART_INF_F) {
+    factor = 0.f;
+    lse = -CUDART_INF_F;
+    return;
+  }
+  const float m = m_raw * sl2;
+  float top = m, keep = 1.f;
+  if (has_sink) {
+    top = fmaxf(m, sink);
+    keep = exp2f(m - top);
+    l = l * keep + exp2f(sink - top);
+  }
+  factor = keep / l;
+  lse = (top + __log2f(l)) * kLn2;
+}
+
 template <int kM>
 struct OnlineSoftmax {
   static constexpr int kRows = 2 * kM;
@@ -98,8 +124,7 @@ struct OnlineSoftmax {
   template <int kN>
   CUATTN_DEVICE void exp_row(float (&s)[kM][kN][4], float sl2, int mt, int half, float mx, float& alpha) {
     const int r = 2 * mt + half;
-    // A row that has seen nothing yet keeps max -inf; subtract 0 instead so exp2 gives 0.
-    const float base = mx == -CUDART_INF_F ? 0.f : mx * sl2;
+    const float base = softmax_base(mx, sl2);
     alpha = fast_exp2(row_max[r] * sl2 - base);
     row_max[r] = mx;
     float sum = 0.f;
@@ -129,23 +154,7 @@ struct OnlineSoftmax {
   CUATTN_DEVICE void finalize(float sl2, bool has_sink, float sink, float (&factor)[kRows],
                               float (&lse)[kRows]) const {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      float l = quad_sum(row_sum[r]);
-      if (row_max[r] == -CUDART_INF_F) {
-        factor[r] = 0.f;
-        lse[r] = -CUDART_INF_F;
-        continue;
-      }
-      const float m = row_max[r] * sl2;
-      float top = m, keep = 1.f;
-      if (has_sink) {
-        top = fmaxf(m, sink);
-        keep = exp2f(m - top);
-        l = l * keep + exp2f(sink - top);
-      }
-      factor[r] = keep / l;
-      lse[r] = (top + __log2f(l)) * kLn2;
-    }
+    for (int r = 0; r < kRows; ++r) softmax_finish(row_max[r], quad_sum(row_sum[r]), sl2, has_sink, sink, factor[r], lse[r]);
   }
 };
 
@@ -157,6 +166,106 @@ CUATTN_DEVICE bool any_rescale(const float (&alpha)[kRows]) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) need |= alpha[r] != 1.f;
   return __any_sync(0xffffffffu, need);
+}
+
+// The same online softmax for transposed scores S^T = K Q^T: a warpgroup's m64nN product whose
+// 64 rows are keys and whose N columns are query rows (the sm_90a MLA decode kernel for few query
+// rows). A thread holds, for each of its kNT n8 tiles, two query columns (2t, 2t + 1) of two keys
+// (g, g + 8): column i of the thread is query 8 (i / 2) + 2t + i % 2, with scores s[i / 2][i % 2]
+// and s[i / 2][i % 2 + 2]. A column's 64 keys are spread over the 8 lanes of a t and over the 4
+// warps, so its max is reduced over those lanes and then across the warps through shared memory
+// (`red`, [4 warps][8 kNT] floats, and `sync`, a barrier over the warpgroup). Sums stay
+// per-thread partials until finalize.
+template <int kNT>
+struct KeyMajorSoftmax {
+  static constexpr int kQ = 2 * kNT, kCols = 8 * kNT;
+  float col_max[kQ];
+  float col_sum[kQ];
+
+  CUATTN_DEVICE static int column(int i, int lane) { return 8 * (i / 2) + 2 * (lane % 4) + i % 2; }
+
+  CUATTN_DEVICE void init() {
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) col_max[i] = -CUDART_INF_F, col_sum[i] = 0.f;
+  }
+
+  // Each column's sum (or max) over the warpgroup's keys: over the 8 lanes of a t, then lanes
+  // 0..3 of each warp write the warp's values to red, sync, and every thread adds (or takes the
+  // max of) the 4 warps' values for its columns.
+  template <bool kMax, class Sync>
+  CUATTN_DEVICE static void reduce(float (&x)[kQ], float* red, int warp, int lane, Sync sync) {
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) {
+#pragma unroll
+      for (int off = 4; off < 32; off *= 2) {
+        const float y = __shfl_xor_sync(0xffffffffu, x[i], off);
+        x[i] = kMax ? fmaxf(x[i], y) : x[i] + y;
+      }
+      if (lane < 4) red[warp * kCols + column(i, lane)] = x[i];
+    }
+    sync();
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) {
+      const int q = column(i, lane);
+      const float a = red[q], b = red[kCols + q], c = red[2 * kCols + q], d = red[3 * kCols + q];
+      x[i] = kMax ? fmaxf(fmaxf(a, b), fmaxf(c, d)) : (a + b) + (c + d);
+    }
+  }
+
+  // The new max of each of this thread's columns over its running max and the tile s.
+  template <class Sync>
+  CUATTN_DEVICE void tile_max(const float (&s)[kNT][4], float* red, int warp, int lane, Sync sync,
+                              float (&mx)[kQ]) const {
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) mx[i] = fmaxf(s[i / 2][i % 2], s[i / 2][i % 2 + 2]);
+    reduce<true>(mx, red, warp, lane, sync);
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) mx[i] = fmaxf(mx[i], col_max[i]);
+  }
+
+  // s turned into p against the new maxima mx (exp2(s * sl2 - mx * sl2)), the state updated;
+  // alpha: the factor each column of the output accumulator is to be multiplied by.
+  CUATTN_DEVICE void update_to(float (&s)[kNT][4], float sl2, const float (&mx)[kQ], float (&alpha)[kQ]) {
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) {
+      const float base = softmax_base(mx[i], sl2);
+      alpha[i] = fast_exp2(col_max[i] * sl2 - base);
+      col_max[i] = mx[i];
+      float& a = s[i / 2][i % 2];
+      float& b = s[i / 2][i % 2 + 2];
+      a = fast_exp2(fmaf(a, sl2, -base));
+      b = fast_exp2(fmaf(b, sl2, -base));
+      col_sum[i] = col_sum[i] * alpha[i] + (a + b);
+    }
+  }
+
+  // Final normalisation of this thread's columns (the sums reduced over the warpgroup through
+  // red and sync, as tile_max): the factor for the output accumulator and the natural-log LSE.
+  template <class Sync>
+  CUATTN_DEVICE void finalize(float sl2, float* red, int warp, int lane, Sync sync, float (&factor)[kQ],
+                              float (&lse)[kQ]) const {
+    float l[kQ];
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) l[i] = col_sum[i];
+    reduce<false>(l, red, warp, lane, sync);
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) softmax_finish(col_max[i], l[i], sl2, false, 0.f, factor[i], lse[i]);
+  }
+};
+
+// O^T *= alpha per column, for transposed output accumulators o[kM][kNT][4] in the layout of
+// KeyMajorSoftmax's scores (column i of the thread: n8 tile i / 2, elements i % 2 and i % 2 + 2);
+// skipped when no column of the warp moved its max.
+template <int kM, int kNT>
+CUATTN_DEVICE void rescale_columns(float (&o)[kM][kNT][4], const float (&alpha)[2 * kNT]) {
+  if (!any_rescale(alpha)) return;
+#pragma unroll
+  for (int m = 0; m < kM; ++m)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      o[m][nt][0] *= alpha[2 * nt], o[m][nt][2] *= alpha[2 * nt];
+      o[m][nt][1] *= alpha[2 * nt + 1], o[m][nt][3] *= alpha[2 * nt + 1];
+    }
 }
 
 // O *= alpha per row, for an output accumulator in the same layout as the scores (kM m16 tiles:

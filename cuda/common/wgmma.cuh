@@ -75,6 +75,20 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
     for (int e = 0; e < 4; ++e) fence_register(d[j][e]);
 }
 
+// Four 8x8 b16 matrices to shared memory, each transposed on the way (sm_90): register r[m] of
+// lane l holds (row l / 4, columns 2 (l % 4), + 1) of matrix m, the accumulator pair layout, and
+// lane l supplies the address of row (l % 8) of stored matrix (l / 8), i.e. of column l % 8 of
+// the registers' matrix. How transposed scores (S^T) become a K-major P^T operand.
+CUATTN_DEVICE void stmatrix_x4_trans(uint32_t smem, const uint32_t (&r)[4]) {
+#ifdef CUATTN_SM90
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem), "r"(r[0]),
+               "r"(r[1]), "r"(r[2]), "r"(r[3])
+               : "memory");
+#else
+  arch_unsupported();
+#endif
+}
+
 // ---- one family for every width N = 8, 16, ..., 256 --------------------------------------------
 // Inline asm names its operands by number, and an m64nNk16 product has N / 2 accumulator
 // operands (%0 .. %(N/2 - 1), n8 block j = d[j][0..3]) before its inputs. The tables below give,
@@ -184,14 +198,14 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
   X(136, 17) X(144, 18) X(152, 19) X(160, 20) X(168, 21) X(176, 22) X(184, 23) X(192, 24) \
   X(200, 25) X(208, 26) X(216, 27) X(224, 28) X(232, 29) X(240, 30) X(248, 31) X(256, 32)
 
-// D (+)= A B, A and B from shared memory, A K-major (trans-a = 0), B K-major (TB "0") or
-// MN-major (TB "1"). Inputs: desc_a, desc_b, the accumulate flag.
-#define CUATTN_WGMMA_SS(N, K, DT, TB) CUATTN_WGMMA_SS_(N, K, DT, TB, CUATTN_NEXT_##K)
-#define CUATTN_WGMMA_SS_(N, K, DT, TB, ...) CUATTN_WGMMA_SS__(N, K, DT, TB, __VA_ARGS__)
-#define CUATTN_WGMMA_SS__(N, K, DT, TB, A, B, P, ...)                                         \
+// D (+)= A B, A and B from shared memory, each K-major ("0") or MN-major ("1"): TA, TB.
+// Inputs: desc_a, desc_b, the accumulate flag.
+#define CUATTN_WGMMA_SS(N, K, DT, TA, TB) CUATTN_WGMMA_SS_(N, K, DT, TA, TB, CUATTN_NEXT_##K)
+#define CUATTN_WGMMA_SS_(N, K, DT, TA, TB, ...) CUATTN_WGMMA_SS__(N, K, DT, TA, TB, __VA_ARGS__)
+#define CUATTN_WGMMA_SS__(N, K, DT, TA, TB, A, B, P, ...)                                     \
   asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " P ", 0;\n"                              \
                " wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." DT "." DT " {" CUATTN_REGS_##K \
-               "}, " A ", " B ", p, 1, 1, 0, " TB ";\n}\n"                                   \
+               "}, " A ", " B ", p, 1, 1, " TA ", " TB ";\n}\n"                             \
                : CUATTN_ACC_##K(d)                                                           \
                : "l"(desc_a), "l"(desc_b), "r"(int(accumulate)))
 
@@ -207,12 +221,15 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(int(accumulate)))
 
 // One `if constexpr (N == n)` arm per width; the chain ends in the empty statement after it.
+#define CUATTN_SS_DT(n, k, DT)                                                 \
+  if constexpr (kAMnMajor && kBMnMajor) CUATTN_WGMMA_SS(n, k, DT, "1", "1");   \
+  else if constexpr (kAMnMajor) CUATTN_WGMMA_SS(n, k, DT, "1", "0");           \
+  else if constexpr (kBMnMajor) CUATTN_WGMMA_SS(n, k, DT, "0", "1");           \
+  else CUATTN_WGMMA_SS(n, k, DT, "0", "0");
 #define CUATTN_SS_ARM(n, k)                                              \
   if constexpr (N == n) {                                                \
-    if constexpr (kIsBf16<T> && kBMnMajor) CUATTN_WGMMA_SS(n, k, "bf16", "1"); \
-    else if constexpr (kIsBf16<T>) CUATTN_WGMMA_SS(n, k, "bf16", "0");  \
-    else if constexpr (kBMnMajor) CUATTN_WGMMA_SS(n, k, "f16", "1");    \
-    else CUATTN_WGMMA_SS(n, k, "f16", "0");                              \
+    if constexpr (kIsBf16<T>) { CUATTN_SS_DT(n, k, "bf16") }             \
+    else { CUATTN_SS_DT(n, k, "f16") }                                   \
   } else
 #define CUATTN_RS_ARM(n, k)                                              \
   if constexpr (N == n) {                                                \
@@ -222,8 +239,9 @@ CUATTN_DEVICE void fence_operands(E (&d)[kN][4]) {
 
 // d[N/8][4] = (accumulate ? d : 0) + A(64 x 16) B(16 x N), both from shared memory: the S-style
 // product (B K-major), or with kBMnMajor an O-style one whose A is in shared memory (P written
-// there by another warpgroup) and B MN-major.
-template <typename T, int N, bool kBMnMajor = false>
+// there by another warpgroup) and B MN-major, or with kAMnMajor a transposed O-style one
+// (O^T = V^T P^T: A = V^T read in place from V's rows, MN-major; B = P^T, K-major).
+template <typename T, int N, bool kBMnMajor = false, bool kAMnMajor = false>
 CUATTN_DEVICE void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
   static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk16: N is a multiple of 8 up to 256");
 #ifdef CUATTN_SM90A
@@ -245,6 +263,7 @@ CUATTN_DEVICE void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64
 }
 
 #undef CUATTN_SS_ARM
+#undef CUATTN_SS_DT
 #undef CUATTN_RS_ARM
 #undef CUATTN_WGMMA_WIDTHS
 #undef CUATTN_WGMMA_SS

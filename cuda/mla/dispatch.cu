@@ -10,7 +10,7 @@ void run_mla_latent(const MlaLatentParams& p, cudaStream_t stream);
 template <typename T>
 void run_mla_list(const MlaLatentParams& p, cudaStream_t stream);
 template <typename T>
-bool mla_sm90_ready(const MlaLatentParams& p);
+bool mla_sm90_ready(const MlaLatentParams& p, bool narrow);
 
 namespace {
 
@@ -59,9 +59,9 @@ void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream) {
   else run_mla_list<__half>(p, stream);
 }
 
-bool mla_hopper_ready(const MlaLatentParams& p) {
-  if (p.q_dtype == DType::bf16) return mla_sm90_ready<__nv_bfloat16>(p);
-  return p.q_dtype == DType::f16 && mla_sm90_ready<__half>(p);
+bool mla_hopper_ready(const MlaLatentParams& p, bool narrow) {
+  if (p.q_dtype == DType::bf16) return mla_sm90_ready<__nv_bfloat16>(p, narrow);
+  return p.q_dtype == DType::f16 && mla_sm90_ready<__half>(p, narrow);
 }
 
 int mla_sm_count() {

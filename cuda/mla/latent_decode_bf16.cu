@@ -3,5 +3,5 @@
 
 namespace cuattn {
 template void run_mla_list<__nv_bfloat16>(const MlaLatentParams& p, cudaStream_t stream);
-template bool mla_sm90_ready<__nv_bfloat16>(const MlaLatentParams& p);
+template bool mla_sm90_ready<__nv_bfloat16>(const MlaLatentParams& p, bool narrow);
 }  // namespace cuattn

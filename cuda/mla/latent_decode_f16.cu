@@ -3,5 +3,5 @@
 
 namespace cuattn {
 template void run_mla_list<__half>(const MlaLatentParams& p, cudaStream_t stream);
-template bool mla_sm90_ready<__half>(const MlaLatentParams& p);
+template bool mla_sm90_ready<__half>(const MlaLatentParams& p, bool narrow);
 }  // namespace cuattn

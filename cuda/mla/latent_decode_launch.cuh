@@ -1,7 +1,7 @@
 // latent_decode_launch.cuh — host launchers of the work-list MLA decode kernels
-// (mla_list_decode_kernel, and on sm_90a mla_decode_sm90_kernel): the work list built on the
-// device from seq_lens, the persistent grid (one CTA an SM), then the split combine. Instantiated
-// per dtype by latent_decode_{f16,bf16}.cu.
+// (mla_list_decode_kernel, and on sm_90a mla_decode_sm90_kernel and the narrow one): the work
+// list built on the device from seq_lens, the persistent grid (one CTA an SM), then the split
+// combine. Instantiated per dtype by latent_decode_{f16,bf16}.cu.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include "cuattn/launch.h"
 #include "mla/latent_decode.cuh"
 #include "mla/latent_decode_sm90.cuh"
+#include "mla/latent_decode_sm90_narrow.cuh"
 
 namespace cuattn {
 
@@ -73,38 +74,58 @@ inline bool mla_sm90_map(CUtensorMap* map, const MlaLatentParams& p) {
                       p.k_page_stride, 0, std::min(p.page_size, 64));
 }
 
-// Can mla_decode_sm90_kernel run this call on this device (sm_90a code, a 16-bit cache of a page
-// size it takes, TMA-describable, q rows 16-byte aligned)? Raises its shared-memory limit once.
+// Can the sm_90a kernel (narrow: mla_decode_sm90_narrow_kernel, for at most 32 query rows; else
+// mla_decode_sm90_kernel) run this call on this device (sm_90a code, a 16-bit cache of a page size
+// it takes, TMA-describable, q rows 16-byte aligned)? Raises its shared-memory limit once.
 template <typename T>
-bool mla_sm90_ready(const MlaLatentParams& p) {
+bool mla_sm90_ready(const MlaLatentParams& p, bool narrow) {
   if (p.kv_dtype != p.q_dtype || !mla_sm90_page_ok(p.page_size) || p.num_pages <= 0) return false;
   if (reinterpret_cast<uintptr_t>(p.q) % 16 != 0 || p.q_batch_stride % 8 != 0 || p.q_row_stride % 8 != 0 ||
       p.q_head_stride % 8 != 0)
     return false;
-  if (!prepare_sm90a_kernel(mla_decode_sm90_kernel<T>, LatentSm90Traits::kSmem)) return false;
+  const int rows = p.num_heads_q * p.seqlen_q;
+  if (narrow && rows > 32) return false;
+  const bool prepared =
+      !narrow ? prepare_sm90a_kernel(mla_decode_sm90_kernel<T>, LatentSm90Traits::kSmem)
+      : rows <= 16 ? prepare_sm90a_kernel(mla_decode_sm90_narrow_kernel<T, 16>, LatentNarrowTraits<16>::kSmem)
+                   : prepare_sm90a_kernel(mla_decode_sm90_narrow_kernel<T, 32>, LatentNarrowTraits<32>::kSmem);
+  if (!prepared) return false;
   CUtensorMap map;
   return mla_sm90_map(&map, p);
 }
 
-// Runs a list of 64-row units (p.list.s.rows == 64: the host asked mla_sm90_ready first).
-template <typename T>
+// Runs a list of kRows-row units on the sm_90a kernel for that size (64: mla_decode_sm90_kernel;
+// 16 or 32: the narrow one; the host asked mla_sm90_ready first). One CTA an SM (their shared
+// memory); the workspace's slots (two a CTA of at most 64 rows) fit it.
+template <typename T, int kRows>
 void launch_mla_sm90(MlaLatentParams p, cudaStream_t stream) {
-  using Tr = LatentSm90Traits;
+  constexpr bool kNarrow = kRows < 64;
   CUtensorMap map;
-  if (!mla_sm90_ready<T>(p) || !mla_sm90_map(&map, p))
+  if (!mla_sm90_ready<T>(p, kNarrow) || !mla_sm90_map(&map, p))
     throw ValueError("mla_decode: the sm_90a kernel cannot run this call");
-  // One CTA an SM (its shared memory); the workspace's slots (two a CTA of 64 rows) fit it.
   p.list.s.ctas = std::min(std::max(cuda::mla_sm_count(), 1), kMaxDecodeSplits);
   build_mla_list(p, stream);
-  mla_decode_sm90_kernel<T><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
-  check_launch("mla_decode_sm90_kernel launch");
-  launch_mla_list_combine<T, Tr::kRows>(p, stream);
+  if constexpr (kNarrow) {
+    using Tr = LatentNarrowTraits<kRows>;
+    mla_decode_sm90_narrow_kernel<T, kRows><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
+    check_launch("mla_decode_sm90_narrow_kernel launch");
+  } else {
+    using Tr = LatentSm90Traits;
+    mla_decode_sm90_kernel<T><<<p.list.s.ctas, Tr::kThreads, Tr::kSmem, stream>>>(p, map);
+    check_launch("mla_decode_sm90_kernel launch");
+  }
+  launch_mla_list_combine<T, kRows>(p, stream);
 }
 
 template <typename T>
 void run_mla_list(const MlaLatentParams& p, cudaStream_t stream) {
-  if (p.list.s.rows == LatentSm90Traits::kRows) {
-    launch_mla_sm90<T>(p, stream);
+  if (p.list_kernel == MlaListKernel::sm90) {
+    switch (p.list.s.rows) {
+      case 16: return launch_mla_sm90<T, 16>(p, stream);
+      case 32: return launch_mla_sm90<T, 32>(p, stream);
+      case 64: return launch_mla_sm90<T, 64>(p, stream);
+      default: throw ValueError("mla_decode: no sm_90a kernel for units of " + std::to_string(p.list.s.rows) + " rows");
+    }
   } else if (p.kv_dtype == DType::fp8_e4m3) {
     launch_mla_list<T, true, 4>(p, stream);
   } else {

@@ -122,7 +122,8 @@ for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256,
     n += 1
 # MLA decode (576-wide latents, V = the first 512): the work list with a skewed batch, an empty
 # sequence, odd pages, Sq > 1, 72 rows (a partial unit), fp8; then the per-sequence split kernel;
-# then the sm_90a kernel (hopper=1, on sm_90 GPUs) at each page size it takes.
+# then the sm_90a kernels (hopper=1, and narrow=1 for at most 32 query rows, on sm_90 GPUs) at
+# each page size they take.
 for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True), (1, 128, 1, False),
                         (16, 24, 3, False), (8, 16, 1, False), (32, 128, 1, False), (128, 16, 2, False)):
     B = 3
@@ -133,7 +134,8 @@ for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True)
         cache = cache.to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
     sm90 = torch.cuda.get_device_capability() == (9, 0) and not fp8 and (ps % 64 == 0 or ps in (8, 16, 32))
-    for variant in ("list=1", "list=0") + (("hopper=1",) if sm90 else ()):
+    hopper = (("hopper=1",) + (("narrow=1",) if hq * sq <= 32 else ())) if sm90 else ()
+    for variant in ("list=1", "list=0") + hopper:
         cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
                           _variant=variant)
         n += 1

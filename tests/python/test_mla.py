@@ -196,13 +196,16 @@ DECODE_CASES = [
     DecodeCase((70, 513, 2), 8, 40, sq=2),          # pages of 8; 80 rows: two 64-row units
     DecodeCase((1000, 33, 260), 32, 128, causal=False),  # pages of 32, two 64-row units
     DecodeCase((300, 5000, 64), 128, 16, sq=3, gpu_only=True),  # pages of 128, split
+    DecodeCase((200, 3), 64, 1),                    # one query row (a 16-row narrow unit)
+    DecodeCase((5000, 77, 1030), 32, 32, gpu_only=True),  # 32 rows: one 32-row narrow unit, split
+    DecodeCase((4100, 64, 0, 2), 8, 16, sq=2, gpu_only=True),  # 32 rows, causal Sq 2, pages of 8
 ]
 
-# The GPU's decode kernels (internal _variant): the default (on sm_90 the sm_90a kernel where it
+# The GPU's decode kernels (internal _variant): the default (on sm_90 an sm_90a kernel where it
 # can run the call, else by shape), the work list's portable kernel forced, the per-sequence split
-# kernel forced, the sm_90a kernel forced (on sm_90 GPUs; a ValueError for caches it does not
-# take); the CPU has one path.
-VARIANTS = ["", "list=1", "list=0", "hopper=1"]
+# kernel forced, the sm_90a kernels forced (on sm_90 GPUs; a ValueError for caches they do not
+# take, and for narrow=1 above 32 query rows); the CPU has one path.
+VARIANTS = ["", "list=1", "list=0", "hopper=1", "narrow=1"]
 
 
 def skip_variant_on_cpu(device, variant):
@@ -226,15 +229,16 @@ def hopper_takes(page, kv="16"):
     return kv == "16" and (page % 64 == 0 or page in (8, 16, 32))
 
 
-def forced_kernel_refuses(variant, page, kv="16"):
-    """hopper=1 on a GPU: skipped where the GPU or the build has no sm_90a kernel; True where the
-    kernel exists but does not take this cache (the call must then raise a ValueError)."""
-    if variant != "hopper=1":
+def forced_kernel_refuses(variant, page, kv="16", rows=1):
+    """hopper=1 / narrow=1 on a GPU: skipped where the GPU or the build has no sm_90a kernel; True
+    where the kernel exists but does not take this call (a cache it does not take, or narrow=1
+    above 32 query rows): the call must then raise a ValueError naming the variant."""
+    if variant not in ("hopper=1", "narrow=1"):
         return False
     reason = hopper_skip_reason()
     if reason:
         pytest.skip(reason)
-    return not hopper_takes(page, kv)
+    return not hopper_takes(page, kv) or (variant == "narrow=1" and rows > 32)
 
 
 def build_decode(rng, case, dtype, kv="16"):
@@ -283,8 +287,8 @@ def test_mla_decode(rng, device, dtype, case, poison, variant):
     call = lambda: cuattn.mla_decode(dq, to_device(cache, device), to_device(table, device),  # noqa: E731
                                      to_device(sl, device), scale=SCALE, causal=case.causal, _variant=variant,
                                      **extra)
-    if forced_kernel_refuses(variant, case.page):
-        with pytest.raises(ValueError, match="hopper=1"):
+    if forced_kernel_refuses(variant, case.page, rows=case.hq * case.sq):
+        with pytest.raises(ValueError, match=variant):
             call()
         return
     out, lse = call()
@@ -324,8 +328,8 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
     call = lambda: cuattn.mla_decode(to_device(q, device), dcache, to_device(table, device),  # noqa: E731
                                      to_device(sl, device), scale=SCALE, kv_scale=kv_scale, _variant=variant,
                                      **extra)
-    if forced_kernel_refuses(variant, case.page, kv="fp8"):
-        with pytest.raises(ValueError, match="hopper=1"):
+    if forced_kernel_refuses(variant, case.page, kv="fp8", rows=case.hq * case.sq):
+        with pytest.raises(ValueError, match=variant):
             call()
         return
     out, lse = call()
@@ -337,8 +341,9 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
-    """The default and hopper=1 launch the sm_90a kernel itself, with a plan and without; list=1
-    does not. Read from the kernel names PyTorch's profiler records."""
+    """The default and narrow=1 launch the narrow sm_90a kernel for 32 query rows, hopper=1 the
+    64-row one, with a plan and without; list=1 neither. Read from the kernel names PyTorch's
+    profiler records."""
     if gpu_framework() != "torch":
         pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
     reason = hopper_skip_reason()
@@ -359,10 +364,11 @@ def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
         return [e.name for e in prof.events() if "mla_" in e.name], out
 
     ref, _ = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE)
-    for variant in ("", "hopper=1"):
+    for variant, kernel in (("", "sm90_narrow_kernel"), ("narrow=1", "sm90_narrow_kernel"),
+                            ("hopper=1", "mla_decode_sm90_kernel")):
         for p in (None, plan):
             names, out = kernels(variant, p)
-            assert any("mla_decode_sm90_kernel" in n for n in names), names
+            assert any(kernel in n for n in names), (variant, names)
             assert_close(out, ref, dtype)
     names, _ = kernels("list=1")
     assert names and not any("sm90" in n for n in names), names

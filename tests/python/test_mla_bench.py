@@ -54,19 +54,23 @@ def test_dry_run_without_flashmla(tmp_path):
     assert res["dry_run"] and res["peers"]["flashmla"]["status"].startswith("not given")
     aims = [a for row in res["rows"] for a in row["aims"]]
     s = res["summary"]
-    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 55
+    assert s["met"] + s["missed"] + s["not_measured"] == len(aims) == 66
     # The kernel-choice rows time every kernel and judge the chosen one against the fastest.
     kernels = [row for row in res["rows"] if row["group"] == "kernels"]
     assert len(kernels) == 7
     assert all(row[f"{k}_ms"] > 0 and k in row["rel_err"] for row in kernels for k in ("list", "split", "hopper"))
     assert all(row["aims"][0]["vs"] == "fastest kernel" and row["aims"][0]["cmp"] == "<=" for row in kernels)
-    # The sm_90a kernel's rows repeat the decode aims: 4 memory, 2 small, 4 compute, skew, 2 page 16.
+    # The sm_90a kernels' rows repeat the decode aims: the 64-row one's 4 memory, 2 small, 4 compute,
+    # skew, 2 page 16; the narrow one's where Hq <= 32: 4 memory, B16 small, skew, 1 page 16.
     hopper = [row for row in res["rows"] if row["group"] == "hopper"]
-    assert len(hopper) == 13 and sum(len(row["aims"]) for row in hopper) == 21
-    assert all("[hopper=1]" in row["row"] for row in hopper)
+    wide = [row for row in hopper if "[hopper=1]" in row["row"]]
+    narrow = [row for row in hopper if "[narrow=1]" in row["row"]]
+    assert len(wide) == 13 and sum(len(row["aims"]) for row in wide) == 21
+    assert len(narrow) == 7 and sum(len(row["aims"]) for row in narrow) == 11
+    assert len(hopper) == len(wide) + len(narrow)
     # Without the peer, every aim against it is "not measured" and the rows say why.
     flash = [a for a in aims if a["vs"] == "FlashMLA"]
-    assert len(flash) == 16 and all(a["ratio"] is None and a["met"] is None for a in flash)
+    assert len(flash) == 20 and all(a["ratio"] is None and a["met"] is None for a in flash)
     assert s["not_measured"] == len(flash)
     memory = [row for row in res["rows"] if row["group"] == "memory"]
     assert all(any("FlashMLA not given" in n for n in row["notes"]) for row in memory)

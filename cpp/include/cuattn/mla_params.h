@@ -21,6 +21,10 @@ namespace cuattn {
 // Key j of sequence b lives in page block_table[b][j / page_size], slot j % page_size; with
 // block_table == nullptr page b holds the whole sequence (a contiguous [B, Sk, *] latent seen as
 // one page of Sk slots a sequence), and seq_lens == nullptr means every sequence has page_size keys.
+// The kernel of an MLA decode call on the work list: the portable one (mma.sync, sm80+) or the
+// sm_90a one (TMA, wgmma; its unit size picks the 64-row or the narrow kernel).
+enum class MlaListKernel { portable, sm90 };
+
 struct MlaLatentParams {
   const void* q = nullptr;        // [b, sq, hq, head_dim] (q_dtype)
   const void* k_cache = nullptr;  // [num_pages, page_size, >= head_dim] via strides
@@ -53,12 +57,14 @@ struct MlaLatentParams {
   float* part_o = nullptr;    // [b, num_splits, hq * sq, head_dim_v]
   float* part_lse = nullptr;  // [b, num_splits, hq * sq]
 
-  // mla_decode on the decode work list (mla_list_decode): units of list.s.rows (16, or 64 on
-  // sm_90a) query rows, granules of 64 keys; the host sets list.s (all but ctas) and the arrays'
-  // storage (seq_start [batch + 1], seq_lens [batch]), which the launcher fills on the device from
-  // seq_lens. Split pieces leave their rows in part_o [2 ctas slots, rows, 512] and part_lse
-  // [2 ctas slots, rows] (partial_slot).
+  // mla_decode on the decode work list (mla_list_decode): units of list.s.rows query rows (the
+  // portable kernel: 16; the sm_90a kernels: 64, or 16 / 32 for the narrow one), granules of 64
+  // keys; the host sets list.s (all but ctas) and the arrays' storage (seq_start [batch + 1],
+  // seq_lens [batch]), which the launcher fills on the device from seq_lens. Split pieces leave
+  // their rows in part_o [2 ctas slots, rows, 512] and part_lse [2 ctas slots, rows]
+  // (partial_slot).
   WorkList list;
+  MlaListKernel list_kernel = MlaListKernel::portable;
 };
 
 // Batched matrix product on the tensor cores, fp32 accumulation, C in the inputs' dtype:
@@ -101,11 +107,12 @@ namespace cuda {
 // Defined in cuda/mla/ when built with CUDA. All run on `stream`, allocate nothing and never sync.
 bool mla_latent_supported(DType q, DType kv, int head_dim, int head_dim_v, bool shared_v);
 void mla_latent_attention(const MlaLatentParams& p, CUstream_st* stream);
-// DeepSeek MLA decode (576/512, v_cache null, seq_lens set) on the work list (p.list): units of
-// p.list.s.rows = 16 query rows (the portable kernel) or 64 (the sm_90a kernel, where
-// mla_hopper_ready says it can run the call on the current device).
+// DeepSeek MLA decode (576/512, v_cache null, seq_lens set) on the work list (p.list) with
+// p.list_kernel: the portable kernel (units of p.list.s.rows = 16 query rows) or an sm_90a one
+// (64 rows; 16 or 32: the narrow one, for calls of at most 32 query rows), where
+// mla_hopper_ready says it can run the call on the current device.
 void mla_list_decode(const MlaLatentParams& p, CUstream_st* stream);
-bool mla_hopper_ready(const MlaLatentParams& p);
+bool mla_hopper_ready(const MlaLatentParams& p, bool narrow);
 void gemm(const GemmParams& p, CUstream_st* stream);
 void mla_per_pair(const MlaPerPairParams& p, CUstream_st* stream);
 int mla_sm_count();  // SMs of the current device (cached)

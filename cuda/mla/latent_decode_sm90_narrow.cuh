@@ -1,0 +1,327 @@
+// latent_decode_sm90_narrow.cuh — DeepSeek MLA decode on Hopper (sm_90a) for few query rows:
+// the products transposed, so that a unit of kN = 16 or 32 query rows costs the tensor cores
+// what its rows need instead of a padded 64.
+//
+// wgmma's M is 64. With 16 query rows (Hq 16, one new token: the tensor-parallel shard, the
+// memory-bound case) a 64-row unit of latent_decode_sm90.cuh spends 3/4 of its products on
+// padding. Here the keys are M and the query rows are N:
+//
+//   S^T = K Q^T   [64 keys x kN]: A = the key tile as it lands (K-major), B = Q^T, the unit's
+//                 query in shared memory (K-major): wgmma m64nNk16, 36 k-steps
+//   softmax       over the 64 keys of each column: KeyMajorSoftmax (the column max reduced over
+//                 lanes, then over the 4 warps through shared memory)
+//   P^T           the probabilities, transposed back by stmatrix into one swizzled panel
+//                 [kN rows][64 keys], the K-major B of
+//   O^T += V^T P^T  [512 x kN]: A = V^T, the tile's first 512 columns read in place (MN-major),
+//                 eight m64 blocks, 4 k-steps each; 4 kN accumulators a thread
+//
+//   CTA       one an SM: a producer warp (its warpgroup's other warps leave) and one consumer
+//             warpgroup, which alone keeps the tensor cores ahead of the copies (a tile's
+//             products take about a third of its load time at the copy rate)
+//   loads     the producer warp's lanes issue TMA tensor copies (boxes as in
+//             latent_decode_sm90.cuh) into a ring of 2 tiles whose 9 column panels each have
+//             their own barriers: S^T starts on a tile's first panel while the rest land, and
+//             each panel is released as soon as its last product completes (the rope panel after
+//             S^T, V panel j after its block of O^T), so the next tile streams in under the
+//             products of this one
+//   pieces    the decode work list with kN-row units, as the other MLA kernels: a whole unit
+//             writes its normalised rows, a split piece its rows and LSE in fp32 to its slot,
+//             merged by mla_list_combine. The next piece's query is copied (cp.async) once the
+//             piece's last S^T completed, under its last O^T and the epilogue.
+//
+// Same calls as latent_decode_sm90.cuh (16-bit caches, pages of 8, 16, 32 or a multiple of 64),
+// for units of at most 32 rows (mla_hopper_ready says which calls).
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include "common/copy.cuh"
+#include "common/softmax.cuh"
+#include "common/types.cuh"
+#include "common/wgmma.cuh"
+#include "cuattn/mla_params.h"
+#include "cuattn/worklist.h"
+#include "mla/latent_decode.cuh"       // LatentPiece, store position helpers
+#include "mla/latent_decode_sm90.cuh"  // LatentSm90Traits (tile geometry), latent_tma_box
+
+namespace cuattn {
+
+template <int kN_>
+struct LatentNarrowTraits {
+  static constexpr int kN = kN_;  // query rows a unit: the products' N
+  static constexpr int kDk = 576, kDv = 512, kBN = 64, kStages = 2;
+  static constexpr int kPanels = kDk / 64, kVPanels = kDv / 64;  // 9 panels, the first 8 are V
+  static constexpr int kNT = kN / 8;                             // n8 tiles of a product
+  static constexpr int kPanelBytes = kBN * 128;                  // [64 keys][128 bytes], swizzled
+  static constexpr int kTileBytes = kPanels * kPanelBytes;
+  static constexpr int kQPanelBytes = kN * 128;                  // [kN rows][128 bytes], swizzled
+  static constexpr int kThreads = 256;                           // producer warpgroup + consumer
+  // The ring, Q, P^T, the column reductions (two buffers, alternate tiles), the barriers (full
+  // and empty for each stage and panel).
+  static constexpr size_t kQOffset = size_t(kStages) * kTileBytes;
+  static constexpr size_t kPOffset = kQOffset + size_t(kPanels) * kQPanelBytes;
+  static constexpr size_t kRedOffset = kPOffset + kQPanelBytes;
+  static constexpr size_t kBarOffset = kRedOffset + 2 * 4 * kN * sizeof(float);
+  static constexpr size_t kSmem = kBarOffset + 2 * kStages * kPanels * sizeof(uint64_t) + 1024;  // + alignment
+  static_assert(kN == 16 || kN == 32, "units of 16 or 32 query rows");
+  static_assert(kQPanelBytes % 1024 == 0, "swizzled panels stay 1024-byte aligned");
+  static_assert(kSmem <= 227 * 1024, "two tiles, Q and P fit an SM's 227 KB");
+};
+
+// The producer: one warp's lanes copy a tile panel by panel, in the order the consumer releases
+// the panels of the tile two before it (the rope panel after S^T, then V panels 0..7), lane 0
+// announcing each panel's bytes on its `full` barrier first. Boxes of pages past the piece's keys
+// are not copied (their table entries may be junk); the consumer zeroes those V rows.
+template <typename Tr>
+struct LatentPanelProducer {
+  uint64_t* bars;        // full [kPanels][kStages], then empty [kPanels][kStages]
+  unsigned char* tiles;  // kStages tiles of kTileBytes
+  const CUtensorMap* map;
+  int box;  // keys a box: min(page size, 64)
+
+  CUATTN_DEVICE StageBarriers<Tr::kStages> panel(int pn) const {
+    return {bars + pn * Tr::kStages, bars + (Tr::kPanels + pn) * Tr::kStages};
+  }
+  CUATTN_DEVICE unsigned char* tile(int gt) const { return tiles + (gt % Tr::kStages) * Tr::kTileBytes; }
+
+  CUATTN_DEVICE void produce(const MlaLatentParams& p, const LatentPiece& u, int t_base, int lane) const {
+    const int nbox = Tr::kBN / box;
+    for (int it = 0; it < u.n_tiles; ++it) {
+      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN;
+      const int boxes = min(nbox, (u.n_end - n0 + box - 1) / box);  // boxes holding keys < n_end
+      for (int k = 0; k < Tr::kPanels; ++k) {
+        const int pn = (k + Tr::kPanels - 1) % Tr::kPanels;  // 8, 0, 1, .., 7
+        const StageBarriers<Tr::kStages> ring = panel(pn);
+        ring.wait_free(gt);
+        uint64_t* full = &ring.full[gt % Tr::kStages];
+        if (lane == 0) mbar_arrive_expect_tx(full, uint32_t(boxes * box * 128));
+        __syncwarp();
+        for (int j = lane; j < boxes; j += 32)
+          latent_tma_box(tile(gt) + pn * Tr::kPanelBytes + j * box * 128, map, full, p, u.b, n0 + j * box, pn);
+      }
+    }
+  }
+};
+
+// wgmma_wait<N> then the release of V panel kVPanels - 1 - N, for N = kLeft .. 0: each panel of a
+// tile is freed as soon as its block of O^T (one commit group each, issued in panel order)
+// completed.
+template <int kLeft, class Release>
+CUATTN_DEVICE void release_as_completed(const Release& release) {
+  wgmma_wait<kLeft>();
+  release(7 - kLeft);
+  if constexpr (kLeft > 0) release_as_completed<kLeft - 1>(release);
+}
+
+template <typename T, int kN>
+__global__ void __launch_bounds__(LatentNarrowTraits<kN>::kThreads, 1)
+mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
+#ifdef CUATTN_SM90A
+  using Tr = LatentNarrowTraits<kN>;
+  constexpr int kBN = Tr::kBN, kNT = Tr::kNT, kQ = 2 * kNT, kVP = Tr::kVPanels;
+  static_assert(kVP == 8, "release_as_completed counts 8 V panels");
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* const base = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  unsigned char* const sQ = base + Tr::kQOffset;
+  unsigned char* const sP = base + Tr::kPOffset;
+  float* const s_red = reinterpret_cast<float*>(base + Tr::kRedOffset);  // [2][4 warps][kN]
+  uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Tr::kBarOffset);
+  const LatentPanelProducer<Tr> src{bars, base, &kv_map, min(p.page_size, kBN)};
+
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    for (int i = 0; i < Tr::kPanels * Tr::kStages; ++i) {
+      mbar_init(&bars[i], 1);                               // full: the producer's expect_tx
+      mbar_init(&bars[Tr::kPanels * Tr::kStages + i], 4);  // empty: one arrival a consumer warp
+    }
+    mbar_fence_init();
+  }
+  __syncthreads();
+
+  const WorkList& list = p.list;
+  WorkPiece piece;
+
+  // ---- producer warp --------------------------------------------------------------------------
+  if (tid < 128) {
+    if (tid >= 32) return;
+    int t_base = 0;
+    for (bool more = list.first(blockIdx.x, piece); more; more = list.next(blockIdx.x, piece)) {
+      const LatentPiece u(p, piece, kN, kBN);
+      src.produce(p, u, t_base, tid);
+      t_base += u.n_tiles;
+    }
+    return;
+  }
+
+  // ---- consumer warpgroup ---------------------------------------------------------------------
+  const int ctid = tid - 128, warp = ctid / 32, lane = tid % 32, g = lane / 4;
+  const int rows = p.num_heads_q * p.seqlen_q;
+  const float sl2 = p.scale * kLog2e;
+  constexpr int kQReady = 1, kReduced = 2, kPReady = 3;  // named barriers of the 128 consumers
+  auto sync_wg = [] { named_barrier_sync(kReduced, 128); };
+  const uint32_t q_addr = smem_addr(sQ), p_addr = smem_addr(sP);
+  int t_base = 0;
+
+  // A unit's kN x 576 query into sQ (panels of [kN rows][128 bytes], swizzled), rows past the last
+  // zero: each thread's 16-byte cp.async copies, all in flight, not waited for.
+  auto copy_q = [&](const WorkPiece& w) {
+    const T* q = static_cast<const T*>(p.q) + w.seq * p.q_batch_stride;
+    const int row0 = w.unit * kN;
+    constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = kN * kChunksPerRow / 128;
+    static_assert(kN * kChunksPerRow % 128 == 0, "whole rounds of 16-byte copies");
+#pragma unroll 3
+    for (int i = 0; i < kPerThread; ++i) {
+      const int e = i * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
+      const bool ok = row < rows;
+      const T* from = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
+      cp_async_16(sQ + (cc / 8) * Tr::kQPanelBytes + r * 128 + (((cc % 8) ^ (r % 8)) * 16), from + cc * 8, ok);
+    }
+    cp_async_commit();
+  };
+  bool q_copied = false;  // the piece's query was copied during the previous piece's last tile
+
+  for (bool more = list.first(blockIdx.x, piece); more;) {
+    const LatentPiece u(p, piece, kN, kBN);
+    const int row0 = u.row0;
+    WorkPiece next = piece;
+    const bool has_next = list.next(blockIdx.x, next);
+
+    // The query (every consumer warp is past the previous piece's epilogue).
+    if (!q_copied) copy_q(piece);
+    cp_async_wait<0>();
+    fence_proxy_async();  // before wgmma reads it
+    named_barrier_sync(kQReady, 128);
+    q_copied = false;
+
+    KeyMajorSoftmax<kNT> softmax;
+    softmax.init();
+    float o[kVP][kNT][4];  // O^T: V panel j's 64 columns x the unit's kN rows
+#pragma unroll
+    for (int j = 0; j < kVP; ++j)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) o[j][nt][0] = o[j][nt][1] = o[j][nt][2] = o[j][nt][3] = 0.f;
+    // Keys every row of the unit sees: tiles below n_clear need no mask.
+    const int n_clear = u.visible_end(p, row0);
+
+    for (int it = 0; it < u.n_tiles; ++it) {
+      const int gt = t_base + it, n0 = u.n_begin + it * kBN;
+      unsigned char* const tile = src.tile(gt);
+      const uint32_t k_addr = smem_addr(tile);
+
+      // S^T = K Q^T, each panel's four k-steps issued as soon as it has landed.
+      // (Descriptors advance by address / 16 in their low bits: one base each, constant offsets.)
+      float s[kNT][4];
+      const uint64_t k_desc = wgmma_desc(k_addr, 16, 1024), q_desc = wgmma_desc(q_addr, 16, 1024);
+      wgmma_fence();
+#pragma unroll
+      for (int pn = 0; pn < Tr::kPanels; ++pn) {
+        src.panel(pn).wait_landed(gt);
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          wgmma_ss<T, kN>(s, k_desc + (pn * Tr::kPanelBytes + k * 32) / 16, q_desc + (pn * Tr::kQPanelBytes + k * 32) / 16,
+                          pn + k > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(s);
+      if (lane == 0) src.panel(Tr::kPanels - 1).release(gt);  // the rope columns are done
+
+      // Keys past a column's limit: -inf (the junk of uncopied boxes included).
+      if (n0 + kBN > n_clear) {
+#pragma unroll
+        for (int i = 0; i < kQ; ++i) {
+          const int last = u.visible_end(p, row0 + KeyMajorSoftmax<kNT>::column(i, lane));
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf)
+            if (n0 + warp * 16 + g + 8 * hf >= last) s[i / 2][i % 2 + 2 * hf] = -CUDART_INF_F;
+        }
+      }
+      float mx[kQ], alpha[kQ];
+      softmax.tile_max(s, s_red + (gt % 2) * 4 * kN, warp, lane, sync_wg, mx);
+      // Every warp's S^T is done (the reduction's barrier): sQ is free for the next query.
+      if (it == u.n_tiles - 1 && has_next) {
+        copy_q(next);
+        q_copied = true;
+      }
+      softmax.update_to(s, sl2, mx, alpha);
+      rescale_columns(o, alpha);
+
+      // P^T into sP: the pair (key g, columns 2t, 2t + 1) of n8 tile nt, keys 8 hf.., is row g of
+      // 8x8 matrix (nt, hf); stored transposed, row = query 8 nt + l % 8, 16-byte chunk 2 warp + hf.
+#pragma unroll
+      for (int nt2 = 0; nt2 < kNT; nt2 += 2) {
+        const uint32_t r[4] = {pack2<T>(s[nt2][0], s[nt2][1]), pack2<T>(s[nt2][2], s[nt2][3]),
+                               pack2<T>(s[nt2 + 1][0], s[nt2 + 1][1]), pack2<T>(s[nt2 + 1][2], s[nt2 + 1][3])};
+        const int m = lane / 8, q = 8 * (nt2 + m / 2) + lane % 8, chunk = 2 * warp + m % 2;
+        stmatrix_x4_trans(p_addr + q * 128 + ((chunk ^ (q % 8)) * 16), r);
+      }
+      // V rows of keys past the piece (uncopied boxes, or the rest of a page): zero, since P = 0
+      // times a NaN left there would be NaN. Their K rows needed nothing (masked above).
+      const int valid = u.n_end - n0;
+      if (valid < kBN) {
+        constexpr int kChunks = kVP * 8;  // 16-byte chunks of a key's 512 V columns
+        for (int e = ctid; e < (kBN - valid) * kChunks; e += 128) {
+          const int r = valid + e / kChunks, pn = (e % kChunks) / 8, ch = e % 8;
+          *reinterpret_cast<uint4*>(tile + pn * Tr::kPanelBytes + r * 128 + ((ch ^ (r % 8)) * 16)) =
+              make_uint4(0, 0, 0, 0);
+        }
+      }
+      fence_proxy_async();  // P^T and the zeros, before wgmma reads them
+      named_barrier_sync(kPReady, 128);
+
+      // O^T += V^T P^T: V panel j (columns 64 j..) is A, MN-major, k-step k at key row 16 k; P^T
+      // k-step k at byte 32 k of its rows. One commit group a panel, released as each completes.
+      const uint64_t v_desc = wgmma_desc(k_addr, Tr::kPanelBytes, 1024), p_desc = wgmma_desc(p_addr, 16, 1024);
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < kVP; ++j) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+          wgmma_ss<T, kN, false, true>(o[j], v_desc + (j * Tr::kPanelBytes + k * 2048) / 16, p_desc + k * 2, true);
+        wgmma_commit();
+      }
+      release_as_completed<kVP - 1>([&](int j) {
+        if (lane == 0) src.panel(j).release(gt);
+      });
+#pragma unroll
+      for (int j = 0; j < kVP; ++j) fence_operands(o[j]);
+    }
+    t_base += u.n_tiles;
+
+    // ---- epilogue: each column's sum over the warpgroup, then the unit's normalised rows -------
+    float factor[kQ], lse[kQ];
+    softmax.finalize(sl2, s_red + (t_base % 2) * 4 * kN, warp, lane, sync_wg, factor, lse);
+    const int slot = partial_slot(blockIdx.x, piece.split);
+    const bool whole = piece.num_splits == 1;
+#pragma unroll
+    for (int i = 0; i < kQ; ++i) {
+      const int rl = KeyMajorSoftmax<kNT>::column(i, lane), row = row0 + rl;
+      if (row >= rows) continue;
+      const int nt = i / 2, e = i % 2;
+      const int token = row / p.num_heads_q, h = row % p.num_heads_q;
+      T* out = static_cast<T*>(p.o) + u.b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
+      float* part = p.part_o + (int64_t(slot) * kN + rl) * Tr::kDv;
+#pragma unroll
+      for (int j = 0; j < kVP; ++j)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int col = 64 * j + 16 * warp + g + 8 * hf;
+          const float v = o[j][nt][e + 2 * hf] * factor[i];
+          if (whole) out[col] = from_float<T>(v);
+          else part[col] = v;
+        }
+      if (warp == 0 && g == 0) {
+        if (!whole) p.part_lse[int64_t(slot) * kN + rl] = lse[i];
+        else if (p.lse != nullptr) p.lse[u.b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse[i];
+      }
+    }
+    piece = next;
+    more = has_next;
+  }
+#else
+  arch_unsupported();
+#endif
+}
+
+}  // namespace cuattn
