@@ -259,6 +259,7 @@ template <typename T, int kRows>
 __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
   constexpr int kDv = 512, kPer = kDv / 32;
   extern __shared__ float s_weights[];
+  grid_dependency_wait();  // launched as a programmatic dependent of the decode kernel
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = p.num_heads_q * p.seqlen_q;
   const int row = blockIdx.x * kCombineRows + warp, b = blockIdx.y;

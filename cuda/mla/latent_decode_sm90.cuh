@@ -144,6 +144,7 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
     mbar_fence_init();
   }
   __syncthreads();
+  grid_dependency_wait();  // the work list (and everything before it in the stream) is complete
 
   const WorkList& list = p.list;
   WorkPiece piece;
