@@ -214,10 +214,10 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
       // (Descriptors advance by address / 16 in their low bits: one base each, constant offsets.)
       float s[kNT][4];
       const uint64_t k_desc = wgmma_desc(k_addr, 16, 1024), q_desc = wgmma_desc(q_addr, 16, 1024);
-      wgmma_fence();
 #pragma unroll
       for (int pn = 0; pn < Tr::kPanels; ++pn) {
         src.panel(pn).wait_landed(gt);
+        wgmma_fence();  // after each wait: else ptxas serialises every wgmma (a wait in the chain)
 #pragma unroll
         for (int k = 0; k < 4; ++k)
           wgmma_ss<T, kN>(s, k_desc + (pn * Tr::kPanelBytes + k * 32) / 16, q_desc + (pn * Tr::kQPanelBytes + k * 32) / 16,
