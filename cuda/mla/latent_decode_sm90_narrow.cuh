@@ -50,90 +50,84 @@ namespace cuattn {
 template <int kN_>
 struct LatentNarrowTraits {
   static constexpr int kN = kN_;  // query rows a unit: the products' N
-  static constexpr int kDk = 576, kDv = 512, kBN = 64, kStages = 2;
+  static constexpr int kDk = 576, kDv = 512, kBN = 64;
   static constexpr int kPanels = kDk / 64, kVPanels = kDv / 64;  // 9 panels, the first 8 are V
   static constexpr int kNT = kN / 8;                             // n8 tiles of a product
   static constexpr int kPanelBytes = kBN * 128;                  // [64 keys][128 bytes], swizzled
-  static constexpr int kTileBytes = kPanels * kPanelBytes;
   static constexpr int kQPanelBytes = kN * 128;                  // [kN rows][128 bytes], swizzled
   static constexpr int kThreads = 256;                           // producer warpgroup + consumer
-  // The ring, Q, P^T, the column reductions (two buffers, alternate tiles), the barriers (full
-  // and empty for each stage and panel).
-  static constexpr size_t kQOffset = size_t(kStages) * kTileBytes;
-  static constexpr size_t kPOffset = kQOffset + size_t(kPanels) * kQPanelBytes;
+  // S^T's independent accumulator chains (k-step k of a panel adds into chain k % kChains): a
+  // chain of 36 dependent m64nNk16 products would wait out each one's latency.
+  static constexpr int kChains = kN == 16 ? 4 : 2;
+  // Q, P^T, the column reductions (two buffers, alternate tiles), then the ring: as many panel
+  // slots as the rest of the 227 KB holds, each with its barriers (full, empty).
+  static constexpr size_t kPOffset = size_t(kPanels) * kQPanelBytes;
   static constexpr size_t kRedOffset = kPOffset + kQPanelBytes;
-  static constexpr size_t kBarOffset = kRedOffset + 2 * 4 * kN * sizeof(float);
-  static constexpr size_t kSmem = kBarOffset + 2 * kStages * kPanels * sizeof(uint64_t) + 1024;  // + alignment
+  static constexpr size_t kRingOffset = (kRedOffset + 2 * 4 * kN * sizeof(float) + 1023) / 1024 * 1024;
+  static constexpr size_t kSlotCost = kPanelBytes + 2 * sizeof(uint64_t);
+  static constexpr int kSlots = int((227 * 1024 - 1024 - kRingOffset - 64) / kSlotCost);
+  static constexpr size_t kBarOffset = kRingOffset + size_t(kSlots) * kPanelBytes;
+  static constexpr size_t kSmem = kBarOffset + 2 * kSlots * sizeof(uint64_t) + 1024;  // + alignment
   static_assert(kN == 16 || kN == 32, "units of 16 or 32 query rows");
   static_assert(kQPanelBytes % 1024 == 0, "swizzled panels stay 1024-byte aligned");
-  static_assert(kSmem <= 227 * 1024, "two tiles, Q and P fit an SM's 227 KB");
+  static_assert(kSlots >= 2 * kPanels, "the ring holds two tiles");
+  static_assert(kSmem <= 227 * 1024, "Q, P and the ring fit an SM's 227 KB");
 };
 
-// The producer: one warp's lanes copy a tile panel by panel, in the order the consumer releases
-// the panels of the tile two before it (the rope panel after S^T, then V panels 0..7), lane 0
-// announcing each panel's bytes on its `full` barrier first. Boxes of pages past the piece's keys
-// are not copied (their table entries may be junk); the consumer zeroes those V rows.
+// The producer: one warp's lanes copy each tile panel by panel into the ring's panel slots (tile
+// gt's panel pn is ring panel g = 9 gt + pn, in slot g % kSlots, so the ring holds kSlots / 9
+// tiles, not a whole number), lane 0 announcing each panel's bytes on its `full` barrier first.
+// Boxes of pages past the piece's keys are not copied (their table entries may be junk); the
+// consumer zeroes those V rows.
 template <typename Tr>
 struct LatentPanelProducer {
-  uint64_t* bars;        // full [kPanels][kStages], then empty [kPanels][kStages]
-  unsigned char* tiles;  // kStages tiles of kTileBytes
+  StageBarriers<Tr::kSlots> ring;  // indexed by ring panel g
+  unsigned char* slots;            // kSlots panels of kPanelBytes
   const CUtensorMap* map;
   int box;  // keys a box: min(page size, 64)
 
-  CUATTN_DEVICE StageBarriers<Tr::kStages> panel(int pn) const {
-    return {bars + pn * Tr::kStages, bars + (Tr::kPanels + pn) * Tr::kStages};
+  CUATTN_DEVICE static int index(int gt, int pn) { return gt * Tr::kPanels + pn; }
+  CUATTN_DEVICE unsigned char* panel(int gt, int pn) const {
+    return slots + (index(gt, pn) % Tr::kSlots) * Tr::kPanelBytes;
   }
-  CUATTN_DEVICE unsigned char* tile(int gt) const { return tiles + (gt % Tr::kStages) * Tr::kTileBytes; }
 
   CUATTN_DEVICE void produce(const MlaLatentParams& p, const LatentPiece& u, int t_base, int lane) const {
     const int nbox = Tr::kBN / box;
     for (int it = 0; it < u.n_tiles; ++it) {
       const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN;
       const int boxes = min(nbox, (u.n_end - n0 + box - 1) / box);  // boxes holding keys < n_end
-      for (int k = 0; k < Tr::kPanels; ++k) {
-        const int pn = (k + Tr::kPanels - 1) % Tr::kPanels;  // 8, 0, 1, .., 7
-        const StageBarriers<Tr::kStages> ring = panel(pn);
-        ring.wait_free(gt);
-        uint64_t* full = &ring.full[gt % Tr::kStages];
+      for (int pn = 0; pn < Tr::kPanels; ++pn) {
+        const int g = index(gt, pn);
+        ring.wait_free(g);
+        uint64_t* full = &ring.full[g % Tr::kSlots];
         if (lane == 0) mbar_arrive_expect_tx(full, uint32_t(boxes * box * 128));
         __syncwarp();
         for (int j = lane; j < boxes; j += 32)
-          latent_tma_box(tile(gt) + pn * Tr::kPanelBytes + j * box * 128, map, full, p, u.b, n0 + j * box, pn);
+          latent_tma_box(panel(gt, pn) + j * box * 128, map, full, p, u.b, n0 + j * box, pn);
       }
     }
   }
 };
-
-// wgmma_wait<N> then the release of V panel kVPanels - 1 - N, for N = kLeft .. 0: each panel of a
-// tile is freed as soon as its block of O^T (one commit group each, issued in panel order)
-// completed.
-template <int kLeft, class Release>
-CUATTN_DEVICE void release_as_completed(const Release& release) {
-  wgmma_wait<kLeft>();
-  release(7 - kLeft);
-  if constexpr (kLeft > 0) release_as_completed<kLeft - 1>(release);
-}
 
 template <typename T, int kN>
 __global__ void __launch_bounds__(LatentNarrowTraits<kN>::kThreads, 1)
 mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
 #ifdef CUATTN_SM90A
   using Tr = LatentNarrowTraits<kN>;
-  constexpr int kBN = Tr::kBN, kNT = Tr::kNT, kQ = 2 * kNT, kVP = Tr::kVPanels;
-  static_assert(kVP == 8, "release_as_completed counts 8 V panels");
+  constexpr int kBN = Tr::kBN, kNT = Tr::kNT, kQ = 2 * kNT, kVP = Tr::kVPanels, kC = Tr::kChains;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const base = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  unsigned char* const sQ = base + Tr::kQOffset;
+  unsigned char* const sQ = base;
   unsigned char* const sP = base + Tr::kPOffset;
   float* const s_red = reinterpret_cast<float*>(base + Tr::kRedOffset);  // [2][4 warps][kN]
   uint64_t* const bars = reinterpret_cast<uint64_t*>(base + Tr::kBarOffset);
-  const LatentPanelProducer<Tr> src{bars, base, &kv_map, min(p.page_size, kBN)};
+  const LatentPanelProducer<Tr> src{{bars, bars + Tr::kSlots}, base + Tr::kRingOffset, &kv_map, min(p.page_size, kBN)};
 
   const int tid = threadIdx.x;
   if (tid == 0) {
-    for (int i = 0; i < Tr::kPanels * Tr::kStages; ++i) {
-      mbar_init(&bars[i], 1);                               // full: the producer's expect_tx
-      mbar_init(&bars[Tr::kPanels * Tr::kStages + i], 4);  // empty: one arrival a consumer warp
+    for (int i = 0; i < Tr::kSlots; ++i) {
+      mbar_init(&src.ring.full[i], 1);   // the producer's expect_tx
+      mbar_init(&src.ring.empty[i], 4);  // one arrival a consumer warp
     }
     mbar_fence_init();
   }
@@ -171,7 +165,7 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
     const int row0 = w.unit * kN;
     constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = kN * kChunksPerRow / 128;
     static_assert(kN * kChunksPerRow % 128 == 0, "whole rounds of 16-byte copies");
-#pragma unroll 3
+#pragma unroll 2
     for (int i = 0; i < kPerThread; ++i) {
       const int e = i * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
       const bool ok = row < rows;
@@ -207,26 +201,33 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
 
     for (int it = 0; it < u.n_tiles; ++it) {
       const int gt = t_base + it, n0 = u.n_begin + it * kBN;
-      unsigned char* const tile = src.tile(gt);
-      const uint32_t k_addr = smem_addr(tile);
+      auto panel_addr = [&](int pn) { return smem_addr(src.panel(gt, pn)); };
 
-      // S^T = K Q^T, each panel's four k-steps issued as soon as it has landed.
-      // (Descriptors advance by address / 16 in their low bits: one base each, constant offsets.)
-      float s[kNT][4];
-      const uint64_t k_desc = wgmma_desc(k_addr, 16, 1024), q_desc = wgmma_desc(q_addr, 16, 1024);
+      // S^T = K Q^T, each panel's four k-steps issued as soon as it has landed, k-step k into
+      // chain k % kC (independent accumulators, summed after).
+      float sc[kC][kNT][4];
 #pragma unroll
       for (int pn = 0; pn < Tr::kPanels; ++pn) {
-        src.panel(pn).wait_landed(gt);
+        src.ring.wait_landed(src.index(gt, pn));
         wgmma_fence();  // after each wait: else ptxas serialises every wgmma (a wait in the chain)
+        const uint64_t k_desc = wgmma_desc(panel_addr(pn), 16, 1024);
+        const uint64_t q_desc = wgmma_desc(q_addr + pn * Tr::kQPanelBytes, 16, 1024);
 #pragma unroll
-        for (int k = 0; k < 4; ++k)
-          wgmma_ss<T, kN>(s, k_desc + (pn * Tr::kPanelBytes + k * 32) / 16, q_desc + (pn * Tr::kQPanelBytes + k * 32) / 16,
-                          pn + k > 0);
+        for (int k = 0; k < 4; ++k)  // (descriptors advance by address / 16 in their low bits)
+          wgmma_ss<T, kN>(sc[k % kC], k_desc + k * 2, q_desc + k * 2, pn > 0 || k >= kC);
       }
       wgmma_commit();
       wgmma_wait<0>();
-      fence_operands(s);
-      if (lane == 0) src.panel(Tr::kPanels - 1).release(gt);  // the rope columns are done
+#pragma unroll
+      for (int c = 0; c < kC; ++c) fence_operands(sc[c]);
+      if (lane == 0) src.ring.release(src.index(gt, Tr::kPanels - 1));  // the rope columns are done
+      float (&s)[kNT][4] = sc[0];
+#pragma unroll
+      for (int c = 1; c < kC; ++c)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[nt][e] += sc[c][nt][e];
 
       // Keys past a column's limit: -inf (the junk of uncopied boxes included).
       if (n0 + kBN > n_clear) {
@@ -264,27 +265,34 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
         constexpr int kChunks = kVP * 8;  // 16-byte chunks of a key's 512 V columns
         for (int e = ctid; e < (kBN - valid) * kChunks; e += 128) {
           const int r = valid + e / kChunks, pn = (e % kChunks) / 8, ch = e % 8;
-          *reinterpret_cast<uint4*>(tile + pn * Tr::kPanelBytes + r * 128 + ((ch ^ (r % 8)) * 16)) =
-              make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(src.panel(gt, pn) + r * 128 + ((ch ^ (r % 8)) * 16)) = make_uint4(0, 0, 0, 0);
         }
       }
       fence_proxy_async();  // P^T and the zeros, before wgmma reads them
       named_barrier_sync(kPReady, 128);
 
       // O^T += V^T P^T: V panel j (columns 64 j..) is A, MN-major, k-step k at key row 16 k; P^T
-      // k-step k at byte 32 k of its rows. One commit group a panel, released as each completes.
-      const uint64_t v_desc = wgmma_desc(k_addr, Tr::kPanelBytes, 1024), p_desc = wgmma_desc(p_addr, 16, 1024);
+      // k-step k at byte 32 k of its rows. Two halves of four panels, each k-step across the four
+      // (so that consecutive products are independent), one commit group a half, whose panels are
+      // released as soon as it completes.
+      const uint64_t p_desc = wgmma_desc(p_addr, 16, 1024);
       wgmma_fence();
 #pragma unroll
-      for (int j = 0; j < kVP; ++j) {
+      for (int half = 0; half < 2; ++half) {
 #pragma unroll
         for (int k = 0; k < 4; ++k)
-          wgmma_ss<T, kN, false, true>(o[j], v_desc + (j * Tr::kPanelBytes + k * 2048) / 16, p_desc + k * 2, true);
+#pragma unroll
+          for (int j = 4 * half; j < 4 * half + 4; ++j)
+            wgmma_ss<T, kN, false, true>(o[j], wgmma_desc(panel_addr(j), Tr::kPanelBytes, 1024) + k * 128,
+                                         p_desc + k * 2, true);
         wgmma_commit();
       }
-      release_as_completed<kVP - 1>([&](int j) {
-        if (lane == 0) src.panel(j).release(gt);
-      });
+      wgmma_wait<1>();
+      if (lane == 0)
+        for (int j = 0; j < 4; ++j) src.ring.release(src.index(gt, j));
+      wgmma_wait<0>();
+      if (lane == 0)
+        for (int j = 4; j < kVP; ++j) src.ring.release(src.index(gt, j));
 #pragma unroll
       for (int j = 0; j < kVP; ++j) fence_operands(o[j]);
     }
