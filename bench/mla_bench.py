@@ -28,8 +28,9 @@ decode, all on the same inputs. Rows and aims:
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
-(a 1 GiB device-to-device copy, bytes read + written; a bf16 8192^3 torch.matmul). GB/s of a
-decode row count the cache read once; TFLOP/s = 2 B Hq Sq L (576 + 512).
+(a 1 GiB device-to-device copy, bytes read + written; a kernel that only reads 1 GiB, as a
+decode does, through CuPy; a bf16 8192^3 torch.matmul). GB/s of a decode row count the cache
+read once; TFLOP/s = 2 B Hq Sq L (576 + 512).
 
 --flashmla DIR: an assembled FlashMLA folder whose build.py builds the dense decode with torch's
 extension loader and exposes `mod`; its FLASHMLA_COMMIT and CUTLASS_COMMIT are recorded. Without
@@ -328,7 +329,7 @@ class DryRun:
     """Made-up timings with the shape of real ones (no GPU, no torch): for checking the rows,
     the table and the JSON."""
 
-    ceilings = {"gemm_bf16_tflops": 690.0, "copy_gbps": 4250.0}
+    ceilings = {"gemm_bf16_tflops": 690.0, "copy_gbps": 4250.0, "read_gbps": 4500.0}
 
     def __init__(self, flashmla_status):
         self.flashmla_status = flashmla_status
@@ -387,7 +388,9 @@ def decode_row(group, c, m, ceil, aims=()):
            "torch_ms": m.get("torch_ms"), "flashmla_ms": m.get("flashmla_ms"),
            "x_torch": div(m.get("torch_ms"), ms), "x_flashmla": div(m.get("flashmla_ms"), ms),
            "rel_err": m.get("rel_err"), "notes": [m[k] for k in ("torch_note", "flashmla_note") if k in m],
-           "aims": []}
+           "x_read": div(gbps, ceil.get("read_gbps")), "aims": []}
+    if row["x_read"] is not None:
+        row["notes"].append(f"{row['x_read']:.2f} x pure read")
     for vs, target in aims:
         ratio = {"copy": div(gbps, ceil["copy_gbps"]), "GEMM": div(tflops, ceil["gemm_bf16_tflops"]),
                  "FlashMLA": row["x_flashmla"]}[vs]
@@ -507,7 +510,8 @@ def table(res):
     c, peer = res["ceilings"], res["peers"]["flashmla"]
     lines = [f"MLA on {res['device']} (sha {res['git_sha']}, {res['date']})"
              + ("  DRY RUN: made-up timings" if res.get("dry_run") else ""),
-             f"ceilings: copy {c['copy_gbps']:.0f} GB/s, bf16 GEMM {c['gemm_bf16_tflops']:.0f} TFLOP/s; "
+             f"ceilings: copy {c['copy_gbps']:.0f} GB/s, pure read {c.get('read_gbps') or 0:.0f} GB/s, "
+             f"bf16 GEMM {c['gemm_bf16_tflops']:.0f} TFLOP/s; "
              f"FlashMLA {peer.get('commit') or '-'} (cutlass {peer.get('cutlass_commit') or '-'}): {peer['status']}",
              f"{'group':<9} {'row':<58} {'ms':>9} {'GB/s':>6} {'TFLOP/s':>7} {'x torch':>7} {'x FlashMLA':>10}  aims"]
     met = missed = unknown = 0
@@ -568,7 +572,12 @@ def main(argv=None):
         props = torch.cuda.get_device_properties(0)
         log(f"MLA bench on {props.name} (sha {res['git_sha']})")
         res["ceilings"] = ceilings(torch, timer)
-        log(f"  ceilings: copy {res['ceilings']['copy_gbps']:.0f} GB/s, GEMM {res['ceilings']['gemm_bf16_tflops']:.0f} TFLOP/s")
+        # A kernel that only reads (1 GiB, best of a few grids; None without CuPy): what a decode
+        # that reads its cache once could reach, above a copy's read + write rate.
+        from decode_targets import ReadCeiling
+        res["ceilings"]["read_gbps"] = ReadCeiling(torch, timer, props.multi_processor_count)(1 << 30)
+        log(f"  ceilings: copy {res['ceilings']['copy_gbps']:.0f} GB/s, GEMM {res['ceilings']['gemm_bf16_tflops']:.0f} TFLOP/s, "
+            f"pure read {res['ceilings']['read_gbps'] or 0:.0f} GB/s")
         flashmla, peer = load_flashmla(a.flashmla)
         log(f"  FlashMLA: {peer['status']}")
         src = Gpu(torch, cuattn, timer, flashmla, peer["status"])
