@@ -60,10 +60,6 @@ struct LatentSm90Traits {
   static constexpr int kKeysPerWg = kBN / kConsumers;  // 32: S is m64n32
   static constexpr int kColsPerWg = kDv / kConsumers;  // 256: O is m64n256
   static constexpr int kOT = kColsPerWg / 8;           // 32 accumulator n8 blocks
-  // S's independent accumulator chains (k-step ks into chain ks % kChains, added after): one chain
-  // of 36 dependent m64n32k16 products waits out each one's latency (about 100 clocks on an
-  // H200, from the 64-key tile's measured 2.7 us).
-  static constexpr int kChains = 2;
   // Q, the ring, P, the rows' exchange (a float a row a consumer), the barriers (full, empty).
   static constexpr size_t kRingOffset = kQBytes;
   static constexpr size_t kPOffset = kRingOffset + kStages * size_t(kTileBytes);
@@ -131,7 +127,7 @@ __global__ void __launch_bounds__(LatentSm90Traits::kThreads, 1)
 mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_constant__ CUtensorMap kv_map) {
 #ifdef CUATTN_SM90A
   using Tr = LatentSm90Traits;
-  constexpr int kBN = Tr::kBN, kOT = Tr::kOT, kKW = Tr::kKeysPerWg, kChains = Tr::kChains;
+  constexpr int kBN = Tr::kBN, kOT = Tr::kOT, kKW = Tr::kKeysPerWg;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const sQ = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   unsigned char* const sP = sQ + Tr::kPOffset;
@@ -215,7 +211,6 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot) o[0][ot][0] = o[0][ot][1] = o[0][ot][2] = o[0][ot][3] = 0.f;
     float sc[1][kKW / 8][4];
-    float sx[kChains - 1][kKW / 8][4];  // S's other accumulator chains, added into sc
     uint32_t pa[kKW / 16][4];
     float alpha[2];
     // Keys every row of the unit sees: tiles below it need no mask.
@@ -229,30 +224,15 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
       src.ring.wait_landed(gt);
       wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < Tr::kDk / 16; ++ks) {  // k-step ks into chain ks % kChains
-        const uint64_t qd = wgmma_desc(q_addr + (ks / 4) * (Tr::kRows * 128) + (ks % 4) * 32, 16, 1024);
-        const uint64_t kd = wgmma_desc(k_addr + (ks / 4) * Tr::kPanelBytes + (ks % 4) * 32, 16, 1024);
-        if (ks % kChains == 0) wgmma_ss<T, kKW>(sc[0], qd, kd, ks > 0);
-        else wgmma_ss<T, kKW>(sx[ks % kChains - 1], qd, kd, ks >= kChains);
-      }
+      for (int ks = 0; ks < Tr::kDk / 16; ++ks)
+        wgmma_ss<T, kKW>(sc[0], wgmma_desc(q_addr + (ks / 4) * (Tr::kRows * 128) + (ks % 4) * 32, 16, 1024),
+                         wgmma_desc(k_addr + (ks / 4) * Tr::kPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
       wgmma_commit();
-    };
-    // After S landed: the chains added into sc.
-    auto sum_chains = [&] {
-#pragma unroll
-      for (int c = 0; c < kChains - 1; ++c) {
-        fence_operands(sx[c]);
-#pragma unroll
-        for (int nt = 0; nt < kKW / 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sc[0][nt][e] += sx[c][nt][e];
-      }
     };
     // The landed S of tile `it`: masked, one maximum a row over both consumers' keys, turned
     // into P; alpha: the factor O is to be rescaled by.
     auto softmax_tile = [&](int it) {
       fence_operands(sc[0]);
-      sum_chains();
       const int n0 = u.n_begin + it * kBN;
       if (n0 + kBN > n_clear) {  // keys past some row's end: -inf
 #pragma unroll
