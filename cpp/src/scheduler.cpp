@@ -165,8 +165,7 @@ MlaDecodeChoice choose_mla_decode(int64_t batch, int64_t rows, const DeviceProps
   MlaDecodeChoice c;
   const bool wide_and_full = rows > 64 && batch * ((rows + 63) / 64) >= dev.sm_count;
   c.fallback = wide_and_full ? MlaKernel::split : MlaKernel::list;
-  const MlaKernel sm90 = rows <= 32 ? MlaKernel::narrow : MlaKernel::hopper;
-  c.kernel = dev.cc_major == 9 && dev.cc_minor == 0 ? sm90 : c.fallback;
+  c.kernel = dev.cc_major == 9 && dev.cc_minor == 0 ? MlaKernel::hopper : c.fallback;
   if (variant.empty()) return c;
   c.forced = true;
   if (variant == "list=1") c.kernel = MlaKernel::list;

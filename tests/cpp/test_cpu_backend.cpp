@@ -1636,10 +1636,8 @@ static void mla_choice_cases() {
   CHECK(d.kernel == MlaKernel::hopper && !d.forced && d.fallback == MlaKernel::split,
         "sm_90 B66 Hq128: the sm_90a kernel, falling back to the split kernel");
   const MlaDecodeChoice n = choose_mla_decode(1, 16, dev, "");
-  CHECK(n.kernel == MlaKernel::narrow && n.fallback == MlaKernel::list,
-        "sm_90 B1 Hq16: the narrow sm_90a kernel, falling back to the list");
-  CHECK(kernel(64, 32) == MlaKernel::narrow && kernel(64, 33) == MlaKernel::hopper,
-        "sm_90: the narrow kernel up to 32 query rows, the 64-row one above");
+  CHECK(n.kernel == MlaKernel::hopper && n.fallback == MlaKernel::list,
+        "sm_90 B1 Hq16: the 64-row sm_90a kernel (the narrow one measured slower), falling back to the list");
   const MlaDecodeChoice fn = choose_mla_decode(8, 128, dev, "narrow=1");
   CHECK(fn.kernel == MlaKernel::narrow && fn.forced, "narrow=1: the narrow kernel, forced (the call decides if it can run)");
   CHECK(kernel(64, 16, "list=1") == MlaKernel::list, "sm_90: list=1 still forces the portable kernel");

@@ -341,8 +341,8 @@ def test_mla_decode_fp8(rng, device, dtype, case, scale_kind, kv, variant):
 
 @pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=()))
 def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
-    """The default and narrow=1 launch the narrow sm_90a kernel for 32 query rows, hopper=1 the
-    64-row one, with a plan and without; list=1 neither. Read from the kernel names PyTorch's
+    """The default and hopper=1 launch the 64-row sm_90a kernel, narrow=1 the narrow one (32 query
+    rows here), with a plan and without; list=1 neither. Read from the kernel names PyTorch's
     profiler records."""
     if gpu_framework() != "torch":
         pytest.skip("kernel names come from PyTorch's profiler; PyTorch with CUDA is not available")
@@ -364,8 +364,8 @@ def test_mla_decode_runs_the_sm90_kernel(rng, device, dtype):
         return [e.name for e in prof.events() if "mla_" in e.name], out
 
     ref, _ = oracle.mla_decode_ref(q, cache, table, sl, scale=SCALE)
-    for variant, kernel in (("", "sm90_narrow_kernel"), ("narrow=1", "sm90_narrow_kernel"),
-                            ("hopper=1", "mla_decode_sm90_kernel")):
+    for variant, kernel in (("", "mla_decode_sm90_kernel"), ("hopper=1", "mla_decode_sm90_kernel"),
+                            ("narrow=1", "sm90_narrow_kernel")):
         for p in (None, plan):
             names, out = kernels(variant, p)
             assert any(kernel in n for n in names), (variant, names)
