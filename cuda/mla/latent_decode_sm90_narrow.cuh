@@ -96,14 +96,19 @@ struct LatentPanelProducer {
     for (int it = 0; it < u.n_tiles; ++it) {
       const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN;
       const int boxes = min(nbox, (u.n_end - n0 + box - 1) / box);  // boxes holding keys < n_end
+      // Lane j copies box j (at most 8 boxes: pages of 8 or more): its page is looked up once a
+      // tile, before the waits for free slots, so that the block-table load's latency overlaps
+      // them instead of delaying each panel's copy (looked up a panel at a time, nine such loads
+      // in a row a tile cost 0.35-0.49 x copy on an H200, bench/NOTES.md).
+      const int key = n0 + lane * box;
+      const int page = lane < boxes ? latent_page(p, u.b, key) : 0;
       for (int pn = 0; pn < Tr::kPanels; ++pn) {
         const int g = index(gt, pn);
         ring.wait_free(g);
         uint64_t* full = &ring.full[g % Tr::kSlots];
         if (lane == 0) mbar_arrive_expect_tx(full, uint32_t(boxes * box * 128));
         __syncwarp();
-        for (int j = lane; j < boxes; j += 32)
-          latent_tma_box(panel(gt, pn) + j * box * 128, map, full, p, u.b, n0 + j * box, pn);
+        if (lane < boxes) latent_tma_box(panel(gt, pn) + lane * box * 128, map, full, p, key, page, pn);
       }
     }
   }
