@@ -14,7 +14,7 @@
 #   the splits the scheduler picks; heads: ./paged_attention at D64/128/256, bf16 and fp8 caches;
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
 #   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
-#   mlahopper: the sm_90a MLA decode kernel's tests, then its bench rows (hopper, kernels);
+#   mlahopper: the sm_90a MLA decode kernels' tests, then their bench rows (hopper, kernels);
 #   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) (the default on sm_90; the
 #   tests force it with _variant="hopper=1"): tests/python/test_hopper_dims.py, then
 #   bench.py --suite hopperdims against the portable kernel and cuDNN; listdiag: the paged decode
@@ -174,10 +174,11 @@ for s in $stages; do
       run "mla program" mla_program.log ./mla_attention --device cuda
       grep -E "^(per_pair|materialise|absorb|mla_decode)" "$OUT/logs/mla_program.log" ;;
     mlahopper)
-      # The sm_90a MLA decode kernel (_variant="hopper=1"): its test cases first, under a time
-      # limit (a wrong barrier phase hangs), then its rows and the kernel choice against FlashMLA.
+      # The sm_90a MLA decode kernels (_variant="hopper=1", "narrow=1"): their test cases first,
+      # under a time limit (a wrong barrier phase hangs), then their rows and the kernel choice
+      # against FlashMLA.
       run "pytest test_mla hopper" pytest_mla_hopper.log timeout 300 python3 -X faulthandler -m pytest -q -rs \
-        --maxfail=10 -k hopper tests/python/test_mla.py
+        --maxfail=10 -k "hopper or narrow or runs_the" tests/python/test_mla.py
       tail -3 "$OUT/logs/pytest_mla_hopper.log"
       run "mla bench hopper" mla_hopper.log timeout 400 python3 bench/mla_bench.py --flashmla .devcarry/flashmla \
         --rows hopper,kernels --out "$OUT"

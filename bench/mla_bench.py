@@ -20,11 +20,12 @@ decode, all on the same inputs. Rows and aims:
   absorb     mla_attention's absorbed order, B1 H32 Sq1 Sk32768 L512 D128: GB/s of the latent
              reads (both latents, once)                  >= 0.8 x copy
   kernels    mla_decode's GPU kernels (the work list, the per-sequence split kernel, the sm_90a
-             work-list kernel, forced through the internal _variant) and the one chosen by
-             shape, Hq 16-128: the choice's time <= 1.03 x the fastest kernel's
-  hopper     the sm_90a kernel forced (_variant "hopper=1"; on sm_90 also the default where it
-             runs) at the memory, small, compute, skew and page-16 shapes, with those rows' aims
-             (FlashMLA's time from the same rows)
+             work-list kernels: 64-row and, for Hq <= 32, narrow; forced through the internal
+             _variant) and the one chosen by shape, Hq 16-128: the choice's time <= 1.03 x the
+             fastest kernel's
+  hopper     the sm_90a kernels forced (_variant "hopper=1", on sm_90 also the default where it
+             runs; "narrow=1" where Hq <= 32) at the memory, small, compute, skew and page-16
+             shapes, with those rows' aims (FlashMLA's time from the same rows)
 
 Measured as bench.py measures: CUDA events, warm-up, median of --iters calls, the L2 flushed
 (256 MB zeroed) before every call, random data and random page tables; ceilings in the same run
