@@ -6,8 +6,9 @@
 // memory-bound case) a 64-row unit of latent_decode_sm90.cuh spends 3/4 of its products on
 // padding. Here the keys are M and the query rows are N:
 //
-//   S^T = K Q^T   [64 keys x kN]: A = the key tile as it lands (K-major), B = Q^T, the unit's
-//                 query in shared memory (K-major): wgmma m64nNk16, 36 k-steps
+//   S^T = K Q^T   [64 keys x kN]: A = the key panels as they land (K-major), B = Q^T, the
+//                 unit's query in shared memory (K-major): wgmma m64nNk16, 36 k-steps in
+//                 kChains independent accumulators, added after
 //   softmax       over the 64 keys of each column: KeyMajorSoftmax (the column max reduced over
 //                 lanes, then over the 4 warps through shared memory)
 //   P^T           the probabilities, transposed back by stmatrix into one swizzled panel
@@ -16,21 +17,23 @@
 //                 eight m64 blocks, 4 k-steps each; 4 kN accumulators a thread
 //
 //   CTA       one an SM: a producer warp (its warpgroup's other warps leave) and one consumer
-//             warpgroup, which alone keeps the tensor cores ahead of the copies (a tile's
-//             products take about a third of its load time at the copy rate)
+//             warpgroup (a tile's products are about 1300 clocks of shared-memory operand
+//             traffic, against about 4000 to load it at the copy rate)
 //   loads     the producer warp's lanes issue TMA tensor copies (boxes as in
-//             latent_decode_sm90.cuh) into a ring of 2 tiles whose 9 column panels each have
-//             their own barriers: S^T starts on a tile's first panel while the rest land, and
-//             each panel is released as soon as its last product completes (the rope panel after
-//             S^T, V panel j after its block of O^T), so the next tile streams in under the
-//             products of this one
+//             latent_decode_sm90.cuh; lane j copies box j, its page looked up once a tile) into a
+//             ring of 8 KB panel slots, as many as fit (25 at kN 16: 2.8 tiles), each with its
+//             own barriers: S^T starts on a tile's first panel while the rest land, and each
+//             panel is released as soon as its last product completes (the rope panel after S^T,
+//             V panels 0-3 and 4-7 after their halves of O^T)
 //   pieces    the decode work list with kN-row units, as the other MLA kernels: a whole unit
 //             writes its normalised rows, a split piece its rows and LSE in fp32 to its slot,
 //             merged by mla_list_combine. The next piece's query is copied (cp.async) once the
 //             piece's last S^T completed, under its last O^T and the epilogue.
 //
 // Same calls as latent_decode_sm90.cuh (16-bit caches, pages of 8, 16, 32 or a multiple of 64),
-// for units of at most 32 rows (mla_hopper_ready says which calls).
+// for units of at most 32 rows (mla_hopper_ready says which calls). Not the default: measured on
+// an H200 slower than the 64-row kernel while its producer looked up the block table a panel at a
+// time (bench/NOTES.md); forced by the internal variant narrow=1.
 #pragma once
 
 #include <cuda.h>
