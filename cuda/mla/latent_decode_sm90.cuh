@@ -70,11 +70,11 @@ struct LatentSm90Traits {
   static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 65536, "the register split fits");
 };
 
-// One TMA box of the latent cache: the keys of page `page` (at most 64) from slot key % page size
-// on, columns 64 pn .. 64 pn + 63, into a swizzled panel at dst, completing on `bar`.
-CUATTN_DEVICE void latent_tma_box(unsigned char* dst, const CUtensorMap* map, uint64_t* bar,
-                                  const MlaLatentParams& p, int key, int page, int pn) {
-  tma_load_4d(dst, map, bar, 64 * pn, key % p.page_size, page, 0);
+// One TMA box of the latent cache: the keys of page `page` (at most 64) from slot `slot` on,
+// columns 64 pn .. 64 pn + 63, into a swizzled panel at dst, completing on `bar`.
+CUATTN_DEVICE void latent_tma_box(unsigned char* dst, const CUtensorMap* map, uint64_t* bar, int slot, int page,
+                                  int pn) {
+  tma_load_4d(dst, map, bar, 64 * pn, slot, page, 0);
 }
 
 // The producer: one warp's lanes copy a tile's (box, panel) pairs, lane 0 announcing the bytes
@@ -100,8 +100,8 @@ struct LatentTmaProducer {
       unsigned char* dst = tile(gt);
       for (int i = lane; i < boxes * Tr::kPanels; i += 32) {
         const int j = i / Tr::kPanels, pn = i % Tr::kPanels, key = n0 + j * box;
-        latent_tma_box(dst + pn * Tr::kPanelBytes + j * box * 128, map, &ring.full[gt % Tr::kStages], p, key,
-                       latent_page(p, u.b, key), pn);
+        latent_tma_box(dst + pn * Tr::kPanelBytes + j * box * 128, map, &ring.full[gt % Tr::kStages],
+                       key % p.page_size, latent_page(p, u.b, key), pn);
       }
     }
   }

@@ -96,23 +96,35 @@ struct LatentPanelProducer {
 
   CUATTN_DEVICE void produce(const MlaLatentParams& p, const LatentPiece& u, int t_base, int lane) const {
     const int nbox = Tr::kBN / box;
+    auto boxes_of = [&](int it) {  // boxes of tile it holding keys < n_end (0 past the last tile)
+      const int n0 = u.n_begin + it * Tr::kBN;
+      return it < u.n_tiles ? min(nbox, (u.n_end - n0 + box - 1) / box) : 0;
+    };
+    // Lane j copies box j of each tile (at most 8 boxes: pages of 8 or more). The block-table
+    // entry of its box in the next tile is loaded at the top of this one (every lane, entry 0 of
+    // the row when it has no box there: no branch, so nothing waits for the load) and used a
+    // tile later, after nine slot waits: the round trip stays off the copies' path. (Looked up a
+    // panel at a time, nine dependent loads a tile held this kernel to 0.35-0.49 x copy on an
+    // H200, bench/NOTES.md.)
+    const int* table = p.block_table + int64_t(u.b) * p.bt_batch_stride;
+    auto entry = [&](int it) {
+      return p.block_table == nullptr ? u.b : table[lane < boxes_of(it) ? (u.n_begin + it * Tr::kBN + lane * box) / p.page_size : 0];
+    };
+    auto clamp_page = [&](int e) { return p.block_table == nullptr ? e : min(max(e, 0), p.num_pages - 1); };
+    int raw = entry(0);
     for (int it = 0; it < u.n_tiles; ++it) {
-      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN;
-      const int boxes = min(nbox, (u.n_end - n0 + box - 1) / box);  // boxes holding keys < n_end
-      // Lane j copies box j (at most 8 boxes: pages of 8 or more): its page is looked up once a
-      // tile, before the waits for free slots, so that the block-table load's latency overlaps
-      // them instead of delaying each panel's copy (looked up a panel at a time, nine such loads
-      // in a row a tile cost 0.35-0.49 x copy on an H200, bench/NOTES.md).
-      const int key = n0 + lane * box;
-      const int page = lane < boxes ? latent_page(p, u.b, key) : 0;
+      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN, boxes = boxes_of(it);
+      const int next = entry(it + 1);
+      const int page = clamp_page(raw), slot = (n0 + lane * box) % p.page_size;  // the box's page, first slot
       for (int pn = 0; pn < Tr::kPanels; ++pn) {
         const int g = index(gt, pn);
         ring.wait_free(g);
         uint64_t* full = &ring.full[g % Tr::kSlots];
         if (lane == 0) mbar_arrive_expect_tx(full, uint32_t(boxes * box * 128));
         __syncwarp();
-        if (lane < boxes) latent_tma_box(panel(gt, pn) + lane * box * 128, map, full, p, key, page, pn);
+        if (lane < boxes) latent_tma_box(panel(gt, pn) + lane * box * 128, map, full, slot, page, pn);
       }
+      raw = next;
     }
   }
 };
@@ -249,11 +261,6 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
       }
       float mx[kQ], alpha[kQ];
       softmax.tile_max(s, s_red + (gt % 2) * 4 * kN, warp, lane, sync_wg, mx);
-      // Every warp's S^T is done (the reduction's barrier): sQ is free for the next query.
-      if (it == u.n_tiles - 1 && has_next) {
-        copy_q(next);
-        q_copied = true;
-      }
       softmax.update_to(s, sl2, mx, alpha);
       rescale_columns(o, alpha);
 
@@ -294,6 +301,12 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
             wgmma_ss<T, kN, false, true>(o[j], wgmma_desc(panel_addr(j), Tr::kPanelBytes, 1024) + k * 128,
                                          p_desc + k * 2, true);
         wgmma_commit();
+      }
+      // Every warp's S^T is done (the reduction's barrier in tile_max): sQ is free for the next
+      // piece's query, copied under this last O^T.
+      if (it == u.n_tiles - 1 && has_next) {
+        copy_q(next);
+        q_copied = true;
       }
       wgmma_wait<1>();
       if (lane == 0)
