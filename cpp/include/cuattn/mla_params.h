@@ -13,6 +13,10 @@ struct CUstream_st;
 
 namespace cuattn {
 
+// The kernel of an MLA decode call on the work list: the portable one (mma.sync, sm80+) or the
+// sm_90a one (TMA, wgmma; its unit size picks the 64-row or the narrow kernel).
+enum class MlaListKernel { portable, sm90 };
+
 // Latent attention: every query head attends to one shared kv "head" per sequence.
 // Query rows: the Hq heads of Sq new tokens, packed as row r = t * Hq + h. Token t sees keys
 // j <= seq_len - Sq + t when causal. K is the first head_dim columns of each cache entry; V is
@@ -21,10 +25,6 @@ namespace cuattn {
 // Key j of sequence b lives in page block_table[b][j / page_size], slot j % page_size; with
 // block_table == nullptr page b holds the whole sequence (a contiguous [B, Sk, *] latent seen as
 // one page of Sk slots a sequence), and seq_lens == nullptr means every sequence has page_size keys.
-// The kernel of an MLA decode call on the work list: the portable one (mma.sync, sm80+) or the
-// sm_90a one (TMA, wgmma; its unit size picks the 64-row or the narrow kernel).
-enum class MlaListKernel { portable, sm90 };
-
 struct MlaLatentParams {
   const void* q = nullptr;        // [b, sq, hq, head_dim] (q_dtype)
   const void* k_cache = nullptr;  // [num_pages, page_size, >= head_dim] via strides
