@@ -102,16 +102,16 @@ struct LatentPanelProducer {
     };
     // Lane j copies box j of each tile (at most 8 boxes: pages of 8 or more). The block-table
     // entry of its box in the next tile is loaded at the top of this one (every lane, entry 0 of
-    // the row when it has no box there: no branch, so nothing waits for the load) and used a
-    // tile later, after nine slot waits: the round trip stays off the copies' path. (Looked up a
-    // panel at a time, nine dependent loads a tile held this kernel to 0.35-0.49 x copy on an
-    // H200, bench/NOTES.md.)
+    // the row when it has no box there — a piece with tiles has keys, so its row has entries: no
+    // branch, so nothing waits for the load) and used a tile later, after nine slot waits: the
+    // round trip stays off the copies' path. (Looked up a panel at a time, nine dependent loads a
+    // tile held this kernel to 0.35-0.49 x copy on an H200, bench/NOTES.md.)
     const int* table = p.block_table + int64_t(u.b) * p.bt_batch_stride;
     auto entry = [&](int it) {
       return p.block_table == nullptr ? u.b : table[lane < boxes_of(it) ? (u.n_begin + it * Tr::kBN + lane * box) / p.page_size : 0];
     };
     auto clamp_page = [&](int e) { return p.block_table == nullptr ? e : min(max(e, 0), p.num_pages - 1); };
-    int raw = entry(0);
+    int raw = u.n_tiles > 0 ? entry(0) : 0;  // (a table of no columns has no entry 0 to read)
     for (int it = 0; it < u.n_tiles; ++it) {
       const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN, boxes = boxes_of(it);
       const int next = entry(it + 1);
