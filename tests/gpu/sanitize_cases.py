@@ -139,5 +139,11 @@ for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True)
         cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
                           _variant=variant)
         n += 1
+# A block table of no columns (every sequence empty): no kernel may read a table entry.
+sm90 = torch.cuda.get_device_capability() == (9, 0)
+for variant in ("list=1", "list=0") + (("hopper=1", "narrow=1") if sm90 else ()):
+    cuattn.mla_decode(r(3, 1, 16, 576), r(2, 64, 576), torch.zeros(3, 0, device=dev, dtype=torch.int32),
+                      torch.zeros(3, device=dev, dtype=torch.int32), scale=0.07, _variant=variant)
+    n += 1
 torch.cuda.synchronize()
 print(f"sanitize_cases: {n} GPU calls completed")

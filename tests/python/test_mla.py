@@ -439,6 +439,25 @@ def test_mla_decode_deterministic(rng, device, dtype):
     assert_close(runs[2][0], ref, dtype)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(cpu=("float32",)))
+def test_mla_decode_table_without_columns(rng, device, dtype, variant):
+    """A block table of no columns (every sequence empty): every kernel writes zeros and LSE -inf
+    over poisoned outputs and reads no table entry (compute-sanitizer runs the GPU cases)."""
+    skip_variant_on_cpu(device, variant)
+    bsz, hq = 3, 16
+    q = randn(rng, (bsz, 1, hq, KV_DIM), dtype)
+    cache = randn(rng, (2, 64, KV_DIM), dtype)
+    table, sl = np.zeros((bsz, 0), np.int32), np.zeros(bsz, np.int32)
+    assert not forced_kernel_refuses(variant, 64, rows=hq)  # (skips where no sm_90a kernel runs)
+    out = poisoned((bsz, 1, hq, DV), dtype, device)
+    lse = poisoned((bsz, hq, 1), "float32", device)
+    cuattn.mla_decode(to_device(q, device), to_device(cache, device), to_device(table, device),
+                      to_device(sl, device), scale=SCALE, out=out, lse_out=lse, _variant=variant)
+    assert np.all(f64(out) == 0)
+    assert np.all(f64(lse) == -np.inf)
+
+
 def test_mla_decode_errors(rng):
     q, cache, table, sl = build_decode(rng, DecodeCase((5,), 16, 2), "float32")
     with pytest.raises(ValueError, match="scale"):
