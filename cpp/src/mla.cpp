@@ -446,8 +446,9 @@ void mla_decode(const MlaDecodeArgs& a, Stream stream) {
     if (choice.forced)
       value_error("mla_decode: the sm_90a kernel (variant ", a.variant, ") cannot run this call: it needs an "
                   "sm_90 device and a build with sm_90a code, a 16-bit cache with pages of 8, 16, 32 or a "
-                  "multiple of 64 slots, q rows 16-byte aligned, and for narrow=1 at most 32 query rows "
-                  "(page size ", p.page_size, ", num_heads_q x seqlen_q ", int64_t(p.num_heads_q) * p.seqlen_q, ")");
+                  "multiple of 64 slots, q rows 16-byte aligned, for narrow=1 at most 32 query rows, and "
+                  "a plan (if given) made for this device's SM count (page size ", p.page_size,
+                  ", num_heads_q x seqlen_q ", int64_t(p.num_heads_q) * p.seqlen_q, ")");
     kernel = choice.fallback;
   }
   if (kernel != MlaKernel::split && p.seq_lens != nullptr) {

@@ -121,11 +121,14 @@ for ps, D, fp8 in ((16, 128, False), (16, 64, True), (48, 128, False), (16, 256,
                            window=500, return_lse=True)
     n += 1
 # MLA decode (576-wide latents, V = the first 512): the work list with a skewed batch, an empty
-# sequence, odd pages, Sq > 1, 72 rows (a partial unit), fp8; then the per-sequence split kernel;
+# sequence, odd pages, Sq > 1, 72 rows (a partial unit), 24 rows (a partial 32-row narrow unit),
+# fp8; then the per-sequence split kernel;
 # then the sm_90a kernels (hopper=1, and narrow=1 for at most 32 query rows, on sm_90 GPUs) at
 # each page size they take.
+SM90A = torch.cuda.get_device_capability() == (9, 0) and "90a" in str(cuattn.build_info().get("archs", ""))
 for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True), (1, 128, 1, False),
-                        (16, 24, 3, False), (8, 16, 1, False), (32, 128, 1, False), (128, 16, 2, False)):
+                        (16, 24, 3, False), (8, 16, 1, False), (32, 128, 1, False), (128, 16, 2, False),
+                        (16, 8, 3, False)):
     B = 3
     lens = torch.tensor([2500, 0, 130], device=dev, dtype=torch.int32)
     nb = (2500 + ps - 1) // ps
@@ -133,15 +136,14 @@ for ps, hq, sq, fp8 in ((64, 16, 1, False), (7, 24, 3, False), (64, 16, 2, True)
     if fp8:
         cache = cache.to(torch.float8_e4m3fn)
     table = torch.randperm(B * nb + 1, device=dev, dtype=torch.int32)[: B * nb].view(B, nb)
-    sm90 = torch.cuda.get_device_capability() == (9, 0) and not fp8 and (ps % 64 == 0 or ps in (8, 16, 32))
+    sm90 = SM90A and not fp8 and (ps % 64 == 0 or ps in (8, 16, 32))
     hopper = (("hopper=1",) + (("narrow=1",) if hq * sq <= 32 else ())) if sm90 else ()
     for variant in ("list=1", "list=0") + hopper:
         cuattn.mla_decode(r(B, sq, hq, 576), cache, table, lens, scale=0.07, kv_scale=0.5 if fp8 else None,
                           _variant=variant)
         n += 1
 # A block table of no columns (every sequence empty): no kernel may read a table entry.
-sm90 = torch.cuda.get_device_capability() == (9, 0)
-for variant in ("list=1", "list=0") + (("hopper=1", "narrow=1") if sm90 else ()):
+for variant in ("list=1", "list=0") + (("hopper=1", "narrow=1") if SM90A else ()):
     cuattn.mla_decode(r(3, 1, 16, 576), r(2, 64, 576), torch.zeros(3, 0, device=dev, dtype=torch.int32),
                       torch.zeros(3, device=dev, dtype=torch.int32), scale=0.07, _variant=variant)
     n += 1
