@@ -76,6 +76,23 @@ struct LatentPiece {
   }
 };
 
+// Where a unit's row goes: query row (token, head h) of sequence b in out (a whole unit), or row
+// rl of split slot `slot` (units of kRows rows) in the fp32 partials; and its LSE beside it.
+template <typename T>
+CUATTN_DEVICE T* latent_out_row(const MlaLatentParams& p, int b, int token, int h) {
+  return static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
+}
+template <int kRows>
+CUATTN_DEVICE float* latent_part_row(const MlaLatentParams& p, int slot, int rl) {
+  return p.part_o + (int64_t(slot) * kRows + rl) * 512;
+}
+template <int kRows>
+CUATTN_DEVICE void store_latent_lse(const MlaLatentParams& p, int b, int token, int h, int rl, int slot, bool whole,
+                                    float lse) {
+  if (!whole) p.part_lse[int64_t(slot) * kRows + rl] = lse;
+  else if (p.lse != nullptr) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
+}
+
 // A unit's normalised output for one query row, this thread's share: columns col0 + 8 ot (+ 1) of
 // accumulator half hf times f, to out with the row's LSE (a whole unit), or in fp32 to row rl of
 // the split slot with its LSE (mla_list_combine merges them). The LSE by `lse_writer` threads.
@@ -83,20 +100,19 @@ template <typename T, int kRows, int kOT>
 CUATTN_DEVICE void store_latent_row(const MlaLatentParams& p, int b, int row, int rl, int slot, bool whole,
                                     int col0, const float (&o)[kOT][4], int hf, float f, float lse,
                                     bool lse_writer) {
-  constexpr int kDv = 512;
+  const int token = row / p.num_heads_q, h = row % p.num_heads_q;
   if (whole) {
-    const int token = row / p.num_heads_q, h = row % p.num_heads_q;
-    T* out = static_cast<T*>(p.o) + b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
+    T* out = latent_out_row<T>(p, b, token, h);
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot)
       *reinterpret_cast<uint32_t*>(out + col0 + ot * 8) = pack2<T>(o[ot][2 * hf] * f, o[ot][2 * hf + 1] * f);
-    if (p.lse != nullptr && lse_writer) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
+    if (lse_writer) store_latent_lse<kRows>(p, b, token, h, rl, slot, true, lse);
   } else {
-    float* out = p.part_o + (int64_t(slot) * kRows + rl) * kDv;
+    float* out = latent_part_row<kRows>(p, slot, rl);
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot)
       *reinterpret_cast<float2*>(out + col0 + ot * 8) = make_float2(o[ot][2 * hf] * f, o[ot][2 * hf + 1] * f);
-    if (lse_writer) p.part_lse[int64_t(slot) * kRows + rl] = lse;
+    if (lse_writer) store_latent_lse<kRows>(p, b, token, h, rl, slot, false, lse);
   }
 }
 

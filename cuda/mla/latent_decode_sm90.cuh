@@ -77,6 +77,26 @@ CUATTN_DEVICE void latent_tma_box(unsigned char* dst, const CUtensorMap* map, ui
   tma_load_4d(dst, map, bar, 64 * pn, slot, page, 0);
 }
 
+// A unit's kRows x 576 query into sQ as 9 swizzled panels of [kRows rows][128 bytes] (the K-major
+// wgmma operand), rows past the call's `rows` (Hq x Sq) zero: thread `tid` of kThreads issues its
+// 16-byte cp.async copies, all in flight and committed as one group, not waited for.
+template <typename T, int kRows, int kThreads, int kUnroll>
+CUATTN_DEVICE void copy_latent_q(unsigned char* sQ, const MlaLatentParams& p, const WorkPiece& w, int rows,
+                                 int tid) {
+  const T* q = static_cast<const T*>(p.q) + w.seq * p.q_batch_stride;
+  const int row0 = w.unit * kRows;
+  constexpr int kChunksPerRow = 576 / 8, kPerThread = kRows * kChunksPerRow / kThreads;
+  static_assert(kRows * kChunksPerRow % kThreads == 0, "whole rounds of 16-byte copies");
+#pragma unroll kUnroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int e = i * kThreads + tid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
+    const bool ok = row < rows;
+    const T* from = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
+    cp_async_16(sQ + (cc / 8) * (kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16), from + cc * 8, ok);
+  }
+  cp_async_commit();
+}
+
 // The producer: one warp's lanes copy a tile's (box, panel) pairs, lane 0 announcing the bytes
 // on the tile's `full` barrier first. Boxes of pages past the piece's keys are not copied (their
 // table entries may be junk); the consumers zero the V rows past the keys (zero_tail).
@@ -173,22 +193,8 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
   const uint32_t q_addr = smem_addr(sQ);
   int t_base = 0;
 
-  // A unit's 64 x 576 query into sQ (panels of [64 rows][128 bytes], swizzled), rows past the
-  // last zero: this consumer's 18 16-byte cp.async copies, all in flight, not waited for.
-  auto copy_q = [&](const WorkPiece& w) {
-    const T* q = static_cast<const T*>(p.q) + w.seq * p.q_batch_stride;
-    const int row0 = w.unit * Tr::kRows;
-    constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = Tr::kRows * kChunksPerRow / 256;  // 18
-    static_assert(Tr::kRows * kChunksPerRow % 256 == 0, "whole rounds of 16-byte copies");
-#pragma unroll 6
-    for (int i = 0; i < kPerThread; ++i) {
-      const int e = i * 256 + c * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
-      const bool ok = row < rows;
-      const T* from = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
-      cp_async_16(sQ + (cc / 8) * (Tr::kRows * 128) + r * 128 + (((cc % 8) ^ (r % 8)) * 16), from + cc * 8, ok);
-    }
-    cp_async_commit();
-  };
+  // A unit's query into sQ: the consumers' 256 threads' copies (thread c 128 + ctid).
+  auto copy_q = [&](const WorkPiece& w) { copy_latent_q<T, Tr::kRows, 256, 6>(sQ, p, w, rows, c * 128 + ctid); };
   bool q_copied = false;  // the piece's query was copied during the previous piece's last tile
 
   for (bool more = list.first(blockIdx.x, piece); more;) {

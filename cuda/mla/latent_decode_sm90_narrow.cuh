@@ -178,22 +178,8 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
   const uint32_t q_addr = smem_addr(sQ), p_addr = smem_addr(sP);
   int t_base = 0;
 
-  // A unit's kN x 576 query into sQ (panels of [kN rows][128 bytes], swizzled), rows past the last
-  // zero: each thread's 16-byte cp.async copies, all in flight, not waited for.
-  auto copy_q = [&](const WorkPiece& w) {
-    const T* q = static_cast<const T*>(p.q) + w.seq * p.q_batch_stride;
-    const int row0 = w.unit * kN;
-    constexpr int kChunksPerRow = Tr::kDk / 8, kPerThread = kN * kChunksPerRow / 128;
-    static_assert(kN * kChunksPerRow % 128 == 0, "whole rounds of 16-byte copies");
-#pragma unroll 2
-    for (int i = 0; i < kPerThread; ++i) {
-      const int e = i * 128 + ctid, r = e / kChunksPerRow, cc = e % kChunksPerRow, row = row0 + r;
-      const bool ok = row < rows;
-      const T* from = ok ? q + (row / p.num_heads_q) * p.q_row_stride + (row % p.num_heads_q) * p.q_head_stride : q;
-      cp_async_16(sQ + (cc / 8) * Tr::kQPanelBytes + r * 128 + (((cc % 8) ^ (r % 8)) * 16), from + cc * 8, ok);
-    }
-    cp_async_commit();
-  };
+  // A unit's query into sQ: the consumer warpgroup's copies.
+  auto copy_q = [&](const WorkPiece& w) { copy_latent_q<T, kN, 128, 2>(sQ, p, w, rows, ctid); };
   bool q_copied = false;  // the piece's query was copied during the previous piece's last tile
 
   for (bool more = list.first(blockIdx.x, piece); more;) {
@@ -328,10 +314,9 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
     for (int i = 0; i < kQ; ++i) {
       const int rl = KeyMajorSoftmax<kNT>::column(i, lane), row = row0 + rl;
       if (row >= rows) continue;
-      const int nt = i / 2, e = i % 2;
-      const int token = row / p.num_heads_q, h = row % p.num_heads_q;
-      T* out = static_cast<T*>(p.o) + u.b * p.o_batch_stride + token * p.o_row_stride + h * p.o_head_stride;
-      float* part = p.part_o + (int64_t(slot) * kN + rl) * Tr::kDv;
+      const int nt = i / 2, e = i % 2, token = row / p.num_heads_q, h = row % p.num_heads_q;
+      T* out = latent_out_row<T>(p, u.b, token, h);
+      float* part = latent_part_row<kN>(p, slot, rl);
 #pragma unroll
       for (int j = 0; j < kVP; ++j)
 #pragma unroll
@@ -341,10 +326,7 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
           if (whole) out[col] = from_float<T>(v);
           else part[col] = v;
         }
-      if (warp == 0 && g == 0) {
-        if (!whole) p.part_lse[int64_t(slot) * kN + rl] = lse[i];
-        else if (p.lse != nullptr) p.lse[u.b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse[i];
-      }
+      if (warp == 0 && g == 0) store_latent_lse<kN>(p, u.b, token, h, rl, slot, whole, lse[i]);
     }
     piece = next;
     more = has_next;
