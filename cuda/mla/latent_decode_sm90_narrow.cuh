@@ -95,27 +95,14 @@ struct LatentPanelProducer {
   }
 
   CUATTN_DEVICE void produce(const MlaLatentParams& p, const LatentPiece& u, int t_base, int lane) const {
-    const int nbox = Tr::kBN / box;
-    auto boxes_of = [&](int it) {  // boxes of tile it holding keys < n_end (0 past the last tile)
-      const int n0 = u.n_begin + it * Tr::kBN;
-      return it < u.n_tiles ? min(nbox, (u.n_end - n0 + box - 1) / box) : 0;
-    };
-    // Lane j copies box j of each tile (at most 8 boxes: pages of 8 or more). The block-table
-    // entry of its box in the next tile is loaded at the top of this one (every lane, entry 0 of
-    // the row when it has no box there — a piece with tiles has keys, so its row has entries: no
-    // branch, so nothing waits for the load) and used a tile later, after nine slot waits: the
-    // round trip stays off the copies' path. (Looked up a panel at a time, nine dependent loads a
-    // tile held this kernel to 0.35-0.49 x copy on an H200, bench/NOTES.md.)
-    const int* table = p.block_table + int64_t(u.b) * p.bt_batch_stride;
-    auto entry = [&](int it) {
-      return p.block_table == nullptr ? u.b : table[lane < boxes_of(it) ? (u.n_begin + it * Tr::kBN + lane * box) / p.page_size : 0];
-    };
-    auto clamp_page = [&](int e) { return p.block_table == nullptr ? e : min(max(e, 0), p.num_pages - 1); };
-    int raw = u.n_tiles > 0 ? entry(0) : 0;  // (a table of no columns has no entry 0 to read)
+    // Lane j copies box j of each tile (at most 8 boxes: pages of 8 or more), its page looked up
+    // a tile ahead.
+    const LatentTilePages<Tr::kBN> pages{p, u, box, lane};
+    int raw = pages.first();
     for (int it = 0; it < u.n_tiles; ++it) {
-      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN, boxes = boxes_of(it);
-      const int next = entry(it + 1);
-      const int page = clamp_page(raw), slot = (n0 + lane * box) % p.page_size;  // the box's page, first slot
+      const int gt = t_base + it, n0 = u.n_begin + it * Tr::kBN, boxes = pages.boxes(it);
+      const int next = pages.load(it + 1);
+      const int page = pages.page(raw), slot = (n0 + lane * box) % p.page_size;  // the box's page, first slot
       for (int pn = 0; pn < Tr::kPanels; ++pn) {
         const int g = index(gt, pn);
         ring.wait_free(g);
