@@ -185,9 +185,10 @@ def rel_err(torch, got, want):
 class Gpu:
     """Times cuattn and its peers on the GPU; every problem measured once (memoised)."""
 
-    def __init__(self, torch, cuattn, timer, flashmla, flashmla_status):
+    def __init__(self, torch, cuattn, timer, flashmla, flashmla_status, read):
         self.torch, self.cuattn, self.timer, self.flashmla = torch, cuattn, timer, flashmla
         self.flashmla_status = flashmla_status
+        self.read = read  # ReadCeiling: GB/s of a kernel that only reads n bytes
         self.memo = {}
 
     def decode(self, c: Decode):
@@ -230,6 +231,9 @@ class Gpu:
         m["cuattn_plan_ms"] = timer(lambda: cuattn.mla_decode(q, cache, table, lens, scale=SCALE, plan=plan,
                                                               out=out_plan, lse_out=lse, **kw))
         m["plan_splits"] = int(plan.max_splits)
+        # What reading the same bytes once costs under the same flush (the zeroing flush leaves
+        # dirty lines whose write-back lands in every timed call: a fixed cost small rows feel).
+        m["read_same_gbps"] = self.read(c.bytes)
         # float32 reference on the first sequences
         n = min(c.batch, 2)
         want = torch_decode(torch, q[:n].float(), cache, table[:n], lens[:n], SCALE, True)
@@ -339,7 +343,8 @@ class DryRun:
         ms = max(c.bytes / (0.86 * self.ceilings["copy_gbps"] * 1e6), c.flops / (0.8 * self.ceilings["gemm_bf16_tflops"] * 1e9))
         ms = ms * (1.03 if c.page == 16 else 1.0) + 0.004
         m = {"cuattn_ms": ms, "cuattn_plan_ms": ms * 0.98, "plan_splits": 2, "torch_ms": ms * 4.6,
-             "rel_err": {"cuattn": 2e-3, "cuattn_plan": 2e-3}}
+             "rel_err": {"cuattn": 2e-3, "cuattn_plan": 2e-3},
+             "read_same_gbps": c.bytes / (c.bytes / (self.ceilings["read_gbps"] * 1e6) + 0.012) / 1e6}
         note = flashmla_note(c, self.flashmla_status == "not built (dry run)", self.flashmla_status)
         if note:
             m["flashmla_note"] = note
@@ -389,9 +394,13 @@ def decode_row(group, c, m, ceil, aims=()):
            "torch_ms": m.get("torch_ms"), "flashmla_ms": m.get("flashmla_ms"),
            "x_torch": div(m.get("torch_ms"), ms), "x_flashmla": div(m.get("flashmla_ms"), ms),
            "rel_err": m.get("rel_err"), "notes": [m[k] for k in ("torch_note", "flashmla_note") if k in m],
-           "x_read": div(gbps, ceil.get("read_gbps")), "aims": []}
+           "x_read": div(gbps, ceil.get("read_gbps")), "read_same_gbps": m.get("read_same_gbps"),
+           "x_read_same": div(gbps, m.get("read_same_gbps")), "aims": []}
     if row["x_read"] is not None:
         row["notes"].append(f"{row['x_read']:.2f} x pure read")
+    if row["x_read_same"] is not None:
+        row["notes"].append(f"{row['x_read_same']:.2f} x a pure read of the same bytes "
+                            f"({m['read_same_gbps']:.0f} GB/s = {m['read_same_gbps'] / ceil['copy_gbps']:.2f} x copy)")
     for vs, target in aims:
         ratio = {"copy": div(gbps, ceil["copy_gbps"]), "GEMM": div(tflops, ceil["gemm_bf16_tflops"]),
                  "FlashMLA": row["x_flashmla"]}[vs]
@@ -576,12 +585,13 @@ def main(argv=None):
         # A kernel that only reads (1 GiB, best of a few grids; None without CuPy): what a decode
         # that reads its cache once could reach, above a copy's read + write rate.
         from decode_targets import ReadCeiling
-        res["ceilings"]["read_gbps"] = ReadCeiling(torch, timer, props.multi_processor_count)(1 << 30)
+        read = ReadCeiling(torch, timer, props.multi_processor_count)
+        res["ceilings"]["read_gbps"] = read(1 << 30)
         log(f"  ceilings: copy {res['ceilings']['copy_gbps']:.0f} GB/s, GEMM {res['ceilings']['gemm_bf16_tflops']:.0f} TFLOP/s, "
             f"pure read {res['ceilings']['read_gbps'] or 0:.0f} GB/s")
         flashmla, peer = load_flashmla(a.flashmla)
         log(f"  FlashMLA: {peer['status']}")
-        src = Gpu(torch, cuattn, timer, flashmla, peer["status"])
+        src = Gpu(torch, cuattn, timer, flashmla, peer["status"], read)
     res["peers"] = {"flashmla": peer}
     res["rows"] = []
     for g in groups:
