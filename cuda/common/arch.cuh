@@ -44,6 +44,16 @@ CUATTN_DEVICE void grid_dependency_wait() {
 #endif
 }
 
+// Lets the grids launched after this one as programmatic dependents start (once every CTA of this
+// grid has called it or exited) — they still wait (grid_dependency_wait) for this grid's end
+// before reading what it writes. Called after this grid's own grid_dependency_wait, it also
+// tells them that everything before this grid in the stream is complete (see mla_list_combine).
+CUATTN_DEVICE void launch_dependents_after_wait() {
+#ifdef CUATTN_SM90
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 CUATTN_DEVICE int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 CUATTN_DEVICE int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 

@@ -312,11 +312,13 @@ CUATTN_DEVICE float combined_lse(float max_lse, float weight_sum) {
 // other CTAs, after a fence) or by an earlier kernel, so both are read through L2 (__ldcg). w is
 // this warp's scratch of n floats in shared memory. The first kPre rows are requested before the
 // weights are formed, so that the two L2 round trips overlap; the rest stream. Columns at or past
-// `cols` (a multiple of 2) are neither read nor summed. acc gets the merged row, divided by the
-// weight sum; returns the merged LSE. An empty split (LSE -inf) weighs 0 and its row, perhaps never
-// written in this launch, is selected away, never multiplied. Summed in split order: the same
-// inputs give the same bits.
-template <int kPer, int kPre, class Lse, class Row>
+// `cols` (a multiple of 2) are neither read nor summed. With kBatch > 0 the rest are requested
+// kBatch rows at a time, all in flight before any is summed (for merges of many splits, whose
+// one-by-one stream waits out an L2 round trip every few rows). acc gets the merged row, divided
+// by the weight sum; returns the merged LSE. An empty split (LSE -inf) weighs 0 and its row,
+// perhaps never written in this launch, is selected away, never multiplied. Summed in split
+// order: the same inputs give the same bits.
+template <int kPer, int kPre, int kBatch = 0, class Lse, class Row>
 CUATTN_DEVICE float combine_splits(int n, const Lse& lse, const Row& row, float* w, int lane, int cols,
                                    float (&acc)[kPer]) {
   static_assert(kPer % 2 == 0, "columns are read in pairs");
@@ -354,11 +356,27 @@ CUATTN_DEVICE float combine_splits(int n, const Lse& lse, const Row& row, float*
 #pragma unroll
     for (int c = 0; c < kPer / 2; ++c) add(wt, pre[i][c], c);
   }
-#pragma unroll 16
-  for (int sp = kPre; sp < n; ++sp) {
-    const float wt = w[sp];
+  if constexpr (kBatch > 0) {
+    for (int sp0 = kPre; sp0 < n; sp0 += kBatch) {
+      float2 x[kBatch][kPer / 2];
 #pragma unroll
-    for (int c = 0; c < kPer / 2; ++c) add(wt, part(sp, c), c);
+      for (int i = 0; i < kBatch; ++i)
+#pragma unroll
+        for (int c = 0; c < kPer / 2; ++c) x[i][c] = sp0 + i < n ? part(sp0 + i, c) : make_float2(0.f, 0.f);
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const float wt = sp0 + i < n ? w[sp0 + i] : 0.f;
+#pragma unroll
+        for (int c = 0; c < kPer / 2; ++c) add(wt, x[i][c], c);
+      }
+    }
+  } else {
+#pragma unroll 16
+    for (int sp = kPre; sp < n; ++sp) {
+      const float wt = w[sp];
+#pragma unroll
+      for (int c = 0; c < kPer / 2; ++c) add(wt, part(sp, c), c);
+    }
   }
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
