@@ -45,10 +45,10 @@ CUATTN_DEVICE void grid_dependency_wait() {
 }
 
 // Lets the grids launched after this one as programmatic dependents start (once every CTA of this
-// grid has called it or exited) — they still wait (grid_dependency_wait) for this grid's end
-// before reading what it writes. Called after this grid's own grid_dependency_wait, it also
-// tells them that everything before this grid in the stream is complete (see mla_list_combine).
-CUATTN_DEVICE void launch_dependents_after_wait() {
+// grid has called it or exited); they still wait (grid_dependency_wait) for this grid's end before
+// reading what it writes. A grid that calls it after its own grid_dependency_wait also tells them
+// that everything before it in the stream is complete (mla_list_combine relies on that).
+CUATTN_DEVICE void launch_dependents() {
 #ifdef CUATTN_SM90
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif

@@ -6,6 +6,7 @@
 // CTA scans the 1024 sums (warp shuffles, then one warp over the 32 warp totals), and each thread
 // writes its run's starts. The same integers as the host's build_worklist, in any order of
 // summation, because they are integers.
+#include "common/arch.cuh"
 #include "common/launch.cuh"
 #include "cuattn/launch.h"
 #include "cuattn/worklist.h"
@@ -37,7 +38,9 @@ __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t*
                                                                   int64_t* __restrict__ seq_start,
                                                                   int32_t* __restrict__ clamped,
                                                                   const int32_t* __restrict__ cu_q,
-                                                                  int32_t* __restrict__ seq_units) {
+                                                                  int32_t* __restrict__ seq_units,
+                                                                  const bool early_dependents) {
+  if (early_dependents) launch_dependents();
   __shared__ int64_t warp_total[kThreads / 32];
   const int t = threadIdx.x, lane = t % 32, warp = t / 32;
   const int per = (s.batch + kThreads - 1) / kThreads;
@@ -67,9 +70,9 @@ __global__ void __launch_bounds__(kThreads) build_worklist_kernel(const int32_t*
 
 void kernels::build_worklist(const int32_t* seq_lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
                              int32_t* clamped_lens, Stream stream, const int32_t* cu_seqlens_q,
-                             int32_t* seq_units) {
-  build_worklist_kernel<<<1, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(seq_lens, s, max_len, seq_start,
-                                                                               clamped_lens, cu_seqlens_q, seq_units);
+                             int32_t* seq_units, bool early_dependents) {
+  build_worklist_kernel<<<1, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      seq_lens, s, max_len, seq_start, clamped_lens, cu_seqlens_q, seq_units, early_dependents);
   check_launch("build_worklist_kernel launch");
 }
 

@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __gr
   const int wq = blockIdx.x * kCombineRows + warp, row = wq / kQuarters, quarter = wq % kQuarters, b = blockIdx.y;
   if (row >= rows) return;
   // The list was built before the decode kernel, and that kernel lets this grid start only after
-  // its own grid_dependency_wait (launch_dependents_after_wait): the build is complete and its
+  // its own grid_dependency_wait (launch_dependents): the build is complete and its
   // writes are visible, so reading the list needs no wait here; the partials do.
   const WorkList& list = p.list;
   const int64_t len = list.seq_lens[b];

@@ -112,10 +112,12 @@ void merge_states(const MergeParams& p, Stream stream);
 // The decode scheduler's line for seq_lens [s.batch] (device), clamped to [0, max_len]:
 // seq_start [s.batch + 1] and clamped_lens [s.batch] (device), and with cu_seqlens_q [s.batch + 1]
 // (mixed batches) seq_units [s.batch], as build_worklist computes them on the host
-// (cuattn/worklist.h).
+// (cuattn/worklist.h). early_dependents: the next kernel in the stream, launched as a programmatic
+// dependent that waits (griddepcontrol.wait) before it reads anything, may be scheduled as soon as
+// this one starts (its launch and set-up then overlap the build).
 void build_worklist(const int32_t* seq_lens, const WorkListShape& s, int64_t max_len, int64_t* seq_start,
                     int32_t* clamped_lens, Stream stream, const int32_t* cu_seqlens_q = nullptr,
-                    int32_t* seq_units = nullptr);
+                    int32_t* seq_units = nullptr, bool early_dependents = false);
 }  // namespace kernels
 
 }  // namespace cuattn
