@@ -268,63 +268,47 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
   }
 }
 
-// Columns [c0, c0 + kCols) of query row `row` of sequence b, split n ways from CTA `first` on,
-// merged by one warp (combine_splits; w: its weights) into out, with the row's LSE (c0 0).
-template <typename T, int kRows, int kCols, int kPre, int kBatch>
-CUATTN_DEVICE void merge_latent_row(const MlaLatentParams& p, int b, int row, int first, int n, int c0, float* w,
-                                    int lane) {
-  constexpr int kPer = kCols / 32;
-  const int rl = row % kRows, token = row / p.num_heads_q, h = row % p.num_heads_q;
-  float acc[kPer];
-  const float lse = combine_splits<kPer, kPre, kBatch>(
-      n, [&](int i) { return __ldcg(p.part_lse + int64_t(split_slot(first, i)) * kRows + rl); },
-      [&](int i) { return latent_part_row<kRows>(p, split_slot(first, i), rl) + c0; }, w, lane, kCols, acc);
-  T* out = latent_out_row<T>(p, b, token, h) + c0 + lane * kPer;
-#pragma unroll
-  for (int c = 0; c < kPer; c += 2) *reinterpret_cast<uint32_t*>(out + c) = pack2<T>(acc[c], acc[c + 1]);
-  if (c0 == 0 && lane == 0) store_latent_lse<kRows>(p, b, token, h, rl, 0, true, lse);
-}
-
-// Merges the split units of the list (units of kRows query rows). Tasks of kListCombineRows rows
-// of one sequence (one unit: kRows is a multiple of 4), over a grid of at most
-// kListCombineCtasPerSm CTAs of 4 warps an SM that loops over them (a CTA a task cost ~0.3 us of
-// launch a CTA an SM, which four times as many CTAs made 2-10 % of the Hq 128 rows on an H200).
-// A task whose unit was not split was written by the decode kernel and is skipped without
-// waiting for that kernel. A unit split a few ways (<= kWholeRowSplits): a warp a row, its
-// splits requested two at a time (64 registers, no spills); many ways: the 4 warps take a quarter of the columns each, row by row,
-// 8 splits' loads in flight (one warp streaming a whole row, the merge of a sequence split 86
-// ways took 28 us on an H100, an L2 round trip a split). Dynamic shared memory: each warp's
-// weights, one a CTA of the list.
-constexpr int kListCombineRows = 4, kListCombineCtasPerSm = 8, kWholeRowSplits = 4;
+// Merges the split units of the list (units of kRows query rows): one warp a (query row, quarter
+// of the 512 output columns), 4 rows a CTA of 16 warps (grid (row groups, batch)), so a unit split
+// n ways is read by four warps a row, each with 16 of its splits' loads in flight (one warp a row,
+// streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound; a
+// CTA of 4 warps a row group cost up to 10 % at Hq 128, its 4 x more CTAs launched after the
+// decode kernel). A row whose unit was not split was written by the decode kernel: its warps
+// leave at once, without waiting for that kernel. Dynamic shared memory: each warp's weights, one
+// a CTA of the list.
+constexpr int kListCombineRows = 4, kListCombineWarps = 4 * kListCombineRows;
 template <typename T, int kRows>
-__global__ void __launch_bounds__(32 * kListCombineRows, kListCombineCtasPerSm)
-mla_list_combine(const __grid_constant__ MlaLatentParams p) {
-  static_assert(kRows % kListCombineRows == 0, "a task's rows lie in one unit");
+__global__ void __launch_bounds__(32 * kListCombineWarps) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
+  constexpr int kDv = 512, kQuarters = 4, kCols = kDv / kQuarters, kPer = kCols / 32;
   extern __shared__ float s_weights[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int rows = p.num_heads_q * p.seqlen_q, groups = (rows + kListCombineRows - 1) / kListCombineRows;
+  const int rows = p.num_heads_q * p.seqlen_q;
+  const int row = blockIdx.x * kListCombineRows + warp / kQuarters, quarter = warp % kQuarters, b = blockIdx.y;
+  if (row >= rows) return;
+  // The list was built before the decode kernel, and that kernel lets this grid start only after
+  // its own grid_dependency_wait (launch_dependents): the build is complete and its writes are
+  // visible, so reading the list needs no wait here; the partials do.
   const WorkList& list = p.list;
-  float* const w = s_weights + warp * list.s.ctas;
-  for (int task = blockIdx.x; task < p.batch * groups; task += gridDim.x) {
-    const int b = task / groups, row0 = (task % groups) * kListCombineRows;
-    // The list was built before the decode kernel, and that kernel lets this grid start only
-    // after its own grid_dependency_wait (launch_dependents): the build is complete and its
-    // writes are visible, so reading the list needs no wait here; the partials do.
-    const int64_t len = list.seq_lens[b];
-    if (len == 0) continue;
-    const int64_t cost = unit_cost(len, list.s);
-    const int64_t unit0 = list.seq_start[b] + int64_t(row0 / kRows) * cost;
-    const int first = list.cta_of(unit0 + list.s.overhead);
-    const int n = list.cta_of(unit0 + cost - 1) - first + 1;
-    if (n == 1) continue;
-    grid_dependency_wait();  // the decode kernel's partials
-    const int nrows = min(kListCombineRows, rows - row0);
-    if (n <= kWholeRowSplits) {
-      if (warp < nrows) merge_latent_row<T, kRows, 512, 2, 2>(p, b, row0 + warp, first, n, 0, w, lane);
-    } else {
-      for (int r = 0; r < nrows; ++r) merge_latent_row<T, kRows, 128, 8, 8>(p, b, row0 + r, first, n, 128 * warp, w, lane);
-    }
-  }
+  const int64_t len = list.seq_lens[b];
+  if (len == 0) return;
+  const int64_t cost = unit_cost(len, list.s);
+  const int64_t unit0 = list.seq_start[b] + int64_t(row / kRows) * cost;
+  const int first = list.cta_of(unit0 + list.s.overhead);
+  const int n = list.cta_of(unit0 + cost - 1) - first + 1;
+  if (n == 1) return;
+  grid_dependency_wait();  // the decode kernel's partials
+  const int rl = row % kRows;
+  float acc[kPer];
+  const float lse = combine_splits<kPer, 16, 16>(
+      n, [&](int i) { return __ldcg(p.part_lse + int64_t(split_slot(first, i)) * kRows + rl); },
+      [&](int i) { return p.part_o + (int64_t(split_slot(first, i)) * kRows + rl) * kDv + quarter * kCols; },
+      s_weights + warp * list.s.ctas, lane, kCols, acc);
+  const int token = row / p.num_heads_q, h = row % p.num_heads_q;
+  T* out = latent_out_row<T>(p, b, token, h) + quarter * kCols;
+#pragma unroll
+  for (int c = 0; c < kPer; c += 2)
+    *reinterpret_cast<uint32_t*>(out + lane * kPer + c) = pack2<T>(acc[c], acc[c + 1]);
+  if (p.lse != nullptr && quarter == 0 && lane == 0) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
 }
 
 }  // namespace cuattn

@@ -25,18 +25,17 @@ inline void build_mla_list(const MlaLatentParams& p, cudaStream_t stream, bool e
                           const_cast<int32_t*>(p.list.seq_lens), stream, nullptr, nullptr, early_dependents);
 }
 
-// The split combine after either decode kernel (units of kRows query rows): tasks of 4 rows over
-// at most kListCombineCtasPerSm CTAs an SM.
+// The split combine after either decode kernel (units of kRows query rows).
 template <typename T, int kRows>
 void launch_mla_list_combine(const MlaLatentParams& p, cudaStream_t stream) {
   const int rows = p.num_heads_q * p.seqlen_q;
-  const int64_t tasks = int64_t(p.batch) * ((rows + kListCombineRows - 1) / kListCombineRows);
-  const int ctas = int(std::min<int64_t>(tasks, int64_t(std::max(cuda::mla_sm_count(), 1)) * kListCombineCtasPerSm));
   // Programmatic dependent launch: it may be scheduled under the decode kernel's tail (the sm_90a
   // kernels trigger it once they have waited for the list; the portable one when it completes),
-  // and waits for it (grid_dependency_wait) before reading the partials.
-  launch_kernel(mla_list_combine<T, kRows>, dim3(ctas), dim3(32 * kListCombineRows),
-                size_t(kListCombineRows) * p.list.s.ctas * sizeof(float), stream, true, p);
+  // and waits for it (grid_dependency_wait) before reading the partials. Four warps a row, 4 rows
+  // a CTA.
+  launch_kernel(mla_list_combine<T, kRows>, dim3((rows + kListCombineRows - 1) / kListCombineRows, p.batch),
+                dim3(32 * kListCombineWarps), size_t(kListCombineWarps) * p.list.s.ctas * sizeof(float), stream,
+                true, p);
   check_launch("mla_list_combine launch");
 }
 
