@@ -269,25 +269,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 }
 
 // Merges the split units of the list (units of kRows query rows): one warp a (query row, quarter
-// of the 512 output columns), 4 rows a CTA of 16 warps (grid (row groups, batch)), so a unit split
+// of the 512 output columns), kCombineRows warps a CTA (grid (warp groups, batch)), so a unit split
 // n ways is read by four warps a row, each with 16 of its splits' loads in flight (one warp a row,
-// streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound; a
-// CTA of 4 warps a row group cost up to 10 % at Hq 128, its 4 x more CTAs launched after the
-// decode kernel). A row whose unit was not split was written by the decode kernel: its warps
-// leave at once, without waiting for that kernel. Dynamic shared memory: each warp's weights, one
-// a CTA of the list.
-constexpr int kListCombineRows = 4, kListCombineWarps = 4 * kListCombineRows;
+// streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound). A row whose unit
+// was not split was written by the decode kernel: its warp leaves at once, without waiting for
+// that kernel. Dynamic shared memory: each warp's weights, one a CTA of the list.
 template <typename T, int kRows>
-__global__ void __launch_bounds__(32 * kListCombineWarps) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
+__global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
   constexpr int kDv = 512, kQuarters = 4, kCols = kDv / kQuarters, kPer = kCols / 32;
   extern __shared__ float s_weights[];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = p.num_heads_q * p.seqlen_q;
-  const int row = blockIdx.x * kListCombineRows + warp / kQuarters, quarter = warp % kQuarters, b = blockIdx.y;
+  const int wq = blockIdx.x * kCombineRows + warp, row = wq / kQuarters, quarter = wq % kQuarters, b = blockIdx.y;
   if (row >= rows) return;
   // The list was built before the decode kernel, and that kernel lets this grid start only after
-  // its own grid_dependency_wait (launch_dependents): the build is complete and its writes are
-  // visible, so reading the list needs no wait here; the partials do.
+  // its own grid_dependency_wait (launch_dependents): the build is complete and its
+  // writes are visible, so reading the list needs no wait here; the partials do.
   const WorkList& list = p.list;
   const int64_t len = list.seq_lens[b];
   if (len == 0) return;
