@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_suite.sh [stages...]
 #   stages: build test portable check sanitize initcheck programs bench quickbench prefill decode targets ncu
-#           probe trace heads chain hostile lab mla mlahopper hopperdims listdiag
+#           probe trace heads chain hostile lab mla mlahopper mlatrace hopperdims listdiag
 #   (portable: the attention tests that run the mma.sync kernel where the Hopper one would run,
 #   through attention's internal _variant="portable=1" (the test stage runs them too); prefill / decode: that suite of bench.py only; ncu: Nsight Compute on the paged kernel for the
 #   cases in $NCU_CASES, default 1x32768p16,16x8192p16; probe: bench/copy_probe.cu, the copy
@@ -15,6 +15,8 @@
 #   chain: decode steps back to back, bench/decode_sweep.py --chain, with and without PDL;
 #   mla: bench/mla_bench.py, the MLA rows against plain torch and FlashMLA, .devcarry/flashmla;
 #   mlahopper: the sm_90a MLA decode kernels' tests, then their bench rows (hopper, kernels);
+#   mlatrace: bench/trace_mla.py, the kernels of an mla_decode call with their durations and gaps,
+#   beside FlashMLA (.devcarry/flashmla) and a pure read of the same bytes;
 #   hopperdims: the Hopper kernel at D 96 / 192 / 256 / (192, 128) (the default on sm_90; the
 #   tests force it with _variant="hopper=1"): tests/python/test_hopper_dims.py, then
 #   bench.py --suite hopperdims against the portable kernel and cuDNN; listdiag: the paged decode
@@ -183,6 +185,9 @@ for s in $stages; do
       run "mla bench hopper" mla_hopper.log timeout 400 python3 bench/mla_bench.py --flashmla .devcarry/flashmla \
         --rows hopper,kernels --out "$OUT"
       tail -24 "$OUT/logs/mla_hopper.log" ;;
+    mlatrace)
+      run "mla trace" mla_trace.log python3 bench/trace_mla.py --flashmla .devcarry/flashmla
+      tail -45 "$OUT/logs/mla_trace.log" ;;
     hopperdims)
       run "pytest test_hopper_dims.py" pytest_test_hopper_dims.log python3 -X faulthandler -m pytest -q -rs \
         --maxfail=20 tests/python/test_hopper_dims.py
