@@ -45,9 +45,8 @@ CUATTN_DEVICE void grid_dependency_wait() {
 }
 
 // Lets the grids launched after this one as programmatic dependents start (once every CTA of this
-// grid has called it or exited); they still wait (grid_dependency_wait) for this grid's end before
-// reading what it writes. A grid that calls it after its own grid_dependency_wait also tells them
-// that everything before it in the stream is complete (mla_list_combine relies on that).
+// grid has called it or exited). It orders no memory: they still wait (grid_dependency_wait) for
+// this grid's end before reading anything.
 CUATTN_DEVICE void launch_dependents() {
 #ifdef CUATTN_SM90
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");

@@ -271,9 +271,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
 // Merges the split units of the list (units of kRows query rows): one warp a (query row, quarter
 // of the 512 output columns), kCombineRows warps a CTA (grid (warp groups, batch)), so a unit split
 // n ways is read by four warps a row, each with 16 of its splits' loads in flight (one warp a row,
-// streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound). A row whose unit
-// was not split was written by the decode kernel: its warp leaves at once, without waiting for
-// that kernel. Dynamic shared memory: each warp's weights, one a CTA of the list.
+// streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound). A
+// row whose unit was not split was written by the decode kernel and is skipped. Dynamic shared
+// memory: each warp's weights, one a CTA of the list.
 template <typename T, int kRows>
 __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
   constexpr int kDv = 512, kQuarters = 4, kCols = kDv / kQuarters, kPer = kCols / 32;
@@ -281,10 +281,11 @@ __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __gr
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rows = p.num_heads_q * p.seqlen_q;
   const int wq = blockIdx.x * kCombineRows + warp, row = wq / kQuarters, quarter = wq % kQuarters, b = blockIdx.y;
+  // Launched as a programmatic dependent of the decode kernel: wait for it before reading anything
+  // (the list and the partials), and in every CTA, so that this grid's end also means the decode
+  // kernel's (the next kernel in the stream may wait on this one only).
+  grid_dependency_wait();
   if (row >= rows) return;
-  // The list was built before the decode kernel, and that kernel lets this grid start only after
-  // its own grid_dependency_wait (launch_dependents): the build is complete and its
-  // writes are visible, so reading the list needs no wait here; the partials do.
   const WorkList& list = p.list;
   const int64_t len = list.seq_lens[b];
   if (len == 0) return;
@@ -293,7 +294,6 @@ __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __gr
   const int first = list.cta_of(unit0 + list.s.overhead);
   const int n = list.cta_of(unit0 + cost - 1) - first + 1;
   if (n == 1) return;
-  grid_dependency_wait();  // the decode kernel's partials
   const int rl = row % kRows;
   float acc[kPer];
   const float lse = combine_splits<kPer, 16, 16>(

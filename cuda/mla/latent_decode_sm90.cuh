@@ -197,7 +197,7 @@ mla_decode_sm90_kernel(const __grid_constant__ MlaLatentParams p, const __grid_c
   }
   __syncthreads();
   grid_dependency_wait();  // the work list (and everything before it in the stream) is complete
-  launch_dependents();  // after the wait: the combine may be scheduled, and may read the list
+  launch_dependents();  // the combine may be scheduled from now on (it waits for this grid)
 
   const WorkList& list = p.list;
   WorkPiece piece;

@@ -140,7 +140,7 @@ mla_decode_sm90_narrow_kernel(const __grid_constant__ MlaLatentParams p, const _
   }
   __syncthreads();
   grid_dependency_wait();  // the work list (and everything before it in the stream) is complete
-  launch_dependents();  // after the wait: the combine may be scheduled, and may read the list
+  launch_dependents();  // the combine may be scheduled from now on (it waits for this grid)
 
   const WorkList& list = p.list;
   WorkPiece piece;
