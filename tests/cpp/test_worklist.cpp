@@ -110,6 +110,22 @@ static void check_list(const std::vector<int32_t>& raw, const WorkListShape& sha
     }
   }
 
+  // seq_of: the last sequence starting at or before x, at every share's start and at random x.
+  if (B > 0 && list.total() > 0) {
+    auto brute = [&](int64_t x) {
+      int b = 0;
+      for (int i = 0; i < B; ++i)
+        if (built.start[size_t(i)] <= x) b = i;
+      return b;
+    };
+    std::mt19937_64 xs(uint64_t(list.total()) * 2654435761u + uint64_t(B));
+    for (int k = 0; k < active + 64; ++k) {
+      const int64_t x = k < active ? list.begin(k) : int64_t(xs() % uint64_t(list.total()));
+      EXPECT(list.seq_of(x) == brute(x), "%s: seq_of(%lld) = %d, want %d", name, (long long)x, list.seq_of(x),
+             brute(x));
+    }
+  }
+
   // Walk every share.
   std::vector<std::vector<std::pair<int64_t, int64_t>>> ranges(size_t(B) * U);
   std::vector<int> empty_writes(size_t(B) * U, 0);

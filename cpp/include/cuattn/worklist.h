@@ -100,9 +100,17 @@ struct WorkList {
     const int64_t g = ((x + 1) * n - 1) / total();
     return int(g < n - 1 ? g : n - 1);
   }
-  // The sequence whose units hold position x: the last b with seq_start[b] <= x (binary search;
-  // a sequence of no units starts where the next one does, so the last such b holds x).
+  // The sequence whose units hold position x (0 <= x < total): the last b with seq_start[b] <= x
+  // (a sequence of no units starts where the next one does, so the last such b holds x). First a
+  // guess in proportion to x, whose two bounds are read together: right at once for a batch of
+  // equal lengths (a CTA's start-up then waits out one round trip, not one a halving); otherwise
+  // a binary search.
   CUATTN_HD int seq_of(int64_t x) const {
+    const int64_t t = total();
+    int guess = t > 0 ? int(x * s.batch / t) : 0;
+    guess = guess < 0 ? 0 : guess > s.batch - 1 ? s.batch - 1 : guess;
+    const int64_t at = seq_start[guess], next = seq_start[guess + 1];
+    if (at <= x && x < next) return guess;
     int lo = 0, hi = s.batch - 1;
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
