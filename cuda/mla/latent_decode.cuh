@@ -268,24 +268,22 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) mla_list_decode_kernel(const 
   }
 }
 
-// Merges the split units of the list (units of kRows query rows): one warp a (query row, quarter
-// of the 512 output columns), kCombineRows warps a CTA (grid (warp groups, batch)), so a unit split
-// n ways is read by four warps a row, each with 16 of its splits' loads in flight (one warp a row,
+// Merges the split units of the list (units of kRows query rows): a CTA a query row (grid (rows,
+// batch)), its kCombineQuarters warps a quarter of the 512 output columns each, so a unit split n
+// ways is read by four warps a row, each with 16 of its splits' loads in flight (one warp a row,
 // streaming them, the merge of a sequence split 86 ways took 28 us on an H100, latency-bound). A
 // row whose unit was not split was written by the decode kernel and is skipped. Dynamic shared
 // memory: each warp's weights, one a CTA of the list.
+constexpr int kCombineQuarters = 4;
 template <typename T, int kRows>
-__global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
-  constexpr int kDv = 512, kQuarters = 4, kCols = kDv / kQuarters, kPer = kCols / 32;
+__global__ void __launch_bounds__(32 * kCombineQuarters) mla_list_combine(const __grid_constant__ MlaLatentParams p) {
+  constexpr int kCols = 512 / kCombineQuarters, kPer = kCols / 32;
   extern __shared__ float s_weights[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int rows = p.num_heads_q * p.seqlen_q;
-  const int wq = blockIdx.x * kCombineRows + warp, row = wq / kQuarters, quarter = wq % kQuarters, b = blockIdx.y;
+  const int quarter = threadIdx.x / 32, lane = threadIdx.x % 32, row = blockIdx.x, b = blockIdx.y;
   // Launched as a programmatic dependent of the decode kernel: wait for it before reading anything
   // (the list and the partials), and in every CTA, so that this grid's end also means the decode
   // kernel's (the next kernel in the stream may wait on this one only).
   grid_dependency_wait();
-  if (row >= rows) return;
   const WorkList& list = p.list;
   const int64_t len = list.seq_lens[b];
   if (len == 0) return;
@@ -298,14 +296,14 @@ __global__ void __launch_bounds__(32 * kCombineRows) mla_list_combine(const __gr
   float acc[kPer];
   const float lse = combine_splits<kPer, 16, 16>(
       n, [&](int i) { return __ldcg(p.part_lse + int64_t(split_slot(first, i)) * kRows + rl); },
-      [&](int i) { return p.part_o + (int64_t(split_slot(first, i)) * kRows + rl) * kDv + quarter * kCols; },
-      s_weights + warp * list.s.ctas, lane, kCols, acc);
+      [&](int i) { return latent_part_row<kRows>(p, split_slot(first, i), rl) + quarter * kCols; },
+      s_weights + quarter * list.s.ctas, lane, kCols, acc);
   const int token = row / p.num_heads_q, h = row % p.num_heads_q;
   T* out = latent_out_row<T>(p, b, token, h) + quarter * kCols;
 #pragma unroll
   for (int c = 0; c < kPer; c += 2)
     *reinterpret_cast<uint32_t*>(out + lane * kPer + c) = pack2<T>(acc[c], acc[c + 1]);
-  if (p.lse != nullptr && quarter == 0 && lane == 0) p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + token] = lse;
+  if (quarter == 0 && lane == 0) store_latent_lse<kRows>(p, b, token, h, rl, 0, true, lse);
 }
 
 }  // namespace cuattn

@@ -31,9 +31,9 @@ void launch_mla_list_combine(const MlaLatentParams& p, cudaStream_t stream) {
   const int rows = p.num_heads_q * p.seqlen_q;
   // Programmatic dependent launch: it may be scheduled under the decode kernel's tail (the sm_90a
   // kernels trigger it once they have waited for the list; the portable one when it completes),
-  // and waits for it (grid_dependency_wait) before reading anything. Four warps a row.
-  launch_kernel(mla_list_combine<T, kRows>, dim3((4 * rows + kCombineRows - 1) / kCombineRows, p.batch),
-                dim3(32 * kCombineRows), size_t(kCombineRows) * p.list.s.ctas * sizeof(float), stream, true, p);
+  // and waits for it (grid_dependency_wait) before reading anything. A CTA a row.
+  launch_kernel(mla_list_combine<T, kRows>, dim3(rows, p.batch), dim3(32 * kCombineQuarters),
+                size_t(kCombineQuarters) * p.list.s.ctas * sizeof(float), stream, true, p);
   check_launch("mla_list_combine launch");
 }
 
