@@ -61,8 +61,9 @@ struct MlaDecodeChoice {
   bool forced = false;                   // the variant asked for this kernel: no fallback
 };
 // On sm_90 the 64-row sm_90a kernel (H100, bf16, page 64, same run: 1.2-4.1x faster than either
-// portable kernel at Hq 16-128, B1-128; on an H200 the narrow one measured 0.48-0.65x its speed at
-// Hq 16 B64-128, so it is not chosen); elsewhere, and for calls it cannot run, by shape: the split kernel
+// portable kernel at Hq 16-128, B1-128; on an H200 the narrow one runs within a few per cent of
+// it at Hq 16, ahead on some rows and behind on others, and 15 % behind at Hq 32, so it is not
+// chosen); elsewhere, and for calls it cannot run, by shape: the split kernel
 // reads each key tile for 64 query rows instead of 16, which wins once its CTAs alone fill the GPU
 // at Hq x Sq > 64 (H100: B64 / B128 at Hq 128 1.10-1.27x faster; the list wins at Hq <= 64 and at
 // B1 Hq 128). The internal variant forces one ("list=1", "list=0", "hopper=1", "narrow=1";

@@ -20,7 +20,7 @@
 //             warpgroup (a tile's products are about 1300 clocks of shared-memory operand
 //             traffic, against about 4000 to load it at the copy rate)
 //   loads     the producer warp's lanes issue TMA tensor copies (boxes as in
-//             latent_decode_sm90.cuh; lane j copies box j, its page looked up once a tile) into a
+//             latent_decode_sm90.cuh; lane j copies box j, its page looked up a tile ahead) into a
 //             ring of 8 KB panel slots, as many as fit (25 at kN 16: 2.8 tiles), each with its
 //             own barriers: S^T starts on a tile's first panel while the rest land, and each
 //             panel is released as soon as its last product completes (the rope panel after S^T,
@@ -31,9 +31,9 @@
 //             piece's last S^T completed, under its last O^T and the epilogue.
 //
 // Same calls as latent_decode_sm90.cuh (16-bit caches, pages of 8, 16, 32 or a multiple of 64),
-// for units of at most 32 rows (mla_hopper_ready says which calls). Not the default: measured on
-// an H200 slower than the 64-row kernel while its producer looked up the block table a panel at a
-// time (bench/NOTES.md); forced by the internal variant narrow=1.
+// for units of at most 32 rows (mla_hopper_ready says which calls). Not the default: on an H200
+// it runs within a few per cent of the 64-row kernel at Hq 16 (faster on a skewed batch, slower
+// at B32 L4096) and 15 % behind at Hq 32 (bench/NOTES.md); forced by the internal variant narrow=1.
 #pragma once
 
 #include <cuda.h>
