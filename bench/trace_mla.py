@@ -20,9 +20,7 @@ import statistics
 import sys
 import time
 
-ROWS = {"b16": ([8192] * 16, 16), "b64": ([4096] * 64, 16), "b128": ([8192] * 128, 16),
-        "skew": ([65536] + [512] * 63, 16), "b1": ([32768], 128)}
-DK, DV, PAGE, SCALE = 576, 512, 64, 0.1
+ROWS = ("b16", "b64", "b128", "skew", "b1")
 
 
 def main(argv=None):
@@ -38,6 +36,9 @@ def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench import gpu_session
     from decode_targets import READ_SRC
+    from mla_bench import DV, SCALE, SKEW, Gpu, load_flashmla, uniform
+    problems = {"b16": uniform(16, 8192, 16), "b64": uniform(64, 4096, 16), "b128": uniform(128, 8192, 16),
+                "skew": SKEW, "b1": uniform(1, 32768, 128)}
     session = gpu_session("trace_mla.py")
     if session is None:
         return 77
@@ -50,7 +51,6 @@ def main(argv=None):
     read_kernel = cupy.RawKernel(READ_SRC, "read_all")
     flashmla = None
     if a.flashmla:
-        from mla_bench import load_flashmla
         flashmla, info = load_flashmla(a.flashmla)
         print(f"FlashMLA: {info['status']}")
     flush = torch.ones(int(256e6) // 4, dtype=torch.int32, device="cuda")
@@ -90,22 +90,15 @@ def main(argv=None):
         total = statistics.median(c[-1][1] - c[0][1] for c in calls)
         print(f"  {name:34s} host {host:5.1f} | flush to end {total:6.1f} | " + " | ".join(parts), flush=True)
 
+    inputs = Gpu(torch, cuattn, None, None, "", None).inputs  # mla_bench's random q, cache, table
     for r in rows:
-        lens, hq = ROWS[r]
-        per = [-(-n // PAGE) for n in lens]
-        cache = torch.randn(sum(per), PAGE, 1, DK, device="cuda", dtype=torch.bfloat16)
-        perm = torch.randperm(sum(per), device="cuda", dtype=torch.int32)
-        table = torch.zeros(len(lens), max(per), device="cuda", dtype=torch.int32)
-        at = 0
-        for b, n in enumerate(per):
-            table[b, :n] = perm[at:at + n]
-            at += n
-        seq_lens = torch.tensor(lens, device="cuda", dtype=torch.int32)
-        q = torch.randn(len(lens), 1, hq, DK, device="cuda", dtype=torch.bfloat16)
+        c = problems[r]
+        lens, hq = c.lens, c.hq
+        q, cache, table, seq_lens = inputs(c)
         out = torch.empty(len(lens), 1, hq, DV, device="cuda", dtype=torch.bfloat16)
         lse = torch.empty(len(lens), hq, 1, device="cuda", dtype=torch.float32)
-        plan = cuattn.plan_decode(seq_lens, num_q_heads=hq, num_kv_heads=1, head_dim=DK, head_dim_v=DV,
-                                  page_size=PAGE, device="cuda")
+        plan = cuattn.plan_decode(seq_lens, num_q_heads=hq, num_kv_heads=1, head_dim=cache.shape[-1], head_dim_v=DV,
+                                  page_size=c.page, device="cuda")
         print(f"{r}: {len(lens)} sequences, {sum(lens)} keys, Hq {hq}")
         for v in ("", "narrow=1") if hq <= 32 else ("",):
             for p in (None, plan):
@@ -116,7 +109,7 @@ def main(argv=None):
             _, _, meta, splits = flashmla.dense_decode_fwd(q, cache, DV, seq_lens, table, SCALE, False, None, None)
             trace("FlashMLA", lambda: flashmla.dense_decode_fwd(q, cache, DV, seq_lens, table, SCALE, False, meta,
                                                                splits))
-        nbytes = sum(lens) * DK * 2
+        nbytes = c.bytes
         raw = cupy.asarray(cache).view(cupy.uint8).ravel()[:nbytes]
         sink = cupy.zeros(1, dtype=cupy.uint32)
         for per_sm in (4, 8):
